@@ -1,0 +1,1 @@
+"""Model runtimes behind the ModelRuntime SPI: the built-in Python runtime and its clients."""

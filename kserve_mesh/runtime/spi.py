@@ -1,0 +1,71 @@
+"""The runtime port: what a mesh instance needs from the model server beside it.
+
+It mirrors ModelMesh's ``mmesh.ModelRuntime`` service (load, unload, size, status) plus the
+inference calls the mesh routes to a loaded model. Two adapters implement it: the built-in runtime
+called in-process (the embedded default, no extra hop) and a gRPC client of a runtime running as its
+own process. Inference uses the KServe V2 protobuf messages as the one in-memory representation:
+the gRPC front door passes them through, the REST front door converts JSON to them once.
+
+Errors are ``kserve_mesh.core.errors`` types: ``ModelNotFound`` when the model is not loaded in
+this runtime, ``InvalidArgument`` for bad inference input, ``ModelLoadFailed`` (and its
+``StorageError`` kinds) for failed loads, ``CapacityExceeded`` for a model that cannot fit,
+``Unavailable`` when the runtime cannot be reached, ``DeadlineExceeded`` for timeouts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.protocol import v2
+
+
+class RuntimeState(enum.Enum):
+    STARTING = 0
+    READY = 1
+    FAILING = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatus:
+    """What runtimeStatus reports: the numbers the instance sizes its cache and load queue by."""
+
+    state: RuntimeState
+    capacity_bytes: int
+    max_loading_concurrency: int
+    model_loading_timeout_ms: int
+    default_model_size_bytes: int
+    runtime_version: str = ""
+    limit_model_concurrency: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """loadModel's answer: the measured size (0 = ask ``model_size`` later) and max concurrency."""
+
+    size_bytes: int
+    max_concurrency: int = 0
+
+
+class ModelRuntime(Protocol):
+    """The SPI every runtime adapter implements. All methods are coroutines."""
+
+    async def runtime_status(self) -> RuntimeStatus: ...
+
+    async def load_model(self, model_id: str, info: ModelInfo) -> LoadResult: ...
+
+    async def unload_model(self, model_id: str) -> None: ...
+
+    async def predict_model_size(self, model_id: str, info: ModelInfo) -> int: ...
+
+    async def model_size(self, model_id: str) -> int: ...
+
+    async def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
+        """Run inference; ``request.model_name`` is the concrete id of a loaded model."""
+        ...
+
+    async def model_metadata(self, model_id: str) -> v2.ModelMetadataResponse: ...
+
+    async def close(self) -> None: ...
