@@ -204,6 +204,17 @@ def _json_bytes(tensor: _Tensor, data: list[Any], count: int, what: str) -> None
         ) from None
 
 
+def _uint64_array(data: list[Any], arr: np.ndarray) -> np.ndarray:
+    flat: list[Any] = []
+    _flatten(data, flat)
+    if any(type(item) is not int for item in flat):
+        return arr
+    try:
+        return np.array(flat, dtype=np.uint64)
+    except OverflowError:
+        return np.array([-1])  # reported below as out of range
+
+
 def _json_numbers(tensor: _Tensor, data: list[Any], count: int, what: str) -> None:
     datatype = tensor.datatype
     try:
@@ -215,6 +226,9 @@ def _json_numbers(tensor: _Tensor, data: list[Any], count: int, what: str) -> No
             f"{what}: shape {tensor.shape} needs {count} elements, got {arr.size}"
         )
     dt = DATATYPES[datatype]
+    flat = arr.ndim == 1
+    if datatype == "UINT64" and arr.dtype.kind in "fO":
+        arr = _uint64_array(data, arr)  # numpy promotes int64 + uint64 values to float64
     if count:
         kind = arr.dtype.kind
         if datatype == "BOOL":
@@ -236,7 +250,7 @@ def _json_numbers(tensor: _Tensor, data: list[Any], count: int, what: str) -> No
                     f"{what}: values out of range for {datatype} ({info.min}..{info.max})"
                 )
     tensor.array = arr.astype(dt, copy=False).reshape(-1)
-    if arr.ndim == 1:
+    if flat:
         tensor.values = data  # already flat and checked: the typed field can take it as is
 
 
