@@ -1,0 +1,156 @@
+"""KServe V2 gRPC (``inference.GRPCInferenceService``) in front of a mesh instance.
+
+Registered as generic handlers over the V2 messages from ``protocol.v2`` (kserve's generated
+servicer module would import all of kserve). Routing follows ModelMesh: the ``mm-vmodel-id`` /
+``mm-model-id`` headers (or their ``-bin`` forms) win, then ``model_name`` as a vmodel id, then as a
+model id; the concrete model id is written into the request before the runtime sees it and comes
+back as the response's ``model_name``. The repository index uses wire-compatible messages of our
+own package (``protos/v2_repository.proto``); kserve ships none for it.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from kserve_mesh.api.errors import grpc_code, to_mesh_error
+from kserve_mesh.core.errors import MeshError
+from kserve_mesh.core.ids import ModelId
+from kserve_mesh.mesh.instance import Instance
+from kserve_mesh.protocol import v2
+from kserve_mesh.protos import v2_repository_pb2 as repo_pb
+
+SERVER_NAME = "kserve-mesh"
+EXTENSIONS = ["model_repository_extension", "binary_tensor_data", "modelmesh"]
+DEFAULT_TIMEOUT_S = 120.0
+
+
+def routing_headers(context: grpc.aio.ServicerContext) -> tuple[str, str]:
+    """(model id, vmodel id) from the ModelMesh routing headers, '' when absent."""
+    model_id = vmodel_id = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == "mm-model-id":
+            model_id = value
+        elif key == "mm-vmodel-id":
+            vmodel_id = value
+        elif key == "mm-model-id-bin":
+            model_id = value.decode() if isinstance(value, bytes) else value
+        elif key == "mm-vmodel-id-bin":
+            vmodel_id = value.decode() if isinstance(value, bytes) else value
+    return model_id, vmodel_id
+
+
+def _timeout(context: grpc.aio.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    return DEFAULT_TIMEOUT_S if remaining is None else max(0.001, remaining)
+
+
+class V2Servicer:
+    def __init__(self, instance: Instance, version: str) -> None:
+        self.instance = instance
+        self.version = version
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        err = to_mesh_error(exc)
+        await context.abort(grpc_code(err), err.message)
+
+    def _resolve(self, name: str, context: grpc.aio.ServicerContext) -> ModelId:
+        model_id, vmodel_id = routing_headers(context)
+        return self.instance.resolve(name, model_id=model_id, vmodel_id=vmodel_id)
+
+    async def ModelInfer(self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext) -> v2.ModelInferResponse:
+        try:
+            model_id = self._resolve(request.model_name, context)
+            return await self.instance.infer(model_id, request, _timeout(context))
+        except (MeshError, Exception) as exc:  # noqa: BLE001
+            await self._fail(context, exc)
+            raise  # unreachable: abort raises
+
+    async def ModelMetadata(self, request: v2.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> v2.ModelMetadataResponse:
+        try:
+            model_id = self._resolve(request.name, context)
+            return await self.instance.model_metadata(model_id, _timeout(context))
+        except Exception as exc:  # noqa: BLE001
+            await self._fail(context, exc)
+            raise
+
+    async def ModelReady(self, request: v2.ModelReadyRequest, context: grpc.aio.ServicerContext) -> v2.ModelReadyResponse:
+        try:
+            model_id = self._resolve(request.name, context)
+            return v2.ModelReadyResponse(ready=self.instance.is_loaded(model_id))
+        except Exception as exc:  # noqa: BLE001
+            await self._fail(context, exc)
+            raise
+
+    async def ServerLive(self, request: v2.ServerLiveRequest, context: grpc.aio.ServicerContext) -> v2.ServerLiveResponse:
+        return v2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: v2.ServerReadyRequest, context: grpc.aio.ServicerContext) -> v2.ServerReadyResponse:
+        return v2.ServerReadyResponse(ready=self.instance.ready)
+
+    async def ServerMetadata(self, request: v2.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> v2.ServerMetadataResponse:
+        return v2.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=EXTENSIONS)
+
+    async def RepositoryIndex(self, request: repo_pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> repo_pb.RepositoryIndexResponse:
+        resp = repo_pb.RepositoryIndexResponse()
+        for status in self.instance.list_models():
+            if request.ready and status.state.name != "LOADED":
+                continue
+            resp.models.add(name=status.model_id, state=repository_state(status.state.name),
+                            reason="; ".join(status.errors))
+        return resp
+
+    async def RepositoryModelLoad(self, request: v2.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext) -> v2.RepositoryModelLoadResponse:
+        try:
+            model_id = self._resolve(request.model_name, context)
+            status = await self.instance.ensure_loaded(model_id, sync=True)
+            if status.state.name != "LOADED":
+                raise_load_failed(model_id, status.errors)
+            return v2.RepositoryModelLoadResponse(model_name=model_id, isLoaded=True)
+        except Exception as exc:  # noqa: BLE001
+            await self._fail(context, exc)
+            raise
+
+    async def RepositoryModelUnload(self, request: v2.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext) -> v2.RepositoryModelUnloadResponse:
+        try:
+            model_id = self._resolve(request.model_name, context)
+            await self.instance.unload_copy(model_id)
+            return v2.RepositoryModelUnloadResponse(model_name=model_id, isUnloaded=True)
+        except Exception as exc:  # noqa: BLE001
+            await self._fail(context, exc)
+            raise
+
+
+def repository_state(state_name: str) -> str:
+    """Mesh model state -> the V2 repository index state words (READY, LOADING, UNAVAILABLE)."""
+    return {"LOADED": "READY", "LOADING": "LOADING", "LOADING_FAILED": "UNAVAILABLE"}.get(state_name, "UNAVAILABLE")
+
+
+def raise_load_failed(model_id: str, errors: tuple[str, ...]) -> None:
+    from kserve_mesh.core.errors import ModelLoadFailed
+
+    raise ModelLoadFailed(f"model '{model_id}' did not load: {'; '.join(errors) or 'unknown reason'}")
+
+
+_METHODS = {
+    "ModelInfer": (v2.ModelInferRequest, v2.ModelInferResponse),
+    "ModelMetadata": (v2.ModelMetadataRequest, v2.ModelMetadataResponse),
+    "ModelReady": (v2.ModelReadyRequest, v2.ModelReadyResponse),
+    "ServerLive": (v2.ServerLiveRequest, v2.ServerLiveResponse),
+    "ServerReady": (v2.ServerReadyRequest, v2.ServerReadyResponse),
+    "ServerMetadata": (v2.ServerMetadataRequest, v2.ServerMetadataResponse),
+    "RepositoryIndex": (repo_pb.RepositoryIndexRequest, repo_pb.RepositoryIndexResponse),
+    "RepositoryModelLoad": (v2.RepositoryModelLoadRequest, v2.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (v2.RepositoryModelUnloadRequest, v2.RepositoryModelUnloadResponse),
+}
+
+
+def handler(servicer: V2Servicer) -> grpc.GenericRpcHandler:
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=req.FromString,
+            response_serializer=resp.SerializeToString,
+        )
+        for name, (req, resp) in _METHODS.items()
+    }
+    return grpc.method_handlers_generic_handler(v2.SERVICE, handlers)

@@ -1,0 +1,304 @@
+"""KServe V2 REST and the management REST API, served natively (no proxy sidecar).
+
+V2 routes follow the Open Inference Protocol, including the binary tensor data extension and the
+repository extension. Errors are ``{"error": "<message>"}`` with the status from ``errors.py``.
+Management routes live under ``/mesh/v1`` and mirror ``mmesh.ModelMesh`` one to one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kserve_mesh.api.errors import http_status, to_mesh_error
+from kserve_mesh.api.grpc_v2 import EXTENSIONS, SERVER_NAME, raise_load_failed, repository_state
+from kserve_mesh.core.errors import InvalidArgument
+from kserve_mesh.core.ids import ModelId, VModelId
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.core.vmodel import SetVModel
+from kserve_mesh.mesh.instance import Instance, ModelStatus, VModelStatus
+from kserve_mesh.protocol import rest as codec
+
+log = logging.getLogger(__name__)
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    err = to_mesh_error(exc)
+    return JSONResponse({"error": err.message}, status_code=http_status(err))
+
+
+def model_status_json(s: ModelStatus) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "modelId": s.model_id,
+        "status": s.state.name,
+        "errors": list(s.errors),
+        "modelCopyInfos": [{"location": c.location, "copyStatus": c.state.name, "time": c.time_ms}
+                           for c in s.copies],
+        "sizeBytes": s.size_bytes,
+        "lastUsedTime": s.last_used_ms,
+        "copies": sum(1 for c in s.copies if c.state.name == "LOADED"),
+    }
+    if s.info is not None:
+        out["modelInfo"] = {"type": s.info.type, "path": s.info.path, "key": s.info.key}
+    return out
+
+
+def vmodel_status_json(s: VModelStatus) -> dict[str, Any]:
+    return {
+        "vModelId": s.vmodel_id,
+        "status": s.state.name,
+        "activeModelId": s.active,
+        "targetModelId": s.target,
+        "owner": s.owner,
+        "activeModelStatus": model_status_json(s.active_status) if s.active_status else None,
+        "targetModelStatus": model_status_json(s.target_status) if s.target_status else None,
+    }
+
+
+class ModelInfoBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    path: str = ""
+    key: str = ""
+
+
+class RegisterBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    modelInfo: ModelInfoBody
+    loadNow: bool = False
+    sync: bool = False
+    lastUsedTime: int = Field(default=0, ge=0)
+    autoDelete: bool = False
+    minCopies: int = Field(default=0, ge=0)
+    maxCopies: int = Field(default=0, ge=0)
+
+
+class EnsureLoadedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lastUsedTime: int = Field(default=0, ge=0)
+    sync: bool = False
+
+
+class SetVModelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    targetModelId: str
+    owner: str = ""
+    updateOnly: bool = False
+    modelInfo: ModelInfoBody | None = None
+    autoDeleteTargetModel: bool = False
+    loadNow: bool = False
+    force: bool = False
+    sync: bool = False
+    expectedTargetModelId: str = ""
+
+
+def build_app(instance: Instance, version: str, *, extra_status: Any = None) -> FastAPI:
+    app = FastAPI(title="kserve-mesh", version=version, docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"error": "invalid request: " + "; ".join(parts)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 404:
+            message = f"no such route: {request.method} {request.url.path}"
+        return JSONResponse({"error": message}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _any(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    # -- health and server metadata --------------------------------------------------------------
+    @app.get("/v2/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready() -> JSONResponse:
+        return JSONResponse({"ready": instance.ready}, status_code=200 if instance.ready else 503)
+
+    @app.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
+
+    def target(request: Request, name: str) -> ModelId:
+        h = request.headers
+        return instance.resolve(name, model_id=h.get("mm-model-id", ""), vmodel_id=h.get("mm-vmodel-id", ""))
+
+    # -- models ----------------------------------------------------------------------------------
+    async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
+        try:
+            model_id = target(request, name)
+            meta = await instance.model_metadata(model_id)
+            return JSONResponse(codec.render_model_metadata(meta), headers={"mm-model-id": model_id})
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
+        try:
+            model_id = target(request, name)
+            is_ready = instance.is_loaded(model_id)
+            return JSONResponse({"name": model_id, "ready": is_ready}, status_code=200 if is_ready else 503)
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        try:
+            model_id = target(request, name)
+            body = await request.body()
+            header_length = request.headers.get(HEADER_LENGTH)
+            try:
+                length = int(header_length) if header_length is not None else None
+            except ValueError:
+                raise InvalidArgument(f"header Inference-Header-Content-Length must be an integer, got '{header_length}'") from None
+            req, options = codec.parse_infer_request(body, model_id, header_length=length)
+            resp = await instance.infer(model_id, req)
+            payload, headers = codec.render_infer_response(resp, options)
+            headers = {**headers, "mm-model-id": model_id}
+            media = headers.pop("content-type", "application/json")
+            return Response(payload, media_type=media, headers=headers)
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.add_api_route(prefix, model_metadata, methods=["GET"])
+        app.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
+        app.add_api_route(prefix + "/infer", infer, methods=["POST"])
+
+    # -- repository extension --------------------------------------------------------------------
+    @app.post("/v2/repository/index")
+    async def repository_index(request: Request) -> Response:
+        raw = await request.body()
+        ready_only = False
+        if raw.strip():
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return error_response(InvalidArgument("repository index body must be JSON"))
+            ready_only = bool(body.get("ready", False)) if isinstance(body, dict) else False
+        out = []
+        for s in instance.list_models():
+            if ready_only and s.state.name != "LOADED":
+                continue
+            item = {"name": s.model_id, "state": repository_state(s.state.name)}
+            if s.errors:
+                item["reason"] = "; ".join(s.errors)
+            out.append(item)
+        return JSONResponse(out)
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def repository_load(request: Request, name: str) -> Response:
+        try:
+            model_id = target(request, name)
+            status = await instance.ensure_loaded(model_id, sync=True)
+            if status.state.name != "LOADED":
+                raise_load_failed(model_id, status.errors)
+            return JSONResponse({"name": model_id, "load": True})
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    @app.post("/v2/repository/models/{name}/unload")
+    async def repository_unload(request: Request, name: str) -> Response:
+        try:
+            model_id = target(request, name)
+            await instance.unload_copy(model_id)
+            return JSONResponse({"name": model_id, "unload": True})
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    # -- management (mirrors mmesh.ModelMesh) ----------------------------------------------------
+    @app.get("/mesh/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"models": [model_status_json(s) for s in instance.list_models()]}
+
+    @app.put("/mesh/v1/models/{model_id}")
+    async def register(model_id: str, body: RegisterBody) -> Response:
+        try:
+            info = ModelInfo(body.modelInfo.type, body.modelInfo.path, body.modelInfo.key)
+            status = await instance.register(model_id, info, load_now=body.loadNow, sync=body.sync,
+                                             last_used_ms=body.lastUsedTime, auto_delete=body.autoDelete,
+                                             min_copies=body.minCopies, max_copies=body.maxCopies)
+            return JSONResponse(model_status_json(status))
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    @app.get("/mesh/v1/models/{model_id}")
+    async def get_model(model_id: str) -> Response:
+        status = instance.model_status(model_id)
+        code = 404 if status.state.name == "NOT_FOUND" else 200
+        body = model_status_json(status)
+        if code == 404:
+            body["error"] = f"model '{model_id}' not found"
+        return JSONResponse(body, status_code=code)
+
+    @app.delete("/mesh/v1/models/{model_id}")
+    async def unregister(model_id: str) -> Response:
+        try:
+            await instance.unregister(model_id)
+            return JSONResponse({})
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    @app.post("/mesh/v1/models/{model_id}/ensure-loaded")
+    async def ensure_loaded(model_id: str, body: EnsureLoadedBody | None = None) -> Response:
+        body = body or EnsureLoadedBody()
+        try:
+            status = await instance.ensure_loaded(model_id, last_used_ms=body.lastUsedTime, sync=body.sync)
+            return JSONResponse(model_status_json(status))
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    @app.get("/mesh/v1/vmodels")
+    async def list_vmodels() -> dict[str, Any]:
+        return {"vmodels": [vmodel_status_json(instance.vmodel_status(v)) for v in sorted(instance.registry.vmodels)]}
+
+    @app.put("/mesh/v1/vmodels/{vmodel_id}")
+    async def set_vmodel(vmodel_id: str, body: SetVModelBody) -> Response:
+        try:
+            req = SetVModel(VModelId(vmodel_id), ModelId(body.targetModelId), owner=body.owner,
+                            update_only=body.updateOnly, force=body.force,
+                            expected_target=body.expectedTargetModelId)
+            info = ModelInfo(body.modelInfo.type, body.modelInfo.path, body.modelInfo.key) if body.modelInfo else None
+            status = await instance.set_vmodel(req, model_info=info, auto_delete=body.autoDeleteTargetModel,
+                                               load_now=body.loadNow, sync=body.sync)
+            return JSONResponse(vmodel_status_json(status))
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    @app.get("/mesh/v1/vmodels/{vmodel_id}")
+    async def get_vmodel(vmodel_id: str, owner: str = "") -> Response:
+        status = instance.vmodel_status(vmodel_id, owner)
+        body = vmodel_status_json(status)
+        if status.state.name == "NOT_FOUND":
+            body["error"] = f"vmodel '{vmodel_id}' not found"
+            return JSONResponse(body, status_code=404)
+        return JSONResponse(body)
+
+    @app.delete("/mesh/v1/vmodels/{vmodel_id}")
+    async def delete_vmodel(vmodel_id: str, owner: str = "") -> Response:
+        try:
+            await instance.delete_vmodel(vmodel_id, owner)
+            return JSONResponse({})
+        except Exception as exc:  # noqa: BLE001
+            return error_response(exc)
+
+    @app.get("/mesh/v1/status")
+    async def status() -> dict[str, Any]:
+        return extra_status() if extra_status is not None else {}
+
+    return app

@@ -1,0 +1,309 @@
+"""The ``kserve-mesh`` command line.
+
+    kserve-mesh up          one instance serving the example models (the embedded default)
+    kserve-mesh instance    one instance, configured by flags / KSERVE_MESH_* variables
+    kserve-mesh runtime     the built-in runtime as its own process (ModelRuntime + V2 gRPC)
+    kserve-mesh register | unregister | models | infer | status | vmodel   talk to a running mesh
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="kserve-mesh: a multi-model serving mesh for KServe.")
+vmodel_app = typer.Typer(no_args_is_help=True, help="Manage vmodels (stable names that move between models).")
+app.add_typer(vmodel_app, name="vmodel")
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_URL = os.environ.get("KSERVE_MESH_URL", "http://127.0.0.1:8008")
+URL_OPTION = typer.Option(DEFAULT_URL, "--url", help="REST address of the mesh (env KSERVE_MESH_URL).")
+EXAMPLES_DIR = Path("examples/models")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _client(url: str):  # type: ignore[no-untyped-def]
+    from kserve_mesh.client import MeshClient
+
+    return MeshClient(url)
+
+
+def _call(fn, *args: Any, **kwargs: Any) -> Any:  # type: ignore[no-untyped-def]
+    from kserve_mesh.client import MeshClientError
+
+    try:
+        return fn(*args, **kwargs)
+    except MeshClientError as exc:
+        _fail(exc.message)
+
+
+def _settings(**flags: Any):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from kserve_mesh.settings import MeshSettings
+
+    try:
+        return MeshSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        _fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def _ago(ms: int) -> str:
+    if not ms:
+        return "-"
+    secs = max(0, time.time() - ms / 1000)
+    if secs < 120:
+        return f"{secs:.0f}s ago"
+    if secs < 7200:
+        return f"{secs / 60:.0f}m ago"
+    return f"{secs / 3600:.1f}h ago"
+
+
+def _serve(settings, load_with_progress: bool) -> None:  # type: ignore[no-untyped-def]
+    from kserve_mesh.server import MeshServer
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def show_loading(server: MeshServer) -> None:
+        instance = server.instance
+        assert instance is not None
+        ids = sorted(instance.registry.models)
+        console.print(f"[green]serving {len(ids)} models[/green] (loaded on first request)")
+        if not load_with_progress or not ids:
+            return
+        with Progress(SpinnerColumn(), TextColumn("loading models"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            task = progress.add_task("load", total=len(ids))
+            deadline = time.monotonic() + instance.cache.config.load_timeout_s * len(ids)
+            while time.monotonic() < deadline:
+                done = sum(1 for m in ids if instance.model_status(m).state.name in ("LOADED", "LOADING_FAILED"))
+                progress.update(task, completed=done)
+                if done == len(ids):
+                    break
+                await asyncio.sleep(0.1)
+
+    try:
+        asyncio.run(MeshServer(settings).run(on_ready=show_loading))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a start-up failure is a message, not a traceback
+        from kserve_mesh.core.errors import MeshError
+
+        if isinstance(exc, (MeshError, OSError)):
+            _fail(str(exc))
+        raise
+
+
+def _ensure_examples(models_dir: Path) -> None:
+    script = Path("examples/make_models.py")
+    if models_dir.exists() or models_dir.resolve() != EXAMPLES_DIR.resolve() or not script.exists():
+        if not models_dir.exists():
+            _fail(f"models folder {models_dir} does not exist")
+        return
+    with console.status("making the example models (examples/make_models.py)"):
+        result = subprocess.run([sys.executable, str(script), str(models_dir)], capture_output=True, text=True)
+    if result.returncode != 0:
+        _fail(f"examples/make_models.py failed:\n{result.stderr}")
+
+
+@app.command()
+def up(
+    models: Path = typer.Option(EXAMPLES_DIR, "--models", help="Folder of models to register (one per file or sub-folder)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    rest_port: int = typer.Option(8008, help="V2 REST + management REST port."),
+    grpc_port: int = typer.Option(8033, help="V2 gRPC + ModelMesh management gRPC port."),
+    metrics_port: int = typer.Option(2112, help="Prometheus metrics port."),
+    capacity: Optional[int] = typer.Option(None, "--capacity-bytes", help="Model cache capacity in bytes."),
+    runtime: str = typer.Option("inprocess", help="inprocess | process (built-in runtime as a child process)."),
+    load: bool = typer.Option(False, "--load", help="Load every model now (with a progress bar) instead of on first use."),
+    storage_config: Optional[Path] = typer.Option(None, help="storage-config folder or JSON/YAML file."),
+) -> None:
+    """Start one mesh instance serving the example models (in-memory store, built-in runtime)."""
+    _ensure_examples(models)
+    settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                         capacity_bytes=capacity, runtime=runtime, models_dir=models, load_models_at_start=load,
+                         storage_config=storage_config)
+    _serve(settings, load)
+
+
+@app.command()
+def instance(
+    models: Optional[Path] = typer.Option(None, "--models", help="Folder of models to register at start."),
+    host: Optional[str] = typer.Option(None), rest_port: Optional[int] = typer.Option(None),
+    grpc_port: Optional[int] = typer.Option(None), metrics_port: Optional[int] = typer.Option(None),
+    capacity: Optional[int] = typer.Option(None, "--capacity-bytes"),
+    runtime: Optional[str] = typer.Option(None, help="inprocess | process | remote"),
+    runtime_address: Optional[str] = typer.Option(None, help="host:port of a ModelRuntime (runtime=remote)."),
+    max_loading_concurrency: Optional[int] = typer.Option(None),
+    storage_config: Optional[Path] = typer.Option(None),
+) -> None:
+    """Start one mesh instance configured by flags and KSERVE_MESH_* environment variables."""
+    settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                         capacity_bytes=capacity, runtime=runtime, runtime_address=runtime_address,
+                         models_dir=models, max_loading_concurrency=max_loading_concurrency,
+                         storage_config=storage_config)
+    _serve(settings, False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def runtime(ctx: typer.Context) -> None:
+    """Run the built-in runtime as its own process (flags: see `kserve-mesh runtime --help`)."""
+    from kserve_mesh.runtime.server import main as runtime_main
+
+    raise typer.Exit(runtime_main(list(ctx.args)) or 0)
+
+
+@app.command()
+def register(
+    model_id: str = typer.Argument(..., help="Model id."),
+    model_type: str = typer.Option(..., "--type", help="sklearn | xgboost | lightgbm | onnx | string"),
+    path: str = typer.Option(..., "--path", help="Local path, file://, s3://bucket/path or http(s):// URL."),
+    key: str = typer.Option("", "--key", help="Storage key JSON (ModelMesh modelKey)."),
+    load: bool = typer.Option(False, "--load", help="Load now (and wait for it)."),
+    url: str = URL_OPTION,
+) -> None:
+    """Register a model with a running mesh."""
+    with _client(url) as client:
+        if load:
+            with console.status(f"loading {model_id}"):
+                status = _call(client.register, model_id, model_type, path, key, load_now=True, sync=True)
+        else:
+            status = _call(client.register, model_id, model_type, path, key)
+    state = status["status"]
+    console.print(f"{model_id}: {state}")
+    if state == "LOADING_FAILED":
+        _fail("; ".join(status.get("errors") or ["load failed"]))
+
+
+@app.command()
+def unregister(model_id: str, url: str = URL_OPTION) -> None:
+    """Unregister a model (its copies are unloaded)."""
+    with _client(url) as client:
+        _call(client.unregister, model_id)
+    console.print(f"{model_id}: unregistered")
+
+
+@app.command()
+def models(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help="table | json")) -> None:
+    """List registered models: state, size, copies, last used."""
+    with _client(url) as client:
+        rows = _call(client.models)
+    if output == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"models at {url}")
+    for col in ("MODEL", "TYPE", "STATE", "SIZE", "COPIES", "LAST USED", "ERROR"):
+        table.add_column(col)
+    colors = {"LOADED": "green", "LOADING": "yellow", "LOADING_FAILED": "red"}
+    for m in rows:
+        state = m["status"]
+        table.add_row(m["modelId"], (m.get("modelInfo") or {}).get("type", ""),
+                      f"[{colors.get(state, 'white')}]{state}[/]", _human(m["sizeBytes"]) if m["sizeBytes"] else "-",
+                      str(m["copies"]), _ago(m["lastUsedTime"]), (m["errors"] or [""])[0][:60])
+    console.print(table)
+
+
+@app.command()
+def infer(
+    name: str = typer.Argument(..., help="Model or vmodel id."),
+    data: Optional[str] = typer.Option(None, "-d", "--data", help="V2 request JSON; '-' reads stdin."),
+    file: Optional[Path] = typer.Option(None, "-f", "--file", help="File holding the V2 request JSON."),
+    url: str = URL_OPTION,
+) -> None:
+    """Send a V2 inference request (JSON in) and print the response (JSON out)."""
+    if file is not None:
+        text = file.read_text()
+    elif data == "-" or data is None:
+        text = sys.stdin.read()
+    else:
+        text = data
+    try:
+        request = json.loads(text)
+    except ValueError as exc:
+        _fail(f"the request is not valid JSON: {exc}")
+    with _client(url) as client:
+        print(json.dumps(_call(client.infer, name, request), indent=2))
+
+
+@app.command()
+def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help="table | json")) -> None:
+    """Show the instance: capacity, used, models, requests per minute."""
+    with _client(url) as client:
+        info = _call(client.server_status)
+    if output == "json":
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(title="kserve-mesh instance")
+    table.add_column("INSTANCE")
+    table.add_column("CAPACITY")
+    table.add_column("USED")
+    table.add_column("REGISTERED")
+    table.add_column("LOADED")
+    table.add_column("LOADING")
+    table.add_column("REQ/MIN")
+    table.add_column("CACHE AGE")
+    used = info["usedBytes"]
+    cap = info["capacityBytes"]
+    table.add_row(info["instanceId"], _human(cap), f"{_human(used)} ({100 * used / cap:.0f}%)",
+                  str(info["modelsRegistered"]), str(info["modelsLoaded"]),
+                  str(info["loadsInProgress"] + info["loadsQueued"]), str(info["requestsPerMinute"]),
+                  _ago(info["lruTime"]).replace(" ago", ""))
+    console.print(table)
+
+
+@vmodel_app.command("set")
+def vmodel_set(vmodel_id: str, target: str, owner: str = "", force: bool = False, url: str = URL_OPTION) -> None:
+    """Point a vmodel at a target model (it switches once the target is loaded)."""
+    with _client(url) as client:
+        st = _call(client.set_vmodel, vmodel_id, target, owner=owner, force=force)
+    console.print(f"{vmodel_id}: {st['status']} active={st['activeModelId']} target={st['targetModelId']}")
+
+
+@vmodel_app.command("get")
+def vmodel_get(vmodel_id: str, url: str = URL_OPTION) -> None:
+    """Show a vmodel's active and target models."""
+    with _client(url) as client:
+        st = _call(client.vmodel, vmodel_id)
+    console.print(f"{vmodel_id}: {st['status']} active={st['activeModelId']} target={st['targetModelId']}")
+
+
+@vmodel_app.command("delete")
+def vmodel_delete(vmodel_id: str, url: str = URL_OPTION) -> None:
+    """Delete a vmodel."""
+    with _client(url) as client:
+        _call(client.delete_vmodel, vmodel_id)
+    console.print(f"{vmodel_id}: deleted")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

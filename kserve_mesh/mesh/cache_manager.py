@@ -1,0 +1,348 @@
+"""The cache manager: loads models into the runtime on demand, evicts the coldest, never overfills.
+
+Flow of a cache miss: the request creates a ``LocalCopy`` (QUEUED) and pushes it into the load
+queue with request priority; the dispatcher starts at most ``max_loading_concurrency`` loads at once,
+highest priority first. A load reserves its predicted size in the ``CacheLedger`` (evicting least
+recently used copies and waiting for their unloads if needed), calls the runtime with the load
+timeout, then corrects the reservation to the measured size. Every waiter of that copy wakes when
+the one load finishes, so concurrent requests for a loading model cause exactly one load.
+
+Locking: there is no lock on the request path. The event loop is the only thread touching the
+ledger and the copies map, and each check-then-act on them happens without an ``await`` in between
+(the "re-check after waking" pattern), which is what a per-model lock would buy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kserve_mesh.core.cache import CacheLedger, EvictionPolicy
+from kserve_mesh.core.clock import Clock
+from kserve_mesh.core.errors import (
+    CapacityExceeded,
+    DeadlineExceeded,
+    MeshError,
+    ModelLoadFailed,
+    Unavailable,
+)
+from kserve_mesh.core.ids import ModelId
+from kserve_mesh.core.loadqueue import LoadQueue, load_priority
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.mesh.copies import LocalCopy, Phase
+from kserve_mesh.runtime.spi import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+PREDICT_SIZE_TIMEOUT_S = 0.5
+UNLOAD_DRAIN_TIMEOUT_S = 30.0
+UNLOAD_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    capacity_bytes: int
+    max_loading_concurrency: int
+    load_timeout_s: float
+    default_model_size_bytes: int
+
+
+@dataclass(slots=True)
+class LoadOutcome:
+    """Told to the instance after each load, to update failure records and vmodels."""
+
+    model_id: ModelId
+    ok: bool
+    error: MeshError | None = None
+    size_bytes: int = 0
+    duration_s: float = 0.0
+
+
+class CacheManager:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        config: CacheConfig,
+        clock: Clock,
+        *,
+        policy: EvictionPolicy | None = None,
+        on_load: Callable[[LoadOutcome], None] | None = None,
+        on_unload: Callable[[ModelId, int, float], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.clock = clock
+        self.ledger = CacheLedger(config.capacity_bytes, policy)
+        self.copies: dict[ModelId, LocalCopy] = {}
+        self._queue = LoadQueue()
+        self._infos: dict[ModelId, tuple[ModelInfo, int]] = {}
+        self._slots = config.max_loading_concurrency
+        self._loading = 0
+        self._wake_dispatcher = asyncio.Event()
+        self._space_changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._on_load = on_load
+        self._on_unload = on_unload
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="load-dispatcher")
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        if self._dispatcher is not None:
+            tasks.append(self._dispatcher)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for copy in self.copies.values():
+            if not copy.ready.done():
+                copy.ready.set_exception(Unavailable("the instance is shutting down"))
+                copy.ready.exception()  # mark retrieved
+
+    @property
+    def loads_in_progress(self) -> int:
+        return self._loading
+
+    @property
+    def queued_loads(self) -> int:
+        return len(self._queue)
+
+    # -- the request path ------------------------------------------------------------------------
+    def try_enter(self, model_id: ModelId) -> LocalCopy | None:
+        """Hit path: the LOADED copy, counted as in use, or None. No await, no allocation."""
+        copy = self.copies.get(model_id)
+        if copy is not None and copy.phase is Phase.LOADED:
+            copy.enter()
+            self.ledger.touch(model_id, self.clock.now_ms())
+            return copy
+        return None
+
+    async def enter(self, model_id: ModelId, info: ModelInfo, last_used_ms: int, timeout_s: float) -> LocalCopy:
+        """Miss path: load (or join the load of) a model and return its copy, counted as in use."""
+        deadline = self.clock.monotonic() + timeout_s
+        while True:
+            copy = self.try_enter(model_id)
+            if copy is not None:
+                return copy
+            copy = self.copies.get(model_id)
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"timed out waiting for model '{model_id}' to load")
+            if copy is None:
+                copy = self.request_load(model_id, info, last_used_ms, request_waiting=True)
+            elif copy.phase is Phase.UNLOADING:
+                await _wait_event(copy.gone, remaining, model_id)
+                continue
+            elif copy.phase is Phase.QUEUED:
+                self._queue.push(model_id, load_priority(last_used_ms=last_used_ms,
+                                                         now_ms=self.clock.now_ms(), request_waiting=True))
+            copy.waiters += 1
+            try:
+                await asyncio.wait_for(asyncio.shield(copy.ready), remaining)
+            except TimeoutError:
+                raise DeadlineExceeded(f"timed out waiting for model '{model_id}' to load") from None
+            finally:
+                copy.waiters -= 1
+
+    def request_load(self, model_id: ModelId, info: ModelInfo, last_used_ms: int, *,
+                     request_waiting: bool) -> LocalCopy:
+        """Queue a load unless the model already has a copy here; returns the copy."""
+        copy = self.copies.get(model_id)
+        if copy is not None and copy.phase is not Phase.UNLOADING:
+            return copy
+        if copy is not None:  # unloading: the new copy waits for the old to go
+            raise Unavailable(f"model '{model_id}' is being unloaded; retry")
+        self.ledger.check_fits_at_all(model_id, 1)
+        copy = LocalCopy(model_id, asyncio.get_running_loop(), self.clock.monotonic())
+        # Nobody may be awaiting this future (a background load); don't warn about its exception.
+        copy.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.copies[model_id] = copy
+        self._infos[model_id] = (info, last_used_ms)
+        prio = load_priority(last_used_ms=last_used_ms, now_ms=self.clock.now_ms(), request_waiting=request_waiting)
+        self._queue.push(model_id, prio)
+        self._wake_dispatcher.set()
+        return copy
+
+    # -- loading ---------------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        while not self._closed:
+            await self._wake_dispatcher.wait()
+            self._wake_dispatcher.clear()
+            while self._loading < self._slots:
+                model_id = self._queue.pop()
+                if model_id is None:
+                    break
+                copy = self.copies.get(model_id)
+                if copy is None or copy.phase is not Phase.QUEUED:
+                    continue
+                self._loading += 1
+                self._spawn(self._load(copy), f"load:{model_id}")
+
+    def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, copy: LocalCopy) -> None:
+        model_id = copy.model_id
+        info, last_used_ms = self._infos.pop(model_id)
+        copy.phase = Phase.LOADING
+        copy.load_started_at = self.clock.monotonic()
+        reserved = False
+        try:
+            size = await self._predict_size(model_id, info)
+            deadline = copy.load_started_at + self.config.load_timeout_s
+            await self._make_room(model_id, size, deadline, lambda: self.ledger.try_reserve(model_id, size, last_used_ms))
+            reserved = True
+            remaining = max(0.001, deadline - self.clock.monotonic())
+            try:
+                result = await asyncio.wait_for(self.runtime.load_model(model_id, info), remaining)
+            except TimeoutError:
+                await self._unload_quietly(model_id)
+                raise ModelLoadFailed(
+                    f"loading model '{model_id}' timed out after {self.config.load_timeout_s:g} s"
+                ) from None
+            measured = result.size_bytes or await self._measure(model_id, size)
+            if measured > self.config.capacity_bytes:
+                await self._unload_quietly(model_id)
+                raise CapacityExceeded(
+                    f"model '{model_id}' measured {measured} bytes after loading, more than the "
+                    f"instance capacity of {self.config.capacity_bytes} bytes"
+                )
+            await self._make_room(model_id, measured - size, deadline + 30.0,
+                                  lambda: self.ledger.resize(model_id, measured))
+            self.ledger.mark_loaded(model_id, self.clock.now_ms())
+            copy.size_bytes = measured
+            copy.phase = Phase.LOADED
+            copy.ready.set_result(None)
+            self._report(LoadOutcome(model_id, True, size_bytes=measured,
+                                     duration_s=self.clock.monotonic() - copy.load_started_at))
+        except asyncio.CancelledError:
+            if reserved:
+                self.ledger.release(model_id)
+            self.copies.pop(model_id, None)
+            if not copy.ready.done():
+                copy.ready.set_exception(Unavailable(f"loading model '{model_id}' was cancelled"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reported MeshError
+            error = exc if isinstance(exc, MeshError) else ModelLoadFailed(f"loading model '{model_id}' failed: {exc}")
+            if not isinstance(exc, MeshError):
+                log.exception("unexpected error loading %s", model_id)
+            if reserved:
+                self.ledger.release(model_id)
+            self.copies.pop(model_id, None)
+            copy.ready.set_exception(error)
+            copy.gone.set()
+            self._space_changed.set()
+            self._report(LoadOutcome(model_id, False, error=error,
+                                     duration_s=self.clock.monotonic() - copy.load_started_at))
+        finally:
+            self._loading -= 1
+            self._wake_dispatcher.set()
+
+    def _report(self, outcome: LoadOutcome) -> None:
+        if self._on_load is not None:
+            try:
+                self._on_load(outcome)
+            except Exception:  # noqa: BLE001
+                log.exception("load listener failed for %s", outcome.model_id)
+
+    async def _predict_size(self, model_id: ModelId, info: ModelInfo) -> int:
+        try:
+            size = await asyncio.wait_for(self.runtime.predict_model_size(model_id, info), PREDICT_SIZE_TIMEOUT_S)
+        except (TimeoutError, MeshError) as exc:
+            log.debug("predictModelSize for %s unavailable (%s); using default size", model_id, exc)
+            size = 0
+        size = size or self.config.default_model_size_bytes
+        self.ledger.check_fits_at_all(model_id, size)
+        return size
+
+    async def _measure(self, model_id: ModelId, fallback: int) -> int:
+        try:
+            return await asyncio.wait_for(self.runtime.model_size(model_id), 30.0) or fallback
+        except (TimeoutError, MeshError):
+            return fallback
+
+    async def _make_room(self, model_id: ModelId, needed: int, deadline: float, attempt: Callable[[], bool]) -> None:
+        """Evict LRU copies and wait for their unloads until ``attempt()`` succeeds or time runs out."""
+        while not attempt():
+            protect = {model_id} | {m for m, c in self.copies.items() if c.waiters or c.phase is not Phase.LOADED}
+            for victim in self.ledger.plan_eviction(needed, protect=protect):
+                self._begin_unload(victim, evicted=True)
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                raise ModelLoadFailed(
+                    f"no room for model '{model_id}' ({needed} bytes) in time: the cache is held by "
+                    "models that are loading or in use"
+                )
+            self._space_changed.clear()
+            try:
+                await asyncio.wait_for(self._space_changed.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+
+    # -- unloading -------------------------------------------------------------------------------
+    def unload(self, model_id: ModelId) -> asyncio.Event | None:
+        """Unload a model's copy (unregister). Returns an event set once it is gone, or None."""
+        copy = self.copies.get(model_id)
+        if copy is None:
+            return None
+        if copy.phase is Phase.QUEUED:
+            self._queue.remove(model_id)
+            self._infos.pop(model_id, None)
+            self.copies.pop(model_id, None)
+            copy.ready.set_exception(ModelLoadFailed(f"model '{model_id}' was unregistered"))
+            copy.gone.set()
+            return copy.gone
+        if copy.phase is Phase.LOADED and self.ledger.mark_unloading(model_id):
+            self._begin_unload(model_id, evicted=False)
+        return copy.gone  # LOADING: the load finishes, then the instance unloads it if unregistered
+
+    def _begin_unload(self, model_id: ModelId, *, evicted: bool) -> None:
+        copy = self.copies[model_id]
+        copy.phase = Phase.UNLOADING
+        self._spawn(self._unload(copy, evicted), f"unload:{model_id}")
+
+    async def _unload(self, copy: LocalCopy, evicted: bool) -> None:
+        model_id = copy.model_id
+        entry = self.ledger.get(model_id)
+        started = self.clock.monotonic()
+        try:
+            try:
+                await asyncio.wait_for(copy.idle.wait(), UNLOAD_DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("unloading %s with %d requests still in flight", model_id, copy.inflight)
+            for attempt in range(UNLOAD_ATTEMPTS):
+                try:
+                    await asyncio.wait_for(self.runtime.unload_model(model_id), 60.0)
+                    break
+                except (MeshError, TimeoutError) as exc:
+                    log.warning("unload of %s failed (attempt %d): %s", model_id, attempt + 1, exc)
+                    await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+        finally:
+            self.ledger.release(model_id)
+            if self.copies.get(model_id) is copy:
+                del self.copies[model_id]
+            copy.gone.set()
+            self._space_changed.set()
+            if self._on_unload is not None and entry is not None:
+                self._on_unload(model_id, entry.last_used_ms, self.clock.monotonic() - started)
+
+    async def _unload_quietly(self, model_id: ModelId) -> None:
+        try:
+            await asyncio.wait_for(self.runtime.unload_model(model_id), 30.0)
+        except (MeshError, TimeoutError) as exc:
+            log.warning("cleanup unload of %s failed: %s", model_id, exc)
+
+
+async def _wait_event(event: asyncio.Event, timeout: float, model_id: ModelId) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        raise DeadlineExceeded(f"timed out waiting for model '{model_id}' to unload") from None

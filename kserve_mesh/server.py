@@ -1,0 +1,294 @@
+"""The composition root: builds one mesh instance from settings and runs its front doors.
+
+Store -> runtime (in-process, a child process, or remote) -> instance -> gRPC (V2 + management),
+REST (V2 + management) and metrics servers. Everything started here is stopped here, in reverse
+order, and a line ``kserve-mesh ready: ...`` on stdout tells a supervisor (or a test) the bound
+addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import uvicorn
+
+from kserve_mesh import __version__
+from kserve_mesh.api import grpc_mgmt, grpc_v2
+from kserve_mesh.api.rest import build_app
+from kserve_mesh.core.clock import SystemClock
+from kserve_mesh.core.errors import MeshError, Unavailable
+from kserve_mesh.core.ids import InstanceId
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.mesh.cache_manager import CacheConfig
+from kserve_mesh.mesh.instance import Instance
+from kserve_mesh.mesh.registry import Registry
+from kserve_mesh.mesh.telemetry import Telemetry
+from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
+from kserve_mesh.settings import MeshSettings
+from kserve_mesh.store.keys import Keys
+from kserve_mesh.store.memory import MemoryStore
+
+log = logging.getLogger(__name__)
+
+RUNTIME_READY_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    rest: str
+    grpc: str
+    metrics: str
+
+
+class RuntimeProcess:
+    """``kserve-mesh runtime`` as a child process, on an ephemeral loopback port."""
+
+    def __init__(self, settings: MeshSettings) -> None:
+        self.settings = settings
+        self.proc: asyncio.subprocess.Process | None = None
+        self.address = ""
+
+    async def start(self) -> str:
+        s = self.settings
+        args = [sys.executable, "-m", "kserve_mesh.runtime.server", "--host", "127.0.0.1", "--port", "0",
+                "--capacity-bytes", str(s.capacity_bytes),
+                "--max-loading-concurrency", str(s.max_loading_concurrency),
+                "--model-loading-timeout-ms", str(s.model_loading_timeout_ms),
+                "--default-model-size-bytes", str(s.default_model_size_bytes)]
+        if s.storage_config is not None:
+            args += ["--storage-config", str(s.storage_config)]
+        self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    line = (await self.proc.stdout.readline()).decode()
+                    if not line:
+                        raise Unavailable("the runtime process exited before it was ready")
+                    if "listening on" in line:
+                        self.address = line.rsplit(" ", 1)[-1].strip()
+                        break
+        except TimeoutError:
+            await self.stop()
+            raise Unavailable("the runtime process did not start within 60 s") from None
+        asyncio.get_running_loop().create_task(_drain(self.proc.stdout))
+        return self.address
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+def _bound_port(server: uvicorn.Server) -> int:
+    for srv in server.servers:
+        for sock in srv.sockets:
+            return int(sock.getsockname()[1])
+    raise RuntimeError("the REST server has no socket")
+
+
+class MeshServer:
+    def __init__(self, settings: MeshSettings) -> None:
+        self.settings = settings
+        self.clock = SystemClock()
+        self.instance_id = InstanceId(settings.instance_id or f"{socket.gethostname()}-{os.getpid()}")
+        self.store = MemoryStore()
+        self.runtime: ModelRuntime | None = None
+        self.runtime_process: RuntimeProcess | None = None
+        self.instance: Instance | None = None
+        self.telemetry: Telemetry | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._rest: uvicorn.Server | None = None
+        self._rest_task: asyncio.Task[None] | None = None
+        self._metrics_httpd = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.endpoints: Endpoints | None = None
+
+    # -- building --------------------------------------------------------------------------------
+    def _fetcher(self):  # type: ignore[no-untyped-def]
+        from kserve_mesh.storage import ModelFetcher, StorageConfig
+
+        s = self.settings
+        if s.storage_config is None:
+            config = StorageConfig.empty()
+        elif s.storage_config.is_dir():
+            config = StorageConfig.from_dir(s.storage_config)
+        else:
+            config = StorageConfig.from_file(s.storage_config)
+        cache_dir = s.cache_dir
+        if cache_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="kserve-mesh-cache-")
+            cache_dir = Path(self._tmp.name)
+        return ModelFetcher(config, cache_dir)
+
+    async def _make_runtime(self) -> ModelRuntime:
+        s = self.settings
+        if s.runtime == "inprocess":
+            from kserve_mesh.runtime.builtin.runtime import BuiltinRuntime, RuntimeConfig
+
+            config = RuntimeConfig(capacity_bytes=s.capacity_bytes, max_loading_concurrency=s.max_loading_concurrency,
+                                   model_loading_timeout_ms=s.model_loading_timeout_ms,
+                                   default_model_size_bytes=s.default_model_size_bytes)
+            return BuiltinRuntime(config, self._fetcher())
+        from kserve_mesh.runtime.grpc_client import GrpcRuntimeClient
+
+        address = s.runtime_address
+        if s.runtime == "process":
+            self.runtime_process = RuntimeProcess(s)
+            address = await self.runtime_process.start()
+        return GrpcRuntimeClient(address)
+
+    async def _wait_runtime_ready(self, runtime: ModelRuntime) -> CacheConfig:
+        deadline = self.clock.monotonic() + RUNTIME_READY_TIMEOUT_S
+        while True:
+            try:
+                status = await runtime.runtime_status()
+                if status.state is RuntimeState.READY:
+                    return CacheConfig(status.capacity_bytes, status.max_loading_concurrency,
+                                       status.model_loading_timeout_ms / 1000, status.default_model_size_bytes)
+            except MeshError as exc:
+                log.info("runtime not ready yet: %s", exc)
+            if self.clock.monotonic() > deadline:
+                raise Unavailable(f"the runtime was not READY within {RUNTIME_READY_TIMEOUT_S:g} s")
+            await asyncio.sleep(2.0)
+
+    # -- running ---------------------------------------------------------------------------------
+    async def start(self) -> Endpoints:
+        s = self.settings
+        self.store.start()
+        self.runtime = await self._make_runtime()
+        cache = await self._wait_runtime_ready(self.runtime)
+        self.telemetry = Telemetry(self.clock, per_model=s.per_model_metrics)
+        registry = Registry(self.store, Keys.for_namespace(s.namespace))
+        self.instance = Instance(self.instance_id, registry, self.runtime, cache, self.clock,
+                                 metrics=self.telemetry)
+        self.telemetry.bind(self.instance)
+        await self.instance.start()
+
+        options = [("grpc.max_send_message_length", s.grpc_max_message_bytes),
+                   ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
+                   ("grpc.so_reuseport", 0)]
+        self._grpc = grpc.aio.server(options=options)
+        self._grpc.add_generic_rpc_handlers((grpc_v2.handler(grpc_v2.V2Servicer(self.instance, __version__)),))
+        grpc_mgmt.add_to_server(self.instance, self._grpc)
+        grpc_port = self._grpc.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        if grpc_port == 0:
+            raise Unavailable(f"cannot bind the gRPC port {s.host}:{s.grpc_port}")
+        await self._grpc.start()
+
+        app = build_app(self.instance, __version__, extra_status=self.status)
+        config = uvicorn.Config(app, host=s.host, port=s.rest_port, log_level="warning", access_log=False,
+                                lifespan="off", timeout_graceful_shutdown=5)
+        self._rest = uvicorn.Server(config)
+        self._rest.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._rest_task = asyncio.create_task(self._rest.serve(), name="rest")
+        async with asyncio.timeout(30):
+            while not self._rest.started:
+                if self._rest_task.done():
+                    raise Unavailable(f"cannot serve REST on {s.host}:{s.rest_port}")
+                await asyncio.sleep(0.01)
+        rest_port = _bound_port(self._rest)
+        self._metrics_httpd, metrics_port = self.telemetry.serve(s.host, s.metrics_port)
+
+        self.endpoints = Endpoints(f"http://{s.host}:{rest_port}", f"{s.host}:{grpc_port}",
+                                   f"http://{s.host}:{metrics_port}/metrics")
+        if s.models_dir is not None:
+            await self.register_folder(s.models_dir, load_now=s.load_models_at_start)
+        return self.endpoints
+
+    async def register_folder(self, folder: Path, *, load_now: bool) -> int:
+        """Register each model in ``folder`` (a sub-folder or file per model, id = its name)."""
+        from kserve_mesh.runtime.builtin.models import detect_model_type
+
+        assert self.instance is not None
+        count = 0
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.suffix in (".json", ".md"):
+                continue
+            try:
+                model_type = detect_model_type(path)
+            except MeshError as exc:
+                log.warning("skipping %s: %s", path, exc)
+                continue
+            model_id = path.stem if path.is_file() else path.name
+            await self.instance.register(model_id, ModelInfo(model_type, str(path.resolve())), load_now=load_now)
+            count += 1
+        log.info("registered %d models from %s", count, folder)
+        return count
+
+    def status(self) -> dict[str, object]:
+        assert self.instance is not None
+        ledger = self.instance.cache.ledger
+        return {
+            "instanceId": self.instance_id,
+            "version": __version__,
+            "capacityBytes": ledger.capacity_bytes,
+            "usedBytes": ledger.used_bytes,
+            "modelsRegistered": len(self.instance.registry.models),
+            "modelsLoaded": sum(1 for e in ledger.entries() if e.state.name == "LOADED"),
+            "vmodels": len(self.instance.registry.vmodels),
+            "loadsInProgress": self.instance.cache.loads_in_progress,
+            "loadsQueued": self.instance.cache.queued_loads,
+            "requestsPerMinute": self.telemetry.requests_per_minute() if self.telemetry else 0,
+            "lruTime": ledger.lru_time_ms(self.clock.now_ms()),
+            "runtime": self.settings.runtime,
+            "endpoints": self.endpoints.__dict__ if self.endpoints else {},
+            "pid": os.getpid(),
+        }
+
+    async def stop(self) -> None:
+        if self.instance is not None:
+            self.instance.ready = False
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2)
+        if self._rest is not None:
+            self._rest.should_exit = True
+            if self._rest_task is not None:
+                await asyncio.gather(self._rest_task, return_exceptions=True)
+        if self._metrics_httpd is not None:
+            self._metrics_httpd.shutdown()
+            self._metrics_httpd.server_close()
+        if self.instance is not None:
+            await self.instance.stop()
+        if self.runtime is not None:
+            await self.runtime.close()
+        if self.runtime_process is not None:
+            await self.runtime_process.stop()
+        await self.store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    async def run(self, on_ready=None) -> None:  # type: ignore[no-untyped-def]
+        """Start, announce, serve until SIGINT/SIGTERM, stop."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            endpoints = await self.start()
+            print(f"kserve-mesh ready: rest={endpoints.rest} grpc={endpoints.grpc} metrics={endpoints.metrics}",
+                  flush=True)
+            if on_ready is not None:
+                await on_ready(self)
+            await stop.wait()
+        finally:
+            await self.stop()
