@@ -1,0 +1,468 @@
+"""The built-in Python runtime: loads sklearn/xgboost/lightgbm/onnx/string models and serves them.
+
+It implements the ``ModelRuntime`` port (``runtime/spi.py``) in-process, which is how the embedded
+default runs it (no extra hop); ``runtime/server.py`` puts the same object behind gRPC.
+
+Loading: fetching and deserializing block, so they run in a worker thread, at most
+``max_loading_concurrency`` at a time; the load timeout counts from the start of loading, not from
+queueing. A thread cannot be interrupted, so a load that times out, is cancelled, or meets an
+``unload_model`` is marked abandoned: its slot stays taken until the thread ends, and then whatever
+it loaded is dropped and its files released. Nothing abandoned ever becomes servable.
+
+Inference: validate against the model's metadata, predict, encode. Small requests predict on the
+event loop (a thread hop costs more than a tiny model); large ones go to a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from kserve_mesh import __version__
+from kserve_mesh.core.errors import (
+    Cancelled,
+    CapacityExceeded,
+    DeadlineExceeded,
+    InternalError,
+    InvalidArgument,
+    MeshError,
+    ModelLoadFailed,
+    ModelNotFound,
+    Unavailable,
+)
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.protocol import tensors, v2
+from kserve_mesh.runtime.builtin.fetch import Fetcher, default_fetcher
+from kserve_mesh.runtime.builtin.loaders import StringModel, load_model_file
+from kserve_mesh.runtime.builtin.models import (
+    SKLEARN,
+    STRING,
+    LoadedModel,
+    ModelSpec,
+    detect_model_type,
+    find_model_file,
+    resolve_model_spec,
+)
+from kserve_mesh.runtime.builtin.sizing import current_rss_bytes, disk_size_bytes
+from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
+
+logger = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+# Framework modules imported before the measured part of a load, so the first model of a type is
+# not charged for the library itself.
+_FRAMEWORK_MODULES = {
+    SKLEARN: ("joblib", "sklearn.base", "sklearn.linear_model"),
+    "xgboost": ("xgboost",),
+    "lightgbm": ("lightgbm",),
+    "onnx": ("onnxruntime",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """Settings of the built-in runtime (what ``runtimeStatus`` reports, and sizing knobs)."""
+
+    capacity_bytes: int = 1024 * MiB
+    max_loading_concurrency: int = 1
+    model_loading_timeout_ms: int = 90_000
+    default_model_size_bytes: int = 1 * MiB
+    # Floor of a measured size, as a multiple of the bytes on disk (ModelMesh adapters' guess).
+    floor_size_factor: float = 1.25
+    # predictModelSize: bytes on disk x this factor + model_overhead_bytes (a model not yet seen).
+    predict_size_factor: float = 2.0
+    model_overhead_bytes: int = 256 * 1024
+    # Requests with more elements than this predict in a worker thread instead of on the loop.
+    inline_infer_max_elements: int = 4096
+    runtime_version: str = __version__
+
+    def __post_init__(self) -> None:
+        for name in ("capacity_bytes", "max_loading_concurrency", "model_loading_timeout_ms",
+                     "default_model_size_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RuntimeConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.floor_size_factor < 1 or self.predict_size_factor < 1:
+            raise ValueError("RuntimeConfig size factors must be at least 1")
+
+
+@dataclass(slots=True)
+class _Loaded:
+    model: LoadedModel
+    size_bytes: int
+    metadata: v2.ModelMetadataResponse
+
+
+@dataclass(slots=True)
+class _PendingLoad:
+    """One load in flight. ``abandoned``: its result must be dropped; ``settled``: decided."""
+
+    waiter: asyncio.Future[LoadResult]
+    future: asyncio.Future[_Loaded] | None = None
+    abandoned: bool = False
+    settled: bool = False
+
+
+class BuiltinRuntime:
+    """The ModelRuntime of the built-in loaders. Create and use it on one event loop."""
+
+    def __init__(self, config: RuntimeConfig | None = None, fetcher: Fetcher | None = None) -> None:
+        self.config = config or RuntimeConfig()
+        self._fetcher = fetcher if fetcher is not None else default_fetcher()
+        self._models: dict[str, _Loaded] = {}
+        self._pending: dict[str, _PendingLoad] = {}
+        self._releasing: dict[str, asyncio.Future[None]] = {}
+        self._load_slots = asyncio.Semaphore(self.config.max_loading_concurrency)
+        self._load_pool = concurrent.futures.ThreadPoolExecutor(
+            self.config.max_loading_concurrency, thread_name_prefix="model-load"
+        )
+        self._work_pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="model-work")
+        self._measure_lock = threading.Lock()
+        self._timeout_s = self.config.model_loading_timeout_ms / 1000
+        self._closed = False
+
+    # -- status and sizes ---------------------------------------------------------------------
+
+    async def runtime_status(self) -> RuntimeStatus:
+        c = self.config
+        return RuntimeStatus(
+            state=RuntimeState.READY,
+            capacity_bytes=c.capacity_bytes,
+            max_loading_concurrency=c.max_loading_concurrency,
+            model_loading_timeout_ms=c.model_loading_timeout_ms,
+            default_model_size_bytes=c.default_model_size_bytes,
+            runtime_version=c.runtime_version,
+        )
+
+    async def predict_model_size(self, model_id: str, info: ModelInfo) -> int:
+        """A fast, conservative estimate: bytes on disk x ``predict_size_factor`` + a per-model
+        overhead, when the files are local (or the model key carries ``disk_size_bytes``); the
+        default model size otherwise. Never downloads anything."""
+        spec = resolve_model_spec(info.type, info.key)
+        disk = spec.disk_size_bytes
+        if not disk:
+            local = _local_path(info.path)
+            if local is not None:
+                loop = asyncio.get_running_loop()
+                disk = await loop.run_in_executor(self._work_pool, _disk_size_or_zero, local)
+        if not disk:
+            return self.config.default_model_size_bytes
+        if spec.model_type == STRING:
+            return StringModel.OVERHEAD_BYTES + disk
+        return math.ceil(disk * self.config.predict_size_factor) + self.config.model_overhead_bytes
+
+    async def model_size(self, model_id: str) -> int:
+        return self._get(model_id).size_bytes
+
+    # -- load / unload -------------------------------------------------------------------------
+
+    async def load_model(self, model_id: str, info: ModelInfo) -> LoadResult:
+        if self._closed:
+            raise Unavailable("the runtime is shutting down")
+        loaded = self._models.get(model_id)
+        if loaded is not None:
+            return LoadResult(loaded.size_bytes)
+        pending = self._pending.get(model_id)
+        if pending is not None:  # the same model asked for again while it loads: share that load
+            return await asyncio.shield(pending.waiter)
+        pending = _PendingLoad(asyncio.get_running_loop().create_future())
+        self._pending[model_id] = pending
+        try:
+            result = await self._load(model_id, info, pending)
+        except BaseException as exc:
+            if not pending.waiter.done():
+                failure = exc if isinstance(exc, MeshError) else Cancelled(f"load of model '{model_id}' was cancelled")
+                pending.waiter.set_exception(failure)
+                pending.waiter.exception()  # mark retrieved: nobody else may be waiting
+            raise
+        finally:
+            if self._pending.get(model_id) is pending:
+                del self._pending[model_id]
+        pending.waiter.set_result(result)
+        return result
+
+    async def _load(self, model_id: str, info: ModelInfo, pending: _PendingLoad) -> LoadResult:
+        spec = resolve_model_spec(info.type, info.key)
+        releasing = self._releasing.get(model_id)
+        if releasing is not None:  # files of an earlier copy are still being deleted
+            await asyncio.shield(releasing)
+        await self._load_slots.acquire()
+        try:
+            cfut = self._load_pool.submit(self._load_blocking, model_id, info, spec, pending)
+        except BaseException:
+            self._load_slots.release()
+            raise
+        fut = asyncio.wrap_future(cfut)
+        pending.future = fut
+        fut.add_done_callback(lambda f: self._on_thread_done(model_id, pending, f))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                loaded = await asyncio.shield(fut)
+        except TimeoutError as exc:
+            self._abandon(model_id, pending)
+            raise DeadlineExceeded(
+                f"loading model '{model_id}' timed out after {self.config.model_loading_timeout_ms} ms"
+            ) from exc
+        except asyncio.CancelledError:
+            self._abandon(model_id, pending)
+            raise
+        if pending.abandoned:  # an unload came in while the thread was finishing
+            self._abandon(model_id, pending)
+            raise Cancelled(f"load of model '{model_id}' was cancelled by an unload")
+        pending.settled = True
+        if loaded.size_bytes > self.config.capacity_bytes:
+            self._dispose(model_id, loaded)
+            raise CapacityExceeded(
+                f"model '{model_id}' needs {loaded.size_bytes} bytes, more than the runtime's whole "
+                f"capacity of {self.config.capacity_bytes} bytes"
+            )
+        self._models[model_id] = loaded
+        logger.info("loaded model %s (%s, %d bytes)", model_id, loaded.model.model_type, loaded.size_bytes)
+        return LoadResult(loaded.size_bytes)
+
+    def _load_blocking(self, model_id: str, info: ModelInfo, spec: ModelSpec, pending: _PendingLoad) -> _Loaded:
+        """Fetch, deserialize, warm up and measure one model. Runs in a load thread."""
+        local = self._fetcher.fetch(model_id, info.path, info.key)
+        try:
+            if pending.abandoned:
+                raise Cancelled(f"load of model '{model_id}' was cancelled")
+            model_type = spec.model_type or detect_model_type(local)
+            model_file = find_model_file(local, model_type)
+            disk = disk_size_bytes(local)
+            for module in _FRAMEWORK_MODULES.get(model_type, ()):
+                importlib.import_module(module)
+            with self._measure_lock:
+                before = current_rss_bytes()
+                model = load_model_file(model_type, model_file)
+                model.warm_up()
+                after = current_rss_bytes()
+            size = self._measured_size(model, disk, before, after)
+            return _Loaded(model, size, _metadata(model_id, model))
+        except BaseException as exc:
+            self._release_quietly(model_id)
+            if isinstance(exc, MeshError) or not isinstance(exc, Exception):
+                raise
+            raise ModelLoadFailed(f"cannot load model '{model_id}': {type(exc).__name__}: {exc}") from exc
+
+    def _measured_size(self, model: LoadedModel, disk: int, before: int | None, after: int | None) -> int:
+        """The size to report for a loaded model.
+
+        Measured: the growth of the process RSS across deserialization and a warm-up prediction,
+        taken under a lock so two loads never measure each other. RSS misses memory the allocator
+        reuses (freed by an earlier unload) and counts memory that other threads allocate at the
+        same time, so the measure alone can be too low or a little high. Too low is what hurts
+        (the mesh overfills the process and the kernel kills it), so the report is the larger of
+        the measure and bytes on disk x ``floor_size_factor`` (what ModelMesh's adapters
+        reported). Models far smaller than a memory page (the string model) report a computed
+        size instead: a page-granular RSS delta says nothing about them.
+        """
+        fixed = model.fixed_size_bytes()
+        if fixed is not None:
+            return fixed
+        floor = math.ceil(disk * self.config.floor_size_factor)
+        delta = after - before if before is not None and after is not None else 0
+        return max(delta, floor, 1)
+
+    def _on_thread_done(self, model_id: str, pending: _PendingLoad, fut: asyncio.Future[_Loaded]) -> None:
+        self._load_slots.release()
+        if pending.abandoned:
+            self._settle_abandoned(model_id, pending)
+
+    def _abandon(self, model_id: str, pending: _PendingLoad) -> None:
+        pending.abandoned = True
+        self._settle_abandoned(model_id, pending)
+
+    def _settle_abandoned(self, model_id: str, pending: _PendingLoad) -> None:
+        """Drop what an abandoned load produced, exactly once, once its thread has finished."""
+        fut = pending.future
+        if pending.settled or fut is None or not fut.done():
+            return
+        pending.settled = True
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the thread released its files itself
+        self._dispose(model_id, fut.result())
+
+    def _dispose(self, model_id: str, loaded: _Loaded) -> asyncio.Future[None]:
+        loaded.model.close()
+        fut = asyncio.get_running_loop().run_in_executor(self._work_pool, self._release_quietly, model_id)
+        self._releasing[model_id] = fut
+
+        def _forget(done: asyncio.Future[None]) -> None:
+            if self._releasing.get(model_id) is done:
+                del self._releasing[model_id]
+
+        fut.add_done_callback(_forget)
+        return fut
+
+    def _release_quietly(self, model_id: str) -> None:
+        try:
+            self._fetcher.release(model_id)
+        except Exception as exc:  # noqa: BLE001 - a leftover cache dir must not fail an unload
+            logger.warning("could not release the files of model %s: %s", model_id, exc)
+
+    async def unload_model(self, model_id: str) -> None:
+        """Unload a model (or abandon its load); returns once its files are released."""
+        pending = self._pending.get(model_id)
+        if pending is not None:
+            pending.abandoned = True
+            if pending.future is not None and not pending.future.done():
+                await asyncio.wait({pending.future}, timeout=self._timeout_s)
+            self._settle_abandoned(model_id, pending)
+        loaded = self._models.pop(model_id, None)
+        if loaded is not None:
+            self._dispose(model_id, loaded)
+            logger.info("unloaded model %s", model_id)
+        releasing = self._releasing.get(model_id)
+        if releasing is not None:
+            await asyncio.shield(releasing)
+
+    # -- inference -----------------------------------------------------------------------------
+
+    async def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
+        model_id = request.model_name
+        loaded = self._get(model_id)
+        feed = _validate(model_id, loaded.model, request, tensors.decode_inputs(request))
+        elements = sum(a.size for a in feed.values())
+        if elements <= self.config.inline_infer_max_elements:
+            outputs = _predict(model_id, loaded.model, feed)
+        else:
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._work_pool, _predict, model_id, loaded.model, feed)
+        return tensors.encode_response(
+            model_id,
+            outputs,
+            model_version=request.model_version,
+            request_id=request.id,
+            raw=len(request.raw_input_contents) > 0,
+            requested=[o.name for o in request.outputs] or None,
+        )
+
+    async def model_metadata(self, model_id: str) -> v2.ModelMetadataResponse:
+        return self._get(model_id).metadata
+
+    def is_loaded(self, model_id: str) -> bool:
+        return model_id in self._models
+
+    def loaded_models(self) -> dict[str, int]:
+        """Loaded model ids and their reported sizes."""
+        return {mid: m.size_bytes for mid, m in self._models.items()}
+
+    def _get(self, model_id: str) -> _Loaded:
+        loaded = self._models.get(model_id)
+        if loaded is None:
+            raise ModelNotFound(model_id, f"model '{model_id}' is not loaded in this runtime")
+        return loaded
+
+    async def close(self) -> None:
+        """Abandon loads in flight, drop every model, release files, stop the worker threads."""
+        if self._closed:
+            return
+        self._closed = True
+        for model_id, pending in list(self._pending.items()):
+            self._abandon(model_id, pending)
+        for model_id in list(self._models):
+            self._dispose(model_id, self._models.pop(model_id))
+        if self._releasing:
+            await asyncio.wait(set(self._releasing.values()), timeout=10)
+        self._load_pool.shutdown(wait=False, cancel_futures=True)
+        self._work_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _predict(model_id: str, model: LoadedModel, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    try:
+        return model.predict(feed)
+    except MeshError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any library error becomes one clear message
+        logger.warning("model %s failed to predict: %s: %s", model_id, type(exc).__name__, exc)
+        raise InternalError(f"model '{model_id}' failed to predict: {type(exc).__name__}: {exc}") from exc
+
+
+def _validate(
+    model_id: str, model: LoadedModel, request: v2.ModelInferRequest, arrays: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Match request tensors to the model's inputs, check datatypes and shapes, cast numerics.
+
+    A model with one input takes a request with one input whatever its name (clients of
+    ModelMesh/MLServer name it freely, e.g. ``predict``); otherwise names must match.
+    """
+    specs = model.inputs
+    if len(specs) == 1 and len(arrays) == 1:
+        pairs = [(specs[0], next(iter(arrays)))]
+    else:
+        names = {s.name for s in specs}
+        for name in arrays:
+            if name not in names:
+                raise InvalidArgument(
+                    f"model '{model_id}' has no input '{name}' (inputs: {', '.join(sorted(names))})"
+                )
+        for s in specs:
+            if s.name not in arrays:
+                raise InvalidArgument(
+                    f"model '{model_id}': missing input '{s.name}' ({s.datatype} {list(s.shape)})"
+                )
+        pairs = [(s, s.name) for s in specs]
+    declared = {t.name: t.datatype for t in request.inputs}
+    feed: dict[str, np.ndarray] = {}
+    for spec, name in pairs:
+        arr = arrays[name]
+        datatype = declared.get(name, "")
+        if spec.accepts and datatype not in spec.accepts:
+            raise InvalidArgument(
+                f"input '{name}' of model '{model_id}' has datatype {datatype}; the model expects {spec.datatype}"
+            )
+        _check_shape(model_id, name, spec.shape, arr.shape)
+        if spec.dtype is not None and arr.dtype != spec.dtype:
+            arr = arr.astype(spec.dtype)
+        feed[spec.name] = arr
+    return feed
+
+
+def _check_shape(model_id: str, name: str, expected: tuple[int, ...], got: tuple[int, ...]) -> None:
+    if len(expected) != len(got):
+        raise InvalidArgument(
+            f"input '{name}' of model '{model_id}' has shape {list(got)}; the model expects {list(expected)}"
+        )
+    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
+        if want >= 0 and want != have:
+            if index == 1 and len(expected) == 2:
+                raise InvalidArgument(
+                    f"input '{name}' of model '{model_id}' has {have} features; the model expects {want}"
+                )
+            raise InvalidArgument(
+                f"input '{name}' of model '{model_id}' has shape {list(got)}; the model expects {list(expected)}"
+            )
+
+
+def _metadata(model_id: str, model: LoadedModel) -> v2.ModelMetadataResponse:
+    tm = v2.ModelMetadataResponse.TensorMetadata
+    return v2.ModelMetadataResponse(
+        name=model_id,
+        platform=model.platform,
+        inputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in model.inputs],
+        outputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in model.outputs],
+    )
+
+
+def _local_path(path: str) -> Path | None:
+    if path.startswith("file://"):
+        return Path(unquote(urlparse(path).path))
+    if "://" in path or not path:
+        return None
+    return Path(path)
+
+
+def _disk_size_or_zero(path: Path) -> int:
+    try:
+        return disk_size_bytes(path) if path.exists() else 0
+    except OSError:
+        return 0

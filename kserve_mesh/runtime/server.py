@@ -1,0 +1,294 @@
+"""The built-in runtime as its own process: a gRPC server of ``mmesh.ModelRuntime`` and of the V2
+inference methods (ModelInfer, ModelMetadata, ModelReady, ServerLive, ServerReady, ServerMetadata).
+
+A mesh instance drives it exactly as ModelMesh drives a runtime adapter: management calls on
+``mmesh.ModelRuntime``, inference forwarded to ``inference.GRPCInferenceService`` with the concrete
+model id in ``model_name`` (``runtimeStatus`` says so in ``methodInfos``). Handlers are registered
+as generic handlers over the ``v2`` message classes: importing kserve's generated servicer would
+import all of kserve. Errors leave as a status code and a message (``grpc_errors``), never a
+traceback.
+
+    python -m kserve_mesh.runtime.server --port 8085 --capacity-bytes 2Gi
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from kserve_mesh import __version__
+from kserve_mesh.core.errors import MeshError, ModelNotFound
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.protocol import v2
+from kserve_mesh.protos import model_runtime_pb2 as pb
+from kserve_mesh.runtime.builtin import BuiltinRuntime, RuntimeConfig
+from kserve_mesh.runtime.builtin.fetch import Fetcher
+from kserve_mesh.runtime.grpc_errors import ERROR_KIND_KEY, code_of
+from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_SERVICE = "mmesh.ModelRuntime"
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Methods whose request carries the model id in field 1 (``model_name`` / ``name``).
+_ID_FIELD_METHODS = ("ModelInfer", "ModelMetadata", "ModelReady")
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+def _guard(name: str, fn: Handler) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(request)
+        except MeshError as err:
+            code, message, kind = code_of(err), str(err), type(err).__name__
+        except Exception as exc:  # noqa: BLE001 - the edge: log the bug, answer a clean INTERNAL
+            logger.exception("unexpected error in %s", name)
+            code, message, kind = grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(exc).__name__}", ""
+        await context.abort(code, message, trailing_metadata=((ERROR_KIND_KEY, kind),) if kind else None)
+
+    return handler
+
+
+class _Service:
+    """Converts between the wire messages and the ModelRuntime port."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self.runtime = runtime
+
+    # mmesh.ModelRuntime
+    async def load_model(self, req: pb.LoadModelRequest) -> pb.LoadModelResponse:
+        info = ModelInfo(type=req.modelType, path=req.modelPath, key=req.modelKey)
+        result = await self.runtime.load_model(req.modelId, info)
+        return pb.LoadModelResponse(sizeInBytes=result.size_bytes, maxConcurrency=result.max_concurrency)
+
+    async def unload_model(self, req: pb.UnloadModelRequest) -> pb.UnloadModelResponse:
+        await self.runtime.unload_model(req.modelId)
+        return pb.UnloadModelResponse()
+
+    async def predict_model_size(self, req: pb.PredictModelSizeRequest) -> pb.PredictModelSizeResponse:
+        info = ModelInfo(type=req.modelType, path=req.modelPath, key=req.modelKey)
+        return pb.PredictModelSizeResponse(sizeInBytes=await self.runtime.predict_model_size(req.modelId, info))
+
+    async def model_size(self, req: pb.ModelSizeRequest) -> pb.ModelSizeResponse:
+        return pb.ModelSizeResponse(sizeInBytes=await self.runtime.model_size(req.modelId))
+
+    async def runtime_status(self, req: pb.RuntimeStatusRequest) -> pb.RuntimeStatusResponse:
+        status = await self.runtime.runtime_status()
+        resp = pb.RuntimeStatusResponse(
+            status=status.state.value,
+            capacityInBytes=status.capacity_bytes,
+            maxLoadingConcurrency=status.max_loading_concurrency,
+            modelLoadingTimeoutMs=status.model_loading_timeout_ms,
+            defaultModelSizeInBytes=status.default_model_size_bytes,
+            runtimeVersion=status.runtime_version,
+            limitModelConcurrency=status.limit_model_concurrency,
+        )
+        for method in _ID_FIELD_METHODS:
+            resp.methodInfos[f"{v2.SERVICE}/{method}"].idInjectionPath.append(1)
+        return resp
+
+    # inference.GRPCInferenceService
+    async def model_infer(self, req: v2.ModelInferRequest) -> v2.ModelInferResponse:
+        return await self.runtime.infer(req)
+
+    async def model_metadata(self, req: v2.ModelMetadataRequest) -> v2.ModelMetadataResponse:
+        return await self.runtime.model_metadata(req.name)
+
+    async def model_ready(self, req: v2.ModelReadyRequest) -> v2.ModelReadyResponse:
+        try:
+            await self.runtime.model_metadata(req.name)
+        except ModelNotFound:
+            return v2.ModelReadyResponse(ready=False)
+        return v2.ModelReadyResponse(ready=True)
+
+    async def server_live(self, req: v2.ServerLiveRequest) -> v2.ServerLiveResponse:
+        return v2.ServerLiveResponse(live=True)
+
+    async def server_ready(self, req: v2.ServerReadyRequest) -> v2.ServerReadyResponse:
+        status = await self.runtime.runtime_status()
+        return v2.ServerReadyResponse(ready=status.state == RuntimeState.READY)
+
+    async def server_metadata(self, req: v2.ServerMetadataRequest) -> v2.ServerMetadataResponse:
+        return v2.ServerMetadataResponse(name="kserve-mesh-runtime", version=__version__)
+
+    def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
+        def unary(name: str, fn: Handler, req: Any, resp: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                _guard(name, fn), request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+            )
+
+        runtime = {
+            "loadModel": unary("loadModel", self.load_model, pb.LoadModelRequest, pb.LoadModelResponse),
+            "unloadModel": unary("unloadModel", self.unload_model, pb.UnloadModelRequest, pb.UnloadModelResponse),
+            "predictModelSize": unary(
+                "predictModelSize", self.predict_model_size, pb.PredictModelSizeRequest, pb.PredictModelSizeResponse
+            ),
+            "modelSize": unary("modelSize", self.model_size, pb.ModelSizeRequest, pb.ModelSizeResponse),
+            "runtimeStatus": unary(
+                "runtimeStatus", self.runtime_status, pb.RuntimeStatusRequest, pb.RuntimeStatusResponse
+            ),
+        }
+        inference = {
+            "ModelInfer": unary("ModelInfer", self.model_infer, v2.ModelInferRequest, v2.ModelInferResponse),
+            "ModelMetadata": unary(
+                "ModelMetadata", self.model_metadata, v2.ModelMetadataRequest, v2.ModelMetadataResponse
+            ),
+            "ModelReady": unary("ModelReady", self.model_ready, v2.ModelReadyRequest, v2.ModelReadyResponse),
+            "ServerLive": unary("ServerLive", self.server_live, v2.ServerLiveRequest, v2.ServerLiveResponse),
+            "ServerReady": unary("ServerReady", self.server_ready, v2.ServerReadyRequest, v2.ServerReadyResponse),
+            "ServerMetadata": unary(
+                "ServerMetadata", self.server_metadata, v2.ServerMetadataRequest, v2.ServerMetadataResponse
+            ),
+        }
+        return [
+            grpc.method_handlers_generic_handler(RUNTIME_SERVICE, runtime),
+            grpc.method_handlers_generic_handler(v2.SERVICE, inference),
+        ]
+
+
+class RuntimeServer:
+    """A running runtime server: the gRPC server and the runtime behind it."""
+
+    def __init__(self, server: grpc.aio.Server, runtime: ModelRuntime, port: int, owns_runtime: bool) -> None:
+        self.grpc_server = server
+        self.runtime = runtime
+        self.port = port
+        self._owns_runtime = owns_runtime
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Stop accepting calls, let calls in flight finish (up to ``grace`` s), close the runtime."""
+        await self.grpc_server.stop(grace)
+        if self._owns_runtime:
+            await self.runtime.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+async def serve(
+    config: RuntimeConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    runtime: ModelRuntime | None = None,
+    fetcher: Fetcher | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> tuple[RuntimeServer, int]:
+    """Start a runtime server on ``host:port`` (0: an ephemeral port); returns it and the bound port.
+
+    Without ``runtime`` a ``BuiltinRuntime(config, fetcher)`` is created and closed with the server.
+    """
+    owns = runtime is None
+    rt: ModelRuntime = runtime if runtime is not None else BuiltinRuntime(config, fetcher)
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(handlers=_Service(rt).generic_handlers(), options=options)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        if owns:
+            await rt.close()
+        raise OSError(f"cannot listen on {address}: {exc}") from exc
+    await server.start()
+    logger.info("runtime gRPC server listening on %s:%d", host, bound)
+    return RuntimeServer(server, rt, bound, owns), bound
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"512Mi"``, ``"2G"``, ``"1048576"`` -> bytes (Kubernetes quantity suffixes)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?[bB]?\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"not a byte size: {text!r} (examples: 1048576, 512Mi, 2G)")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = RuntimeConfig()
+    p = argparse.ArgumentParser(prog="kserve-mesh runtime", description="Run the built-in model runtime (gRPC).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8085, help="port to listen on, 0 for any (default %(default)s)")
+    p.add_argument("--capacity-bytes", type=parse_bytes, default=d.capacity_bytes,
+                   help="memory for models, e.g. 2Gi (default %(default)s)")
+    p.add_argument("--max-loading-concurrency", type=int, default=d.max_loading_concurrency)
+    p.add_argument("--model-loading-timeout-ms", type=int, default=d.model_loading_timeout_ms)
+    p.add_argument("--default-model-size-bytes", type=parse_bytes, default=d.default_model_size_bytes)
+    p.add_argument("--max-message-bytes", type=parse_bytes, default=DEFAULT_MAX_MESSAGE_BYTES)
+    p.add_argument("--storage-config", type=Path, default=None,
+                   help="storage-config Secret as a JSON file or a mounted directory (one file per key)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="where downloaded models go (default: a temp dir)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _fetcher(args: argparse.Namespace) -> Fetcher | None:
+    if args.storage_config is None and args.cache_dir is None:
+        return None
+    import tempfile
+
+    from kserve_mesh.storage import ModelFetcher, StorageConfig
+
+    if args.storage_config is None:
+        config = StorageConfig.empty()
+    elif args.storage_config.is_dir():
+        config = StorageConfig.from_dir(args.storage_config)
+    else:
+        config = StorageConfig.from_file(args.storage_config)
+    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="kserve-mesh-models-"))
+    cache.mkdir(parents=True, exist_ok=True)
+    return ModelFetcher(config, cache)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    config = RuntimeConfig(
+        capacity_bytes=args.capacity_bytes,
+        max_loading_concurrency=args.max_loading_concurrency,
+        model_loading_timeout_ms=args.model_loading_timeout_ms,
+        default_model_size_bytes=args.default_model_size_bytes,
+    )
+    server, port = await serve(
+        config, args.host, args.port, fetcher=_fetcher(args), max_message_bytes=args.max_message_bytes
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"runtime listening on {args.host}:{port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("runtime stopping")
+        await server.stop(grace=5.0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``kserve-mesh runtime`` and ``python -m kserve_mesh.runtime.server``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_run(args))
+    except (OSError, ValueError, MeshError) as exc:
+        print(f"kserve-mesh runtime: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
