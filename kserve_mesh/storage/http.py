@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import ssl
 import time
 import urllib.error
@@ -123,7 +122,7 @@ class HttpPuller:
             if isinstance(reason, ssl.SSLError):
                 raise StorageError(f"TLS error fetching {shown}: {reason}") from exc
             raise StorageUnreachable(f"{shown} unreachable: {reason}") from exc
-        except (TimeoutError, socket.timeout, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError) as exc:
             raise StorageUnreachable(f"{shown} unreachable: {exc or type(exc).__name__}") from exc
         except StorageError:
             target.unlink(missing_ok=True)

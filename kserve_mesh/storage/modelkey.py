@@ -7,12 +7,13 @@ adapter's ``ModelKeyInfo``)::
      "bucket": "b", "model_type": {"name": "sklearn", "version": "1"},
      "schema_path": "schemas/s.json", "disk_size_bytes": 1234}
 
-Every field is optional, and an empty key is fine: with no key at all a bare path is local; with
-any JSON key (even ``{}``) the storage entry is chosen as ModelMesh-serving's puller does. :func:`resolve_entry` reproduces the adapter's
-choice of storage entry: an explicit ``storage_key`` must exist; otherwise ``default_<type>``
-(when ``storage_params.type`` is set) or ``default``; then ``storage_params`` override the entry's
-fields and the deprecated top-level ``bucket`` overrides the bucket. As a convenience a key that
-is not JSON (``"myStorage"``) is read as a bare storage key name.
+Every field is optional, and an empty key is fine: with no key at all a bare path is local;
+with any JSON key (even ``{}``) the storage entry is chosen as ModelMesh-serving's puller does.
+:func:`resolve_entry` reproduces the adapter's choice: an explicit ``storage_key`` must exist;
+otherwise ``default_<type>`` (when ``storage_params.type`` is set) or ``default``; then
+``storage_params`` override the entry's fields and the deprecated top-level ``bucket``
+overrides the bucket. As a convenience a key that is not JSON (``"myStorage"``) is read as a
+bare storage key name.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class S3Server:
     access_key: str
     secret_key: str
 
-    def client(self):  # noqa: ANN201 - boto3 client type is dynamic
+    def client(self):
         import boto3
 
         return boto3.session.Session().client(
@@ -112,7 +112,7 @@ def nanio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

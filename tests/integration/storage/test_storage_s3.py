@@ -132,7 +132,8 @@ def test_concurrent_fetches_do_not_collide(s3: S3Server, tmp_path: Path) -> None
     jobs = {f"model-{i}": ("s3://models/onnx/mnist" if i % 2 else "s3://models/sklearn/model.joblib")
             for i in range(8)}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = dict(zip(jobs, pool.map(lambda kv: f.fetch(kv[0], kv[1], "localMinIO"), jobs.items())))
+        paths = list(pool.map(lambda kv: f.fetch(kv[0], kv[1], "localMinIO"), jobs.items()))
+    results = dict(zip(jobs, paths, strict=True))
     assert len({p.parent for p in results.values()}) == 8
     for model_id, path in results.items():
         if jobs[model_id].endswith("mnist"):

@@ -48,7 +48,8 @@ def test_kinds_and_stems() -> None:
 
 def test_good_tar_is_extracted(tmp_path: Path) -> None:
     archive = _tar(tmp_path / "good.tar.gz",
-                   [_file("model/model.joblib"), _file("model/conf.json"), _link("model/latest", "model.joblib")],
+                   [_file("model/model.joblib"), _file("model/conf.json"),
+                    _link("model/latest", "model.joblib")],
                    {"model/model.joblib": b"weights", "model/conf.json": b"{}"})
     out = extract_archive(archive, tmp_path / "out", max_bytes=LIMIT)
     assert (out / "model" / "model.joblib").read_bytes() == b"weights"

@@ -63,7 +63,8 @@ def test_bad_keys(raw: str, message: str) -> None:
 
 
 def test_explicit_key_with_params_override() -> None:
-    entry = resolve_entry(CONFIG, parse_model_key('{"storage_key": "myStorage", "storage_params": {"bucket": "b2"}}'))
+    key = '{"storage_key": "myStorage", "storage_params": {"bucket": "b2"}}'
+    entry = resolve_entry(CONFIG, parse_model_key(key))
     assert entry is not None and entry.bucket == "b2" and entry.get("endpoint_url") == "http://m:9"
 
 
