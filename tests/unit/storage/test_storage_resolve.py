@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from kserve_mesh.core.errors import StorageError, StorageNotFound
-from kserve_mesh.storage import ModelFetcher, StorageConfig, safe_name
+from kserve_mesh.storage import ModelFetcher, StorageConfig, disk_usage, safe_name
 
 CONFIG = StorageConfig.from_mapping({
     "minio": json.dumps({"type": "s3", "bucket": "models", "endpoint_url": "http://127.0.0.1:1"}),
@@ -125,3 +125,10 @@ def test_safe_name_is_unique_and_harmless() -> None:
     assert a != b and "/" not in a and ":" not in a
     assert safe_name("../..").startswith("model-")
     assert len(safe_name("x" * 500)) < 100
+
+
+def test_disk_usage_counts_files(tree: Path) -> None:
+    model = tree / "root" / "sk" / "model"
+    (model / "extra.bin").write_bytes(b"0" * 100)
+    assert disk_usage(model) == 101
+    assert disk_usage(model / "extra.bin") == 100
