@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
-from kserve_mesh.core.errors import CapacityExceeded
+from kserve_mesh.core.errors import CapacityExceeded, InternalError
 from kserve_mesh.core.ids import ModelId
 from kserve_mesh.core.records import CopyState
 
@@ -100,6 +100,7 @@ class CacheLedger:
 
     def try_reserve(self, model_id: ModelId, size_bytes: int, last_used_ms: int) -> bool:
         """Add a LOADING entry of ``size_bytes`` if it fits now; False if space must be made first."""
+        _check_size(model_id, size_bytes)
         self.check_fits_at_all(model_id, size_bytes)
         if model_id in self._entries:
             raise ValueError(f"model '{model_id}' already has an entry in this cache")
@@ -122,10 +123,22 @@ class CacheLedger:
         candidates = [
             e for e in self._entries.values() if e.state is CopyState.LOADED and e.model_id not in protected
         ]
-        victims = self.policy.choose_victims(candidates, shortfall)
-        for victim in victims:
-            victim.state = CopyState.UNLOADING
-        return [v.model_id for v in victims]
+        chosen = self.policy.choose_victims(candidates, shortfall)
+        # Accounting must stay sound whatever a pluggable policy returns: only an evictable entry
+        # of this ledger may become UNLOADING, each one once, and nothing changes if any is wrong.
+        evictable = {id(e) for e in candidates}
+        for victim in chosen:
+            if id(victim) not in evictable:
+                raise InternalError(
+                    f"eviction policy {type(self.policy).__name__} chose model '{victim.model_id}', "
+                    "which is not a LOADED, unprotected copy in this cache"
+                )
+        victims: list[ModelId] = []
+        for victim in chosen:
+            if victim.state is not CopyState.UNLOADING:  # skip one chosen twice
+                victim.state = CopyState.UNLOADING
+                victims.append(victim.model_id)
+        return victims
 
     def mark_unloading(self, model_id: ModelId) -> bool:
         """Start an explicit unload (unregister). False if absent or already unloading."""
@@ -138,6 +151,7 @@ class CacheLedger:
     # -- completion ------------------------------------------------------------------------------
     def resize(self, model_id: ModelId, size_bytes: int) -> bool:
         """Set a copy's size to its measured value; False (nothing changed) if growth doesn't fit."""
+        _check_size(model_id, size_bytes)
         entry = self._entries[model_id]
         delta = size_bytes - entry.size_bytes
         if delta > 0 and self._used + delta > self.capacity_bytes:
@@ -162,3 +176,9 @@ class CacheLedger:
         if entry is not None:
             self._used -= entry.size_bytes
         return entry
+
+
+def _check_size(model_id: ModelId, size_bytes: int) -> None:
+    # A negative size would lower ``used_bytes`` and let later reservations overfill the cache.
+    if size_bytes < 0:
+        raise ValueError(f"model '{model_id}': size must not be negative, got {size_bytes} bytes")
