@@ -142,6 +142,25 @@ def make_string(out_dir: Path, model_id: str = "string-1") -> dict[str, Any]:
     return _entry("string", [_tensor("input-0", "BYTES", sample)], [_tensor("output-0", "BYTES", expected)])
 
 
+_DTYPES = {"BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+           "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+           "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+
+
+def arrays_of(tensors: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Numpy arrays of tensors in the ``inputs.json`` form (name, datatype, shape, data); BYTES
+    tensors become object arrays of ``bytes``."""
+    out: dict[str, np.ndarray] = {}
+    for t in tensors:
+        if t["datatype"] == "BYTES":
+            arr = np.empty(len(t["data"]), dtype=object)
+            arr[:] = [d.encode() for d in t["data"]]
+        else:
+            arr = np.asarray(t["data"], dtype=_DTYPES[t["datatype"]])
+        out[t["name"]] = arr.reshape(t["shape"])
+    return out
+
+
 def make_all(out_dir: Path, string_models: int = STRING_MODELS) -> dict[str, Any]:
     """Write every example model and ``inputs.json`` under ``out_dir``; return the inputs map."""
     out_dir = Path(out_dir)

@@ -121,6 +121,8 @@ class BuiltinRuntime:
         self._models: dict[str, _Loaded] = {}
         self._pending: dict[str, _PendingLoad] = {}
         self._releasing: dict[str, asyncio.Future[None]] = {}
+        # Loads given up on (timeout, cancel, unload) whose thread may still run.
+        self._abandoned: dict[str, _PendingLoad] = {}
         self._load_slots = asyncio.Semaphore(self.config.max_loading_concurrency)
         self._load_pool = concurrent.futures.ThreadPoolExecutor(
             self.config.max_loading_concurrency, thread_name_prefix="model-load"
@@ -192,10 +194,13 @@ class BuiltinRuntime:
 
     async def _load(self, model_id: str, info: ModelInfo, pending: _PendingLoad) -> LoadResult:
         spec = resolve_model_spec(info.type, info.key)
-        releasing = self._releasing.get(model_id)
-        if releasing is not None:  # files of an earlier copy are still being deleted
-            await asyncio.shield(releasing)
+        await self._drain(model_id)  # an earlier copy's thread or file release must finish first
+        if model_id in self._abandoned:
+            raise ModelLoadFailed(f"an earlier, abandoned load of model '{model_id}' is still running")
         await self._load_slots.acquire()
+        if pending.abandoned:  # unloaded while waiting for a slot
+            self._load_slots.release()
+            raise Cancelled(f"load of model '{model_id}' was cancelled by an unload")
         try:
             cfut = self._load_pool.submit(self._load_blocking, model_id, info, spec, pending)
         except BaseException:
@@ -279,17 +284,32 @@ class BuiltinRuntime:
 
     def _abandon(self, model_id: str, pending: _PendingLoad) -> None:
         pending.abandoned = True
+        if not pending.settled:
+            self._abandoned[model_id] = pending
         self._settle_abandoned(model_id, pending)
 
     def _settle_abandoned(self, model_id: str, pending: _PendingLoad) -> None:
         """Drop what an abandoned load produced, exactly once, once its thread has finished."""
         fut = pending.future
-        if pending.settled or fut is None or not fut.done():
+        if pending.settled or (fut is not None and not fut.done()):
             return
         pending.settled = True
-        if fut.cancelled() or fut.exception() is not None:
-            return  # the thread released its files itself
+        if self._abandoned.get(model_id) is pending:
+            del self._abandoned[model_id]
+        if fut is None or fut.cancelled() or fut.exception() is not None:
+            return  # no thread ran, or it failed and released its files itself
         self._dispose(model_id, fut.result())
+
+    async def _drain(self, model_id: str) -> None:
+        """Wait until an abandoned load of ``model_id`` has ended and its files are released."""
+        old = self._abandoned.get(model_id)
+        if old is not None:
+            if old.future is not None and not old.future.done():
+                await asyncio.wait({old.future}, timeout=self._timeout_s)
+            self._settle_abandoned(model_id, old)
+        releasing = self._releasing.get(model_id)
+        if releasing is not None:
+            await asyncio.shield(releasing)
 
     def _dispose(self, model_id: str, loaded: _Loaded) -> asyncio.Future[None]:
         loaded.model.close()
@@ -313,17 +333,12 @@ class BuiltinRuntime:
         """Unload a model (or abandon its load); returns once its files are released."""
         pending = self._pending.get(model_id)
         if pending is not None:
-            pending.abandoned = True
-            if pending.future is not None and not pending.future.done():
-                await asyncio.wait({pending.future}, timeout=self._timeout_s)
-            self._settle_abandoned(model_id, pending)
+            self._abandon(model_id, pending)
         loaded = self._models.pop(model_id, None)
         if loaded is not None:
             self._dispose(model_id, loaded)
             logger.info("unloaded model %s", model_id)
-        releasing = self._releasing.get(model_id)
-        if releasing is not None:
-            await asyncio.shield(releasing)
+        await self._drain(model_id)
 
     # -- inference -----------------------------------------------------------------------------
 
