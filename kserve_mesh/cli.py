@@ -218,8 +218,9 @@ def models(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
         print(json.dumps(rows, indent=2))
         return
     table = Table(title=f"models at {url}")
-    for col in ("MODEL", "TYPE", "STATE", "SIZE", "COPIES", "LAST USED", "ERROR"):
-        table.add_column(col)
+    for col in ("MODEL", "TYPE", "STATE", "SIZE", "COPIES", "LAST USED"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("ERROR", overflow="fold")
     colors = {"LOADED": "green", "LOADING": "yellow", "LOADING_FAILED": "red"}
     for m in rows:
         state = m["status"]

@@ -9,6 +9,7 @@ addresses.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.mesh.cache_manager import CacheConfig
 from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.registry import Registry
-from kserve_mesh.mesh.telemetry import Telemetry
+from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
 from kserve_mesh.settings import MeshSettings
 from kserve_mesh.store.keys import Keys
@@ -251,7 +252,7 @@ class MeshServer:
             "requestsPerMinute": self.telemetry.requests_per_minute() if self.telemetry else 0,
             "lruTime": ledger.lru_time_ms(self.clock.now_ms()),
             "runtime": self.settings.runtime,
-            "endpoints": self.endpoints.__dict__ if self.endpoints else {},
+            "endpoints": dataclasses.asdict(self.endpoints) if self.endpoints else {},
             "pid": os.getpid(),
         }
 

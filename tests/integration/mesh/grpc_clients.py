@@ -1,0 +1,90 @@
+"""Drive a mesh with gRPC clients no one here wrote, in a process of their own.
+
+tritonclient.grpc and kserve's InferenceGRPCClient each bring their own copy of the
+``inference.*`` protos, which cannot share one process with each other, so the test runs this
+script once per client:
+
+    python grpc_clients.py triton|kserve HOST:PORT INPUTS_JSON
+
+It prints one JSON line: {model_id: {output name: flat list of values}} or {"error": ...}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import numpy as np
+
+DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BYTES": np.object_}
+
+
+def _array(tensor: dict) -> np.ndarray:
+    if tensor["datatype"] == "BYTES":
+        return np.array([s.encode() for s in tensor["data"]], dtype=np.object_).reshape(tensor["shape"])
+    return np.array(tensor["data"], dtype=DTYPES[tensor["datatype"]]).reshape(tensor["shape"])
+
+
+def _plain(arr: np.ndarray) -> list:
+    flat = arr.ravel().tolist()
+    return [v.decode() if isinstance(v, bytes) else v for v in flat]
+
+
+def triton(target: str, cases: dict) -> dict:
+    import tritonclient.grpc as tg
+
+    client = tg.InferenceServerClient(target)
+    assert client.is_server_live() and client.is_server_ready()
+    out = {}
+    for model_id, case in cases.items():
+        inputs = []
+        for t in case["request"]["inputs"]:
+            arr = _array(t)
+            inp = tg.InferInput(t["name"], list(arr.shape), t["datatype"])
+            inp.set_data_from_numpy(arr)
+            inputs.append(inp)
+        result = client.infer(model_id, inputs)
+        resp = result.get_response()
+        out[model_id] = {o.name: _plain(result.as_numpy(o.name)) for o in resp.outputs}
+        out[model_id]["__model_name__"] = resp.model_name
+    index = client.get_model_repository_index(as_json=True)
+    out["__index__"] = sorted(m["name"] for m in index.get("models", []))
+    return out
+
+
+async def kserve_client(target: str, cases: dict) -> dict:
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    client = InferenceGRPCClient(target, timeout=60)
+    out = {}
+    try:
+        assert await client.is_server_ready()
+        for model_id, case in cases.items():
+            inputs = []
+            for t in case["request"]["inputs"]:
+                arr = _array(t)
+                inp = InferInput(t["name"], list(arr.shape), t["datatype"])
+                inp.set_data_from_numpy(arr, binary_data=False)
+                inputs.append(inp)
+            resp = await client.infer(InferRequest(model_name=model_id, infer_inputs=inputs))
+            out[model_id] = {o.name: _plain(o.as_numpy()) for o in resp.outputs}
+            out[model_id]["__model_name__"] = resp.model_name
+    finally:
+        await client.close()
+    return out
+
+
+def main() -> None:
+    which, target, path = sys.argv[1:4]
+    with open(path) as fh:
+        cases = json.load(fh)
+    try:
+        result = triton(target, cases) if which == "triton" else asyncio.run(kserve_client(target, cases))
+    except Exception as exc:  # noqa: BLE001 - reported to the test as data
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
