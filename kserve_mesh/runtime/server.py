@@ -54,7 +54,7 @@ def _guard(name: str, fn: Handler) -> Callable[[Any, grpc.aio.ServicerContext], 
         except Exception as exc:  # noqa: BLE001 - the edge: log the bug, answer a clean INTERNAL
             logger.exception("unexpected error in %s", name)
             code, message, kind = grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(exc).__name__}", ""
-        await context.abort(code, message, trailing_metadata=((ERROR_KIND_KEY, kind),) if kind else None)
+        await context.abort(code, message, trailing_metadata=((ERROR_KIND_KEY, kind),) if kind else ())
 
     return handler
 
