@@ -9,7 +9,7 @@ queueing. A thread cannot be interrupted, so a load that times out, is cancelled
 ``unload_model`` is marked abandoned: its slot stays taken until the thread ends, and then whatever
 it loaded is dropped and its files released. Nothing abandoned ever becomes servable.
 
-Inference: validate against the model's metadata, predict, encode. Small requests predict on the
+Inference: validate against the model's metadata (``validation.py``), predict, encode. Small requests predict on the
 event loop (a thread hop costs more than a tiny model); large ones go to a worker thread.
 """
 
@@ -33,7 +33,6 @@ from kserve_mesh.core.errors import (
     CapacityExceeded,
     DeadlineExceeded,
     InternalError,
-    InvalidArgument,
     MeshError,
     ModelLoadFailed,
     ModelNotFound,
@@ -53,6 +52,7 @@ from kserve_mesh.runtime.builtin.models import (
     resolve_model_spec,
 )
 from kserve_mesh.runtime.builtin.sizing import current_rss_bytes, disk_size_bytes
+from kserve_mesh.runtime.builtin.validation import metadata_of, validate_inputs
 from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
 
 logger = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ class BuiltinRuntime:
                 model.warm_up()
                 after = current_rss_bytes()
             size = self._measured_size(model, disk, before, after)
-            return _Loaded(model, size, _metadata(model_id, model))
+            return _Loaded(model, size, metadata_of(model_id, model))
         except BaseException as exc:
             self._release_quietly(model_id)
             if isinstance(exc, MeshError) or not isinstance(exc, Exception):
@@ -345,7 +345,7 @@ class BuiltinRuntime:
     async def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
         model_id = request.model_name
         loaded = self._get(model_id)
-        feed = _validate(model_id, loaded.model, request, tensors.decode_inputs(request))
+        feed = validate_inputs(model_id, loaded.model, request, tensors.decode_inputs(request))
         elements = sum(a.size for a in feed.values())
         if elements <= self.config.inline_infer_max_elements:
             outputs = _predict(model_id, loaded.model, feed)
@@ -400,72 +400,6 @@ def _predict(model_id: str, model: LoadedModel, feed: dict[str, np.ndarray]) -> 
     except Exception as exc:  # noqa: BLE001 - any library error becomes one clear message
         logger.warning("model %s failed to predict: %s: %s", model_id, type(exc).__name__, exc)
         raise InternalError(f"model '{model_id}' failed to predict: {type(exc).__name__}: {exc}") from exc
-
-
-def _validate(
-    model_id: str, model: LoadedModel, request: v2.ModelInferRequest, arrays: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Match request tensors to the model's inputs, check datatypes and shapes, cast numerics.
-
-    A model with one input takes a request with one input whatever its name (clients of
-    ModelMesh/MLServer name it freely, e.g. ``predict``); otherwise names must match.
-    """
-    specs = model.inputs
-    if len(specs) == 1 and len(arrays) == 1:
-        pairs = [(specs[0], next(iter(arrays)))]
-    else:
-        names = {s.name for s in specs}
-        for name in arrays:
-            if name not in names:
-                raise InvalidArgument(
-                    f"model '{model_id}' has no input '{name}' (inputs: {', '.join(sorted(names))})"
-                )
-        for s in specs:
-            if s.name not in arrays:
-                raise InvalidArgument(
-                    f"model '{model_id}': missing input '{s.name}' ({s.datatype} {list(s.shape)})"
-                )
-        pairs = [(s, s.name) for s in specs]
-    declared = {t.name: t.datatype for t in request.inputs}
-    feed: dict[str, np.ndarray] = {}
-    for spec, name in pairs:
-        arr = arrays[name]
-        datatype = declared.get(name, "")
-        if spec.accepts and datatype not in spec.accepts:
-            raise InvalidArgument(
-                f"input '{name}' of model '{model_id}' has datatype {datatype}; the model expects {spec.datatype}"
-            )
-        _check_shape(model_id, name, spec.shape, arr.shape)
-        if spec.dtype is not None and arr.dtype != spec.dtype:
-            arr = arr.astype(spec.dtype)
-        feed[spec.name] = arr
-    return feed
-
-
-def _check_shape(model_id: str, name: str, expected: tuple[int, ...], got: tuple[int, ...]) -> None:
-    if len(expected) != len(got):
-        raise InvalidArgument(
-            f"input '{name}' of model '{model_id}' has shape {list(got)}; the model expects {list(expected)}"
-        )
-    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
-        if want >= 0 and want != have:
-            if index == 1 and len(expected) == 2:
-                raise InvalidArgument(
-                    f"input '{name}' of model '{model_id}' has {have} features; the model expects {want}"
-                )
-            raise InvalidArgument(
-                f"input '{name}' of model '{model_id}' has shape {list(got)}; the model expects {list(expected)}"
-            )
-
-
-def _metadata(model_id: str, model: LoadedModel) -> v2.ModelMetadataResponse:
-    tm = v2.ModelMetadataResponse.TensorMetadata
-    return v2.ModelMetadataResponse(
-        name=model_id,
-        platform=model.platform,
-        inputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in model.inputs],
-        outputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in model.outputs],
-    )
 
 
 def _local_path(path: str) -> Path | None:

@@ -1,0 +1,79 @@
+"""Checking an inference request against a loaded model's V2 metadata, and that metadata itself.
+
+The runtime runs this before every predict, so loaders can assume well-formed inputs and every bad
+request gets an ``InvalidArgument`` naming the input and what was expected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kserve_mesh.core.errors import InvalidArgument
+from kserve_mesh.protocol import v2
+from kserve_mesh.runtime.builtin.models import LoadedModel
+
+
+def validate_inputs(
+    model_id: str, model: LoadedModel, request: v2.ModelInferRequest, arrays: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Match request tensors to the model's inputs, check datatypes and shapes, cast numerics.
+
+    A model with one input takes a request with one input whatever its name (clients of
+    ModelMesh/MLServer name it freely, e.g. ``predict``); otherwise names must match.
+    """
+    specs = model.inputs
+    if len(specs) == 1 and len(arrays) == 1:
+        pairs = [(specs[0], next(iter(arrays)))]
+    else:
+        names = {s.name for s in specs}
+        for name in arrays:
+            if name not in names:
+                raise InvalidArgument(
+                    f"model '{model_id}' has no input '{name}' (inputs: {', '.join(sorted(names))})"
+                )
+        for s in specs:
+            if s.name not in arrays:
+                raise InvalidArgument(
+                    f"model '{model_id}': missing input '{s.name}' ({s.datatype} {list(s.shape)})"
+                )
+        pairs = [(s, s.name) for s in specs]
+    declared = {t.name: t.datatype for t in request.inputs}
+    feed: dict[str, np.ndarray] = {}
+    for spec, name in pairs:
+        arr = arrays[name]
+        datatype = declared.get(name, "")
+        if spec.accepts and datatype not in spec.accepts:
+            raise InvalidArgument(
+                f"input '{name}' of model '{model_id}' has datatype {datatype}; the model expects {spec.datatype}"
+            )
+        check_shape(model_id, name, spec.shape, arr.shape)
+        if spec.dtype is not None and arr.dtype != spec.dtype:
+            arr = arr.astype(spec.dtype)
+        feed[spec.name] = arr
+    return feed
+
+
+def check_shape(model_id: str, name: str, expected: tuple[int, ...], got: tuple[int, ...]) -> None:
+    if len(expected) != len(got):
+        raise InvalidArgument(
+            f"input '{name}' of model '{model_id}' has shape {list(got)}; the model expects {list(expected)}"
+        )
+    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
+        if want >= 0 and want != have:
+            if index == 1 and len(expected) == 2:
+                raise InvalidArgument(
+                    f"input '{name}' of model '{model_id}' has {have} features; the model expects {want}"
+                )
+            raise InvalidArgument(
+                f"input '{name}' of model '{model_id}' has shape {list(got)}; the model expects {list(expected)}"
+            )
+
+
+def metadata_of(model_id: str, model: LoadedModel) -> v2.ModelMetadataResponse:
+    tm = v2.ModelMetadataResponse.TensorMetadata
+    return v2.ModelMetadataResponse(
+        name=model_id,
+        platform=model.platform,
+        inputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in model.inputs],
+        outputs=[tm(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in model.outputs],
+    )
