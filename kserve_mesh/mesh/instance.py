@@ -294,10 +294,15 @@ class Instance:
             raise InvalidArgument("vModelId must not be empty")
         existing = self.registry.vmodels.get(req.vmodel_id)
         vrules.check_owner(existing, req.vmodel_id, req.owner)
+        active_view = self._view(existing.active) if existing is not None else None
+        target_view = self._view(req.target)
+        if model_info is not None and target_view.state is ModelState.NOT_FOUND:
+            # Check the whole request before creating the target, so a refused call leaves nothing.
+            vrules.decide_set(existing, req, active_view, vrules.ModelView(ModelState.NOT_LOADED))
         if model_info is not None:
             await self.register(req.target, model_info, auto_delete=auto_delete)
-        active_view = self._view(existing.active) if existing is not None else None
-        new = vrules.decide_set(existing, req, active_view, self._view(req.target))
+            target_view = self._view(req.target)
+        new = vrules.decide_set(existing, req, active_view, target_view)
         if new != existing:
             await self.registry.put_vmodel(new)
         if existing is not None and existing.active != new.active:
