@@ -6,11 +6,8 @@ Design:
   list insert (microseconds at 100k keys); updates touch only the dict.
 - Every method runs to completion without awaiting, so each call is atomic on the event loop: no
   lock exists, none is held across an await.
-- Each change is appended to a bounded history (``history_size`` events, each with a sequence
-  number). Watches replay from it (``start_revision``) and resync from it when they fall behind:
-  a watch buffers at most ``watch_buffer`` events; on overflow it stops buffering and, once its
-  consumer has drained the buffer, re-reads the missed events from history. Only when history no
-  longer holds them does the watch fail with ``Compacted``.
+- Each change is appended to a bounded history (``history_size`` events). Watches buffer at most
+  ``watch_buffer`` events each, and replay or catch up from that history (``memory_watch.py``).
 - Leases expire by an injected monotonic clock. Expiry is checked lazily at the start of every
   call (a heap of deadlines) and, when the owner runs the store as ``async with MemoryStore()``,
   by a background task every ``reap_interval_s`` so watchers see expiries without other traffic.
@@ -24,7 +21,6 @@ import heapq
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -33,7 +29,6 @@ from typing import Protocol, Self
 from kserve_mesh.core.errors import InvalidArgument, Unavailable
 from kserve_mesh.store.base import (
     CasResult,
-    Compacted,
     Compare,
     Delete,
     EventType,
@@ -47,6 +42,7 @@ from kserve_mesh.store.base import (
     TxnResult,
     WatchEvent,
 )
+from kserve_mesh.store.memory_watch import EventHistory, MemoryWatch
 
 log = logging.getLogger(__name__)
 
@@ -67,93 +63,6 @@ class _Lease:
     keys: set[str] = field(default_factory=set)
 
 
-class MemoryWatch:
-    """A watch on a ``MemoryStore`` (see ``Store.watch``)."""
-
-    def __init__(
-        self, store: MemoryStore, prefix: str, min_revision: int, replay_from_seq: int | None
-    ) -> None:
-        self._store = store
-        self._prefix = prefix
-        self._min_revision = min_revision
-        self._buf: deque[WatchEvent] = deque()
-        self._max = store.watch_buffer
-        # Sequence number from which events must be re-read from history (None: live feed).
-        self._resync_from: int | None = replay_from_seq
-        self._error: Exception | None = None
-        self._closed = False
-        # Revision to resume from if this watch must be re-created (reported in ``Compacted``).
-        self._next_revision = min_revision
-        self._wakeup = asyncio.Event()
-
-    # Called by the store, synchronously, for every change in order.
-    def _feed(self, seq: int, event: WatchEvent) -> None:
-        if self._closed or self._resync_from is not None:
-            return
-        if event.revision < self._min_revision or not event.kv.key.startswith(self._prefix):
-            return
-        if len(self._buf) >= self._max:
-            log.debug("watch on %r fell behind at revision %d; resyncing", self._prefix, seq)
-            self._resync_from = seq
-            return
-        self._buf.append(event)
-        self._next_revision = event.revision
-        self._wakeup.set()
-
-    def _fail(self, error: Exception) -> None:
-        self._error = error
-        self._wakeup.set()
-
-    def _resync(self) -> None:
-        assert self._resync_from is not None
-        try:
-            events, next_seq = self._store._history_from(self._resync_from, self._max)
-        except LookupError:
-            self._resync_from = None
-            self._error = Compacted(self._next_revision, self._store._complete_from_revision)
-            return
-        for event in events:
-            if event.revision >= self._min_revision and event.kv.key.startswith(self._prefix):
-                self._buf.append(event)
-                self._next_revision = event.revision
-        self._resync_from = next_seq
-
-    def __aiter__(self) -> MemoryWatch:
-        return self
-
-    async def __anext__(self) -> WatchEvent:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._buf:
-                return self._buf.popleft()
-            if self._error is not None:
-                raise self._error
-            if self._resync_from is not None:
-                self._resync()
-                continue
-            self._wakeup.clear()
-            await self._wakeup.wait()
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._buf.clear()
-            self._store._watches.discard(self)
-            self._wakeup.set()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
 class MemoryStore:
     """In-memory implementation of ``kserve_mesh.store.base.Store`` for one process."""
 
@@ -171,12 +80,8 @@ class MemoryStore:
         self._data: dict[str, KeyValue] = {}
         self._keys: list[str] = []
         self._revision = 0
-        self._history: deque[tuple[int, WatchEvent]] = deque()
-        self._history_size = history_size
-        self._next_seq = 0
-        self._compacted_seq = 0  # events with seq < this are gone from history
-        self._complete_from_revision = 1  # every event at this revision or later is kept
-        self.watch_buffer = watch_buffer
+        self._history = EventHistory(history_size)
+        self._watch_buffer = watch_buffer
         self._watches: set[MemoryWatch] = set()
         self._leases: dict[LeaseId, _Lease] = {}
         self._deadlines: list[tuple[float, LeaseId]] = []
@@ -219,13 +124,10 @@ class MemoryStore:
         self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()
-            try:
-                await self._reaper
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._reaper])  # never raises the task's CancelledError
             self._reaper = None
         for watch in list(self._watches):
-            watch._fail(Unavailable("the in-memory store is closed"))
+            watch.fail(Unavailable("the in-memory store is closed"))
         self._watches.clear()
 
     def _check_open(self) -> None:
@@ -340,13 +242,21 @@ class MemoryStore:
 
     def watch(self, prefix: str, *, start_revision: int | None = None) -> MemoryWatch:
         self._enter()
+        replay_from: int | None = None
         if start_revision is None:
-            watch = MemoryWatch(self, prefix, self._revision + 1, None)
+            start_revision = self._revision + 1
+        elif start_revision < 1:
+            raise InvalidArgument(f"watch start_revision must be at least 1, got {start_revision}")
         else:
-            if start_revision < 1:
-                raise InvalidArgument(f"watch start_revision must be at least 1, got {start_revision}")
-            replay_from = self._first_seq_at(start_revision)
-            watch = MemoryWatch(self, prefix, start_revision, replay_from)
+            replay_from = self._history.first_seq_at(start_revision)
+        watch = MemoryWatch(
+            self._history,
+            prefix,
+            min_revision=start_revision,
+            replay_from_seq=replay_from,
+            buffer=self._watch_buffer,
+            on_close=self._watches.discard,
+        )
         self._watches.add(watch)
         return watch
 
@@ -457,32 +367,6 @@ class MemoryStore:
 
     def _publish(self, events: list[WatchEvent]) -> None:
         for event in events:
-            seq = self._next_seq
-            self._next_seq += 1
-            self._history.append((seq, event))
-            if len(self._history) > self._history_size:
-                old_seq, old = self._history.popleft()
-                self._compacted_seq = old_seq + 1
-                self._complete_from_revision = old.revision + 1
+            seq = self._history.append(event)
             for watch in list(self._watches):
-                watch._feed(seq, event)
-
-    def _first_seq_at(self, revision: int) -> int:
-        """Sequence number of the first kept event at ``revision`` or later."""
-        if revision < self._complete_from_revision:
-            raise Compacted(revision, self._complete_from_revision)
-        for seq, event in self._history:
-            if event.revision >= revision:
-                return seq
-        return self._next_seq
-
-    def _history_from(self, seq: int, limit: int) -> tuple[list[WatchEvent], int | None]:
-        """Up to ``limit`` events from ``seq``; and the seq to continue from (None: caught up).
-
-        Raises ``LookupError`` when events from ``seq`` are no longer kept."""
-        if seq < self._compacted_seq:
-            raise LookupError(seq)
-        start = seq - self._history[0][0] if self._history else 0
-        chunk = [ev for _, ev in itertools.islice(self._history, start, start + limit)]
-        next_seq = seq + len(chunk)
-        return chunk, (next_seq if next_seq < self._next_seq else None)
+                watch.feed(seq, event)

@@ -19,7 +19,7 @@ from kserve_mesh.store import (
     Put,
     WatchEvent,
 )
-from kserve_mesh.store.memory import MemoryWatch
+from kserve_mesh.store.memory_watch import MemoryWatch
 
 WAIT_S = 2.0
 
