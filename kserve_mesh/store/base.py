@@ -247,8 +247,12 @@ class Store(Protocol):
         ...
 
     def watch(self, prefix: str, *, start_revision: int | None = None) -> Watch:
-        """Events for keys under ``prefix``: from ``start_revision`` (inclusive) if given, else
-        changes after now. Registration happens at once, before the first ``__anext__``."""
+        """Events for keys under ``prefix``, from ``start_revision`` (inclusive) if given.
+
+        Without ``start_revision`` the watch sees changes after it is established; an adapter may
+        establish it only at ``__aenter__``/the first ``__anext__`` (MemoryStore does it at once).
+        To follow a ``range`` without a gap, watch from ``range(...).revision + 1``. Raises
+        ``Compacted`` (here or while iterating) when that history is gone."""
         ...
 
     async def grant_lease(self, ttl_s: float) -> LeaseId: ...
