@@ -366,3 +366,24 @@ async def test_lease_bound_create_only_for_leader_election(
     assert await store.put_if("leader", b"i2", expected_mod_revision=0, lease=second)
     with pytest.raises(InvalidArgument, match="positive"):
         await store.grant_lease(0)
+
+
+async def test_transaction_with_a_dead_lease_writes_nothing(store: MemoryStore) -> None:
+    lease = await store.grant_lease(5)
+    await store.revoke(lease)
+    before = await store.revision()
+    with pytest.raises(LeaseNotFound):
+        await store.transaction([], [Put("a", b"1"), Put("b", b"2", lease=lease)])
+    assert await store.get("a") is None
+    assert await store.revision() == before
+
+
+async def test_watch_from_a_future_revision_skips_earlier_changes(store: MemoryStore) -> None:
+    await store.put("w/a", b"1")
+    async with store.watch("w/", start_revision=3) as watch:
+        await store.put("w/b", b"2")  # revision 2: before the start
+        await store.put("w/c", b"3")  # revision 3
+        event = await next_event(watch)
+    assert (event.kv.key, event.revision) == ("w/c", 3)
+    with pytest.raises(InvalidArgument, match="start_revision"):
+        store.watch("w/", start_revision=0)
