@@ -182,21 +182,21 @@ class MeshServer:
         registry = Registry(self.store, Keys.for_namespace(s.namespace))
         self.instance = Instance(self.instance_id, registry, self.runtime, cache, self.clock,
                                  metrics=self.telemetry)
-        self.telemetry.bind(self.instance)
+        self.telemetry.bind(self.instance, asyncio.get_running_loop())
         await self.instance.start()
 
         options = [("grpc.max_send_message_length", s.grpc_max_message_bytes),
                    ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
                    ("grpc.so_reuseport", 0)]
         self._grpc = grpc.aio.server(options=options)
-        self._grpc.add_generic_rpc_handlers((grpc_v2.handler(grpc_v2.V2Servicer(self.instance, __version__)),))
+        self._grpc.add_generic_rpc_handlers((grpc_v2.handler(grpc_v2.V2Servicer(self.instance, __version__, self.telemetry)),))
         grpc_mgmt.add_to_server(self.instance, self._grpc)
         grpc_port = self._grpc.add_insecure_port(f"{s.host}:{s.grpc_port}")
         if grpc_port == 0:
             raise Unavailable(f"cannot bind the gRPC port {s.host}:{s.grpc_port}")
         await self._grpc.start()
 
-        app = build_app(self.instance, __version__, extra_status=self.status)
+        app = build_app(self.instance, __version__, extra_status=self.status, telemetry=self.telemetry)
         config = uvicorn.Config(app, host=s.host, port=s.rest_port, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=5)
         self._rest = uvicorn.Server(config)

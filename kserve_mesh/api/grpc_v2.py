@@ -10,10 +10,12 @@ own package (``protos/v2_repository.proto``); kserve ships none for it.
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from kserve_mesh.api.errors import grpc_code, to_mesh_error
-from kserve_mesh.core.errors import MeshError
+from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.ids import ModelId
 from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.protocol import v2
@@ -22,6 +24,7 @@ from kserve_mesh.protos import v2_repository_pb2 as repo_pb
 SERVER_NAME = "kserve-mesh"
 EXTENSIONS = ["model_repository_extension", "binary_tensor_data", "modelmesh"]
 DEFAULT_TIMEOUT_S = 120.0
+INFER_METHOD = "inference.GRPCInferenceService/ModelInfer"
 
 
 def routing_headers(context: grpc.aio.ServicerContext) -> tuple[str, str]:
@@ -45,9 +48,10 @@ def _timeout(context: grpc.aio.ServicerContext) -> float:
 
 
 class V2Servicer:
-    def __init__(self, instance: Instance, version: str) -> None:
+    def __init__(self, instance: Instance, version: str, telemetry: Telemetry | None = None) -> None:
         self.instance = instance
         self.version = version
+        self.telemetry = telemetry
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         err = to_mesh_error(exc)
@@ -58,12 +62,20 @@ class V2Servicer:
         return self.instance.resolve(name, model_id=model_id, vmodel_id=vmodel_id)
 
     async def ModelInfer(self, request: v2.ModelInferRequest, context: grpc.aio.ServicerContext) -> v2.ModelInferResponse:
+        start = time.perf_counter()
+        code = "OK"
+        model_id = ""
         try:
             model_id = self._resolve(request.model_name, context)
             return await self.instance.infer(model_id, request, _timeout(context))
-        except (MeshError, Exception) as exc:  # noqa: BLE001
-            await self._fail(context, exc)
+        except Exception as exc:  # noqa: BLE001
+            err = to_mesh_error(exc)
+            code = grpc_code(err).name
+            await context.abort(grpc_code(err), err.message)
             raise  # unreachable: abort raises
+        finally:
+            if self.telemetry is not None:
+                self.telemetry.request(INFER_METHOD, code, time.perf_counter() - start, model_id)
 
     async def ModelMetadata(self, request: v2.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> v2.ModelMetadataResponse:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kserve_mesh.api.errors import http_status, to_mesh_error
+from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.api.grpc_v2 import EXTENSIONS, SERVER_NAME, raise_load_failed, repository_state
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.core.ids import ModelId, VModelId
@@ -29,6 +31,10 @@ from kserve_mesh.protocol import rest as codec
 log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "inference-header-content-length"
+REST_INFER_METHOD = "POST /v2/models/{name}/infer"
+HTTP_CODES = {200: "OK", 400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "FAILED_PRECONDITION",
+              429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+              507: "RESOURCE_EXHAUSTED"}
 
 
 def error_response(exc: BaseException) -> JSONResponse:
@@ -101,7 +107,8 @@ class SetVModelBody(BaseModel):
     expectedTargetModelId: str = ""
 
 
-def build_app(instance: Instance, version: str, *, extra_status: Any = None) -> FastAPI:
+def build_app(instance: Instance, version: str, *, extra_status: Any = None,
+              telemetry: Telemetry | None = None) -> FastAPI:
     app = FastAPI(title="kserve-mesh", version=version, docs_url="/docs", redoc_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -158,6 +165,14 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None) -> 
             return error_response(exc)
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        start = time.perf_counter()
+        response = await _infer(request, name)
+        if telemetry is not None:
+            telemetry.request(REST_INFER_METHOD, HTTP_CODES.get(response.status_code, str(response.status_code)),
+                              time.perf_counter() - start, name)
+        return response
+
+    async def _infer(request: Request, name: str) -> Response:
         try:
             model_id = target(request, name)
             body = await request.body()

@@ -1,42 +1,136 @@
-"""Telemetry of one instance: feeds the ``modelmesh_*`` metrics from mesh events, counts request
-rates, and serves ``/metrics`` on its own port."""
+"""Telemetry of one instance: feeds the ``modelmesh_*`` metrics from mesh events, keeps the
+requests-per-minute rate, and serves ``/metrics`` on its own port.
+
+Gauges (capacity, used bytes, copies, LRU time) are read from the instance at scrape time, so a
+scrape always shows the cache as it is at that moment, never a stale sample.
+"""
 
 from __future__ import annotations
 
-import collections
+import asyncio
+import http.server
+import logging
 import threading
+import time
 from typing import Any
 
+from kserve_mesh.api.metrics import MeshMetrics
 from kserve_mesh.core.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+class RateCounter:
+    """Events in the last 60 s, in one-second buckets (O(1) per event)."""
+
+    def __init__(self) -> None:
+        self._buckets = [0] * 60
+        self._stamps = [0] * 60
+
+    def hit(self, now: float) -> None:
+        sec = int(now)
+        slot = sec % 60
+        if self._stamps[slot] != sec:
+            self._stamps[slot] = sec
+            self._buckets[slot] = 0
+        self._buckets[slot] += 1
+
+    def per_minute(self, now: float) -> int:
+        sec = int(now)
+        return sum(b for b, s in zip(self._buckets, self._stamps) if sec - s < 60)
 
 
 class Telemetry:
-    def __init__(self, clock: Clock, *, per_model: bool = False) -> None:
+    def __init__(self, clock: Clock, *, per_model: bool = False, metrics: MeshMetrics | None = None) -> None:
         self.clock = clock
-        self.per_model = per_model
-        self._minute: collections.deque[float] = collections.deque()
+        self.metrics = metrics or MeshMetrics(per_model=per_model)
+        self.rate = RateCounter()
         self.instance: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
 
-    def bind(self, instance: Any) -> None:
+    def bind(self, instance: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Read gauges from ``instance``; on ``loop`` (the instance's own thread) when given."""
         self.instance = instance
+        self.loop = loop
+
+    # -- events from the front doors and the mesh ------------------------------------------------
+    def request(self, method: str, code: str, seconds: float, model_id: str | None = None) -> None:
+        self.rate.hit(self.clock.monotonic())
+        self.metrics.observe_api_request(method, code, seconds * 1000.0, model_id=model_id)
 
     def on_load(self, outcome: Any) -> None:
-        pass
+        model_id = outcome.model_id if self.metrics.per_model else None
+        if outcome.ok:
+            self.metrics.observe_load(outcome.duration_s * 1000.0, outcome.size_bytes, model_id=model_id)
+        else:
+            self.metrics.load_failed(model_id=model_id)
 
     def on_unload(self, model_id: str, last_used_ms: int, duration_s: float) -> None:
-        pass
+        mid = model_id if self.metrics.per_model else None
+        self.metrics.observe_unload(duration_s * 1000.0, model_id=mid)
+        self.metrics.observe_eviction(max(0, self.clock.now_ms() - last_used_ms), model_id=mid)
 
     def requests_per_minute(self) -> int:
-        return 0
+        return self.rate.per_minute(self.clock.monotonic())
 
-    def serve(self, host: str, port: int) -> tuple[Any, int]:
-        from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+    # -- scrape ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        inst = self.instance
+        if inst is None:
+            return
+        ledger = inst.cache.ledger
+        now_ms = self.clock.now_ms()
+        lru_ms = ledger.lru_time_ms(now_ms)
+        self.metrics.set_cache(capacity_bytes=ledger.capacity_bytes, used_bytes=ledger.used_bytes,
+                               models=ledger.count(), lru_time_s=lru_ms / 1000.0,
+                               lru_age_s=max(0.0, (now_ms - lru_ms) / 1000.0))
+        models = inst.registry.models
+        failed = sum(1 for r in models.values() if r.failures)
+        self.metrics.set_cluster(models_managed=len(models), models_loaded=ledger.count(),
+                                 models_with_failure=failed)
 
-        class H(BaseHTTPRequestHandler):
+    def scrape(self) -> tuple[bytes, str]:
+        with self._lock:
+            if self.loop is not None and self.loop.is_running():
+                # The cache is the event loop's: read it there, for a consistent snapshot.
+                asyncio.run_coroutine_threadsafe(self._refresh_async(), self.loop).result(10)
+            else:
+                self.refresh()
+            return self.metrics.render()
+
+    async def _refresh_async(self) -> None:
+        self.refresh()
+
+    def serve(self, host: str, port: int) -> tuple[http.server.ThreadingHTTPServer, int]:
+        """Serve ``/metrics`` in a daemon thread; returns the server (to shut down) and its port."""
+        telemetry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404, "metrics are at /metrics")
+                    return
+                try:
+                    body, content_type = telemetry.scrape()
+                except Exception:  # noqa: BLE001 - never a traceback to the scraper
+                    log.exception("metrics scrape failed")
+                    self.send_error(500, "metrics scrape failed; see the server log")
+                    return
                 self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
 
-        httpd = ThreadingHTTPServer((host, port), H)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
         return httpd, httpd.server_port
+
+
+def elapsed(start: float) -> float:
+    return time.perf_counter() - start

@@ -138,7 +138,8 @@ def test_model_larger_than_capacity_fails_clearly(small_mesh: MeshProcess, examp
     assert status == 200
     assert body["status"] == "LOADING_FAILED"
     assert "capacity" in body["errors"][0] and "too-big" in body["errors"][0]
-    status, body = small_mesh.call("POST", "/v2/models/too-big/infer", {"inputs": []})
-    assert status in (400, 503, 507)
-    assert "capacity" in body["error"] or "failed" in body["error"]
+    request = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}
+    status, body = small_mesh.call("POST", "/v2/models/too-big/infer", request)
+    assert status in (503, 507), body
+    assert "capacity" in body["error"], body
     assert "Traceback" not in str(body)
