@@ -26,8 +26,9 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="kserve-mesh: a multi-model serving mesh for KServe.")
 vmodel_app = typer.Typer(no_args_is_help=True, help="Manage vmodels (stable names that move between models).")
 app.add_typer(vmodel_app, name="vmodel")
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (scripts, CI logs) gets wide lines instead of rich's 80-column default.
+console = Console() if sys.stdout.isatty() else Console(width=200)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 DEFAULT_URL = os.environ.get("KSERVE_MESH_URL", "http://127.0.0.1:8008")
 URL_OPTION = typer.Option(DEFAULT_URL, "--url", help="REST address of the mesh (env KSERVE_MESH_URL).")
