@@ -74,6 +74,12 @@ class CacheLedger:
     def get(self, model_id: ModelId) -> CacheEntry | None:
         return self._entries.get(model_id)
 
+    def _entry(self, model_id: ModelId) -> CacheEntry:
+        entry = self._entries.get(model_id)
+        if entry is None:
+            raise KeyError(f"model '{model_id}' has no entry in this cache")
+        return entry
+
     def entries(self) -> list[CacheEntry]:
         return list(self._entries.values())
 
@@ -152,7 +158,7 @@ class CacheLedger:
     def resize(self, model_id: ModelId, size_bytes: int) -> bool:
         """Set a copy's size to its measured value; False (nothing changed) if growth doesn't fit."""
         _check_size(model_id, size_bytes)
-        entry = self._entries[model_id]
+        entry = self._entry(model_id)
         delta = size_bytes - entry.size_bytes
         if delta > 0 and self._used + delta > self.capacity_bytes:
             return False
@@ -161,7 +167,7 @@ class CacheLedger:
         return True
 
     def mark_loaded(self, model_id: ModelId, now_ms: int) -> None:
-        entry = self._entries[model_id]
+        entry = self._entry(model_id)
         entry.state = CopyState.LOADED
         entry.loaded_at_ms = now_ms
 

@@ -83,8 +83,22 @@ def test_importing_core_loads_no_transport_store_or_cloud_library() -> None:
     loaded = _loaded_by(statement)
     assert "kserve_mesh.core.cache" in loaded and "kserve_mesh.core.vmodel" in loaded
     forbidden = {
-        "asyncio", "grpc", "google.protobuf", "fastapi", "starlette", "uvicorn", "etcd3aio", "kubernetes",
-        "kopf", "boto3", "botocore", "httpx", "kserve", "numpy", "pydantic", "prometheus_client",
+        "asyncio",
+        "grpc",
+        "google.protobuf",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "etcd3aio",
+        "kubernetes",
+        "kopf",
+        "boto3",
+        "botocore",
+        "httpx",
+        "kserve",
+        "numpy",
+        "pydantic",
+        "prometheus_client",
     }
     assert _offending(loaded, forbidden) == []
     other_packages = [m for m in loaded if m.startswith("kserve_mesh.") and not m.startswith("kserve_mesh.core")]
@@ -95,7 +109,16 @@ def test_importing_the_client_loads_no_mesh_grpc_or_fastapi() -> None:
     loaded = _loaded_by("import kserve_mesh.client")
     assert "kserve_mesh.client" in loaded
     forbidden = {
-        "kserve_mesh.mesh", "kserve_mesh.api", "kserve_mesh.server", "kserve_mesh.store",
-        "kserve_mesh.runtime", "kserve_mesh.storage", "grpc", "fastapi", "starlette", "uvicorn", "kserve",
+        "kserve_mesh.mesh",
+        "kserve_mesh.api",
+        "kserve_mesh.server",
+        "kserve_mesh.store",
+        "kserve_mesh.runtime",
+        "kserve_mesh.storage",
+        "grpc",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "kserve",
     }
     assert _offending(loaded, forbidden) == []

@@ -202,6 +202,14 @@ def test_mark_unloading_and_release_are_idempotent() -> None:
     assert ledger.used_bytes == 0 and ledger.count() == 0
 
 
+def test_resize_or_mark_loaded_of_an_unknown_model_names_it() -> None:
+    ledger = CacheLedger(100)
+    with pytest.raises(KeyError, match="'ghost' has no entry"):
+        ledger.resize(M("ghost"), 10)
+    with pytest.raises(KeyError, match="'ghost' has no entry"):
+        ledger.mark_loaded(M("ghost"), 1)
+
+
 def test_release_of_a_failed_load_frees_its_reservation() -> None:
     ledger = CacheLedger(100)
     assert ledger.try_reserve(M("a"), 60, 1)

@@ -124,8 +124,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.release(data.draw(st.sampled_from(self.in_state(CopyState.LOADING, CopyState.UNLOADING))))
 
     # -- the cache manager's whole cycle -----------------------------------------------------------
-    @rule(model=models, size=st.integers(min_value=1, max_value=60), measured=st.integers(1, 80),
-          data=st.data())
+    @rule(model=models, size=st.integers(min_value=1, max_value=60), measured=st.integers(1, 80), data=st.data())
     def cache_miss(self, model: ModelId, size: int, measured: int, data: st.DataObject) -> None:
         """Make room (evict, finish unloads), reserve, load, correct to the measured size."""
         if model in self.expected:

@@ -79,8 +79,12 @@ class VModelMachine(RuleBasedStateMachine):
         assert self.vm is not None
         before = self.vm
         with pytest.raises(FailedPrecondition):
-            decide_set(before, SetVModel(VM, ModelId("ghost"), owner=OWNER), self.view(before.active),
-                       self.view(ModelId("ghost")))
+            decide_set(
+                before,
+                SetVModel(VM, ModelId("ghost"), owner=OWNER),
+                self.view(before.active),
+                self.view(ModelId("ghost")),
+            )
         assert self.vm is before
 
     @rule(model=st.sampled_from(MODELS), data=st.data())
