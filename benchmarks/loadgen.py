@@ -50,6 +50,9 @@ class GrpcClient:
     def send(self) -> None:
         self._call(self._body, timeout=CALL_TIMEOUT_S)
 
+    def reset(self) -> None:
+        """Nothing to do: a gRPC channel reconnects by itself."""
+
     def close(self) -> None:
         self.channel.close()
 
@@ -70,6 +73,10 @@ class RestClient:
         payload = resp.read()
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {payload[:200]!r}")
+
+    def reset(self) -> None:
+        """Drop the connection (the server closes idle keep-alive ones); the next request reopens it."""
+        self.conn.close()
 
     def close(self) -> None:
         self.conn.close()
@@ -96,7 +103,8 @@ class LoadGen:
     def sequential(self, n: int, warmup: int) -> dict[str, object]:
         send = self.client.send
         errors, first_error = 0, ""
-        for _ in range(warmup):
+        self.client.reset()
+        for _ in range(max(1, warmup)):  # at least one, so a reconnect is never timed
             send()
         samples = [0] * n
         clock = time.perf_counter_ns
