@@ -140,7 +140,8 @@ def start_servers(procs: Processes, models_dir: Path, logs: Path) -> dict[str, S
     ready = r"kserve-mesh ready: rest=(\S+) grpc=(\S+) metrics=(\S+)"
     return {
         "a": procs.server("runtime process (a)", [py, "-m", "kserve_mesh.runtime.server", "--host", "127.0.0.1",
-                                                  "--port", "0", "--log-level", "WARNING"],
+                                                  "--port", "0", "--log-level", "WARNING",
+                                                  "--cache-dir", str(logs.parent / "runtime-a-cache")],
                           r"runtime listening on (\S+)", logs / "runtime-a.log", quiet),
         "b": procs.server("mesh (b)", mesh, ready, logs / "mesh-b.log", quiet),
         "c": procs.server("mesh (c)", [*mesh, "--runtime", "process"], ready, logs / "mesh-c.log", quiet),
@@ -202,9 +203,10 @@ def measure_inprocess(model: str, model_type: str, model_path: Path, grpc_body: 
     from kserve_mesh.core.records import ModelInfo
     from kserve_mesh.protocol import v2
     from kserve_mesh.runtime.builtin import BuiltinRuntime, RuntimeConfig
+    from kserve_mesh.runtime.builtin.fetch import LocalFetcher
 
     async def run() -> list[int]:
-        runtime = BuiltinRuntime(RuntimeConfig())
+        runtime = BuiltinRuntime(RuntimeConfig(), LocalFetcher())
         try:
             await runtime.load_model(model, ModelInfo(model_type, str(model_path)))
             request = v2.ModelInferRequest.FromString(grpc_body)
