@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--{name} must be positive, got {getattr(args, name)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     console = Console() if sys.stdout.isatty() else Console(width=130)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kserve-mesh-bench-") as tmp, Processes() as procs:
