@@ -279,6 +279,14 @@ def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
     console.print(table)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def controller(ctx: typer.Context) -> None:
+    """Run the Kubernetes controller (flags: see `kserve-mesh controller --help`)."""
+    from kserve_mesh.kube.controller import main as controller_main
+
+    raise typer.Exit(controller_main(list(ctx.args)) or 0)
+
+
 @vmodel_app.command("set")
 def vmodel_set(vmodel_id: str, target: str, owner: str = "", force: bool = False, url: str = URL_OPTION) -> None:
     """Point a vmodel at a target model (it switches once the target is loaded)."""
@@ -304,6 +312,9 @@ def vmodel_delete(vmodel_id: str, url: str = URL_OPTION) -> None:
 
 
 def main() -> None:
+    from kserve_mesh.cli_kube import register_commands
+
+    register_commands(app)
     app()
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -108,8 +109,10 @@ class SetVModelBody(BaseModel):
 
 
 def build_app(instance: Instance, version: str, *, extra_status: Any = None,
-              telemetry: Telemetry | None = None) -> FastAPI:
+              telemetry: Telemetry | None = None, routers: Sequence[APIRouter] = ()) -> FastAPI:
     app = FastAPI(title="kserve-mesh", version=version, docs_url="/docs", redoc_url=None)
+    for router in routers:
+        app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

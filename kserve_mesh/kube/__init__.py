@@ -1,0 +1,1 @@
+"""KServe resources -> mesh specs (pure), runtime selection, status mapping, and the controller."""
