@@ -315,8 +315,8 @@ def render(console: Console, results: dict[str, Result], cmp: dict[str, dict[str
             f"{c['added_p50_ms']:+.3f}" if c else "", f"{c['p50_ratio']:.2f}" if c else "",
             f"{c['throughput_ratio']:.2f}" if c else "", style="bold" if key == "b-grpc" else None)
     console.print(table)
-    console.print(f"vs: the row compared with; +p50 ms = p50 - its p50; x = ratio to it. * in-process req/s "
-                  f"is 1/mean of one caller (no transport, no concurrency).")
+    console.print("vs: the row compared with; +p50 ms = p50 - its p50; x = ratio to it. * in-process req/s "
+                  "is 1/mean of one caller (no transport, no concurrency).")
     for key, res in results.items():
         if res.errors:
             console.print(f"[red]{key}: {res.errors} failed requests, first: {res.first_error}[/red]")
