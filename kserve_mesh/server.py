@@ -53,8 +53,9 @@ class Endpoints:
 class RuntimeProcess:
     """``kserve-mesh runtime`` as a child process, on an ephemeral loopback port."""
 
-    def __init__(self, settings: MeshSettings) -> None:
+    def __init__(self, settings: MeshSettings, cache_dir: Path) -> None:
         self.settings = settings
+        self.cache_dir = cache_dir
         self.proc: asyncio.subprocess.Process | None = None
         self.address = ""
 
@@ -64,7 +65,8 @@ class RuntimeProcess:
                 "--capacity-bytes", str(s.capacity_bytes),
                 "--max-loading-concurrency", str(s.max_loading_concurrency),
                 "--model-loading-timeout-ms", str(s.model_loading_timeout_ms),
-                "--default-model-size-bytes", str(s.default_model_size_bytes)]
+                "--default-model-size-bytes", str(s.default_model_size_bytes),
+                "--cache-dir", str(self.cache_dir)]
         if s.storage_config is not None:
             args += ["--storage-config", str(s.storage_config)]
         self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
@@ -135,11 +137,15 @@ class MeshServer:
             config = StorageConfig.from_dir(s.storage_config)
         else:
             config = StorageConfig.from_file(s.storage_config)
-        cache_dir = s.cache_dir
-        if cache_dir is None:
+        return ModelFetcher(config, self._cache_dir())
+
+    def _cache_dir(self) -> Path:
+        """Where downloaded models go: the configured folder, or a temp dir removed at stop."""
+        if self.settings.cache_dir is not None:
+            return self.settings.cache_dir
+        if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="kserve-mesh-cache-")
-            cache_dir = Path(self._tmp.name)
-        return ModelFetcher(config, cache_dir)
+        return Path(self._tmp.name)
 
     async def _make_runtime(self) -> ModelRuntime:
         s = self.settings
@@ -154,7 +160,7 @@ class MeshServer:
 
         address = s.runtime_address
         if s.runtime == "process":
-            self.runtime_process = RuntimeProcess(s)
+            self.runtime_process = RuntimeProcess(s, self._cache_dir() / "runtime")
             address = await self.runtime_process.start()
         return GrpcRuntimeClient(address)
 
