@@ -1,0 +1,210 @@
+"""The ``model-serving-config`` ConfigMap, typed: what every runtime Deployment of a namespace shares.
+
+ModelMesh Serving reads one ConfigMap, ``model-serving-config``, whose ``config.yaml`` key overrides
+its defaults (pods per runtime, ports, scale to zero, gRPC message size, ...). The controller reads
+it once per reconcile and passes the frozen :class:`ServingConfig` to the pure builders in
+``kube/deploy.py``. The keys keep ModelMesh's camelCase names so an existing ConfigMap works; keys
+ModelMesh had and we do not use are accepted and reported, anything else is an error naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import yaml
+
+from kserve_mesh.core.errors import InvalidArgument
+
+CONFIGMAP_NAME = "model-serving-config"
+CONFIGMAP_KEY = "config.yaml"
+MiB = 1 << 20
+
+# ModelMesh Serving keys that have no meaning here (their job is done differently): accepted, ignored.
+IGNORED_KEYS = frozenset({
+    "headlessService", "restProxy.enabled", "restProxy.image", "restProxy.resources", "storageHelperImage",
+    "storageHelperResources", "modelMeshResources.requests.cpu", "payloadProcessors", "metrics.scheme",
+    "builtInServerTypes", "internalModelMeshEnvVars", "allowAnyPVC", "enableAccessLogging",
+    "tls.secretName", "tls.clientAuth", "modelMeshImage.command",
+})
+
+
+class InvalidServingConfig(InvalidArgument):
+    """The model-serving-config ConfigMap has a bad key or value; the message names it."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Settings shared by every runtime Deployment (ModelMesh's model-serving-config, typed)."""
+
+    pods_per_runtime: int = 2
+    """Replicas of each runtime Deployment in use (a ServingRuntime's ``spec.replicas`` wins)."""
+    service_name: str = "modelmesh-serving"
+    """Name of the Service in front of every runtime pod, and prefix of the Deployments."""
+    grpc_port: int = 8033
+    """V2 gRPC + ModelMesh management gRPC port of each mesh instance (and of the Service)."""
+    rest_port: int = 8008
+    """V2 REST + management REST port of each mesh instance (and of the Service)."""
+    metrics_port: int = 2112
+    """Prometheus port of each mesh instance."""
+    metrics_enabled: bool = True
+    grpc_max_message_bytes: int = 16 * MiB
+    """Largest gRPC message an instance accepts or sends."""
+    scale_to_zero: bool = True
+    """Scale a runtime's Deployment to 0 once no predictor uses it ..."""
+    scale_to_zero_grace_seconds: float = 60.0
+    """... for this long."""
+    termination_grace_seconds: int = 90
+    """Pod termination grace period: time for an instance to migrate its models before it exits."""
+    etcd_endpoints: str = "http://etcd:2379"
+    """etcd client URL(s), comma separated, for the mesh instances' shared store."""
+    storage_secret_name: str = "storage-config"
+    """Secret with one JSON entry per storage key, mounted into every instance."""
+    image: str = "kserve-mesh:latest"
+    """Image of the mesh instance container."""
+    image_pull_policy: str = "IfNotPresent"
+    instance_resources: Mapping[str, Any] = field(default_factory=lambda: {
+        "requests": {"cpu": "300m", "memory": "448Mi"}, "limits": {"cpu": "3", "memory": "448Mi"}})
+    """Resources of the mesh instance container."""
+    service_account_name: str = ""
+    runtime_pod_labels: Mapping[str, str] = field(default_factory=dict)
+    runtime_pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    ignored_keys: tuple[str, ...] = ()
+    """Keys of the ConfigMap that were accepted but have no effect here (for a log line)."""
+
+    @classmethod
+    def from_configmap(cls, data: Mapping[str, str] | None) -> ServingConfig:
+        """Read the ConfigMap's ``data`` (its ``config.yaml`` key); no ConfigMap means the defaults."""
+        text = (data or {}).get(CONFIGMAP_KEY, "")
+        if not text.strip():
+            return cls()
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InvalidServingConfig(f"{CONFIGMAP_NAME}: {CONFIGMAP_KEY} is not valid YAML: {exc}") from exc
+        if doc is None:
+            return cls()
+        if not isinstance(doc, dict):
+            raise InvalidServingConfig(f"{CONFIGMAP_NAME}: {CONFIGMAP_KEY} must be a mapping")
+        return cls.from_mapping(doc)
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any]) -> ServingConfig:
+        reader = _Reader(doc)
+        image_name = reader.text("modelMeshImage.name", "")
+        image_tag = reader.text("modelMeshImage.tag", "")
+        config = cls(
+            pods_per_runtime=reader.integer("podsPerRuntime", cls.pods_per_runtime, low=0),
+            service_name=reader.text("inferenceServiceName", cls.service_name),
+            grpc_port=reader.port("inferenceServicePort", cls.grpc_port),
+            rest_port=reader.port("restProxy.port", cls.rest_port),
+            metrics_port=reader.port("metrics.port", cls.metrics_port),
+            metrics_enabled=reader.flag("metrics.enabled", cls.metrics_enabled),
+            grpc_max_message_bytes=reader.integer("grpcMaxMessageSizeBytes", cls.grpc_max_message_bytes, low=1),
+            scale_to_zero=reader.flag("scaleToZero.enabled", cls.scale_to_zero),
+            scale_to_zero_grace_seconds=float(reader.integer("scaleToZero.gracePeriodSeconds", 60, low=0)),
+            termination_grace_seconds=reader.integer("terminationGracePeriodSeconds",
+                                                 cls.termination_grace_seconds, low=0),
+            etcd_endpoints=reader.text("etcdEndpoints", cls.etcd_endpoints),
+            storage_secret_name=reader.text("storageSecretName", cls.storage_secret_name),
+            image=(f"{image_name}:{image_tag}" if image_name and image_tag else image_name or cls.image),
+            image_pull_policy=reader.text("modelMeshImage.pullPolicy", cls.image_pull_policy),
+            instance_resources=reader.mapping("modelMeshResources") or cls().instance_resources,
+            service_account_name=reader.text("serviceAccountName", ""),
+            runtime_pod_labels=reader.str_map("runtimePodLabels"),
+            runtime_pod_annotations=reader.str_map("runtimePodAnnotations"),
+        )
+        unknown = reader.unread()
+        bad = [k for k in unknown if not any(k == i or k.startswith(i + ".") for i in IGNORED_KEYS)]
+        if bad:
+            raise InvalidServingConfig(f"{CONFIGMAP_NAME}: unknown key {bad[0]!r}")
+        return replace(config, ignored_keys=tuple(unknown))
+
+
+class _Reader:
+    """Reads dotted keys from a nested mapping, checks types, and remembers what it read."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self._doc = doc
+        self._read: set[str] = set()
+
+    def _get(self, key: str) -> Any:
+        self._read.add(key)
+        node: Any = self._doc
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, Mapping):
+                raise self._fail(".".join(parts[:i]), "a mapping", node)
+            if part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def _fail(self, key: str, want: str, value: Any) -> InvalidServingConfig:
+        return InvalidServingConfig(f"{CONFIGMAP_NAME}: {key} must be {want}, got {value!r}")
+
+    def integer(self, key: str, default: int, low: int | None = None) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(key, "an integer", value)
+        if low is not None and value < low:
+            raise self._fail(key, f"an integer >= {low}", value)
+        return value
+
+    def port(self, key: str, default: int) -> int:
+        value = self.integer(key, default, low=1)
+        if value > 65535:
+            raise self._fail(key, "a port (1-65535)", value)
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false", value)
+        return value
+
+    def text(self, key: str, default: str) -> str:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self._fail(key, "a string", value)
+        return value
+
+    def mapping(self, key: str) -> Mapping[str, Any] | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise self._fail(key, "a mapping", value)
+        self._read.update(f"{key}.{k}" for k in _leaves(value))
+        return value
+
+    def str_map(self, key: str) -> dict[str, str]:
+        value = self.mapping(key) or {}
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise self._fail(f"{key}.{k}", "a string", v)
+        return dict(value)
+
+    def unread(self) -> list[str]:
+        return sorted(k for k in _leaves(self._doc) if not self._covered(k))
+
+    def _covered(self, key: str) -> bool:
+        return any(key == r or key.startswith(r + ".") for r in self._read)
+
+
+def _leaves(doc: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for k, v in doc.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.extend(_leaves(v, path + "."))
+        else:
+            out.append(path)
+    return out
