@@ -53,7 +53,7 @@ headlessService: true
     ("podsPerRuntime: -1", "podsPerRuntime must be an integer >= 0"),
     ("inferenceServicePort: 70000", "inferenceServicePort must be a port"),
     ("scaleToZero: {enabled: maybe}", "scaleToZero.enabled must be true or false"),
-    ("restProxy: 8008", "restProxy.port"),
+    ("restProxy: 8008", "restProxy must be a mapping"),
     ("runtimePodLabels: {a: 1}", "runtimePodLabels.a must be a string"),
     ("podsPerRutnime: 2", "unknown key 'podsPerRutnime'"),
     ("- a list", "must be a mapping"),
