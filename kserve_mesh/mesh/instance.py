@@ -36,8 +36,11 @@ from kserve_mesh.core.records import (
     VModelState,
 )
 from kserve_mesh.mesh.cache_manager import CacheConfig, CacheManager, LoadOutcome
+from kserve_mesh.mesh.cluster import Cluster
 from kserve_mesh.mesh.copies import Phase
+from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.registry import Registry
+from kserve_mesh.mesh.router import route
 from kserve_mesh.protocol import v2
 from kserve_mesh.runtime.spi import ModelRuntime
 
@@ -103,8 +106,15 @@ class Instance:
         self.cache = CacheManager(runtime, cache, clock, on_load=self._loaded, on_unload=self._unloaded)
         self.stats = Stats()
         self._background: set[asyncio.Task[None]] = set()
-        self._transition_waiters: dict[ModelId, list[asyncio.Future[None]]] = {}
+        self.cluster: Cluster | None = None
+        self.peers: PeerPool | None = None
         self.ready = False
+
+    def attach(self, cluster: Cluster, peers: PeerPool) -> None:
+        """Join a mesh of several instances: route misses through the cluster, follow the store."""
+        self.cluster = cluster
+        self.peers = peers
+        self.registry.listeners.append(self._registry_changed)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,13 +157,26 @@ class Instance:
             return ModelId(name)
         raise ModelNotFound(name)
 
-    async def infer(self, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float = 60.0) -> v2.ModelInferResponse:
-        copy = self.cache.try_enter(model_id) or await self._enter_slow(model_id, timeout_s)
+    async def infer(self, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float = 60.0, *,
+                    forwarded: bool = False) -> v2.ModelInferResponse:
+        copy = self.cache.try_enter(model_id)
+        if copy is None:
+            if self.cluster is not None and not forwarded:
+                return await route(self, model_id, request, timeout_s)
+            copy = await self._enter_slow(model_id, timeout_s)
         try:
             request.model_name = model_id
             return await self.runtime.infer(request)
         finally:
             copy.leave()
+
+    async def serve_local(self, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float) -> v2.ModelInferResponse:
+        """Serve from this instance's runtime, loading the model here first if needed."""
+        return await self.infer(model_id, request, timeout_s, forwarded=True)
+
+    def size_hint(self, model_id: ModelId) -> int:
+        """Bytes a new copy is expected to take, for placement (the runtime predicts at load)."""
+        return self.cache.config.default_model_size_bytes
 
     async def with_loaded(self, model_id: ModelId, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
         """Load the model if needed and return its copy, entered; the caller must ``leave()``."""
@@ -199,7 +222,9 @@ class Instance:
             age = NEW_MODEL_AGE_LOAD_NOW_MS if load_now else NEW_MODEL_AGE_LAZY_MS
             rec = ModelRecord(mid, info, last_used_ms or now - age, auto_delete=auto_delete,
                               min_copies=min_copies, max_copies=max_copies)
-            await self.registry.put_model(rec)
+            stored = await self.registry.create_model(rec)
+            if stored.info != info:  # another instance registered the same id at the same moment
+                raise AlreadyExists(f"model '{model_id}' is already registered with different type/path/key")
         if load_now:
             await self._ensure_loaded(mid, sync=sync)
         return self.model_status(mid)
@@ -263,9 +288,19 @@ class Instance:
         live_failures = self.failures.live(rec.failures, now)
         errors = tuple(f.message for f in reversed(live_failures))
         copies: list[CopyView] = []
+        remote = []
+        if self.cluster is not None:
+            remote = [CopyView(i, ModelState.LOADED, t) for i, t in sorted(rec.instances.items())
+                      if i != self.instance_id and i in self.cluster.instances]
         if copy is not None and copy.phase is Phase.LOADED:
             state = ModelState.LOADED
             copies.append(CopyView(self.instance_id, ModelState.LOADED, entry.loaded_at_ms if entry else now))
+            copies.extend(remote)
+        elif remote:
+            state = ModelState.LOADED
+            copies.extend(remote)
+            if copy is not None and copy.phase in (Phase.QUEUED, Phase.LOADING):
+                copies.append(CopyView(self.instance_id, ModelState.LOADING, now))
         elif copy is not None and copy.phase in (Phase.QUEUED, Phase.LOADING):
             state = ModelState.LOADING
             copies.append(CopyView(self.instance_id, ModelState.LOADING, now))
@@ -355,8 +390,12 @@ class Instance:
             if vm.transitioning and vm.target == model_id:
                 new = vrules.advance(vm, self._view(model_id))
                 if new != vm and self.registry.vmodels.get(vm.vmodel_id) == vm:
-                    await self.registry.put_vmodel(new)
-                    if new.active != vm.active:
+                    try:
+                        swapped = await self.registry.cas_vmodel(vm, new)  # one atomic step
+                    except MeshError as exc:
+                        log.warning("could not advance vmodel %s: %s", vm.vmodel_id, exc)
+                        continue
+                    if swapped and new.active != vm.active:
                         log.info("vmodel %s now routes to %s (was %s)", vm.vmodel_id, new.active, vm.active)
                         await self._maybe_auto_delete(vm.active)
 
@@ -364,38 +403,60 @@ class Instance:
     def _loaded(self, outcome: LoadOutcome) -> None:
         if self.metrics is not None:
             self.metrics.on_load(outcome)
-        rec = self.registry.models.get(outcome.model_id)
+        mid = outcome.model_id
+        rec = self.registry.models.get(mid)
+        now = self.clock.now_ms()
+        me = self.instance_id
         if outcome.ok:
             self.stats.loads += 1
             if rec is None:  # unregistered while loading
-                self.cache.unload(outcome.model_id)
+                self.cache.unload(mid)
                 return
-            if rec.failures:
-                self._update_record(replace(rec, failures=()))
+
+            def change(r: ModelRecord) -> ModelRecord:
+                return replace(r, instances={**r.instances, me: now},
+                               failures=tuple(f for f in r.failures if f.instance != me))
         else:
             self.stats.load_failures += 1
-            if rec is not None:
-                failures = self.failures.record(rec.failures, self.instance_id, str(outcome.error),
-                                                self.clock.now_ms())
-                self._update_record(replace(rec, failures=failures))
-        self._spawn(self._advance_vmodels(outcome.model_id), f"vmodels:{outcome.model_id}")
+            if rec is None:
+                return
+            message = str(outcome.error)
 
-    def _update_record(self, rec: ModelRecord) -> None:
-        """Change a record in memory now (status reads see it at once) and persist it after."""
-        self.registry.models[rec.model_id] = rec
-        self._spawn(self._persist(rec), f"persist:{rec.model_id}")
+            def change(r: ModelRecord) -> ModelRecord:
+                instances = {i: t for i, t in r.instances.items() if i != me}
+                return replace(r, instances=instances, failures=self.failures.record(r.failures, me, message, now))
+        # Status reads see the change at once; the store gets it by compare-and-set after.
+        self.registry.models[mid] = change(rec)
+        self._spawn(self._mutate(mid, change), f"record:{mid}")
+        self._spawn(self._advance_vmodels(mid), f"vmodels:{mid}")
 
-    async def _persist(self, rec: ModelRecord) -> None:
+    async def _mutate(self, model_id: ModelId, change) -> None:  # type: ignore[no-untyped-def]
         try:
-            if self.registry.models.get(rec.model_id) is rec:
-                await self.registry.put_model(rec)
+            await self.registry.mutate_model(model_id, change)
         except MeshError as exc:
-            log.warning("could not persist the record of %s: %s", rec.model_id, exc)
+            log.warning("could not update the record of %s: %s", model_id, exc)
 
     def _unloaded(self, model_id: ModelId, last_used_ms: int, duration_s: float) -> None:
         self.stats.evictions += 1
         if self.metrics is not None:
             self.metrics.on_unload(model_id, last_used_ms, duration_s)
         rec = self.registry.models.get(model_id)
-        if rec is not None and last_used_ms > rec.last_used_ms:
-            self._update_record(replace(rec, last_used_ms=last_used_ms))
+        if rec is None:
+            return
+        me = self.instance_id
+
+        def change(r: ModelRecord) -> ModelRecord:
+            return replace(r, instances={i: t for i, t in r.instances.items() if i != me},
+                           last_used_ms=max(r.last_used_ms, last_used_ms))
+
+        self.registry.models[model_id] = change(rec)
+        self._spawn(self._mutate(model_id, change), f"record:{model_id}")
+
+    def _registry_changed(self, kind: str, ident: str) -> None:
+        """A change another instance made (seen through the store watch)."""
+        if kind == "model":
+            mid = ModelId(ident)
+            if mid not in self.registry.models and mid in self.cache.copies:
+                self.cache.unload(mid)  # unregistered elsewhere: drop our copy
+            elif self.cluster is not None and self.cluster.is_leader:
+                self._spawn(self._advance_vmodels(mid), f"vmodels:{mid}")

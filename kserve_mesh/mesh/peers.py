@@ -1,0 +1,103 @@
+"""Instance-to-instance forwarding over gRPC.
+
+A request that this instance cannot serve from a local copy goes to a peer as a V2 ``ModelInfer``
+with ModelMesh-style metadata: ``mm-model-id`` names the concrete model (so the peer does not
+resolve vmodels again), ``mm-forwarded`` marks the hop (the peer serves locally and never forwards
+again, so a request makes at most one hop), and ``mm-load`` tells the peer it was chosen to load the
+model if it has no copy. The caller's remaining deadline travels with the call.
+
+Transport failures and UNAVAILABLE become ``PeerUnavailable`` so the router retries elsewhere;
+other errors keep their meaning (a peer's load failure is the model's failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import grpc
+
+from kserve_mesh.core.errors import (
+    CapacityExceeded,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InternalError,
+    InvalidArgument,
+    MeshError,
+    ModelLoadFailed,
+    ModelNotFound,
+    Overloaded,
+    Unavailable,
+)
+from kserve_mesh.protocol import v2
+
+log = logging.getLogger(__name__)
+
+FORWARDED = "mm-forwarded"
+LOAD_HERE = "mm-load"
+
+
+class PeerUnavailable(Unavailable):
+    """The peer could not be reached or would not take the request: try another instance."""
+
+
+_CODES: dict[grpc.StatusCode, type[MeshError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: ModelNotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: ModelLoadFailed,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.INTERNAL: InternalError,
+}
+
+
+class PeerPool:
+    def __init__(self, max_message_bytes: int = 16 << 20) -> None:
+        self._options = [("grpc.max_send_message_length", max_message_bytes),
+                         ("grpc.max_receive_message_length", max_message_bytes)]
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.inflight: dict[str, int] = defaultdict(int)
+
+    def _call(self, endpoint: str) -> grpc.aio.UnaryUnaryMultiCallable:
+        call = self._calls.get(endpoint)
+        if call is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            self._channels[endpoint] = channel
+            call = channel.unary_unary(v2.method("ModelInfer"),
+                                       request_serializer=v2.ModelInferRequest.SerializeToString,
+                                       response_deserializer=v2.ModelInferResponse.FromString)
+            self._calls[endpoint] = call
+        return call
+
+    async def infer(self, endpoint: str, model_id: str, request: v2.ModelInferRequest, timeout_s: float,
+                    *, load: bool) -> v2.ModelInferResponse:
+        metadata = (("mm-model-id", model_id), (FORWARDED, "1"), (LOAD_HERE, "1" if load else "0"))
+        self.inflight[endpoint] += 1
+        try:
+            return await self._call(endpoint)(request, timeout=max(0.001, timeout_s), metadata=metadata)
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            details = err.details() or code.name
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
+                raise PeerUnavailable(f"instance at {endpoint} unavailable: {details}") from None
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                kind = CapacityExceeded if "capacity" in details else Overloaded
+                raise kind(details) from None
+            if code is grpc.StatusCode.FAILED_PRECONDITION and "referenced" in details:
+                raise FailedPrecondition(details) from None
+            raise _CODES.get(code, InternalError)(details) from None
+        finally:
+            self.inflight[endpoint] -= 1
+
+    def drop(self, endpoint: str) -> None:
+        channel = self._channels.pop(endpoint, None)
+        self._calls.pop(endpoint, None)
+        if channel is not None:
+            asyncio.get_running_loop().create_task(channel.close())
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._calls.clear()
+        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
