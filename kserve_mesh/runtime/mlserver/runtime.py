@@ -1,0 +1,526 @@
+"""``MLServerRuntime``: the ModelRuntime SPI in front of an MLServer process.
+
+Loading a model: fetch its files (``kserve_mesh.storage``, in a thread), write a
+``model-settings.json`` named after the concrete model id with the MLServer implementation of its
+format, and ask MLServer's repository API to load it (REST ``POST
+/v2/repository/models/{name}/load``). The reported size is measured: the growth of the resident
+memory of the MLServer process and its workers across the load, never less than bytes on disk x
+``floor_size_factor``. Loads are measured one at a time (RSS is process-wide); fetches run in
+parallel up to ``max_loading_concurrency``. Before the first load, each installed format is
+"primed" (MLServer imports the implementation while parsing a throw-away settings file) so the
+first model of a format is not charged for importing its framework.
+
+Unloading asks MLServer's repository API to unload, then deletes the settings file and the fetched
+files. MLServer does not give the memory back to the operating system (FACTS.md): the RSS stays
+high after an unload, later loads reuse that memory and measure small, and the disk-size floor is
+what keeps their reported sizes honest. The mesh's cache accounting, not the process RSS, is what
+bounds the models held.
+
+Inference: requests are checked structurally here (MLServer answers INTERNAL for a malformed
+tensor), then forwarded to MLServer's V2 gRPC endpoint with ``model_name`` = the concrete id.
+MLServer runs in another process, so its protos never meet ours. gRPC failures become core errors
+(``runtime.grpc_errors``), with MLServer's own message.
+
+Not handled: a dead MLServer process is reported (``runtimeStatus`` FAILING, calls answer
+``Unavailable``) but not restarted; the supervisor (Kubernetes, or the operator) restarts the pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+import httpx
+
+from kserve_mesh.core.errors import (
+    CapacityExceeded,
+    DeadlineExceeded,
+    InternalError,
+    MeshError,
+    ModelLoadFailed,
+    ModelNotFound,
+    Unavailable,
+)
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.protocol import tensors, v2
+from kserve_mesh.runtime.builtin.fetch import Fetcher
+from kserve_mesh.runtime.builtin.models import detect_model_type, find_model_file, resolve_model_spec
+from kserve_mesh.runtime.builtin.sizing import disk_size_bytes
+from kserve_mesh.runtime.grpc_errors import error_of
+from kserve_mesh.runtime.mlserver.config import MLServerConfig, find_venv
+from kserve_mesh.runtime.mlserver.memory import tree_rss_bytes
+from kserve_mesh.runtime.mlserver.model_settings import (
+    IMPLEMENTATIONS,
+    installed_formats,
+    remove_model_settings,
+    write_model_settings,
+)
+from kserve_mesh.runtime.mlserver.process import MLServerEndpoint, MLServerProcess, grpc_ready
+from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
+
+logger = logging.getLogger(__name__)
+
+_PRIME_PREFIX = "__kserve-mesh-prime-"
+_CLEANUP_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class _PendingLoad:
+    task: asyncio.Task[LoadResult]
+    waiters: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    size_bytes: int
+    model_format: str
+
+
+@dataclass(slots=True)
+class _Owned:
+    """What ``start`` created and ``close`` must stop or delete."""
+
+    process: MLServerProcess | None = None
+    dirs: list[Path] = field(default_factory=list)
+
+
+class MLServerRuntime:
+    """The ModelRuntime of an MLServer process. Create it with ``start`` or ``attach``."""
+
+    def __init__(
+        self,
+        endpoint: MLServerEndpoint,
+        config: MLServerConfig,
+        fetcher: Fetcher,
+        formats: frozenset[str],
+        *,
+        process: MLServerProcess | None = None,
+        owned_dirs: list[Path] | None = None,
+        version: str = "",
+    ) -> None:
+        self.config = config
+        self.endpoint = endpoint
+        self.formats = formats
+        self.version = version
+        self._fetcher = fetcher
+        self._owned = _Owned(process, list(owned_dirs or ()))
+        self._models: dict[str, _Loaded] = {}
+        self._pending: dict[str, _PendingLoad] = {}
+        self._cleanups: dict[str, asyncio.Task[None]] = {}
+        self._load_slots = asyncio.Semaphore(config.max_loading_concurrency)
+        self._measure_lock = asyncio.Lock()
+        self._load_timeout_s = config.model_loading_timeout_ms / 1000
+        self._http = httpx.AsyncClient(base_url=endpoint.http_url, timeout=config.call_timeout_s)
+        options = [("grpc.max_send_message_length", config.max_message_bytes),
+                   ("grpc.max_receive_message_length", config.max_message_bytes)]
+        self._channel = grpc.aio.insecure_channel(endpoint.grpc_target, options=options)
+        self._infer = self._channel.unary_unary(
+            v2.method("ModelInfer"), request_serializer=v2.ModelInferRequest.SerializeToString,
+            response_deserializer=v2.ModelInferResponse.FromString)
+        self._metadata = self._channel.unary_unary(
+            v2.method("ModelMetadata"), request_serializer=v2.ModelMetadataRequest.SerializeToString,
+            response_deserializer=v2.ModelMetadataResponse.FromString)
+        self._closed = False
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls, config: MLServerConfig | None = None, *, venv: Path | None = None, work_dir: Path | None = None,
+        fetcher: Fetcher | None = None,
+    ) -> MLServerRuntime:
+        """Start MLServer from its venv (``find_venv``) and return the runtime in front of it.
+
+        ``work_dir`` holds MLServer's settings, the model settings, its log and (with the default
+        fetcher) downloaded models; by default a temporary folder deleted by ``close``.
+        """
+        config = config or MLServerConfig()
+        venv = find_venv(venv)
+        owned: list[Path] = []
+        if work_dir is None:
+            work_dir = Path(tempfile.mkdtemp(prefix="kserve-mesh-mlserver-"))
+            owned.append(work_dir)
+        try:
+            process = await MLServerProcess.start(
+                venv, work_dir, parallel_workers=config.parallel_workers,
+                max_message_bytes=config.max_message_bytes, timeout_s=config.start_timeout_s)
+        except BaseException:
+            for d in owned:
+                shutil.rmtree(d, ignore_errors=True)
+            raise
+        runtime = cls(process.endpoint, config, fetcher or _default_fetcher(work_dir / "cache"),
+                      installed_formats(venv), process=process, owned_dirs=owned)
+        try:
+            await runtime._prepare()
+        except BaseException:
+            await runtime.close()
+            raise
+        return runtime
+
+    @classmethod
+    async def attach(
+        cls, endpoint: MLServerEndpoint, config: MLServerConfig | None = None, *,
+        fetcher: Fetcher | None = None, formats: frozenset[str] | None = None,
+    ) -> MLServerRuntime:
+        """Drive an MLServer that already runs. Its ``model_repository_root`` must be
+        ``endpoint.repository`` (a folder both processes see); without ``endpoint.pid`` sizes are
+        the disk-size floor only."""
+        config = config or MLServerConfig()
+        cache = Path(tempfile.mkdtemp(prefix="kserve-mesh-mlserver-cache-"))
+        runtime = cls(endpoint, config, fetcher or _default_fetcher(cache), formats or frozenset(IMPLEMENTATIONS),
+                      owned_dirs=[cache])
+        try:
+            await runtime._wait_ready(config.start_timeout_s)
+            await runtime._prepare()
+        except BaseException:
+            await runtime.close()
+            raise
+        return runtime
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while not await grpc_ready(self.endpoint.grpc_target):
+            if loop.time() + 0.2 > end:
+                raise Unavailable(f"MLServer at {self.endpoint.grpc_target} is not ready after {timeout_s:g} s")
+            await asyncio.sleep(0.2)
+
+    async def _prepare(self) -> None:
+        """Read MLServer's version and prime every format it can serve."""
+        try:
+            resp = await self._http.get("/v2")
+            doc = resp.json()
+            self.version = f"{doc.get('name', 'mlserver')}-{doc.get('version', '')}".rstrip("-")
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.warning("cannot read MLServer's version: %s", exc)
+            self.version = "mlserver"
+        for fmt in sorted(self.formats):
+            await self._prime(fmt)
+
+    async def _prime(self, fmt: str) -> None:
+        """Make MLServer import ``fmt``'s implementation: parse settings of a model that never loads."""
+        name = f"{_PRIME_PREFIX}{fmt}"
+        missing = self.endpoint.repository / ".prime-nothing-here"
+        await asyncio.to_thread(write_model_settings, self.endpoint.repository, name, fmt, missing)
+        try:
+            resp = await self._http.post(f"/v2/repository/models/{name}/load")
+            logger.debug("primed MLServer for %s (%d)", fmt, resp.status_code)
+        except httpx.HTTPError as exc:
+            logger.warning("could not prime MLServer for %s: %s", fmt, exc)
+        finally:
+            await asyncio.to_thread(remove_model_settings, self.endpoint.repository, name)
+
+    # -- status and sizes -----------------------------------------------------------------------
+
+    async def runtime_status(self) -> RuntimeStatus:
+        c = self.config
+        process = self._owned.process
+        alive = not self._closed and (process is None or process.alive())
+        return RuntimeStatus(
+            state=RuntimeState.READY if alive else RuntimeState.FAILING,
+            capacity_bytes=c.capacity_bytes,
+            max_loading_concurrency=c.max_loading_concurrency,
+            model_loading_timeout_ms=c.model_loading_timeout_ms,
+            default_model_size_bytes=c.default_model_size_bytes,
+            runtime_version=self.version,
+        )
+
+    async def predict_model_size(self, model_id: str, info: ModelInfo) -> int:
+        """Bytes on disk x ``predict_size_factor`` + overhead when the files are local (or the
+        model key carries ``disk_size_bytes``); the default model size otherwise. No download."""
+        spec = resolve_model_spec(info.type, info.key)
+        disk = spec.disk_size_bytes
+        if not disk:
+            local = _local_path(info.path)
+            if local is not None:
+                disk = await asyncio.to_thread(_disk_size_or_zero, local)
+        if not disk:
+            return self.config.default_model_size_bytes
+        return math.ceil(disk * self.config.predict_size_factor) + self.config.model_overhead_bytes
+
+    async def model_size(self, model_id: str) -> int:
+        return self._get(model_id).size_bytes
+
+    def loaded_models(self) -> dict[str, int]:
+        """Loaded model ids and their reported sizes."""
+        return {mid: m.size_bytes for mid, m in self._models.items()}
+
+    # -- load / unload --------------------------------------------------------------------------
+
+    async def load_model(self, model_id: str, info: ModelInfo) -> LoadResult:
+        if self._closed:
+            raise Unavailable("the MLServer runtime is shutting down")
+        loaded = self._models.get(model_id)
+        if loaded is not None:
+            return LoadResult(loaded.size_bytes)
+        pending = self._pending.get(model_id)
+        if pending is None:  # the first ask starts the load; later asks share it
+            task = asyncio.create_task(self._load(model_id, info), name=f"mlserver-load:{model_id}")
+            pending = self._pending[model_id] = _PendingLoad(task)
+            task.add_done_callback(lambda t: self._load_done(model_id, pending))
+        pending.waiters += 1
+        try:
+            return await asyncio.shield(pending.task)
+        except asyncio.CancelledError:
+            if pending.waiters == 1:  # nobody else wants it: stop the load (it cleans up after itself)
+                pending.task.cancel()
+            raise
+        finally:
+            pending.waiters -= 1
+
+    def _load_done(self, model_id: str, pending: _PendingLoad) -> None:
+        if self._pending.get(model_id) is pending:
+            del self._pending[model_id]
+        if not pending.task.cancelled():
+            pending.task.exception()  # retrieved here: a load nobody waits for any more must not warn
+
+    async def _load(self, model_id: str, info: ModelInfo) -> LoadResult:
+        spec = resolve_model_spec(info.type, info.key)
+        if spec.model_type:
+            self._check_format(model_id, spec.model_type)
+        cleanup = self._cleanups.get(model_id)
+        if cleanup is not None:  # an earlier copy is still being removed
+            await asyncio.shield(cleanup)
+        async with self._load_slots:
+            try:
+                async with asyncio.timeout(self._load_timeout_s):
+                    return await self._load_now(model_id, info, spec.model_type)
+            except TimeoutError as exc:
+                raise DeadlineExceeded(
+                    f"loading model '{model_id}' timed out after {self.config.model_loading_timeout_ms} ms"
+                ) from exc
+
+    async def _load_now(self, model_id: str, info: ModelInfo, model_format: str) -> LoadResult:
+        committed = asked = False
+        try:
+            local = await asyncio.to_thread(self._fetcher.fetch, model_id, info.path, info.key)
+            model_format, model_file, disk = await asyncio.to_thread(_inspect, local, model_format)
+            self._check_format(model_id, model_format)
+            await asyncio.to_thread(write_model_settings, self.endpoint.repository, model_id, model_format,
+                                    model_file)
+            async with self._measure_lock:
+                before = self._rss()
+                asked = True
+                await self._repository("load", model_id)
+                after = self._rss()
+            size = self._measured_size(disk, before, after)
+            if size > self.config.capacity_bytes:
+                raise CapacityExceeded(
+                    f"model '{model_id}' needs {size} bytes, more than the runtime's whole capacity of "
+                    f"{self.config.capacity_bytes} bytes"
+                )
+            self._models[model_id] = _Loaded(size, model_format)
+            committed = True
+            logger.info("MLServer loaded model %s (%s, %d bytes)", model_id, model_format, size)
+            return LoadResult(size)
+        except MeshError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a file or library error becomes one clear message
+            raise ModelLoadFailed(f"cannot load model '{model_id}' into MLServer: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if not committed:
+                await asyncio.shield(self._start_cleanup(model_id, unload=asked))
+
+    def _check_format(self, model_id: str, model_format: str) -> None:
+        if model_format in self.formats:
+            return
+        known = IMPLEMENTATIONS.get(model_format)
+        hint = f" (install {known[1]} into the MLServer venv)" if known else ""
+        raise ModelLoadFailed(
+            f"model '{model_id}': the MLServer runtime cannot serve model type '{model_format}'{hint}; "
+            f"it serves {', '.join(sorted(self.formats)) or 'nothing'}"
+        )
+
+    def _measured_size(self, disk: int, before: int | None, after: int | None) -> int:
+        """RSS growth of the MLServer process tree, never less than disk x ``floor_size_factor``."""
+        floor = math.ceil(disk * self.config.floor_size_factor)
+        delta = after - before if before is not None and after is not None else 0
+        return max(delta, floor, 1)
+
+    def _rss(self) -> int | None:
+        return tree_rss_bytes(self.endpoint.pid) if self.endpoint.pid else None
+
+    async def unload_model(self, model_id: str) -> None:
+        """Unload a model (or stop its load); returns when MLServer has dropped it and its files are gone."""
+        pending = self._pending.get(model_id)
+        if pending is not None:
+            pending.task.cancel()
+            await asyncio.wait({pending.task})
+        loaded = self._models.pop(model_id, None)
+        if loaded is not None:
+            await asyncio.shield(self._start_cleanup(model_id))
+            logger.info("MLServer unloaded model %s", model_id)
+        else:
+            cleanup = self._cleanups.get(model_id)
+            if cleanup is not None:
+                await asyncio.shield(cleanup)
+
+    def _start_cleanup(self, model_id: str, *, unload: bool = True) -> asyncio.Task[None]:
+        """Unload from MLServer (if it was asked to load it), delete the settings and the fetched
+        files. One cleanup at a time per model."""
+        existing = self._cleanups.get(model_id)
+        if existing is not None:
+            return existing
+        task = asyncio.create_task(self._cleanup(model_id, unload), name=f"mlserver-unload:{model_id}")
+        self._cleanups[model_id] = task
+
+        def _forget(done: asyncio.Task[None]) -> None:
+            if self._cleanups.get(model_id) is done:
+                del self._cleanups[model_id]
+            if not done.cancelled() and done.exception() is not None:
+                logger.warning("cleaning up model %s failed: %s", model_id, done.exception())
+
+        task.add_done_callback(_forget)
+        return task
+
+    async def _cleanup(self, model_id: str, unload: bool) -> None:
+        try:
+            if unload:
+                async with asyncio.timeout(_CLEANUP_TIMEOUT_S):
+                    await self._repository("unload", model_id, missing_ok=True)
+        except (MeshError, TimeoutError) as exc:
+            if self._owned.process is None or self._owned.process.alive():
+                logger.warning("MLServer did not unload model %s: %s", model_id, exc)
+        await asyncio.to_thread(remove_model_settings, self.endpoint.repository, model_id)
+        try:
+            await asyncio.to_thread(self._fetcher.release, model_id)
+        except Exception as exc:  # noqa: BLE001 - a leftover cache folder must not fail an unload
+            logger.warning("could not release the files of model %s: %s", model_id, exc)
+
+    async def _repository(self, action: str, model_id: str, *, missing_ok: bool = False) -> None:
+        """POST ``/v2/repository/models/{id}/{action}``; MLServer's error text in the core error."""
+        url = f"/v2/repository/models/{quote(model_id, safe='')}/{action}"
+        timeout = self._load_timeout_s + 5 if action == "load" else self.config.call_timeout_s
+        try:
+            resp = await self._http.post(url, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(f"MLServer did not answer {action} of model '{model_id}' in {timeout:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"MLServer at {self.endpoint.http_url} cannot be reached for {action} of model '{model_id}': "
+                f"{type(exc).__name__}: {exc}{self._exit_note()}"
+            ) from exc
+        if resp.status_code == 200 or (missing_ok and resp.status_code == 404):
+            return
+        text = _error_text(resp)
+        if action == "load":
+            raise ModelLoadFailed(f"MLServer could not load model '{model_id}' (HTTP {resp.status_code}): {text}")
+        raise InternalError(f"MLServer could not {action} model '{model_id}' (HTTP {resp.status_code}): {text}")
+
+    def _exit_note(self) -> str:
+        process = self._owned.process
+        if process is not None and not process.alive():
+            return f" (MLServer exited with status {process.proc.returncode}; its log ends:\n{process.log_tail()})"
+        return ""
+
+    # -- inference ------------------------------------------------------------------------------
+
+    async def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
+        model_id = request.model_name
+        self._get(model_id)
+        tensors.decode_inputs(request)  # InvalidArgument naming the tensor: MLServer would say INTERNAL
+        try:
+            return await self._infer(request, timeout=self.config.infer_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise self._grpc_error(exc, "ModelInfer", model_id) from exc
+
+    async def model_metadata(self, model_id: str) -> v2.ModelMetadataResponse:
+        self._get(model_id)
+        try:
+            return await self._metadata(v2.ModelMetadataRequest(name=model_id), timeout=self.config.call_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise self._grpc_error(exc, "ModelMetadata", model_id) from exc
+
+    def _grpc_error(self, exc: grpc.aio.AioRpcError, method: str, model_id: str) -> MeshError:
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.INTERNAL:
+            return InternalError(f"MLServer failed to run {method} on model '{model_id}': {details}")
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+            details = f"MLServer at {self.endpoint.grpc_target}: {method} failed ({code.name}): {details}"
+            details += self._exit_note()
+        else:
+            details = f"MLServer: {details}"
+        return error_of(code, details, method=method, model_id=model_id)
+
+    def _get(self, model_id: str) -> _Loaded:
+        loaded = self._models.get(model_id)
+        if loaded is None:
+            raise ModelNotFound(model_id, f"model '{model_id}' is not loaded in this runtime")
+        return loaded
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop loads, stop MLServer if this runtime started it (else unload what it loaded), and
+        delete what it created."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks: list[asyncio.Task[Any]] = [p.task for p in self._pending.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CLEANUP_TIMEOUT_S)
+        process = self._owned.process
+        if process is None:  # someone else's MLServer: leave it as we found it
+            for model_id in list(self._models):
+                self._models.pop(model_id)
+                self._start_cleanup(model_id)
+        else:
+            self._models.clear()
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups.values()), timeout=_CLEANUP_TIMEOUT_S)
+        await self._channel.close()
+        await self._http.aclose()
+        if process is not None:
+            await process.stop()
+        for d in self._owned.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _default_fetcher(cache_dir: Path) -> Fetcher:
+    from kserve_mesh.storage import ModelFetcher, StorageConfig
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return ModelFetcher(StorageConfig.empty(), cache_dir)
+
+
+def _inspect(local: Path, model_format: str) -> tuple[str, Path, int]:
+    """(format, the model file MLServer is to read, bytes on disk) of fetched files. Blocking."""
+    model_format = model_format or detect_model_type(local)
+    return model_format, find_model_file(local, model_format), disk_size_bytes(local)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return resp.text.strip()[:500] or resp.reason_phrase
+    if isinstance(doc, dict) and doc.get("error"):
+        return str(doc["error"])
+    return str(doc)[:500]
+
+
+def _local_path(path: str) -> Path | None:
+    from urllib.parse import unquote, urlparse
+
+    if path.startswith("file://"):
+        return Path(unquote(urlparse(path).path))
+    if "://" in path or not path:
+        return None
+    return Path(path)
+
+
+def _disk_size_or_zero(path: Path) -> int:
+    try:
+        return disk_size_bytes(path) if path.exists() else 0
+    except OSError:
+        return 0
