@@ -1,0 +1,114 @@
+"""The two ``MeshManagement`` adapters a ``Reconciler`` runs on.
+
+- ``InstanceMesh``: calls a ``mesh.instance.Instance`` in the same process (a standalone mesh
+  applying resources to itself).
+- ``GrpcMesh``: speaks ModelMesh's management API (``mmesh.ModelMesh``) to a mesh Service over
+  gRPC, each call with a deadline; gRPC failures come back as mesh errors (``Unavailable``,
+  ``AlreadyExists``...). The controller uses it; so could anything that managed ModelMesh.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from kserve_mesh.core.errors import MeshError
+from kserve_mesh.core.ids import ModelId, VModelId
+from kserve_mesh.core.records import ModelInfo, ModelState, VModelState
+from kserve_mesh.core.vmodel import SetVModel
+from kserve_mesh.mesh.instance import CopyView, Instance, ModelStatus, VModelStatus
+from kserve_mesh.protos import model_mesh_pb2 as pb
+from kserve_mesh.protos import model_mesh_pb2_grpc as pb_grpc
+from kserve_mesh.runtime.grpc_errors import error_of
+
+DEFAULT_DEADLINE_S = 10.0
+
+
+class InstanceMesh:
+    """``MeshManagement`` on an in-process ``Instance``."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+
+    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatus:
+        return await self.instance.register(model_id, info, load_now=load_now)
+
+    async def set_vmodel(self, vmodel_id: str, owner: str, target: str, info: ModelInfo | None, *,
+                         auto_delete: bool = True, load_now: bool = False) -> VModelStatus:
+        req = SetVModel(VModelId(vmodel_id), ModelId(target), owner=owner)
+        return await self.instance.set_vmodel(req, model_info=info, auto_delete=auto_delete, load_now=load_now)
+
+    async def delete_vmodel(self, vmodel_id: str, owner: str) -> None:
+        await self.instance.delete_vmodel(vmodel_id, owner)
+
+    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatus:
+        return self.instance.vmodel_status(vmodel_id, owner)
+
+    async def model_status(self, model_id: str) -> ModelStatus:
+        return self.instance.model_status(model_id)
+
+    async def unregister(self, model_id: str) -> None:
+        await self.instance.unregister(model_id)
+
+
+def model_status_of(model_id: str, msg: pb.ModelStatusInfo) -> ModelStatus:
+    copies = tuple(CopyView(c.location, ModelState(c.copyStatus), int(c.time)) for c in msg.modelCopyInfos)
+    return ModelStatus(model_id, ModelState(msg.status), tuple(msg.errors), copies)
+
+
+def vmodel_status_of(vmodel_id: str, msg: pb.VModelStatusInfo) -> VModelStatus:
+    active = model_status_of(msg.activeModelId, msg.activeModelStatus) if msg.HasField("activeModelStatus") else None
+    target = model_status_of(msg.targetModelId, msg.targetModelStatus) if msg.HasField("targetModelStatus") else None
+    return VModelStatus(vmodel_id, VModelState(msg.status), msg.activeModelId, msg.targetModelId, msg.owner,
+                        active, target)
+
+
+class GrpcMesh:
+    """``MeshManagement`` over gRPC (``mmesh.ModelMesh``); ``target`` is ``host:port``."""
+
+    def __init__(self, target: str, *, deadline_s: float = DEFAULT_DEADLINE_S,
+                 channel: grpc.aio.Channel | None = None) -> None:
+        self.target = target
+        self.deadline_s = deadline_s
+        self._channel = channel or grpc.aio.insecure_channel(target)
+        self._owns_channel = channel is None
+        self._stub = pb_grpc.ModelMeshStub(self._channel)
+
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self._channel.close()
+
+    async def _call(self, method: str, request, model_id: str = ""):  # type: ignore[no-untyped-def]
+        try:
+            return await getattr(self._stub, method)(request, timeout=self.deadline_s)
+        except grpc.aio.AioRpcError as exc:
+            err: MeshError = error_of(exc.code(), exc.details() or "", method=method, model_id=model_id)
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                err = type(err)(f"mesh at {self.target} unavailable: {exc.details()}")
+            raise err from exc
+
+    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatus:
+        req = pb.RegisterModelRequest(modelId=model_id, loadNow=load_now,
+                                      modelInfo=pb.ModelInfo(type=info.type, path=info.path, key=info.key))
+        return model_status_of(model_id, await self._call("registerModel", req, model_id))
+
+    async def set_vmodel(self, vmodel_id: str, owner: str, target: str, info: ModelInfo | None, *,
+                         auto_delete: bool = True, load_now: bool = False) -> VModelStatus:
+        req = pb.SetVModelRequest(vModelId=vmodel_id, owner=owner, targetModelId=target,
+                                  autoDeleteTargetModel=auto_delete, loadNow=load_now)
+        if info is not None:
+            req.modelInfo.CopyFrom(pb.ModelInfo(type=info.type, path=info.path, key=info.key))
+        return vmodel_status_of(vmodel_id, await self._call("setVModel", req, target))
+
+    async def delete_vmodel(self, vmodel_id: str, owner: str) -> None:
+        await self._call("deleteVModel", pb.DeleteVModelRequest(vModelId=vmodel_id, owner=owner))
+
+    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatus:
+        msg = await self._call("getVModelStatus", pb.GetVModelStatusRequest(vModelId=vmodel_id, owner=owner))
+        return vmodel_status_of(vmodel_id, msg)
+
+    async def model_status(self, model_id: str) -> ModelStatus:
+        return model_status_of(model_id, await self._call("getModelStatus", pb.GetStatusRequest(modelId=model_id),
+                                                          model_id))
+
+    async def unregister(self, model_id: str) -> None:
+        await self._call("unregisterModel", pb.UnregisterModelRequest(modelId=model_id), model_id)

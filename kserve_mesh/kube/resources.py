@@ -1,0 +1,484 @@
+"""KServe and ModelMesh resources, parsed and validated field by field.
+
+Kinds (group ``serving.kserve.io``):
+
+- ``InferenceService`` v1beta1: ``spec.predictor.model{modelFormat{name,version}, runtime,
+  storageUri | storage{key,path,parameters,schemaPath}, protocolVersion}``, or a legacy framework
+  spec (``spec.predictor.sklearn`` etc. with ``storageUri``/``runtimeVersion``). Only those annotated
+  ``serving.kserve.io/deploymentMode: ModelMesh`` are ours (``is_modelmesh``).
+- ``Predictor`` v1alpha1 (ModelMesh's own): ``spec.modelType{name,version}, runtime{name}, path,
+  schemaPath, storage{s3{secretKey,bucket}, persistentVolumeClaim, key, path, parameters, schemaPath},
+  protocolVersion``.
+- ``ServingRuntime`` / ``ClusterServingRuntime`` v1alpha1: ``supportedModelFormats[{name, version,
+  autoSelect, priority}]``, ``multiModel``, ``protocolVersions``, ``disabled``, ``containers``,
+  ``builtInAdapter``, ``grpcEndpoint``/``grpcDataEndpoint``, plus pod-level fields.
+
+Every parser refuses unknown fields and wrong types with an ``InvalidSpec`` naming the field path;
+pod/container fields that ModelMesh ignores (resources, replicas, ...) are accepted and ignored.
+Both model kinds boil down to one ``ModelSource``, which ``translate.py`` turns into a mesh model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kserve_mesh.kube import schema as s
+from kserve_mesh.kube.errors import InvalidSpec
+
+GROUP = "serving.kserve.io"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+MODELMESH_MODE = "ModelMesh"
+RUNTIME_ANNOTATION = "serving.kserve.io/servingRuntime"
+SECRET_KEY_ANNOTATION = "serving.kserve.io/secretKey"
+SCHEMA_PATH_ANNOTATION = "serving.kserve.io/schemaPath"
+
+PROTOCOLS = ("v1", "v2", "grpc-v1", "grpc-v2")
+LEGACY_FRAMEWORKS = ("sklearn", "xgboost", "lightgbm", "tensorflow", "pytorch", "triton", "onnx", "pmml",
+                     "paddle", "huggingface")
+STORAGE_SCHEMES = ("s3", "gs", "pvc", "http", "https", "file")
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+_META_FIELDS = ("name", "namespace", "labels", "annotations", "generation", "uid", "resourceVersion",
+                "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers",
+                "ownerReferences", "managedFields", "generateName", "selfLink")
+_CONTAINER_FIELDS = ("name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources",
+                     "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe",
+                     "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath",
+                     "terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce", "tty")
+_POD_FIELDS = ("volumes", "initContainers", "ephemeralContainers", "restartPolicy",
+               "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "nodeSelector",
+               "serviceAccountName", "serviceAccount", "automountServiceAccountToken", "nodeName", "hostNetwork",
+               "hostPID", "hostIPC", "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname",
+               "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases", "priorityClassName",
+               "priority", "dnsConfig", "readinessGates", "runtimeClassName", "enableServiceLinks",
+               "preemptionPolicy", "overhead", "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers",
+               "schedulingGates", "resourceClaims", "resources")
+_COMPONENT_EXTENSION_FIELDS = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType",
+                               "containerConcurrency", "timeout", "canaryTrafficPercent", "logger", "batcher",
+                               "labels", "annotations", "deploymentStrategy", "autoScaling", "workerSpec")
+_EXTENSION_FIELDS = ("storageUri", "runtimeVersion", "protocolVersion", "storage")
+_STORAGE_FIELDS = ("key", "path", "parameters", "schemaPath")
+
+
+# -- shared pieces -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    name: str
+    namespace: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    generation: int = 0
+    uid: str = ""
+    creation_timestamp: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFormat:
+    name: str
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """What a model resource asks for, whichever kind it came from.
+
+    Exactly one of ``storage_uri`` / ``path`` is set. ``parameters`` are the storage parameters
+    (``storage.parameters``; a Predictor's ``s3.bucket`` lands here as ``bucket``).
+    """
+
+    format: ModelFormat
+    runtime: str | None = None
+    protocol_version: str | None = None
+    storage_uri: str | None = None
+    path: str | None = None
+    storage_key: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    schema_path: str | None = None
+    runtime_version: str | None = None
+    framework: str | None = None  # the legacy framework field used (``sklearn``), if any
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceService:
+    meta: ObjectMeta
+    model: ModelSource
+    kind: str = "InferenceService"
+    api_version: str = f"{GROUP}/v1beta1"
+
+
+@dataclass(frozen=True, slots=True)
+class Predictor:
+    meta: ObjectMeta
+    model: ModelSource
+    kind: str = "Predictor"
+    api_version: str = f"{GROUP}/v1alpha1"
+
+
+@dataclass(frozen=True, slots=True)
+class SupportedModelFormat:
+    name: str
+    version: str | None = None
+    auto_select: bool = False
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServingRuntime:
+    """A ServingRuntime (``cluster=False``, namespaced) or ClusterServingRuntime (``cluster=True``)."""
+
+    meta: ObjectMeta
+    formats: tuple[SupportedModelFormat, ...]
+    cluster: bool = False
+    multi_model: bool = False
+    protocol_versions: tuple[str, ...] = ("grpc-v2",)
+    disabled: bool = False
+    containers: tuple[Mapping[str, Any], ...] = ()
+    built_in_adapter: Mapping[str, Any] | None = None
+    grpc_endpoint: str | None = None
+    grpc_data_endpoint: str | None = None
+    http_data_endpoint: str | None = None
+    spec_annotations: Mapping[str, str] = field(default_factory=dict)
+    replicas: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "ClusterServingRuntime" if self.cluster else "ServingRuntime"
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    def annotation(self, name: str) -> str | None:
+        """A runtime setting given as an annotation, on ``spec.annotations`` or ``metadata``."""
+        return self.spec_annotations.get(name) or self.meta.annotations.get(name)
+
+
+Resource = InferenceService | Predictor | ServingRuntime
+
+# kind -> (accepted apiVersions, plural, aliases)
+KINDS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
+    "InferenceService": ((f"{GROUP}/v1beta1",), "inferenceservices", ("isvc", "isvcs", "inferenceservice")),
+    "Predictor": ((f"{GROUP}/v1alpha1",), "predictors", ("predictor",)),
+    "ServingRuntime": ((f"{GROUP}/v1alpha1",), "servingruntimes", ("servingruntime",)),
+    "ClusterServingRuntime": ((f"{GROUP}/v1alpha1",), "clusterservingruntimes", ("clusterservingruntime",)),
+}
+
+
+def kind_of_plural(plural: str) -> str | None:
+    """The kind named by a plural or alias (``isvc`` -> ``InferenceService``), or None."""
+    wanted = plural.lower()
+    for kind, (_, plur, aliases) in KINDS.items():
+        if wanted == plur or wanted in aliases or wanted == kind.lower():
+            return kind
+    return None
+
+
+def plural_of(kind: str) -> str:
+    return KINDS[kind][1]
+
+
+def is_namespaced(kind: str) -> bool:
+    return kind != "ClusterServingRuntime"
+
+
+def is_modelmesh(doc: Mapping[str, Any]) -> bool:
+    """True for an InferenceService annotated ``serving.kserve.io/deploymentMode: ModelMesh``.
+
+    Predictors are always ModelMesh's. Anything else is not ours: the controller leaves it alone.
+    """
+    if doc.get("kind") == "Predictor":
+        return True
+    meta = doc.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    return isinstance(annotations, dict) and annotations.get(DEPLOYMENT_MODE_ANNOTATION) == MODELMESH_MODE
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+def parse(doc: Any, *, default_namespace: str = "default") -> Resource:
+    """Parse and validate one decoded document of any supported kind."""
+    obj = s.mapping(doc, "")
+    kind = s.req_str(obj, "kind", "")
+    if kind not in KINDS:
+        raise InvalidSpec("kind", f"unsupported kind '{kind}' (supported: {', '.join(KINDS)})")
+    api_version = s.req_str(obj, "apiVersion", "")
+    if api_version not in KINDS[kind][0]:
+        raise InvalidSpec("apiVersion", f"{kind} must be {' or '.join(KINDS[kind][0])}, got '{api_version}'")
+    s.mapping(obj, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+    meta = _meta(obj, kind, default_namespace)
+    if kind == "InferenceService":
+        return _isvc(obj, meta)
+    if kind == "Predictor":
+        return _predictor(obj, meta)
+    return _runtime(obj, meta, cluster=kind == "ClusterServingRuntime")
+
+
+def _meta(obj: Mapping[str, Any], kind: str, default_namespace: str) -> ObjectMeta:
+    if obj.get("metadata") is None:
+        raise InvalidSpec("metadata", "is required")
+    meta = s.mapping(obj["metadata"], "metadata", _META_FIELDS)
+    name = s.req_str(meta, "name", "metadata")
+    pattern, what = (_SUBDOMAIN, "a DNS-1123 subdomain") if kind.endswith("ServingRuntime") else (
+        _LABEL, "a DNS-1123 label")
+    if len(name) > (253 if pattern is _SUBDOMAIN else 63) or not pattern.match(name):
+        raise InvalidSpec("metadata.name", f"'{name}' must be {what} (lower-case letters, digits, '-')")
+    namespace = s.opt_str(meta, "namespace", "metadata")
+    if kind == "ClusterServingRuntime":
+        if namespace:
+            raise InvalidSpec("metadata.namespace", "a ClusterServingRuntime is cluster-scoped: no namespace")
+        namespace = ""
+    else:
+        namespace = namespace or default_namespace
+        if len(namespace) > 63 or not _LABEL.match(namespace):
+            raise InvalidSpec("metadata.namespace", f"'{namespace}' must be a DNS-1123 label")
+    generation = s.opt_int(meta, "generation", "metadata") or 0
+    return ObjectMeta(
+        name=name, namespace=namespace,
+        labels=s.opt_str_map(meta, "labels", "metadata") or {},
+        annotations=s.opt_str_map(meta, "annotations", "metadata") or {},
+        generation=generation,
+        uid=s.opt_str(meta, "uid", "metadata") or "",
+        creation_timestamp=str(meta.get("creationTimestamp") or ""),
+    )
+
+
+# -- InferenceService ----------------------------------------------------------------------------
+
+def _isvc(obj: Mapping[str, Any], meta: ObjectMeta) -> InferenceService:
+    if meta.annotations.get(DEPLOYMENT_MODE_ANNOTATION) != MODELMESH_MODE:
+        raise InvalidSpec(f"metadata.annotations.{DEPLOYMENT_MODE_ANNOTATION}",
+                          f"must be '{MODELMESH_MODE}' for an InferenceService served by the mesh")
+    if obj.get("spec") is None:
+        raise InvalidSpec("spec", "is required")
+    spec = s.mapping(obj["spec"], "spec", ("predictor", "transformer", "explainer"))
+    if spec.get("predictor") is None:
+        raise InvalidSpec("spec.predictor", "is required")
+    path = "spec.predictor"
+    allowed = ("model", "containers", *LEGACY_FRAMEWORKS, *_COMPONENT_EXTENSION_FIELDS, *_POD_FIELDS)
+    pred = s.mapping(spec["predictor"], path, allowed)
+    if pred.get("containers") is not None:
+        raise InvalidSpec(f"{path}.containers", "custom predictor containers are not supported in ModelMesh "
+                                                "mode; use predictor.model with a ServingRuntime")
+    frameworks = [f for f in LEGACY_FRAMEWORKS if pred.get(f) is not None]
+    runtime_annotation = meta.annotations.get(RUNTIME_ANNOTATION)
+    if pred.get("model") is not None:
+        if frameworks:
+            raise InvalidSpec(f"{path}.{frameworks[0]}", "cannot be combined with predictor.model")
+        if runtime_annotation is not None:
+            raise InvalidSpec(f"metadata.annotations.{RUNTIME_ANNOTATION}",
+                              "cannot be combined with predictor.model (use predictor.model.runtime)")
+        mpath = f"{path}.model"
+        model = s.mapping(pred["model"], mpath, ("modelFormat", "runtime", *_EXTENSION_FIELDS, *_CONTAINER_FIELDS))
+        fmt_obj = s.opt_mapping(model, "modelFormat", mpath, ("name", "version"))
+        if fmt_obj is None:
+            raise InvalidSpec(f"{mpath}.modelFormat", "is required")
+        fmt = ModelFormat(s.req_str(fmt_obj, "name", f"{mpath}.modelFormat"),
+                          _version(fmt_obj, f"{mpath}.modelFormat"))
+        runtime = s.opt_str(model, "runtime", mpath) or None
+        return InferenceService(meta, _extension(model, mpath, fmt, runtime, None, meta))
+    if not frameworks:
+        raise InvalidSpec(f"{path}.model", "is required (or a framework spec such as predictor.sklearn)")
+    if len(frameworks) > 1:
+        raise InvalidSpec(f"{path}.{frameworks[1]}", f"only one framework spec is allowed, "
+                                                     f"found {', '.join(frameworks)}")
+    name = frameworks[0]
+    fpath = f"{path}.{name}"
+    framework = s.mapping(pred[name], fpath, (*_EXTENSION_FIELDS, *_CONTAINER_FIELDS))
+    return InferenceService(meta, _extension(framework, fpath, ModelFormat(name), runtime_annotation or None,
+                                             name, meta))
+
+
+def _version(obj: Mapping[str, Any], path: str) -> str | None:
+    value = obj.get("version")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidSpec(f"{path}.version", "must be a string")
+    return str(value) or None
+
+
+def _extension(obj: Mapping[str, Any], path: str, fmt: ModelFormat, runtime: str | None,
+               framework: str | None, meta: ObjectMeta) -> ModelSource:
+    protocol = _protocol(s.opt_str(obj, "protocolVersion", path), f"{path}.protocolVersion")
+    storage_uri = s.opt_str(obj, "storageUri", path)
+    storage = s.opt_mapping(obj, "storage", path, _STORAGE_FIELDS)
+    storage_path = key = schema_path = None
+    params: dict[str, str] = {}
+    if storage is not None:
+        spath = f"{path}.storage"
+        storage_path = s.opt_str(storage, "path", spath)
+        key = s.opt_str(storage, "key", spath) or None
+        params = s.opt_str_map(storage, "parameters", spath) or {}
+        schema_path = s.opt_str(storage, "schemaPath", spath) or None
+    _one_location(storage_uri, storage_path, path)
+    if storage_uri is not None:
+        check_storage_uri(storage_uri, f"{path}.storageUri")
+    key = key or meta.annotations.get(SECRET_KEY_ANNOTATION) or None
+    schema_path = schema_path or meta.annotations.get(SCHEMA_PATH_ANNOTATION) or None
+    return ModelSource(fmt, runtime, protocol, storage_uri or None, storage_path or None, key, params, schema_path,
+                       s.opt_str(obj, "runtimeVersion", path) or None, framework)
+
+
+def _one_location(storage_uri: str | None, storage_path: str | None, path: str) -> None:
+    has_uri, has_path = bool(storage_uri and storage_uri.strip()), bool(storage_path and storage_path.strip())
+    if has_uri == has_path:
+        field_path = f"{path}.storageUri" if not has_path else f"{path}.storage.path"
+        what = "both given" if has_uri else "neither given"
+        raise InvalidSpec(field_path, f"exactly one of storageUri or storage.path is required ({what})")
+
+
+def _protocol(value: str | None, path: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in PROTOCOLS:
+        raise InvalidSpec(path, f"'{value}' is not a protocol version (one of {', '.join(PROTOCOLS)})")
+    return value
+
+
+def storage_scheme(uri: str) -> str:
+    """The scheme of a storageUri (``""`` for a bare absolute path)."""
+    head, sep, _ = uri.partition("://")
+    return head.lower() if sep else ""
+
+
+def check_storage_uri(uri: str, path: str) -> None:
+    scheme = storage_scheme(uri)
+    if not scheme:
+        if uri.startswith("/"):
+            return  # a local absolute path (standalone convenience, like file://)
+        raise InvalidSpec(path, f"'{uri}' has no scheme (use s3://, gs://, pvc://, http(s)://, file:// "
+                                "or an absolute path)")
+    if scheme not in STORAGE_SCHEMES:
+        raise InvalidSpec(path, f"unsupported storage scheme '{scheme}://' (supported: "
+                                f"{', '.join(f'{x}://' for x in STORAGE_SCHEMES)})")
+    rest = uri.split("://", 1)[1]
+    if scheme in ("s3", "gs", "pvc") and not rest.split("/", 1)[0]:
+        what = "claim name" if scheme == "pvc" else "bucket"
+        raise InvalidSpec(path, f"'{uri}' has no {what}")
+    if scheme in ("http", "https") and not rest.split("/", 1)[0]:
+        raise InvalidSpec(path, f"'{uri}' has no host")
+
+
+# -- Predictor (ModelMesh v1alpha1) --------------------------------------------------------------
+
+def _predictor(obj: Mapping[str, Any], meta: ObjectMeta) -> Predictor:
+    if obj.get("spec") is None:
+        raise InvalidSpec("spec", "is required")
+    path = "spec"
+    spec = s.mapping(obj["spec"], path, ("serviceAccountName", "modelType", "path", "schemaPath", "storage", "gpu",
+                                         "runtime", "protocolVersion"))
+    mt = s.opt_mapping(spec, "modelType", path, ("name", "version"))
+    if mt is None:
+        raise InvalidSpec("spec.modelType", "is required")
+    fmt = ModelFormat(s.req_str(mt, "name", "spec.modelType"), _version(mt, "spec.modelType"))
+    rt = s.opt_mapping(spec, "runtime", path, ("name",))
+    runtime = s.req_str(rt, "name", "spec.runtime") if rt is not None else None
+    gpu = s.opt_str(spec, "gpu", path)
+    if gpu is not None and gpu not in ("required", "preferred"):
+        raise InvalidSpec("spec.gpu", f"must be 'required' or 'preferred', got '{gpu}'")
+    protocol = _protocol(s.opt_str(spec, "protocolVersion", path), "spec.protocolVersion")
+    model_path = s.opt_str(spec, "path", path) or None
+    schema_path = s.opt_str(spec, "schemaPath", path) or None
+    key = None
+    params: dict[str, str] = {}
+    storage = s.opt_mapping(spec, "storage", path, (*_STORAGE_FIELDS, "s3", "persistentVolumeClaim"))
+    if storage is not None:
+        spath = "spec.storage"
+        s3 = s.opt_mapping(storage, "s3", spath, ("secretKey", "bucket"))
+        pvc = s.opt_mapping(storage, "persistentVolumeClaim", spath, ("claimName", "readOnly"))
+        newer = [f for f in _STORAGE_FIELDS if storage.get(f) is not None]
+        if (s3 is not None or pvc is not None) and newer:
+            old = "s3" if s3 is not None else "persistentVolumeClaim"
+            raise InvalidSpec(f"{spath}.{old}", f"(deprecated) cannot be combined with storage.{newer[0]}")
+        if s3 is not None and pvc is not None:
+            raise InvalidSpec(f"{spath}.persistentVolumeClaim", "cannot be combined with storage.s3")
+        if s3 is not None:
+            key = s.req_str(s3, "secretKey", f"{spath}.s3")
+            bucket = s.opt_str(s3, "bucket", f"{spath}.s3")
+            if bucket:
+                params["bucket"] = bucket
+        elif pvc is not None:
+            params = {"type": "pvc", "name": s.req_str(pvc, "claimName", f"{spath}.persistentVolumeClaim")}
+        else:
+            storage_path = s.opt_str(storage, "path", spath) or None
+            if storage_path is not None and model_path is not None:
+                raise InvalidSpec(f"{spath}.path", "cannot be combined with spec.path")
+            model_path = model_path or storage_path
+            key = s.opt_str(storage, "key", spath) or None
+            params = s.opt_str_map(storage, "parameters", spath) or {}
+            schema_path = schema_path or s.opt_str(storage, "schemaPath", spath) or None
+    if not model_path:
+        raise InvalidSpec("spec.path", "is required (spec.path or spec.storage.path)")
+    return Predictor(meta, ModelSource(fmt, runtime, protocol, None, model_path, key, params, schema_path))
+
+
+# -- ServingRuntime / ClusterServingRuntime ------------------------------------------------------
+
+_RUNTIME_FIELDS = ("supportedModelFormats", "multiModel", "disabled", "protocolVersions", "containers",
+                   "builtInAdapter", "grpcEndpoint", "grpcDataEndpoint", "httpDataEndpoint", "replicas",
+                   "storageHelper", "labels", "annotations", "workerSpec", "imagePullSecrets",
+                   "nodeSelector", "affinity", "tolerations", "volumes", "hostIPC")
+_ADAPTER_FIELDS = ("serverType", "runtimeManagementPort", "memBufferBytes", "modelLoadingTimeoutMillis", "env")
+
+
+def _runtime(obj: Mapping[str, Any], meta: ObjectMeta, *, cluster: bool) -> ServingRuntime:
+    if obj.get("spec") is None:
+        raise InvalidSpec("spec", "is required")
+    spec = s.mapping(obj["spec"], "spec", _RUNTIME_FIELDS)
+    formats: list[SupportedModelFormat] = []
+    for i, item in enumerate(s.opt_list(spec, "supportedModelFormats", "spec") or []):
+        fpath = f"spec.supportedModelFormats[{i}]"
+        f = s.mapping(item, fpath, ("name", "version", "autoSelect", "priority"))
+        priority = s.opt_int(f, "priority", fpath)
+        if priority is not None and priority < 1:
+            raise InvalidSpec(f"{fpath}.priority", f"must be a positive integer, got {priority}")
+        formats.append(SupportedModelFormat(s.req_str(f, "name", fpath), _version(f, fpath),
+                                            bool(s.opt_bool(f, "autoSelect", fpath)), priority))
+    _check_priorities(formats)
+    protocols = tuple(s.opt_str_list(spec, "protocolVersions", "spec") or ("grpc-v2",))
+    for i, p in enumerate(protocols):
+        _protocol(p, f"spec.protocolVersions[{i}]")
+    containers: list[Mapping[str, Any]] = []
+    for i, item in enumerate(s.opt_list(spec, "containers", "spec") or []):
+        c = s.mapping(item, f"spec.containers[{i}]", _CONTAINER_FIELDS)
+        s.req_str(c, "name", f"spec.containers[{i}]")
+        containers.append(c)
+    adapter = s.opt_mapping(spec, "builtInAdapter", "spec", _ADAPTER_FIELDS)
+    if adapter is not None:
+        for name in ("runtimeManagementPort", "memBufferBytes", "modelLoadingTimeoutMillis"):
+            s.opt_int(adapter, name, "spec.builtInAdapter")
+        s.opt_str(adapter, "serverType", "spec.builtInAdapter")
+    replicas = s.opt_int(spec, "replicas", "spec")
+    if replicas is not None and replicas < 0:
+        raise InvalidSpec("spec.replicas", "must not be negative")
+    return ServingRuntime(
+        meta=meta, formats=tuple(formats), cluster=cluster,
+        multi_model=bool(s.opt_bool(spec, "multiModel", "spec")),
+        protocol_versions=protocols,
+        disabled=bool(s.opt_bool(spec, "disabled", "spec")),
+        containers=tuple(containers), built_in_adapter=adapter,
+        grpc_endpoint=s.opt_str(spec, "grpcEndpoint", "spec"),
+        grpc_data_endpoint=s.opt_str(spec, "grpcDataEndpoint", "spec"),
+        http_data_endpoint=s.opt_str(spec, "httpDataEndpoint", "spec"),
+        spec_annotations=s.opt_str_map(spec, "annotations", "spec") or {},
+        replicas=replicas,
+    )
+
+
+def _check_priorities(formats: list[SupportedModelFormat]) -> None:
+    """KServe's rule: one format name (and version) may not be listed twice with auto-select priorities."""
+    seen: dict[tuple[str, str | None], int] = {}
+    for i, f in enumerate(formats):
+        if not f.auto_select or f.priority is None:
+            continue
+        ident = (f.name.lower(), f.version)
+        if ident in seen:
+            raise InvalidSpec(f"spec.supportedModelFormats[{i}]",
+                              f"format '{f.name}' is already listed with a priority at index {seen[ident]}")
+        seen[ident] = i

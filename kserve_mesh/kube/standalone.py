@@ -1,0 +1,315 @@
+"""KServe resources on a mesh without Kubernetes: ``kserve-mesh apply | get | delete``.
+
+The mesh itself plays the API server: applied resources are validated (``resources.py``), kept in
+the mesh's store, and reconciled with the same ``Reconciler`` the controller uses, through the
+in-process adapter. Status is computed from the mesh at every read, so it is never stale.
+
+Store keys: InferenceServices under ``Keys.isvc(namespace, name)``; the other kinds under
+``<root>/kuberesources/<plural>/<namespace or "_">/<name>`` (segments percent-encoded). Each value
+is JSON ``{"object": <the resource as applied, with metadata filled in>, "status": <last status>}``.
+
+One mesh serves one vmodel per name, so a name may be used by one InferenceService or Predictor
+only, whatever its namespace. The built-in ClusterServingRuntimes (``runtimes.py``) are always
+there; an applied ClusterServingRuntime of the same name replaces one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kserve_mesh.core.clock import Clock
+from kserve_mesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MeshError, NotFound
+from kserve_mesh.kube.errors import InvalidSpec
+from kserve_mesh.kube.mesh_adapters import InstanceMesh
+from kserve_mesh.kube.reconcile import Reconciler
+from kserve_mesh.kube.resources import (
+    KINDS,
+    InferenceService,
+    Predictor,
+    Resource,
+    ServingRuntime,
+    is_namespaced,
+    parse,
+    plural_of,
+)
+from kserve_mesh.kube.runtimes import BUILTIN_RUNTIME, builtin_runtime
+from kserve_mesh.kube.status import ServiceEndpoints, rfc3339
+from kserve_mesh.mesh.instance import Instance
+from kserve_mesh.store.base import Store
+from kserve_mesh.store.keys import Keys, encode_segment
+
+log = logging.getLogger(__name__)
+
+BUILTIN_ANNOTATION = "serving.kserve-mesh.io/built-in"
+RESOURCES_SEGMENT = "kuberesources"
+MODEL_KINDS = ("InferenceService", "Predictor")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    kind: str
+    namespace: str
+    name: str
+    action: str  # created | configured | unchanged
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "action": self.action}
+
+
+class KubeService:
+    """Apply, read and delete KServe resources on one mesh (the REST routes call this)."""
+
+    def __init__(self, store: Store, keys: Keys, reconciler: Reconciler, clock: Clock, *,
+                 default_namespace: str = "default", builtin_runtimes: Sequence[str] = (BUILTIN_RUNTIME,)) -> None:
+        self.store = store
+        self.keys = keys
+        self.reconciler = reconciler
+        self.clock = clock
+        self.default_namespace = default_namespace
+        self.builtins = tuple(builtin_runtime(n) for n in builtin_runtimes)
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def for_instance(cls, instance: Instance, store: Store, keys: Keys, clock: Clock, **kw: Any) -> KubeService:
+        return cls(store, keys, Reconciler(InstanceMesh(instance), None, clock), clock, **kw)
+
+    def set_endpoints(self, *, grpc: str, rest: str) -> None:
+        """Where clients reach this mesh (``host:port`` for gRPC, ``http://host:port`` for REST)."""
+        self.reconciler.endpoints = ServiceEndpoints(grpc, rest)
+
+    # -- keys ------------------------------------------------------------------------------------
+    def _key(self, kind: str, namespace: str, name: str) -> str:
+        if kind == "InferenceService":
+            return self.keys.isvc(namespace, name)
+        return f"{self._prefix(kind)}{encode_segment(namespace or '_')}/{encode_segment(name)}"
+
+    def _prefix(self, kind: str, namespace: str | None = None) -> str:
+        if kind == "InferenceService":
+            return self.keys.isvcs_prefix(namespace)
+        base = f"{self.keys.root_prefix()}{RESOURCES_SEGMENT}/{plural_of(kind)}/"
+        return base if namespace is None else f"{base}{encode_segment(namespace or '_')}/"
+
+    async def _records(self, kind: str, namespace: str | None = None) -> list[tuple[dict[str, Any], int]]:
+        if not is_namespaced(kind):
+            namespace = None
+        kvs = await self.store.range(self._prefix(kind, namespace))
+        return [(json.loads(kv.value), kv.mod_revision) for kv in kvs]
+
+    async def _record(self, kind: str, namespace: str, name: str) -> tuple[dict[str, Any], int] | None:
+        kv = await self.store.get(self._key(kind, namespace if is_namespaced(kind) else "", name))
+        return None if kv is None else (json.loads(kv.value), kv.mod_revision)
+
+    async def _put(self, kind: str, obj: dict[str, Any], status: dict[str, Any] | None) -> None:
+        meta = obj["metadata"]
+        value = {"object": obj, "status": status or {}}
+        await self.store.put(self._key(kind, meta.get("namespace", ""), meta["name"]),
+                             json.dumps(value, sort_keys=True).encode())
+
+    # -- runtimes --------------------------------------------------------------------------------
+    async def runtimes(self) -> list[ServingRuntime]:
+        """Every runtime models can use: applied ones, and built-ins not replaced by one."""
+        found: list[ServingRuntime] = []
+        for kind in ("ServingRuntime", "ClusterServingRuntime"):
+            for rec, _ in await self._records(kind):
+                found.append(self._parse(rec["object"]))  # type: ignore[arg-type]
+        cluster_names = {rt.name for rt in found if rt.cluster}
+        return found + [rt for rt in self.builtins if rt.name not in cluster_names]
+
+    def _parse(self, doc: dict[str, Any]) -> Resource:
+        return parse(doc, default_namespace=self.default_namespace)
+
+    # -- apply -----------------------------------------------------------------------------------
+    async def apply(self, docs: Sequence[dict[str, Any]]) -> list[Applied]:
+        """Validate every document, then store and reconcile them (runtimes first). Nothing is
+        applied when any document is invalid."""
+        parsed: list[tuple[dict[str, Any], Resource]] = []
+        for i, doc in enumerate(docs):
+            try:
+                parsed.append((doc, self._parse(doc)))
+            except InvalidSpec as exc:
+                raise InvalidSpec(exc.path, f"{exc.problem} (document {i + 1}{_label(doc)})") from exc
+        if not parsed:
+            raise InvalidArgument("no resources to apply (the input holds no documents)")
+        async with self._lock:
+            await self._check_names([r for _, r in parsed if isinstance(r, InferenceService | Predictor)])
+            results: dict[int, Applied] = {}
+            order = sorted(range(len(parsed)), key=lambda i: isinstance(parsed[i][1], InferenceService | Predictor))
+            runtimes_changed: set[str | None] = set()
+            for i in order:
+                doc, res = parsed[i]
+                results[i] = await self._store_one(doc, res)
+                if isinstance(res, ServingRuntime) and results[i].action != "unchanged":
+                    runtimes_changed.add(None if res.cluster else res.meta.namespace)
+            runtimes = await self.runtimes()
+            for i in order:
+                res = parsed[i][1]
+                if isinstance(res, InferenceService | Predictor):
+                    await self._reconcile(res, runtimes)
+            if runtimes_changed:
+                await self._reconcile_all(runtimes, runtimes_changed)
+        return [results[i] for i in range(len(parsed))]
+
+    async def _check_names(self, resources: Sequence[InferenceService | Predictor]) -> None:
+        seen: dict[str, str] = {}
+        for res in resources:
+            ident = f"{res.kind} {res.meta.namespace}/{res.meta.name}"
+            if seen.get(res.meta.name, ident) != ident:
+                raise AlreadyExists(f"{ident} and {seen[res.meta.name]} in one apply: a mesh serves one "
+                                    f"InferenceService or Predictor per name")
+            seen[res.meta.name] = ident
+            for kind in MODEL_KINDS:
+                for rec, _ in await self._records(kind):
+                    meta = rec["object"]["metadata"]
+                    if meta["name"] == res.meta.name and (kind, meta.get("namespace")) != (res.kind, res.meta.namespace):
+                        raise AlreadyExists(
+                            f"{ident}: the name '{res.meta.name}' is taken by {kind} {meta.get('namespace')}/"
+                            f"{meta['name']} (a mesh serves one InferenceService or Predictor per name)")
+
+    async def _store_one(self, doc: dict[str, Any], res: Resource) -> Applied:
+        kind, ns, name = res.kind, res.meta.namespace, res.meta.name
+        existing = await self._record(kind, ns, name)
+        obj = _normalized(doc, res)
+        if existing is None:
+            meta = obj["metadata"]
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=rfc3339(self.clock.now_ms()), generation=1)
+            await self._put(kind, obj, None)
+            return Applied(kind, ns, name, "created")
+        before = existing[0]["object"]
+        meta, old_meta = obj["metadata"], before["metadata"]
+        for field in ("uid", "creationTimestamp", "generation"):
+            meta[field] = old_meta.get(field)
+        if obj.get("spec") != before.get("spec"):
+            meta["generation"] = int(old_meta.get("generation") or 1) + 1
+        if obj == before:
+            return Applied(kind, ns, name, "unchanged")
+        await self._put(kind, obj, existing[0].get("status"))
+        return Applied(kind, ns, name, "configured")
+
+    async def _reconcile(self, res: InferenceService | Predictor, runtimes: Sequence[ServingRuntime]) -> None:
+        outcome = await self.reconciler.apply(res, runtimes)
+        rec = await self._record(res.kind, res.meta.namespace, res.meta.name)
+        if rec is None:
+            return
+        obj, previous = rec[0]["object"], rec[0].get("status")
+        status = self.reconciler.render(res.kind, outcome.state, previous=previous,
+                                        generation=int(obj["metadata"].get("generation") or 0))
+        if status != previous:
+            await self._put(res.kind, obj, status)
+
+    async def _reconcile_all(self, runtimes: Sequence[ServingRuntime], namespaces: set[str | None]) -> None:
+        for kind in MODEL_KINDS:
+            for rec, _ in await self._records(kind):
+                res = self._parse(rec["object"])
+                if None in namespaces or res.meta.namespace in namespaces:
+                    assert isinstance(res, InferenceService | Predictor)
+                    await self._reconcile(res, runtimes)
+
+    async def resync(self) -> int:
+        """Reconcile every stored model resource again (at start-up, e.g. after a restart with etcd)."""
+        runtimes = await self.runtimes()
+        count = 0
+        async with self._lock:
+            for kind in MODEL_KINDS:
+                for rec, _ in await self._records(kind):
+                    try:
+                        res = self._parse(rec["object"])
+                        assert isinstance(res, InferenceService | Predictor)
+                        await self._reconcile(res, runtimes)
+                        count += 1
+                    except MeshError as exc:
+                        log.warning("could not reconcile %s %s: %s", kind, rec["object"]["metadata"]["name"], exc)
+        return count
+
+    # -- read ------------------------------------------------------------------------------------
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        if not is_namespaced(kind):
+            namespace = ""
+        rec = await self._record(kind, namespace, name)
+        if rec is None:
+            builtin = next((rt for rt in self.builtins if kind == "ClusterServingRuntime" and rt.name == name), None)
+            if builtin is not None:
+                return _builtin_json(builtin)
+            where = f" in namespace '{namespace}'" if is_namespaced(kind) else ""
+            raise NotFound(f"{kind} '{name}' not found{where}")
+        return await self._with_status(kind, *rec)
+
+    async def list(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        items = [await self._with_status(kind, rec, rev) for rec, rev in await self._records(kind, namespace)]
+        if kind == "ClusterServingRuntime":
+            names = {it["metadata"]["name"] for it in items}
+            items += [_builtin_json(rt) for rt in self.builtins if rt.name not in names]
+            items.sort(key=lambda it: it["metadata"]["name"])
+        return items
+
+    async def _with_status(self, kind: str, rec: dict[str, Any], revision: int) -> dict[str, Any]:
+        obj = json.loads(json.dumps(rec["object"]))
+        obj["metadata"]["resourceVersion"] = str(revision)
+        if kind not in MODEL_KINDS:
+            return obj
+        res = self._parse(rec["object"])
+        assert isinstance(res, InferenceService | Predictor)
+        previous = rec.get("status") or {}
+        state = await self.reconciler.observe(res, await self.runtimes())
+        status = self.reconciler.render(kind, state, previous=previous,
+                                        generation=int(obj["metadata"].get("generation") or 0))
+        if status != previous:
+            await self._put(kind, rec["object"], status)
+        obj["status"] = status
+        return obj
+
+    # -- delete ----------------------------------------------------------------------------------
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        if not is_namespaced(kind):
+            namespace = ""
+        async with self._lock:
+            rec = await self._record(kind, namespace, name)
+            if rec is None:
+                if kind == "ClusterServingRuntime" and any(rt.name == name for rt in self.builtins):
+                    raise FailedPrecondition(f"ClusterServingRuntime '{name}' is built into the mesh and cannot "
+                                             "be deleted (apply one of the same name to replace it)")
+                where = f" in namespace '{namespace}'" if is_namespaced(kind) else ""
+                raise NotFound(f"{kind} '{name}' not found{where}")
+            if kind in MODEL_KINDS:
+                await self.reconciler.remove(kind, name)
+            await self.store.delete(self._key(kind, namespace, name))
+
+
+def _label(doc: Any) -> str:
+    if not isinstance(doc, dict):
+        return ""
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    name = meta.get("name")
+    return f": {doc.get('kind')} {name}" if doc.get("kind") and isinstance(name, str) else ""
+
+
+def _normalized(doc: dict[str, Any], res: Resource) -> dict[str, Any]:
+    """The resource as stored: apiVersion, kind, the metadata we keep, the spec as given."""
+    meta: dict[str, Any] = {"name": res.meta.name}
+    if is_namespaced(res.kind):
+        meta["namespace"] = res.meta.namespace
+    if res.meta.labels:
+        meta["labels"] = dict(res.meta.labels)
+    if res.meta.annotations:
+        meta["annotations"] = dict(res.meta.annotations)
+    return {"apiVersion": doc["apiVersion"], "kind": res.kind, "metadata": meta,
+            "spec": json.loads(json.dumps(doc.get("spec")))}
+
+
+def _builtin_json(rt: ServingRuntime) -> dict[str, Any]:
+    formats = [{"name": f.name, "autoSelect": f.auto_select, **({"priority": f.priority} if f.priority else {}),
+                **({"version": f.version} if f.version else {})} for f in rt.formats]
+    spec: dict[str, Any] = {"supportedModelFormats": formats, "multiModel": rt.multi_model,
+                            "protocolVersions": list(rt.protocol_versions)}
+    if rt.grpc_endpoint:
+        spec["grpcEndpoint"] = rt.grpc_endpoint
+    if rt.grpc_data_endpoint:
+        spec["grpcDataEndpoint"] = rt.grpc_data_endpoint
+    return {"apiVersion": KINDS["ClusterServingRuntime"][0][0], "kind": "ClusterServingRuntime",
+            "metadata": {"name": rt.name, "annotations": {BUILTIN_ANNOTATION: "true"}}, "spec": spec}
+
