@@ -37,7 +37,7 @@ INSTANCE_CONTAINER = "mm"
 MODELS_VOLUME = "models-dir"
 MODELS_PATH = "/models"
 STORAGE_CONFIG_VOLUME = "storage-config"
-STORAGE_CONFIG_PATH = "/etc/kserve-mesh/storage-config"
+STORAGE_CONFIG_PATH = "/storage-config"
 DEFAULT_RUNTIME_PORT = 8085
 LABEL_RUNTIME = "modelmesh-serving.kserve.io/runtime"
 LABEL_SERVICE = "modelmesh-service"
@@ -150,6 +150,7 @@ def instance_container(config: ServingConfig, runtime: RuntimeRef, namespace: st
         {"name": "KSERVE_MESH_NAMESPACE", "value": namespace},
         {"name": "KSERVE_MESH_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "KSERVE_MESH_ETCD_ENDPOINTS", "value": config.etcd_endpoints},
+        {"name": "KSERVE_MESH_ETCD_ROOT_PREFIX", "value": config.etcd_root_prefix},
         {"name": "KSERVE_MESH_GRPC_MAX_MESSAGE_BYTES", "value": str(config.grpc_max_message_bytes)},
         {"name": "KSERVE_MESH_CACHE_DIR", "value": MODELS_PATH},
         {"name": "KSERVE_MESH_RUNTIME_NAME", "value": runtime.name},
@@ -179,7 +180,8 @@ def instance_container(config: ServingConfig, runtime: RuntimeRef, namespace: st
 
 
 def runtime_containers(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The ServingRuntime's ``spec.containers``, each with the shared models volume mounted."""
+    """The ServingRuntime's ``spec.containers``, each with the shared models volume and the
+    storage-config Secret mounted (a runtime may pull models itself)."""
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise InvalidServingRuntime("spec.containers must list at least one container")
@@ -190,8 +192,9 @@ def runtime_containers(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         if container["name"] == INSTANCE_CONTAINER:
             raise InvalidServingRuntime(f"spec.containers[{i}].name {INSTANCE_CONTAINER!r} is reserved")
         c = copy.deepcopy(dict(container))
-        mounts = [m for m in c.get("volumeMounts") or [] if m.get("name") != MODELS_VOLUME]
-        c["volumeMounts"] = [*mounts, {"name": MODELS_VOLUME, "mountPath": MODELS_PATH}]
+        mounts = [m for m in c.get("volumeMounts") or [] if m.get("name") not in (MODELS_VOLUME, STORAGE_CONFIG_VOLUME)]
+        c["volumeMounts"] = [*mounts, {"name": MODELS_VOLUME, "mountPath": MODELS_PATH},
+                             {"name": STORAGE_CONFIG_VOLUME, "mountPath": STORAGE_CONFIG_PATH, "readOnly": True}]
         out.append(c)
     return out
 
@@ -273,15 +276,14 @@ def runtime_service(config: ServingConfig, namespace: str) -> dict[str, Any]:
     if config.metrics_enabled:
         ports.append({"name": "prometheus", "port": config.metrics_port, "targetPort": "prometheus",
                       "protocol": "TCP"})
+    spec: dict[str, Any] = {"selector": {LABEL_SERVICE: config.service_name}, "ports": ports, "type": "ClusterIP"}
+    if config.headless_service:
+        spec["clusterIP"] = "None"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": config.service_name, "namespace": namespace, "labels": common_labels(config)},
-        "spec": {
-            "selector": {LABEL_SERVICE: config.service_name},
-            "ports": ports,
-            "type": "ClusterIP",
-        },
+        "spec": spec,
     }
 
 

@@ -23,10 +23,10 @@ MiB = 1 << 20
 
 # ModelMesh Serving keys that have no meaning here (their job is done differently): accepted, ignored.
 IGNORED_KEYS = frozenset({
-    "headlessService", "restProxy.enabled", "restProxy.image", "restProxy.resources", "storageHelperImage",
-    "storageHelperResources", "modelMeshResources.requests.cpu", "payloadProcessors", "metrics.scheme",
-    "builtInServerTypes", "internalModelMeshEnvVars", "allowAnyPVC", "enableAccessLogging",
-    "tls.secretName", "tls.clientAuth", "modelMeshImage.command",
+    "restProxy.enabled", "restProxy.image", "restProxy.resources", "storageHelperImage",
+    "storageHelperResources", "payloadProcessors", "metrics.scheme", "builtInServerTypes",
+    "internalModelMeshEnvVars", "allowAnyPVC", "enableAccessLogging", "tls.secretName", "tls.clientAuth",
+    "modelMeshImage.command",
 })
 
 
@@ -42,6 +42,8 @@ class ServingConfig:
     """Replicas of each runtime Deployment in use (a ServingRuntime's ``spec.replicas`` wins)."""
     service_name: str = "modelmesh-serving"
     """Name of the Service in front of every runtime pod, and prefix of the Deployments."""
+    headless_service: bool = True
+    """A headless Service (clients spread requests over the pods themselves), as ModelMesh's default."""
     grpc_port: int = 8033
     """V2 gRPC + ModelMesh management gRPC port of each mesh instance (and of the Service)."""
     rest_port: int = 8008
@@ -59,6 +61,8 @@ class ServingConfig:
     """Pod termination grace period: time for an instance to migrate its models before it exits."""
     etcd_endpoints: str = "http://etcd:2379"
     """etcd client URL(s), comma separated, for the mesh instances' shared store."""
+    etcd_root_prefix: str = "kserve-mesh"
+    """Key prefix of the mesh in etcd (each namespace gets its own root under it)."""
     storage_secret_name: str = "storage-config"
     """Secret with one JSON entry per storage key, mounted into every instance."""
     image: str = "kserve-mesh:latest"
@@ -97,7 +101,8 @@ class ServingConfig:
         config = cls(
             pods_per_runtime=reader.integer("podsPerRuntime", cls.pods_per_runtime, low=0),
             service_name=reader.text("inferenceServiceName", cls.service_name),
-            grpc_port=reader.port("inferenceServicePort", cls.grpc_port),
+            headless_service=reader.flag("headlessService", cls.headless_service),
+            grpc_port=reader.port("grpcPort", reader.port("inferenceServicePort", cls.grpc_port)),
             rest_port=reader.port("restProxy.port", cls.rest_port),
             metrics_port=reader.port("metrics.port", cls.metrics_port),
             metrics_enabled=reader.flag("metrics.enabled", cls.metrics_enabled),
@@ -106,11 +111,14 @@ class ServingConfig:
             scale_to_zero_grace_seconds=float(reader.integer("scaleToZero.gracePeriodSeconds", 60, low=0)),
             termination_grace_seconds=reader.integer("terminationGracePeriodSeconds",
                                                  cls.termination_grace_seconds, low=0),
-            etcd_endpoints=reader.text("etcdEndpoints", cls.etcd_endpoints),
+            etcd_endpoints=reader.text("etcdEndpoints", ",".join(reader.str_list("etcd.endpoints"))
+                                       or cls.etcd_endpoints),
+            etcd_root_prefix=reader.text("etcd.rootPrefix", cls.etcd_root_prefix),
             storage_secret_name=reader.text("storageSecretName", cls.storage_secret_name),
             image=(f"{image_name}:{image_tag}" if image_name and image_tag else image_name or cls.image),
             image_pull_policy=reader.text("modelMeshImage.pullPolicy", cls.image_pull_policy),
-            instance_resources=reader.mapping("modelMeshResources") or cls().instance_resources,
+            instance_resources=(reader.mapping("meshResources") or reader.mapping("modelMeshResources")
+                                or cls().instance_resources),
             service_account_name=reader.text("serviceAccountName", ""),
             runtime_pod_labels=reader.str_map("runtimePodLabels"),
             runtime_pod_annotations=reader.str_map("runtimePodAnnotations"),
@@ -191,6 +199,14 @@ class _Reader:
             if not isinstance(v, str):
                 raise self._fail(f"{key}.{k}", "a string", v)
         return dict(value)
+
+    def str_list(self, key: str) -> list[str]:
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._fail(key, "a list of strings", value)
+        return list(value)
 
     def unread(self) -> list[str]:
         return sorted(k for k in _leaves(self._doc) if not self._covered(k))

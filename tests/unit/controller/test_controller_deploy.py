@@ -75,6 +75,8 @@ def test_deployment_runs_an_instance_next_to_the_runtime_container() -> None:
     assert rt["resources"]["limits"]["memory"] == "1Gi"
     assert {"name": "models-dir", "mountPath": "/models"} in rt["volumeMounts"]
     assert {"name": "models-dir", "mountPath": "/models"} in mm["volumeMounts"]
+    assert {"name": "storage-config", "mountPath": "/storage-config", "readOnly": True} in rt["volumeMounts"]
+    assert mm["args"][mm["args"].index("--storage-config") + 1] == "/storage-config"
     pod = dep["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 90
     assert {v["name"] for v in pod["volumes"]} == {"models-dir", "storage-config"}
@@ -99,6 +101,8 @@ def test_service_exposes_grpc_http_and_metrics() -> None:
                                "labels": svc["metadata"]["labels"]}
     assert {(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
         ("grpc", 8033, "grpc"), ("http", 8008, "http"), ("prometheus", 2112, "prometheus")}
+    assert svc["spec"]["clusterIP"] == "None"  # headless, ModelMesh's default
+    assert "clusterIP" not in runtime_service(ServingConfig(headless_service=False), "models")["spec"]
     no_metrics = runtime_service(ServingConfig(metrics_enabled=False), "models")
     assert [p["name"] for p in no_metrics["spec"]["ports"]] == ["grpc", "http"]
 

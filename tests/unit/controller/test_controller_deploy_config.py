@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from kserve_mesh.kube.deploy_config import InvalidServingConfig, ServingConfig
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_no_configmap_means_modelmesh_defaults() -> None:
@@ -32,7 +37,8 @@ modelMeshImage: {name: registry/kserve-mesh, tag: v1}
 modelMeshResources: {requests: {cpu: 100m}}
 runtimePodLabels: {team: a}
 etcdEndpoints: http://etcd.mesh:2379
-headlessService: true
+headlessService: false
+allowAnyPVC: true
 """
     c = ServingConfig.from_configmap({"config.yaml": text})
     assert c.pods_per_runtime == 3 and c.service_name == "mesh"
@@ -45,7 +51,17 @@ headlessService: true
     assert c.runtime_pod_labels == {"team": "a"}
     assert c.etcd_endpoints == "http://etcd.mesh:2379"
     # ModelMesh keys with no meaning here are accepted and reported.
-    assert "headlessService" in c.ignored_keys and "restProxy.enabled" in c.ignored_keys
+    assert not c.headless_service
+    assert "allowAnyPVC" in c.ignored_keys and "restProxy.enabled" in c.ignored_keys
+
+
+def test_the_shipped_model_serving_config_reads_cleanly() -> None:
+    doc = yaml.safe_load((ROOT / "manifests/base/system/config/model-serving-config.yaml").read_text())
+    c = ServingConfig.from_configmap(doc["data"])
+    assert c.pods_per_runtime == 2 and c.grpc_port == 8033 and c.rest_port == 8008 and c.metrics_port == 2112
+    assert c.headless_service and c.scale_to_zero and c.scale_to_zero_grace_seconds == 60
+    assert c.etcd_endpoints.startswith("http://") and c.etcd_root_prefix
+    assert c.termination_grace_seconds >= 30
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -56,6 +72,7 @@ headlessService: true
     ("restProxy: 8008", "restProxy must be a mapping"),
     ("runtimePodLabels: {a: 1}", "runtimePodLabels.a must be a string"),
     ("podsPerRutnime: 2", "unknown key 'podsPerRutnime'"),
+    ("etcd: {endpoints: http://x}", "etcd.endpoints must be a list of strings"),
     ("- a list", "must be a mapping"),
     ("a: [unclosed", "not valid YAML"),
 ])
