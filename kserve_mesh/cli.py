@@ -163,12 +163,17 @@ def instance(
     runtime_address: Optional[str] = typer.Option(None, help="host:port of a ModelRuntime (runtime=remote)."),
     max_loading_concurrency: Optional[int] = typer.Option(None),
     storage_config: Optional[Path] = typer.Option(None),
+    etcd_endpoints: Optional[str] = typer.Option(None, help="etcd client URLs: join a mesh of several instances."),
+    instance_id: Optional[str] = typer.Option(None, help="Id of this instance (default: host name and pid)."),
+    namespace: Optional[str] = typer.Option(None, help="Store root (one per Kubernetes namespace)."),
+    shutdown_grace: Optional[float] = typer.Option(None, "--shutdown-grace-s", help="SIGTERM drain time."),
 ) -> None:
     """Start one mesh instance configured by flags and KSERVE_MESH_* environment variables."""
     settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
                          capacity_bytes=capacity, runtime=runtime, runtime_address=runtime_address,
                          models_dir=models, max_loading_concurrency=max_loading_concurrency,
-                         storage_config=storage_config)
+                         storage_config=storage_config, etcd_endpoints=etcd_endpoints, instance_id=instance_id,
+                         namespace=namespace, shutdown_grace_s=shutdown_grace)
     _serve(settings, False)
 
 
@@ -250,7 +255,7 @@ def infer(
     except ValueError as exc:
         _fail(f"the request is not valid JSON: {exc}")
     with _client(url) as client:
-        print(json.dumps(_call(client.infer, name, request), indent=2))
+        print(json.dumps(_call(client.infer_json, name, request), indent=2))
 
 
 @app.command()

@@ -28,7 +28,9 @@ from kserve_mesh.api.rest import build_app
 from kserve_mesh.core.clock import SystemClock
 from kserve_mesh.core.errors import MeshError, Unavailable
 from kserve_mesh.core.ids import InstanceId
-from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.core.records import InstanceRecord, ModelInfo
+from kserve_mesh.mesh.cluster import Cluster
+from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.cache_manager import CacheConfig
 from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.registry import Registry
@@ -36,6 +38,7 @@ from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
 from kserve_mesh.settings import MeshSettings
 from kserve_mesh.store.keys import Keys
+from kserve_mesh.store.base import Store
 from kserve_mesh.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,16 @@ class Endpoints:
     rest: str
     grpc: str
     metrics: str
+
+
+def instance_json(r: InstanceRecord) -> dict[str, object]:
+    labels = dict(label.split("=", 1) for label in r.labels if "=" in label)
+    return {"instanceId": r.instance_id, "grpc": r.endpoint, "rest": labels.get("rest", ""),
+            "metrics": labels.get("metrics", ""), "pid": int(labels.get("pid", "0") or 0),
+            "capacityBytes": r.capacity_bytes, "usedBytes": r.used_bytes, "models": r.model_count,
+            "requestsPerMinute": r.requests_per_minute, "lruTime": r.lru_time_ms,
+            "loadsInProgress": r.loads_in_progress, "shuttingDown": r.shutting_down,
+            "startTime": r.start_time_ms, "version": r.version}
 
 
 class RuntimeProcess:
@@ -102,6 +115,12 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
+def _etcd_store(endpoints: str) -> Store:
+    from kserve_mesh.store.etcd import EtcdStore
+
+    return EtcdStore(endpoints)
+
+
 def _bound_port(server: uvicorn.Server) -> int:
     for srv in server.servers:
         for sock in srv.sockets:
@@ -114,7 +133,7 @@ class MeshServer:
         self.settings = settings
         self.clock = SystemClock()
         self.instance_id = InstanceId(settings.instance_id or f"{socket.gethostname()}-{os.getpid()}")
-        self.store = MemoryStore()
+        self.store: Store = MemoryStore() if not settings.etcd_endpoints else _etcd_store(settings.etcd_endpoints)
         self.runtime: ModelRuntime | None = None
         self.runtime_process: RuntimeProcess | None = None
         self.instance: Instance | None = None
@@ -125,6 +144,12 @@ class MeshServer:
         self._metrics_httpd = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.endpoints: Endpoints | None = None
+        self.cluster: Cluster | None = None
+        self.peers: PeerPool | None = None
+        self.shutting_down = False
+        self._started_ms = 0
+        self._follow_stop: asyncio.Event | None = None
+        self._follow_task: asyncio.Task[None] | None = None
 
     # -- building --------------------------------------------------------------------------------
     def _fetcher(self):  # type: ignore[no-untyped-def]
@@ -179,9 +204,25 @@ class MeshServer:
             await asyncio.sleep(2.0)
 
     # -- running ---------------------------------------------------------------------------------
+    async def _connect_store(self) -> None:
+        if isinstance(self.store, MemoryStore):
+            self.store.start()
+            return
+        deadline = self.clock.monotonic() + 60
+        while True:
+            try:
+                await self.store.connect()  # type: ignore[attr-defined]
+                return
+            except MeshError as exc:
+                if self.clock.monotonic() > deadline:
+                    raise Unavailable(f"etcd at {self.settings.etcd_endpoints} is not reachable: {exc}") from exc
+                log.info("waiting for etcd: %s", exc)
+                await asyncio.sleep(0.5)
+
     async def start(self) -> Endpoints:
         s = self.settings
-        self.store.start()
+        self._started_ms = self.clock.now_ms()
+        await self._connect_store()
         self.runtime = await self._make_runtime()
         cache = await self._wait_runtime_ready(self.runtime)
         self.telemetry = Telemetry(self.clock, per_model=s.per_model_metrics)
@@ -218,9 +259,34 @@ class MeshServer:
 
         self.endpoints = Endpoints(f"http://{s.host}:{rest_port}", f"{s.host}:{grpc_port}",
                                    f"http://{s.host}:{metrics_port}/metrics")
+        if s.etcd_endpoints:
+            await self._join_cluster(registry)
         if s.models_dir is not None:
             await self.register_folder(s.models_dir, load_now=s.load_models_at_start)
         return self.endpoints
+
+    async def _join_cluster(self, registry: Registry) -> None:
+        assert self.instance is not None
+        self.cluster = Cluster(self.store, registry._keys, self.instance_id, self.clock, self.instance_record)
+        self.peers = PeerPool(self.settings.grpc_max_message_bytes)
+        self.instance.attach(self.cluster, self.peers)
+        await self.cluster.start()
+        self._follow_stop = asyncio.Event()
+        self._follow_task = asyncio.create_task(registry.follow(self._follow_stop), name="registry-follow")
+
+    def instance_record(self) -> InstanceRecord:
+        assert self.instance is not None and self.endpoints is not None
+        ledger = self.instance.cache.ledger
+        now = self.clock.now_ms()
+        return InstanceRecord(
+            self.instance_id, self.endpoints.grpc, ledger.capacity_bytes, ledger.used_bytes,
+            ledger.count(), ledger.lru_time_ms(now - 3_600_000 * 24),
+            loading_threads=self.instance.cache.config.max_loading_concurrency,
+            loads_in_progress=self.instance.cache.loads_in_progress,
+            requests_per_minute=self.telemetry.requests_per_minute() if self.telemetry else 0,
+            shutting_down=self.shutting_down, start_time_ms=self._started_ms, version=__version__,
+            labels=(f"rest={self.endpoints.rest}", f"metrics={self.endpoints.metrics}", f"pid={os.getpid()}"),
+        )
 
     async def register_folder(self, folder: Path, *, load_now: bool) -> int:
         """Register each model in ``folder`` (a sub-folder or file per model, id = its name)."""
@@ -260,11 +326,35 @@ class MeshServer:
             "runtime": self.settings.runtime,
             "endpoints": dataclasses.asdict(self.endpoints) if self.endpoints else {},
             "pid": os.getpid(),
+            "shuttingDown": self.shutting_down,
+            "leader": bool(self.cluster and self.cluster.is_leader),
+            "instances": [instance_json(r) for r in sorted(self.cluster.instances.values(), key=lambda r: r.instance_id)]
+            if self.cluster is not None else [instance_json(self.instance_record())],
+            "placements": self._placements(),
         }
+
+    def _placements(self) -> dict[str, list[str]]:
+        """Where each model's copies live (model id -> instance ids)."""
+        assert self.instance is not None
+        live = self.cluster.instances if self.cluster is not None else {self.instance_id: None}
+        out: dict[str, list[str]] = {}
+        for mid, rec in self.instance.registry.models.items():
+            where = sorted(i for i in rec.instances if i in live)
+            if where:
+                out[mid] = where
+        return out
 
     async def stop(self) -> None:
         if self.instance is not None:
             self.instance.ready = False
+        if self.cluster is not None:
+            await self.cluster.stop(leave=True)
+        if self._follow_stop is not None and self._follow_task is not None:
+            self._follow_stop.set()
+            self._follow_task.cancel()
+            await asyncio.gather(self._follow_task, return_exceptions=True)
+        if self.peers is not None:
+            await self.peers.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=2)
         if self._rest is not None:

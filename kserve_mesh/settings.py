@@ -27,6 +27,10 @@ class MeshSettings(BaseSettings):
     metrics_port: int = Field(2112, ge=0, le=65535, description="Prometheus metrics port.")
     instance_id: str = Field("", description="Id of this instance (default: host name and process id).")
     namespace: str = Field("default", description="Store root: one per Kubernetes namespace.")
+    etcd_endpoints: str = Field("", description="etcd client URLs (comma-separated): join a mesh of "
+                                "several instances. Empty: a single instance with an in-memory store.")
+    shutdown_grace_s: float = Field(60.0, ge=0, description="On SIGTERM, how long to wait for recently "
+                                    "used models to load on other instances before leaving.")
     models_dir: Path | None = Field(None, description="Register every model found in this folder at start.")
     load_models_at_start: bool = Field(False, description="Load the models of models_dir at start.")
 

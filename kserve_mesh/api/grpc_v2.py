@@ -42,6 +42,11 @@ def routing_headers(context: grpc.aio.ServicerContext) -> tuple[str, str]:
     return model_id, vmodel_id
 
 
+def is_forwarded(context: grpc.aio.ServicerContext) -> bool:
+    """A hop from another instance (``mm-forwarded``): serve here, never forward again."""
+    return any(key == "mm-forwarded" for key, _ in context.invocation_metadata() or ())
+
+
 def _timeout(context: grpc.aio.ServicerContext) -> float:
     remaining = context.time_remaining()
     return DEFAULT_TIMEOUT_S if remaining is None else max(0.001, remaining)
@@ -66,8 +71,11 @@ class V2Servicer:
         code = "OK"
         model_id = ""
         try:
-            model_id = self._resolve(request.model_name, context)
-            return await self.instance.infer(model_id, request, _timeout(context))
+            forwarded = is_forwarded(context)
+            header_model, header_vmodel = routing_headers(context)
+            model_id = await self.instance.lookup(request.model_name, model_id=header_model,
+                                                  vmodel_id=header_vmodel, forwarded=forwarded)
+            return await self.instance.infer(model_id, request, _timeout(context), forwarded=forwarded)
         except Exception as exc:  # noqa: BLE001
             err = to_mesh_error(exc)
             code = grpc_code(err).name

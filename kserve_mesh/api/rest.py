@@ -147,14 +147,14 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
     async def server_metadata() -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
 
-    def target(request: Request, name: str) -> ModelId:
+    async def target(request: Request, name: str) -> ModelId:
         h = request.headers
-        return instance.resolve(name, model_id=h.get("mm-model-id", ""), vmodel_id=h.get("mm-vmodel-id", ""))
+        return await instance.lookup(name, model_id=h.get("mm-model-id", ""), vmodel_id=h.get("mm-vmodel-id", ""))
 
     # -- models ----------------------------------------------------------------------------------
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
         try:
-            model_id = target(request, name)
+            model_id = await target(request, name)
             meta = await instance.model_metadata(model_id)
             return JSONResponse(codec.render_model_metadata(meta), headers={"mm-model-id": model_id})
         except Exception as exc:  # noqa: BLE001
@@ -162,7 +162,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
 
     async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
         try:
-            model_id = target(request, name)
+            model_id = await target(request, name)
             is_ready = instance.is_loaded(model_id)
             return JSONResponse({"name": model_id, "ready": is_ready}, status_code=200 if is_ready else 503)
         except Exception as exc:  # noqa: BLE001
@@ -180,7 +180,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
 
     async def _infer(request: Request, name: str) -> Response:
         try:
-            model_id = target(request, name)
+            model_id = await target(request, name)
             body = await request.body()
             header_length = request.headers.get(HEADER_LENGTH)
             try:
@@ -225,7 +225,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
     @app.post("/v2/repository/models/{name}/load")
     async def repository_load(request: Request, name: str) -> Response:
         try:
-            model_id = target(request, name)
+            model_id = await target(request, name)
             status = await instance.ensure_loaded(model_id, sync=True)
             if status.state.name != "LOADED":
                 raise_load_failed(model_id, status.errors)
@@ -236,7 +236,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
     @app.post("/v2/repository/models/{name}/unload")
     async def repository_unload(request: Request, name: str) -> Response:
         try:
-            model_id = target(request, name)
+            model_id = await target(request, name)
             await instance.unload_copy(model_id)
             return JSONResponse({"name": model_id, "unload": True})
         except Exception as exc:  # noqa: BLE001

@@ -21,6 +21,7 @@ from kserve_mesh.core.errors import (
     MeshError,
     ModelLoadFailed,
     ModelNotFound,
+    NotFound,
     VModelNotFound,
 )
 from kserve_mesh.core.failures import FailurePolicy
@@ -157,6 +158,22 @@ class Instance:
             return ModelId(name)
         raise ModelNotFound(name)
 
+    async def lookup(self, name: str = "", *, model_id: str = "", vmodel_id: str = "",
+                     forwarded: bool = False) -> ModelId:
+        """``resolve``, but in a mesh of several instances a miss is checked against the store."""
+        if forwarded and model_id:
+            return ModelId(model_id)  # the sending instance resolved it already
+        try:
+            return self.resolve(name, model_id=model_id, vmodel_id=vmodel_id)
+        except NotFound:
+            if self.cluster is None:
+                raise
+        try:
+            await self.registry.fetch(vmodel_id or model_id or name)
+        except MeshError as exc:
+            log.info("store lookup failed: %s", exc)
+        return self.resolve(name, model_id=model_id, vmodel_id=vmodel_id)
+
     async def infer(self, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float = 60.0, *,
                     forwarded: bool = False) -> v2.ModelInferResponse:
         copy = self.cache.try_enter(model_id)
@@ -184,6 +201,9 @@ class Instance:
 
     async def _enter_slow(self, model_id: ModelId, timeout_s: float):  # type: ignore[no-untyped-def]
         rec = self.registry.models.get(model_id)
+        if rec is None and self.cluster is not None:
+            await self.registry.fetch(model_id)
+            rec = self.registry.models.get(model_id)
         if rec is None:
             raise ModelNotFound(model_id)
         now = self.clock.now_ms()

@@ -44,7 +44,6 @@ class PeerUnavailable(Unavailable):
 
 _CODES: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: ModelNotFound,
     grpc.StatusCode.FAILED_PRECONDITION: ModelLoadFailed,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.INTERNAL: InternalError,
@@ -86,6 +85,8 @@ class PeerPool:
                 raise kind(details) from None
             if code is grpc.StatusCode.FAILED_PRECONDITION and "referenced" in details:
                 raise FailedPrecondition(details) from None
+            if code is grpc.StatusCode.NOT_FOUND:
+                raise ModelNotFound(model_id, details) from None
             raise _CODES.get(code, InternalError)(details) from None
         finally:
             self.inflight[endpoint] -= 1

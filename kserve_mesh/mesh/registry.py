@@ -108,6 +108,16 @@ class Registry:
         for listener in self.listeners:
             listener(kind, ident)
 
+    async def fetch(self, ident: str) -> None:
+        """Read one id's model and vmodel records straight from the store (a miss in the watched
+        view can be a write the watch has not delivered yet)."""
+        kv = await self._store.get(self._keys.model(ident))
+        if kv is not None:
+            self.models[ModelId(ident)] = codec.decode_model(kv.value)
+        vkv = await self._store.get(self._keys.vmodel(ident))
+        if vkv is not None:
+            self.vmodels[VModelId(ident)] = codec.decode_vmodel(vkv.value)
+
     def model(self, model_id: str) -> ModelRecord | None:
         return self.models.get(model_id)  # type: ignore[call-overload]
 

@@ -28,8 +28,8 @@ class MeshProcess:
 
     @classmethod
     def start(cls, *args: str, timeout: float = 90.0, env: dict[str, str] | None = None,
-              cwd: str | Path | None = None) -> MeshProcess:
-        cmd = [sys.executable, "-m", "kserve_mesh.cli", "up", "--rest-port", "0", "--grpc-port", "0",
+              cwd: str | Path | None = None, command: str = "up") -> MeshProcess:
+        cmd = [sys.executable, "-m", "kserve_mesh.cli", command, "--rest-port", "0", "--grpc-port", "0",
                "--metrics-port", "0", *args]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, **(env or {})}, cwd=cwd)
