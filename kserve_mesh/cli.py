@@ -144,9 +144,19 @@ def up(
     runtime: str = typer.Option("inprocess", help="inprocess | process (built-in runtime as a child process)."),
     load: bool = typer.Option(False, "--load", help="Load every model now (with a progress bar) instead of on first use."),
     storage_config: Optional[Path] = typer.Option(None, help="storage-config folder or JSON/YAML file."),
+    instances: int = typer.Option(1, "--instances", min=1, help="Start etcd and this many instances, each "
+                                  "with its runtime process (ports: base + i)."),
 ) -> None:
-    """Start one mesh instance serving the example models (in-memory store, built-in runtime)."""
+    """Start a mesh serving the example models: one instance (in-memory store, built-in runtime in
+    process) or, with --instances N, etcd and N instances with their runtime processes."""
     _ensure_examples(models)
+    if instances > 1:
+        from kserve_mesh.local_cluster import run as run_cluster
+
+        raise typer.Exit(run_cluster(instances, host=host, rest_port=rest_port, grpc_port=grpc_port,
+                                     metrics_port=metrics_port, models=models, capacity=capacity,
+                                     runtime="process" if runtime == "inprocess" else runtime,
+                                     storage_config=storage_config, console=console))
     settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
                          capacity_bytes=capacity, runtime=runtime, models_dir=models, load_models_at_start=load,
                          storage_config=storage_config)
@@ -266,22 +276,30 @@ def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
     if output == "json":
         print(json.dumps(info, indent=2))
         return
-    table = Table(title="kserve-mesh instance")
-    table.add_column("INSTANCE")
-    table.add_column("CAPACITY")
-    table.add_column("USED")
-    table.add_column("REGISTERED")
-    table.add_column("LOADED")
-    table.add_column("LOADING")
-    table.add_column("REQ/MIN")
-    table.add_column("CACHE AGE")
-    used = info["usedBytes"]
-    cap = info["capacityBytes"]
-    table.add_row(info["instanceId"], _human(cap), f"{_human(used)} ({100 * used / cap:.0f}%)",
-                  str(info["modelsRegistered"]), str(info["modelsLoaded"]),
-                  str(info["loadsInProgress"] + info["loadsQueued"]), str(info["requestsPerMinute"]),
-                  _ago(info["lruTime"]).replace(" ago", ""))
+    table = Table(title=f"kserve-mesh at {url}")
+    for col in ("INSTANCE", "ADDRESS", "CAPACITY", "USED", "MODELS", "REQ/MIN", "CACHE AGE", "STATE"):
+        table.add_column(col, no_wrap=True)
+    for inst in info.get("instances", []):
+        cap, used = inst["capacityBytes"], inst["usedBytes"]
+        state = "shutting down" if inst["shuttingDown"] else "serving"
+        if inst["instanceId"] == info["instanceId"]:
+            state += " (this)" + (" leader" if info.get("leader") else "")
+        table.add_row(inst["instanceId"], inst["grpc"], _human(cap), f"{_human(used)} ({100 * used / cap:.0f}%)",
+                      str(inst["models"]), str(inst["requestsPerMinute"]),
+                      _ago(inst["lruTime"]).replace(" ago", "") if inst["models"] else "-",
+                      state)
     console.print(table)
+    console.print(f"registered: {info['modelsRegistered']} models, {info['vmodels']} vmodels; "
+                  f"loading now: {info['loadsInProgress'] + info['loadsQueued']}")
+    placements = info.get("placements") or {}
+    if placements:
+        where = Table(title="model copies")
+        where.add_column("MODEL", no_wrap=True)
+        where.add_column("COPIES")
+        where.add_column("INSTANCES")
+        for model_id, holders in sorted(placements.items()):
+            where.add_row(model_id, str(len(holders)), ", ".join(holders))
+        console.print(where)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

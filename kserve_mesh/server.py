@@ -387,5 +387,17 @@ class MeshServer:
             if on_ready is not None:
                 await on_ready(self)
             await stop.wait()
+            await self.drain()
         finally:
             await self.stop()
+
+    async def drain(self) -> None:
+        """SIGTERM in a mesh: stop taking new placements, re-home recent models, then leave."""
+        if self.cluster is None or self.instance is None:
+            return
+        from kserve_mesh.mesh.drain import drain
+
+        self.shutting_down = True
+        self.cluster.publish_soon()
+        await asyncio.sleep(0.2)  # let the record go out before the re-homing starts
+        await drain(self.instance, self.settings.shutdown_grace_s)

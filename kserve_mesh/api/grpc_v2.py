@@ -105,7 +105,7 @@ class V2Servicer:
         return v2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: v2.ServerReadyRequest, context: grpc.aio.ServicerContext) -> v2.ServerReadyResponse:
-        return v2.ServerReadyResponse(ready=self.instance.ready)
+        return v2.ServerReadyResponse(ready=self.instance.serving_ready)
 
     async def ServerMetadata(self, request: v2.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> v2.ServerMetadataResponse:
         return v2.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=EXTENSIONS)

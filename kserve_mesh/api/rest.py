@@ -141,7 +141,8 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
 
     @app.get("/v2/health/ready")
     async def ready() -> JSONResponse:
-        return JSONResponse({"ready": instance.ready}, status_code=200 if instance.ready else 503)
+        ok = instance.serving_ready
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:

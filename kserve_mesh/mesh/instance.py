@@ -110,6 +110,19 @@ class Instance:
         self.cluster: Cluster | None = None
         self.peers: PeerPool | None = None
         self.ready = False
+        self._was_ready = False
+
+    @property
+    def serving_ready(self) -> bool:
+        """Readiness as probes see it. A new instance is not ready while another instance is shutting
+        down (staggers rolling updates, as ModelMesh does); once ready, it stays ready."""
+        if not self.ready:
+            return False
+        if not self._was_ready and self.cluster is not None:
+            if any(r.shutting_down for i, r in self.cluster.instances.items() if i != self.instance_id):
+                return False
+        self._was_ready = True
+        return True
 
     def attach(self, cluster: Cluster, peers: PeerPool) -> None:
         """Join a mesh of several instances: route misses through the cluster, follow the store."""

