@@ -137,7 +137,8 @@ def structural_errors(schema: Obj) -> list[str]:
     the rules of apiextensions.k8s.io/v1 'Specifying a structural schema'."""
     errors: list[str] = []
     root_meta = schema.get("properties", {}).get("metadata")
-    if root_meta is not None and set(root_meta) - {"type", "properties"}:
+    if root_meta is not None and (set(root_meta) - {"type", "properties"}
+                                  or set(root_meta.get("properties", {})) - {"name", "generateName"}):
         errors.append("metadata: only type (and name/generateName) may be given at the root")
     _walk_structural(schema, "<root>", errors)
     return errors
