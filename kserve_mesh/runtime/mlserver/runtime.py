@@ -41,6 +41,7 @@ import grpc
 import httpx
 
 from kserve_mesh.core.errors import (
+    Cancelled,
     CapacityExceeded,
     DeadlineExceeded,
     InternalError,
@@ -270,9 +271,13 @@ class MLServerRuntime:
         try:
             return await asyncio.shield(pending.task)
         except asyncio.CancelledError:
-            if pending.waiters == 1:  # nobody else wants it: stop the load (it cleans up after itself)
-                pending.task.cancel()
-            raise
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # this caller was cancelled
+                if pending.waiters == 1:  # nobody else wants it: stop the load (it cleans up after itself)
+                    pending.task.cancel()
+                raise
+            # the load itself was stopped, by an unload or by close
+            raise Cancelled(f"load of model '{model_id}' was cancelled by an unload") from None
         finally:
             pending.waiters -= 1
 
@@ -428,9 +433,12 @@ class MLServerRuntime:
         self._get(model_id)
         tensors.decode_inputs(request)  # InvalidArgument naming the tensor: MLServer would say INTERNAL
         try:
-            return await self._infer(request, timeout=self.config.infer_timeout_s)
+            response = await self._infer(request, timeout=self.config.infer_timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise self._grpc_error(exc, "ModelInfer", model_id) from exc
+        if response.raw_output_contents:
+            _drop_empty_contents(response)
+        return response
 
     async def model_metadata(self, model_id: str) -> v2.ModelMetadataResponse:
         self._get(model_id)
@@ -484,6 +492,14 @@ class MLServerRuntime:
             await process.stop()
         for d in self._owned.dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _drop_empty_contents(response: v2.ModelInferResponse) -> None:
+    """MLServer answers a raw request with raw outputs *and* an empty ``contents`` on each output;
+    V2 says raw or typed, never both, and our decoder holds it to that. Drop the empty ones."""
+    for output in response.outputs:
+        if output.HasField("contents") and output.contents.ByteSize() == 0:
+            output.ClearField("contents")
 
 
 def _default_fetcher(cache_dir: Path) -> Fetcher:
