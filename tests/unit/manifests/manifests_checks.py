@@ -49,6 +49,8 @@ def render(kustomization: str) -> tuple[Obj, ...]:
                           capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"kubectl kustomize {kustomization} failed: {proc.stderr.strip()}")
+    # kustomize warns on stderr about deprecated fields (commonLabels, patchesStrategicMerge...).
+    assert not proc.stderr.strip(), f"kubectl kustomize {kustomization} warned: {proc.stderr.strip()}"
     return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
 
 
