@@ -151,9 +151,15 @@ class MeshPanel(widgets.VBox):
         self.message.value = render.message(text, kind)
 
     def close(self) -> None:
+        """Stop the background refresh, close the connections and every widget of the panel."""
         self.refresher.stop()
         self._client.close()
         self._poll_client.close()
+        stack: list[widgets.Widget] = list(self.children)
+        while stack:
+            widget = stack.pop()
+            stack.extend(getattr(widget, "children", ()))
+            widget.close()
         super().close()
 
     # -- models ----------------------------------------------------------------------------------

@@ -196,6 +196,11 @@ def test_notebook_registers_and_tests_a_model_through_the_widget(
             expect(panel.locator(".kserve-mesh-latency")).to_contain_text("answered in")
             expect(panel.locator(".kserve-mesh-error")).to_have_count(0)
             page.screenshot(path=str(ARTIFACTS / "jupyter-mesh-panel.png"))
+            # A wrong input shape: the mesh's message as the panel's red line, no traceback.
+            panel.locator(".kserve-mesh-input textarea").fill("[[1, 2, 3]]")
+            panel.locator("button.kserve-mesh-run").click()
+            expect(panel.locator(".kserve-mesh-error")).to_contain_text("has 3 features; the model expects 4")
+            expect(page.get_by_text("Traceback")).to_have_count(0)
         finally:
             browser.close()
     status = browser_mesh.call("GET", "/mesh/v1/models/browser-iris")[1]

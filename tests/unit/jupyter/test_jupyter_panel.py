@@ -127,6 +127,7 @@ def test_background_refresh_runs_only_while_shown_and_stops_on_close(panel_mesh:
     finally:
         panel.close()
     assert not panel.refresher.running
+    assert panel.comm is None and panel.table.comm is None and panel.run_button.comm is None
     ticks = panel.refresher.ticks
     time.sleep(0.4)
     assert panel.refresher.ticks == ticks
