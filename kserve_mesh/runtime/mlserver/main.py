@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from kserve_mesh.core.errors import MeshError
+from kserve_mesh.runtime.builtin.fetch import Fetcher
 from kserve_mesh.runtime.builtin.runtime import RuntimeConfig
 from kserve_mesh.runtime.mlserver.config import VENV_ENV, MLServerConfig
 from kserve_mesh.runtime.mlserver.process import MLServerEndpoint
@@ -73,7 +74,7 @@ def _config(args: argparse.Namespace) -> MLServerConfig:
     )
 
 
-def _fetcher(args: argparse.Namespace):  # -> ModelFetcher | None
+def _fetcher(args: argparse.Namespace) -> Fetcher | None:
     if args.storage_config is None and args.cache_dir is None:
         return None
     from kserve_mesh.storage import ModelFetcher, StorageConfig
