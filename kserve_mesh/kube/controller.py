@@ -1,0 +1,65 @@
+"""``kserve-mesh controller``: the Kubernetes controller process (flags: ``controller_settings.py``).
+
+Reads its settings once, configures logging, and runs kopf's operator with the controller's own
+registry (``controller_handlers.py``) next to the runtime Deployment sync task, both owned here and
+stopped together: kopf stops on SIGTERM/SIGINT, then the sync task is cancelled and every client
+closed. A bad flag is a one-line error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+
+from kserve_mesh.kube.controller_settings import ControllerSettings, InvalidControllerSettings
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: ControllerSettings) -> None:
+    import kopf
+
+    from kserve_mesh.kube.controller_handlers import Controller, build_registry, operator_settings
+
+    ctl = Controller(settings)
+    registry = build_registry(ctl)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    scope = dict(namespaces=[settings.namespace]) if settings.namespace_scope else dict(clusterwide=True)
+    log.info("kserve-mesh controller: %s, mesh at %s, runtime Deployments %s",
+             f"namespace {settings.namespace}" if settings.namespace_scope else "cluster scope",
+             settings.mesh_address, "managed" if settings.manage_deployments else "not managed")
+    sync = asyncio.create_task(ctl.sync.run(), name="runtime-deployment-sync")
+    try:
+        await kopf.operator(registry=registry, settings=operator_settings(), standalone=True,
+                            liveness_endpoint=liveness, **scope)  # type: ignore[arg-type]
+    finally:
+        sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sync
+        await ctl.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = ControllerSettings.from_args(list(sys.argv[1:] if argv is None else argv), os.environ)
+    except InvalidControllerSettings as exc:
+        print(f"kserve-mesh controller: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.kubeconfig is not None:
+        if not settings.kubeconfig.is_file():
+            print(f"kserve-mesh controller: kubeconfig {settings.kubeconfig} not found", file=sys.stderr)
+            return 2
+        os.environ["KUBECONFIG"] = str(settings.kubeconfig)  # kopf's kubeconfig login reads it
+    try:
+        asyncio.run(run(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The kopf handlers of the controller, registered on a registry of their own (no module globals).
+
+What is watched:
+
+- InferenceServices annotated ``serving.kserve.io/deploymentMode: ModelMesh`` (kopf's annotation
+  filter: any other InferenceService is never touched: no finalizer, no annotation, no status) and
+  ModelMesh Predictors: create / update / resume -> reconcile now; a timer re-reconciles every
+  ``status_interval_s`` while the model is not settled (so Loading -> Loaded shows up) and every
+  ``settled_interval_s`` after; delete -> the vmodel goes (kopf holds a finalizer until it has).
+- ServingRuntimes and ClusterServingRuntimes, and in cluster scope Namespaces: kopf indexes (kept
+  current by watches, complete before any model handler runs). A runtime change pokes the
+  Deployment sync.
+
+In cluster scope only namespaces labelled ``modelmesh-enabled=true`` are served; in namespace scope
+the one namespace is, and cluster-scoped resources are not watched at all (the namespaced RBAC of
+that mode cannot read them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from kserve_mesh.core.clock import Clock, SystemClock
+from kserve_mesh.core.errors import DeadlineExceeded, Unavailable
+from kserve_mesh.kube.controller_kube import KubeApi, KubeHttp
+from kserve_mesh.kube.controller_model import ModelReconcile
+from kserve_mesh.kube.controller_settings import ControllerSettings
+from kserve_mesh.kube.controller_sync import ConfigSource, RuntimeSync
+from kserve_mesh.kube.deploy_config import ServingConfig
+from kserve_mesh.kube.errors import InvalidSpec
+from kserve_mesh.kube.mesh_adapters import GrpcMesh
+from kserve_mesh.kube.resources import DEPLOYMENT_MODE_ANNOTATION, MODELMESH_MODE, ServingRuntime, parse
+from kserve_mesh.kube.status import ServiceEndpoints
+
+log = logging.getLogger(__name__)
+
+GROUP = "serving.kserve.io"
+ENABLED_LABEL = "modelmesh-enabled"
+FINALIZER = "kserve-mesh.kserve.io/finalizer"
+KOPF_PREFIX = "kserve-mesh.kserve.io"
+MODELMESH_ONLY = {DEPLOYMENT_MODE_ANNOTATION: MODELMESH_MODE}
+# kind -> (version, plural, annotation filter)
+MODEL_KINDS: dict[str, tuple[str, str, dict[str, str] | None]] = {
+    "InferenceService": ("v1beta1", "inferenceservices", MODELMESH_ONLY),
+    "Predictor": ("v1alpha1", "predictors", None),
+}
+
+
+class Controller:
+    """What the handlers share: settings, clients (made after kopf logs in), the sync, locks."""
+
+    def __init__(self, settings: ControllerSettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.connection: kopf.ConnectionInfo | None = None
+        self._kube: KubeHttp | None = None
+        self._kube_for: kopf.ConnectionInfo | None = None
+        self._stale: list[KubeHttp] = []
+        self._meshes: dict[str, GrpcMesh] = {}
+        self._locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._checked_at: dict[tuple[str, str, str], float] = {}
+        self._settled: dict[tuple[str, str, str], bool] = {}
+        self.indices: dict[str, Any] = {}
+        self.config = ConfigSource(self, settings.controller_namespace, settings.config_map,
+                                   image=settings.instance_image)
+        self.sync = RuntimeSync(self, self.config, self.runtime_docs, interval_s=settings.sync_interval_s)
+        self.models = ModelReconcile(self.clock, self.endpoints_for)
+        self._serving_config = ServingConfig()
+
+    # -- KubeApi, delegated to a client on kopf's current credentials ----------------------------
+    def _client(self) -> KubeApi:
+        if self.connection is None:
+            raise Unavailable("not logged in to the Kubernetes API yet")
+        if self._kube is None or self._kube_for is not self.connection:
+            if self._kube is not None:
+                self._stale.append(self._kube)  # closed at shutdown: calls may still be using it
+            self._kube = KubeHttp(self.connection)
+            self._kube_for = self.connection
+        return self._kube
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        return await self._client().get(path)
+
+    async def list(self, path: str) -> list[dict[str, Any]]:
+        return await self._client().list(path)
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._client().create(path, body)
+
+    async def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._client().patch(path, body)
+
+    async def delete(self, path: str) -> None:
+        await self._client().delete(path)
+
+    # -- the mesh of a namespace -----------------------------------------------------------------
+    def mesh_for(self, namespace: str) -> GrpcMesh:
+        config = self._serving_config
+        address = self.settings.mesh_address_for(namespace, config.service_name, config.grpc_port)
+        mesh = self._meshes.get(address)
+        if mesh is None:
+            mesh = self._meshes[address] = GrpcMesh(address, deadline_s=self.settings.mesh_deadline_s)
+        return mesh
+
+    def endpoints_for(self, namespace: str) -> ServiceEndpoints:
+        config = self._serving_config
+        host = f"{config.service_name}.{namespace}"
+        return ServiceEndpoints(grpc=f"{host}:{config.grpc_port}", rest=f"http://{host}:{config.rest_port}")
+
+    async def close(self) -> None:
+        for mesh in self._meshes.values():
+            await mesh.close()
+        self._meshes.clear()
+        for client in [*self._stale, *([self._kube] if self._kube else [])]:
+            await client.close()
+        self._stale.clear()
+        self._kube = None
+
+    # -- runtimes and namespaces, from kopf's indexes --------------------------------------------
+    def remember(self, kwargs: Mapping[str, Any]) -> None:
+        for key in ("servingruntimes_index", "clusterservingruntimes_index", "namespaces_index"):
+            if key in kwargs:
+                self.indices[key] = kwargs[key]
+
+    def runtime_docs(self, namespace: str) -> dict[str, Mapping[str, Any]]:
+        """Raw runtime documents usable in ``namespace``, by name (a namespaced one wins)."""
+        docs: dict[str, Mapping[str, Any]] = {}
+        for doc in self.indices.get("clusterservingruntimes_index", {}).get("", []):
+            docs[doc["metadata"]["name"]] = doc
+        for doc in self.indices.get("servingruntimes_index", {}).get(namespace, []):
+            docs[doc["metadata"]["name"]] = doc
+        return docs
+
+    def runtimes_for(self, namespace: str) -> list[ServingRuntime]:
+        out: list[ServingRuntime] = []
+        for name, doc in self.runtime_docs(namespace).items():
+            try:
+                parsed = parse(dict(doc), default_namespace=namespace)
+            except InvalidSpec as exc:
+                log.warning("%s %s ignored: %s", doc.get("kind"), name, exc)
+                continue
+            assert isinstance(parsed, ServingRuntime)
+            out.append(parsed)
+        return out
+
+    def enabled(self, namespace: str) -> bool:
+        if self.settings.namespace_scope:
+            return namespace == self.settings.namespace
+        return any(self.indices.get("namespaces_index", {}).get(namespace, []))
+
+    # -- model resources -------------------------------------------------------------------------
+    async def reconcile_model(self, body: kopf.Body, patch: kopf.Patch, *, timer: bool = False) -> None:
+        kind, namespace, name = body["kind"], body.metadata.namespace or "default", body.metadata.name
+        key = (kind, namespace, name)
+        if not self.enabled(namespace):
+            return
+        loop = asyncio.get_running_loop()
+        if timer and self._settled.get(key) and \
+                loop.time() - self._checked_at.get(key, float("-inf")) < self.settings.settled_interval_s:
+            return
+        self._serving_config = await self.config()
+        async with self._locks[key]:
+            result = await self.models.reconcile(self.mesh_for(namespace), _raw(body), self.runtimes_for(namespace))
+        self._checked_at[key] = loop.time()
+        self._settled[key] = result.settled
+        if result.patch:
+            patch.status.update(result.patch)
+        if result.warning is not None:
+            kopf.warn(body, reason=result.warning[0], message=result.warning[1])
+        if self.settings.manage_deployments:
+            self.sync.use(namespace, f"{kind}/{name}", result.runtime)
+
+    async def remove_model(self, body: kopf.Body) -> None:
+        kind, namespace, name = body["kind"], body.metadata.namespace or "default", body.metadata.name
+        key = (kind, namespace, name)
+        if self.enabled(namespace):
+            async with self._locks[key]:
+                try:
+                    await self.models.remove(self.mesh_for(namespace), kind, name)
+                except (Unavailable, DeadlineExceeded) as exc:
+                    raise kopf.TemporaryError(f"vmodel {name} not deleted yet: {exc}", delay=5) from exc
+        self._locks.pop(key, None)
+        self._checked_at.pop(key, None)
+        self._settled.pop(key, None)
+        if self.settings.manage_deployments:
+            self.sync.drop(namespace, f"{kind}/{name}")
+
+
+def _raw(body: kopf.Body) -> dict[str, Any]:
+    """The plain document behind a kopf Body."""
+    return {key: body[key] for key in body}
+
+
+def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
+    """A kopf registry with every handler of the controller bound to ``ctl``."""
+    registry = kopf.OperatorRegistry()
+    settings = ctl.settings
+
+    # Explicit ids: kopf names handlers (and the index kwargs) after their qualified names otherwise.
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        info = None
+        if settings.kubeconfig is None:
+            info = kopf.login_with_service_account(**kwargs)
+        info = info or kopf.login_with_kubeconfig(**kwargs)
+        if info is None:
+            raise kopf.LoginError("no Kubernetes credentials: not in a cluster, and no kubeconfig "
+                                  "(--kubeconfig or KUBECONFIG)")
+        ctl.connection = info
+        return info
+
+    @kopf.index(GROUP, "v1alpha1", "servingruntimes", id="servingruntimes_index", registry=registry)
+    def servingruntimes_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+        ctl.sync.poke(namespace)
+        return {namespace: _raw(body)}
+
+    if not settings.namespace_scope:
+        @kopf.index(GROUP, "v1alpha1", "clusterservingruntimes", id="clusterservingruntimes_index",
+                    registry=registry)
+        def clusterservingruntimes_index(body: kopf.Body, **_: Any) -> dict[str, Any]:
+            ctl.sync.poke()
+            return {"": _raw(body)}
+
+        @kopf.index("", "v1", "namespaces", id="namespaces_index", registry=registry)
+        def namespaces_index(name: str, labels: Mapping[str, str], **_: Any) -> dict[str, bool]:
+            return {name: labels.get(ENABLED_LABEL) == "true"}
+
+    for version, plural, only in MODEL_KINDS.values():
+        _model_handlers(registry, ctl, version, plural, only)
+    return registry
+
+
+def _model_handlers(registry: kopf.OperatorRegistry, ctl: Controller, version: str, plural: str,
+                    annotations: dict[str, str] | None) -> None:
+    settings = ctl.settings
+
+    @kopf.on.resume(GROUP, version, plural, id="reconcile", annotations=annotations, registry=registry)
+    @kopf.on.create(GROUP, version, plural, id="reconcile", annotations=annotations, registry=registry)
+    @kopf.on.update(GROUP, version, plural, id="reconcile", annotations=annotations, registry=registry)
+    async def changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        ctl.remember(kwargs)
+        await ctl.reconcile_model(body, patch)
+
+    @kopf.timer(GROUP, version, plural, id="refresh-status", annotations=annotations,
+                interval=settings.status_interval_s,
+                initial_delay=settings.status_interval_s, registry=registry)
+    async def refresh(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        ctl.remember(kwargs)
+        await ctl.reconcile_model(body, patch, timer=True)
+
+    @kopf.on.delete(GROUP, version, plural, id="delete-vmodel", annotations=annotations, retries=60,
+                    registry=registry)
+    async def deleted(body: kopf.Body, **kwargs: Any) -> None:
+        ctl.remember(kwargs)
+        await ctl.remove_model(body)
+
+    del changed, refresh, deleted
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    """kopf settings: no cluster scanning (kmock and least-privilege RBAC both want that), our own
+    finalizer and annotation prefix, handler logs not posted as Events (only our warnings are)."""
+    s = kopf.OperatorSettings()
+    s.scanning.disabled = True
+    s.posting.level = logging.WARNING
+    s.persistence.finalizer = FINALIZER
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX,
+                                                                     key="last-handled-configuration")
+    s.watching.server_timeout = 300
+    s.networking.request_timeout = 30
+    return s

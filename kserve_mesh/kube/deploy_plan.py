@@ -1,0 +1,142 @@
+"""What to change so a namespace runs exactly the runtimes its predictors use (pure).
+
+Input: the runtimes a namespace can use (raw ServingRuntime / ClusterServingRuntime documents, a
+namespaced one already overriding a cluster one of the same name), the names in use, the runtime
+Deployments we manage there, whether the Service exists, and ``now``. Output: a list of
+``Create`` / ``Patch`` / ``Delete`` actions for the controller to carry out.
+
+- A runtime in use gets its Deployment (created, or patched when what we would build differs:
+  a hash of the built spec is kept in an annotation, so defaults the API server adds do not count
+  as differences) at full replicas.
+- A runtime no longer in use is marked with the time it became unused (an annotation, so a
+  restarted controller keeps counting) and scaled to 0 once the scale-to-zero grace has passed.
+- A Deployment whose runtime no longer exists is deleted.
+- The Service exists as soon as any runtime Deployment does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+from typing import Any
+
+from kserve_mesh.kube.deploy import (
+    ANNOTATION_LAST_USED,
+    LABEL_RUNTIME,
+    deployment_name,
+    desired_replicas,
+    runtime_deployment,
+    runtime_service,
+)
+from kserve_mesh.kube.deploy_config import ServingConfig
+
+ANNOTATION_SPEC_HASH = "modelmesh-serving.kserve.io/spec-hash"
+
+
+@dataclass(frozen=True)
+class Create:
+    kind: str  # Deployment | Service
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Patch:
+    kind: str
+    name: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delete:
+    kind: str
+    name: str
+
+
+Action = Create | Patch | Delete
+
+
+def spec_hash(deployment: Mapping[str, Any]) -> str:
+    """Hash of what we build (labels, owner, pod template), replicas left out."""
+    spec = dict(deployment["spec"])
+    spec.pop("replicas", None)
+    meta = deployment["metadata"]
+    doc = {"labels": meta.get("labels"), "owners": meta.get("ownerReferences"), "spec": spec}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def plan_namespace(config: ServingConfig, namespace: str, runtimes: Mapping[str, Mapping[str, Any]],
+                   in_use: Set[str], deployments: Mapping[str, Mapping[str, Any]], service_exists: bool,
+                   now: float) -> list[Action]:
+    """Actions for ``namespace``. ``deployments`` maps runtime name -> our Deployment of it;
+    ``now`` is epoch seconds (stored in the unused-since annotation)."""
+    actions: list[Action] = []
+    for name in sorted(in_use):
+        runtime = runtimes.get(name)
+        if runtime is None:
+            continue  # the runtime vanished; its predictors report RuntimeNotRecognized
+        spec = runtime.get("spec") or {}
+        desired = runtime_deployment(config, runtime, namespace,
+                                     desired_replicas(config, spec, True, None, now))
+        digest = spec_hash(desired)
+        desired["metadata"]["annotations"] = {ANNOTATION_SPEC_HASH: digest}
+        existing = deployments.get(name)
+        if existing is None:
+            actions.append(Create("Deployment", desired))
+            continue
+        replicas = (existing.get("spec") or {}).get("replicas")
+        annotations = _annotations(existing)
+        if annotations.get(ANNOTATION_SPEC_HASH) != digest:
+            body = dict(desired)
+            body["metadata"] = {**desired["metadata"], "annotations": {ANNOTATION_SPEC_HASH: digest,
+                                                                       ANNOTATION_LAST_USED: None}}
+            actions.append(Patch("Deployment", desired["metadata"]["name"], body))
+        elif replicas != desired["spec"]["replicas"] or ANNOTATION_LAST_USED in annotations:
+            actions.append(Patch("Deployment", desired["metadata"]["name"], {
+                "metadata": {"annotations": {ANNOTATION_LAST_USED: None}},
+                "spec": {"replicas": desired["spec"]["replicas"]}}))
+    for name, existing in sorted(deployments.items()):
+        if name in in_use:
+            continue
+        dep_name = existing["metadata"]["name"]
+        runtime = runtimes.get(name)
+        if runtime is None:
+            actions.append(Delete("Deployment", dep_name))
+            continue
+        annotations = _annotations(existing)
+        since_text = annotations.get(ANNOTATION_LAST_USED)
+        try:
+            since = float(since_text) if since_text is not None else None
+        except ValueError:
+            since = None
+        replicas = desired_replicas(config, runtime.get("spec") or {}, False, since, now)
+        body: dict[str, Any] = {}
+        if since is None:
+            body["metadata"] = {"annotations": {ANNOTATION_LAST_USED: f"{now:.0f}"}}
+        if (existing.get("spec") or {}).get("replicas") != replicas:
+            body["spec"] = {"replicas": replicas}
+        if body:
+            actions.append(Patch("Deployment", dep_name, body))
+    wants_service = bool(in_use & runtimes.keys()) or bool(deployments)
+    if wants_service and not service_exists:
+        actions.append(Create("Service", runtime_service(config, namespace)))
+    return actions
+
+
+def managed_deployments(config: ServingConfig, deployments: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Our runtime Deployments among ``deployments``, by runtime name (label selectors are applied
+    here too: not every API server honours them)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for dep in deployments:
+        meta = dep.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        runtime = labels.get(LABEL_RUNTIME)
+        if runtime and labels.get("app.kubernetes.io/managed-by") == "kserve-mesh-controller" \
+                and meta.get("name") == deployment_name(config, runtime):
+            out[runtime] = dep
+    return out

@@ -1,0 +1,142 @@
+"""An in-memory Kubernetes API (kmock's KubernetesEmulator) on 127.0.0.1, as a process of its own.
+
+No real kube-apiserver runs on these machines (FACTS.md); kmock is the most real one that does. It
+needs every resource declared (namespaces, events, and the KServe CRDs: a real cluster would have
+them from the CRD objects). It prints ``kmock ready: <url>`` once it serves, and exits on SIGTERM.
+
+kmock 0.8 reads ``/api/v1/namespaces[/NAME]`` as "objects inside a namespace" and fails on it, so
+Namespace objects could not be created, listed or read; :func:`_parse_path` fixes that one case.
+It also stores objects without ``metadata.uid`` / ``resourceVersion``, which kopf's JSON patches
+test; :class:`Emulator` stamps them on create and bumps the version on every patch, as the real
+API server does, and answers a JSON patch whose test fails with 422 (kmock: 500).
+
+    python controller_kmock_server.py [--port 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import itertools
+import signal
+import sys
+import uuid
+from typing import Any
+
+import jsonpatch
+import kmock
+from kmock._internal import parsing
+
+_original_parse_path = parsing.parse_path
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    """``/api/v1/namespaces[/NAME[/status]]`` is the Namespace resource itself."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 5 and (len(parts) < 5 or parts[4] == "status"):
+        return parsing.ParsedPath(group="", version="v1", plural="namespaces",
+                                  name=parts[3] if len(parts) > 3 else None,
+                                  subresource=parts[4] if len(parts) > 4 else None)
+    return _original_parse_path(path)
+
+
+parsing.parse_path = _parse_path
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator with server-set metadata (uid, creationTimestamp, resourceVersion) and
+    watches that resume from a list's resourceVersion instead of replaying every object."""
+
+    _versions = itertools.count(1)
+    _last_version = 0
+
+    def _next_version(self) -> str:
+        self._last_version = next(self._versions)
+        return str(self._last_version)
+
+    async def _serve_list(self, request: Any) -> Any:
+        version = str(self._last_version)
+        listing = await super()._serve_list(request)
+        listing["metadata"]["resourceVersion"] = version
+        return listing
+
+    async def _serve_watch(self, request: Any) -> Any:
+        since = request.params.get("resourceVersion", "")
+        if not since.isdigit():
+            async for event in super()._serve_watch(request):
+                yield event
+            return
+        # As the API server does: only changes after ``since`` (objects stored later, then the bus).
+        yield b""
+        async with self._lock:
+            objs = [o for o in self._KubernetesEmulator__get_objs(request, strict=False) if not o.deleted]
+            later = [o.raw for o in objs if int(o.raw.get("metadata", {}).get("resourceVersion", "0")) > int(since)]
+        for raw in later:
+            yield {"type": "MODIFIED", "object": raw}
+        async for event in self._buses[request.resource]:
+            obj = event.get("object", {})
+            meta = obj.get("metadata", {})
+            if request.namespace in (None, meta.get("namespace")) and request.name in (None, meta.get("name")):
+                yield event
+
+    async def _handle(self, request: Any) -> Any:
+        data = request.data
+        if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta["creationTimestamp"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            meta["resourceVersion"] = self._next_version()
+            meta.setdefault("generation", 1)
+        elif request.resource is not None and request.action == kmock.action.UPDATE:
+            version = self._next_version()
+            if isinstance(data, list):
+                data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
+            elif isinstance(data, dict):
+                data.setdefault("metadata", {})["resourceVersion"] = version
+        try:
+            return await super()._handle(request)
+        except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchTestFailed) as exc:
+            # The API server answers 422 when a JSON patch's test fails (kopf retries on its next cycle).
+            return await self._render_error(kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)))
+
+# plural resource key -> (kind, namespaced, subresources)
+RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
+    "v1/namespaces": ("Namespace", False, set()),
+    "v1/events": ("Event", True, set()),
+    "v1/configmaps": ("ConfigMap", True, set()),
+    "v1/secrets": ("Secret", True, set()),
+    "v1/services": ("Service", True, set()),
+    "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
+    "events.k8s.io/v1/events": ("Event", True, set()),
+    "serving.kserve.io/v1beta1/inferenceservices": ("InferenceService", True, {"status"}),
+    "serving.kserve.io/v1alpha1/servingruntimes": ("ServingRuntime", True, {"status"}),
+    "serving.kserve.io/v1alpha1/clusterservingruntimes": ("ClusterServingRuntime", False, {"status"}),
+    "serving.kserve.io/v1alpha1/predictors": ("Predictor", True, {"status"}),
+}
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+async def serve(port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Emulator() as emulator, kmock.Server(emulator, port=port or None) as server:
+        for key, (kind, namespaced, subresources) in RESOURCES.items():
+            emulator.resources[key] = kmock.ResourceInfo(
+                kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=VERBS, subresources=subresources)
+        print(f"kmock ready: {str(server.url).rstrip('/')}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
