@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if (
-    importlib.util.find_spec("kserve_mesh") is None
-):  # run from a checkout without an install
+if importlib.util.find_spec("kserve_mesh") is None:  # run from a checkout without an install
     sys.path.insert(0, str(ROOT))
 
 from kserve_mesh.store.etcd import EtcdStore  # noqa: E402
@@ -56,12 +54,8 @@ async def timed(n: int, concurrency: int, op: Callable[[int], Awaitable[Any]]) -
 async def measure(endpoint: str, n: int, concurrency: int) -> dict[str, float]:
     value = b"x" * 200  # about the size of a model record
     results: dict[str, float] = {}
-    async with EtcdStore(
-        endpoint, root=f"bench-{os.getpid()}-{time.time_ns()}/"
-    ) as store:
-        results["put_seq_per_s"] = await timed(
-            n, 1, lambda i: store.put(f"s/{i:07d}", value)
-        )
+    async with EtcdStore(endpoint, root=f"bench-{os.getpid()}-{time.time_ns()}/") as store:
+        results["put_seq_per_s"] = await timed(n, 1, lambda i: store.put(f"s/{i:07d}", value))
         results["get_seq_per_s"] = await timed(n, 1, lambda i: store.get(f"s/{i:07d}"))
         results["cas_create_seq_per_s"] = await timed(
             n, 1, lambda i: store.put_if(f"c/{i:07d}", value, expected_mod_revision=0)
@@ -69,9 +63,7 @@ async def measure(endpoint: str, n: int, concurrency: int) -> dict[str, float]:
         results["put_conc_per_s"] = await timed(
             n, concurrency, lambda i: store.put(f"p/{i:07d}", value)
         )
-        results["get_conc_per_s"] = await timed(
-            n, concurrency, lambda i: store.get(f"p/{i:07d}")
-        )
+        results["get_conc_per_s"] = await timed(n, concurrency, lambda i: store.get(f"p/{i:07d}"))
 
         started = time.perf_counter()
         listed = await store.range("p/")
@@ -99,15 +91,9 @@ async def measure(endpoint: str, n: int, concurrency: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--ops", type=int, default=5_000, help="operations per measurement"
-    )
-    parser.add_argument(
-        "--concurrency", type=int, default=64, help="calls in flight (concurrent)"
-    )
-    parser.add_argument(
-        "--fsync", action="store_true", help="let the started etcd fsync"
-    )
+    parser.add_argument("--ops", type=int, default=5_000, help="operations per measurement")
+    parser.add_argument("--concurrency", type=int, default=64, help="calls in flight (concurrent)")
+    parser.add_argument("--fsync", action="store_true", help="let the started etcd fsync")
     parser.add_argument("--endpoint", help="use this etcd instead of starting one")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -135,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": {k: round(v, 1) for k, v in results.items()},
     }
     width = max(len(k) for k in results)
-    print(
-        f"EtcdStore on {report['etcd']}: {args.ops} ops, concurrency {args.concurrency}"
-    )
+    print(f"EtcdStore on {report['etcd']}: {args.ops} ops, concurrency {args.concurrency}")
     for key, val in results.items():
         print(f"  {key:<{width}}  {val:>10,.1f}")
     if args.json:

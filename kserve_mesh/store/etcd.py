@@ -15,9 +15,14 @@ The port was shaped after etcd's API (``store/base.py``), so this adapter is a t
 
 Every call has a deadline (``timeout_s``); writes are never retried here (a retried Txn could
 apply twice). An unreachable etcd, a missed deadline or a closed store raise ``Unavailable`` naming
-the endpoint and the call; no gRPC exception leaves this package (``etcd_grpc.translate``).
+the endpoint and the call; no gRPC exception leaves this package (``etcd_grpc.translate``). A write
+that failed with ``Unavailable`` may still have been applied: re-read (or compare-and-set) before
+trying again.
 
-A process should hold one ``EtcdStore`` per etcd cluster (all of its watches share one channel).
+A process should hold one ``EtcdStore`` per etcd cluster (all of its watches share one channel),
+created and used in one event loop (the gRPC channel binds to the loop of the first call).
+``async with EtcdStore(...)`` checks that etcd answers before the body runs; without it the store
+connects on its first call.
 """
 
 from __future__ import annotations
@@ -132,9 +137,7 @@ class EtcdStore:
         if self._closed:
             raise Unavailable(f"the etcd store for {self._where} is closed")
         if self._kv is None or self._leases is None:
-            self._channel = open_channel(
-                self._target
-            )  # in the running loop: grpc.aio binds to it
+            self._channel = open_channel(self._target)  # in the running loop: grpc.aio binds to it
             self._kv = pb.KVStub(self._channel)
             self._leases = pb.LeaseStub(self._channel)
             self._watch_stub = pb.WatchStub(self._channel)
@@ -181,9 +184,7 @@ class EtcdStore:
     @staticmethod
     def _check_value(key: str, value: bytes) -> None:
         if not isinstance(value, bytes):
-            raise InvalidArgument(
-                f"store values are bytes, got {type(value).__name__} for {key!r}"
-            )
+            raise InvalidArgument(f"store values are bytes, got {type(value).__name__} for {key!r}")
 
     def _kv_or_none(self, kvs: Sequence[pb.kv_pb2.KeyValue]) -> KeyValue | None:
         return kv_from_pb(kvs[0], self._root_len) if kvs else None
@@ -240,12 +241,8 @@ class EtcdStore:
         raw = self._key(key)
         compare = self._compare(Compare(key, mod_revision=expected_mod_revision or 0))
         read = pb.RequestOp(request_range=pb.RangeRequest(key=raw))
-        write = pb.RequestOp(
-            request_put=pb.PutRequest(key=raw, value=value, lease=lease or 0)
-        )
-        request = pb.TxnRequest(
-            compare=[compare], success=[write, read], failure=[read]
-        )
+        write = pb.RequestOp(request_put=pb.PutRequest(key=raw, value=value, lease=lease or 0))
+        request = pb.TxnRequest(compare=[compare], success=[write, read], failure=[read])
         answer = await self._call(kv.Txn, request, f"put_if {key!r}", lease=lease)
         current = self._kv_or_none(answer.responses[-1].response_range.kvs)
         return CasResult(answer.succeeded, int(answer.header.revision), current)
@@ -277,17 +274,13 @@ class EtcdStore:
         for ops in (success, failure):
             written = [op.key for op in ops if not isinstance(op, Get)]
             if len(written) != len(set(written)):
-                raise InvalidArgument(
-                    "a transaction may write each key at most once per branch"
-                )
+                raise InvalidArgument("a transaction may write each key at most once per branch")
         request = pb.TxnRequest(
             compare=[self._compare(c) for c in compares],
             success=[self._op(op) for op in success],
             failure=[self._op(op) for op in failure],
         )
-        leases = [
-            op.lease for op in (*success, *failure) if isinstance(op, Put) and op.lease
-        ]
+        leases = [op.lease for op in (*success, *failure) if isinstance(op, Put) and op.lease]
         answer = await self._call(
             kv.Txn, request, "transaction", lease=leases[0] if leases else None
         )
@@ -344,9 +337,7 @@ class EtcdStore:
     def watch(self, prefix: str, *, start_revision: int | None = None) -> EtcdWatch:
         self._stubs()
         if start_revision is not None and start_revision < 1:
-            raise InvalidArgument(
-                f"watch start_revision must be at least 1, got {start_revision}"
-            )
+            raise InvalidArgument(f"watch start_revision must be at least 1, got {start_revision}")
         key, end = self._prefix_range(prefix)
         assert self._watch_stub is not None
         implicit = self._seen_revision + 1 if self._seen_revision else 0
@@ -371,35 +362,31 @@ class EtcdStore:
         if not ttl_s > 0:
             raise InvalidArgument(f"lease TTL must be positive, got {ttl_s}")
         request = pb.LeaseGrantRequest(TTL=max(1, math.ceil(ttl_s)))
-        answer = await self._call(
-            leases.LeaseGrant, request, f"grant a {ttl_s:g} s lease"
-        )
+        answer = await self._call(leases.LeaseGrant, request, f"grant a {ttl_s:g} s lease")
         if answer.error:
-            raise Unavailable(
-                f"etcd at {self._where} could not grant a lease: {answer.error}"
-            )
+            raise Unavailable(f"etcd at {self._where} could not grant a lease: {answer.error}")
         return LeaseId(answer.ID)
 
     async def keepalive(self, lease: LeaseId) -> float:
         _, leases = self._stubs()
 
-        async def one_request() -> Any:
-            yield pb.LeaseKeepAliveRequest(ID=lease)
-
-        call = leases.LeaseKeepAlive(one_request(), timeout=self._timeout_s)
+        call = leases.LeaseKeepAlive(timeout=self._timeout_s)
         try:
+            await call.write(pb.LeaseKeepAliveRequest(ID=lease))
+            await call.done_writing()
             answer = await call.read()
         except grpc.aio.AioRpcError as exc:
             raise translate(
-                exc, what=f"keep lease {lease:#x} alive", where=self._where,
-                timeout_s=self._timeout_s, lease=lease,
-            ) from exc  # fmt: skip
+                exc,
+                what=f"keep lease {lease:#x} alive",
+                where=self._where,
+                timeout_s=self._timeout_s,
+                lease=lease,
+            ) from exc
         finally:
             call.cancel()
         if answer is grpc.aio.EOF:
-            raise Unavailable(
-                f"etcd at {self._where} closed the keepalive of lease {lease:#x}"
-            )
+            raise Unavailable(f"etcd at {self._where} closed the keepalive of lease {lease:#x}")
         if answer.TTL <= 0:
             raise LeaseNotFound(lease)
         return float(answer.TTL)
@@ -408,9 +395,7 @@ class EtcdStore:
         _, leases = self._stubs()
         request = pb.LeaseRevokeRequest(ID=lease)
         try:
-            await self._call(
-                leases.LeaseRevoke, request, f"revoke lease {lease:#x}", lease=lease
-            )
+            await self._call(leases.LeaseRevoke, request, f"revoke lease {lease:#x}", lease=lease)
         except LeaseNotFound:
             return False
         return True

@@ -43,9 +43,7 @@ __all__ = [
     "translate",
 ]
 
-_MAX_MESSAGE_BYTES = (
-    512 * 1024 * 1024
-)  # a range over 100k records must fit in one answer
+_MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # a range over 100k records must fit in one answer
 
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -66,22 +64,12 @@ def _host_port(endpoint: str) -> tuple[str, str]:
     for scheme in ("http://", "https://"):
         if raw.startswith(scheme):
             if scheme == "https://":
-                raise InvalidArgument(
-                    f"etcd endpoint {endpoint!r}: TLS is not supported yet"
-                )
+                raise InvalidArgument(f"etcd endpoint {endpoint!r}: TLS is not supported yet")
             raw = raw[len(scheme) :]
     raw = raw.rstrip("/")
     host, sep, port = raw.rpartition(":")
-    if (
-        not sep
-        or not host
-        or not port.isdigit()
-        or not 0 < int(port) < 65536
-        or "/" in raw
-    ):
-        raise InvalidArgument(
-            f"etcd endpoint {endpoint!r} is not host:port (e.g. 127.0.0.1:2379)"
-        )
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in raw:
+        raise InvalidArgument(f"etcd endpoint {endpoint!r} is not host:port (e.g. 127.0.0.1:2379)")
     return host.strip("[]"), port
 
 
@@ -104,9 +92,7 @@ def channel_target(endpoints: Sequence[str]) -> str:
                 f"etcd endpoint {endpoint!r}: with several endpoints each must be an IP address "
                 "(or give one DNS name that resolves to all members)"
             ) from exc
-        addrs.append(
-            (ip.version, f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
-        )
+        addrs.append((ip.version, f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"))
     versions = {v for v, _ in addrs}
     if len(versions) > 1:
         raise InvalidArgument("etcd endpoints mix IPv4 and IPv6 addresses")
@@ -162,25 +148,17 @@ def translate(
     code = exc.code()
     details = (exc.details() or "").removeprefix("etcdserver: ")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Unavailable(
-            f"etcd at {where} did not answer {what} within {timeout_s:g} s"
-        )
+        return Unavailable(f"etcd at {where} did not answer {what} within {timeout_s:g} s")
     if code == grpc.StatusCode.UNAVAILABLE:
         return Unavailable(
             f"etcd at {where} is unreachable ({what} failed: {details or 'no connection'})"
         )
     if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
-        return (
-            LeaseNotFound(lease)
-            if lease is not None
-            else NotFound(f"{what}: {details}")
-        )
+        return LeaseNotFound(lease) if lease is not None else NotFound(f"{what}: {details}")
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
         return InvalidArgument(f"etcd rejected {what}: {details}")
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-        return FailedPrecondition(
-            f"etcd at {where} refused {what}: {details or code.name}"
-        )
+        return FailedPrecondition(f"etcd at {where} refused {what}: {details or code.name}")
     if code in _UNREACHABLE:
         return Unavailable(
             f"etcd at {where} could not serve {what}: {code.name} {details}".rstrip()

@@ -14,7 +14,8 @@ needed. ``EtcdServer`` owns one such process on 127.0.0.1:
   0.1 s, lease TTLs down to 1 s); ``unsafe_no_fsync`` skips fsync for throwaway test data.
 
 Use it as a context manager (``with EtcdServer() as etcd: etcd.endpoint``) or call ``start()`` /
-``close()``.
+``close()``. ``new_session=True`` keeps a terminal's Ctrl-C away from etcd, so a local cluster
+can drain its instances first and stop etcd last.
 """
 
 from __future__ import annotations
@@ -82,19 +83,17 @@ class EtcdServer:
         unsafe_no_fsync: bool = False,
         binary: Path | str | None = None,
         extra_args: tuple[str, ...] = (),
+        new_session: bool = False,
     ) -> None:
-        self._own_dir = data_dir is None
-        self._base = (
-            Path(tempfile.mkdtemp(prefix="kserve-mesh-etcd-"))
-            if data_dir is None
-            else None
-        )
-        self.data_dir = (self._base / "data") if self._base else Path(data_dir)  # type: ignore[arg-type]
-        self.log_path = (
-            (self._base / "etcd.log")
-            if self._base
-            else self.data_dir.with_name(self.data_dir.name + ".log")
-        )
+        # A data dir it makes itself lives in a temp dir with the log, and goes away on close().
+        self._base: Path | None = None
+        if data_dir is None:
+            self._base = Path(tempfile.mkdtemp(prefix="kserve-mesh-etcd-"))
+            self.data_dir = self._base / "data"
+            self.log_path = self._base / "etcd.log"
+        else:
+            self.data_dir = Path(data_dir)
+            self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
         self.name = name
@@ -102,6 +101,7 @@ class EtcdServer:
         self._unsafe_no_fsync = unsafe_no_fsync
         self._binary = Path(binary) if binary else None
         self._extra_args = extra_args
+        self._new_session = new_session
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._closed = False
@@ -160,6 +160,7 @@ class EtcdServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=self._new_session,
         )
         log.info(
             "etcd starting at %s (pid %d, data %s)",
@@ -234,7 +235,7 @@ class EtcdServer:
         """Stop and remove the data directory if this server created it. Idempotent."""
         self.stop()
         self._closed = True
-        if self._own_dir and self._base is not None:
+        if self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)
 
     def log_tail(self, chars: int = 2000) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Self
 
@@ -34,9 +34,8 @@ from kserve_mesh.store.etcd_grpc import is_transient, kv_from_pb, pb
 log = logging.getLogger(__name__)
 
 _QUEUE_ANSWERS: Final = 64  # etcd answers (each up to many events) buffered per watch
-_END: Final = (
-    object()
-)  # wakes a consumer waiting on an empty queue after close or failure
+# Wakes a consumer waiting on an empty queue after close or failure.
+_END: Final = object()
 
 
 class EtcdWatch:
@@ -67,16 +66,15 @@ class EtcdWatch:
         self._describe = describe
         self._on_close = on_close
         self._backoff_s = backoff_s
-        self._queue: asyncio.Queue[list[WatchEvent] | object] = asyncio.Queue(
-            _QUEUE_ANSWERS
-        )
+        self._queue: asyncio.Queue[list[WatchEvent] | object] = asyncio.Queue(_QUEUE_ANSWERS)
         self._pending: deque[WatchEvent] = deque()
         self._error: Exception | None = None
         self._closed = False
         self._created = False  # the current stream was accepted by etcd
         self._interrupted = False  # a stream broke and has not been re-created yet
-        self._reader: asyncio.Task[None] | None = (
-            asyncio.get_running_loop().create_task(self._read_forever(), name=f"etcd-watch {describe}")
+        loop = asyncio.get_running_loop()
+        self._reader: asyncio.Task[None] | None = loop.create_task(
+            self._read_forever(), name=f"etcd-watch {describe}"
         )
 
     # ---- consumer side ----
@@ -180,15 +178,15 @@ class EtcdWatch:
             progress_notify=True,
         )
 
-        async def requests() -> AsyncIterator[pb.WatchRequest]:
-            yield pb.WatchRequest(create_request=create)
-            await (
-                asyncio.Future()
-            )  # keep the request side open until the call is cancelled
-
-        call = self._stub.Watch(requests())
+        # Requests are written on the call (no request generator: an async generator left
+        # suspended in grpc's writer task cannot be finalized cleanly when the call is cancelled).
+        call = self._stub.Watch()
         try:
-            async for answer in call:
+            await call.write(pb.WatchRequest(create_request=create))
+            while True:
+                answer = await call.read()
+                if answer is grpc.aio.EOF:
+                    return
                 await self._handle(answer)
         finally:
             call.cancel()
@@ -196,35 +194,25 @@ class EtcdWatch:
     async def _handle(self, answer: pb.WatchResponse) -> None:
         if answer.compact_revision > 0:
             if not self._strict:
-                self._next = (
-                    0  # an implicit start was compacted: start from now instead
-                )
+                self._next = 0  # an implicit start was compacted: start from now instead
                 raise _Reconnect("implicit start revision compacted")
             raise Compacted(self._next, answer.compact_revision)
         if answer.canceled:
-            raise _Reconnect(
-                f"etcd cancelled the watch: {answer.cancel_reason or 'no reason'}"
-            )
+            raise _Reconnect(f"etcd cancelled the watch: {answer.cancel_reason or 'no reason'}")
         if answer.created:
             if self._next == 0:
                 self._next = answer.header.revision + 1
             self._created = True
             if self._interrupted:
                 self._interrupted = False
-                log.info(
-                    "watch on %s resumed from revision %d", self._describe, self._next
-                )
+                log.info("watch on %s resumed from revision %d", self._describe, self._next)
             return
         # From the first progress or event on, a compacted resume point must reach the consumer.
         self._strict = True
-        if (
-            not answer.events
-        ):  # progress notification: nothing below this revision is pending
+        if not answer.events:  # progress notification: nothing below this revision is pending
             self._next = max(self._next, answer.header.revision + 1)
             return
-        batch = [
-            self._event(ev) for ev in answer.events if ev.kv.mod_revision >= self._next
-        ]
+        batch = [self._event(ev) for ev in answer.events if ev.kv.mod_revision >= self._next]
         self._next = max(self._next, answer.events[-1].kv.mod_revision + 1)
         if batch:
             await self._queue.put(batch)
@@ -232,9 +220,7 @@ class EtcdWatch:
     def _event(self, ev: pb.kv_pb2.Event) -> WatchEvent:
         kind = EventType.DELETE if ev.type == pb.kv_pb2.Event.DELETE else EventType.PUT
         kv = kv_from_pb(ev.kv, self._root_len)
-        prev = (
-            kv_from_pb(ev.prev_kv, self._root_len) if ev.HasField("prev_kv") else None
-        )
+        prev = kv_from_pb(ev.prev_kv, self._root_len) if ev.HasField("prev_kv") else None
         return WatchEvent(kind, kv, prev)
 
 

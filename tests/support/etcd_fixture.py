@@ -43,7 +43,5 @@ def etcd_server() -> Iterator[EtcdServer]:
 async def etcd_store(
     etcd_server: EtcdServer, request: pytest.FixtureRequest
 ) -> AsyncIterator[EtcdStore]:
-    async with EtcdStore(
-        [etcd_server.endpoint], root=unique_root(request.node.name[:40])
-    ) as store:
+    async with EtcdStore([etcd_server.endpoint], root=unique_root(request.node.name[:40])) as store:
         yield store

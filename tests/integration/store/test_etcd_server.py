@@ -68,9 +68,7 @@ def test_a_taken_port_fails_start_with_the_etcd_log() -> None:
         taken.listen()
         server = EtcdServer(client_port=taken.getsockname()[1])
         try:
-            with pytest.raises(
-                Unavailable, match="etcd exited during start-up"
-            ) as caught:
+            with pytest.raises(Unavailable, match="etcd exited during start-up") as caught:
                 server.start(timeout_s=10)
             assert "address already in use" in str(caught.value)
             assert not server.running

@@ -23,7 +23,7 @@ from kserve_mesh.store.etcd_server import EtcdServer, etcd_binary, free_port
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-WAIT_S = 10.0
+WAIT_S = 12.0
 DOWN_S = 3.0
 
 
@@ -39,9 +39,7 @@ def own_etcd() -> Iterator[EtcdServer]:
 
 @pytest.fixture
 async def outage_store(own_etcd: EtcdServer) -> AsyncIterator[EtcdStore]:
-    async with EtcdStore(
-        own_etcd.endpoint, root=unique_root("outage"), timeout_s=2.0
-    ) as store:
+    async with EtcdStore(own_etcd.endpoint, root=unique_root("outage"), timeout_s=2.0) as store:
         yield store
 
 
@@ -150,13 +148,11 @@ async def test_calls_fail_with_unavailable_while_etcd_is_down_then_recover(
         with pytest.raises(Unavailable, match=own_etcd.endpoint) as caught:
             await call()
         elapsed = time.monotonic() - started
-        assert elapsed < 2.5, f"{name} took {elapsed:.1f} s to fail"
+        assert elapsed < 3.5, f"{name} took {elapsed:.1f} s to fail"  # timeout_s is 2
         assert "grpc" not in type(caught.value).__module__
     await asyncio.to_thread(own_etcd.start)
     kv = await eventually(lambda: store.get("k"))
-    assert (
-        kv is not None and kv.value == b"before"
-    )  # data and lease survive the restart
+    assert kv is not None and kv.value == b"before"  # data and lease survive the restart
     assert await store.keepalive(lease) >= 1
     assert await store.put("k", b"after") > kv.mod_revision
 
@@ -169,9 +165,7 @@ async def test_watch_resumes_after_an_etcd_restart_without_gaps_or_repeats(
     first = await store.put("w/a", b"1")
     event = await asyncio.wait_for(watch.__anext__(), WAIT_S)
     assert event.revision == first
-    pending = asyncio.ensure_future(
-        watch.__anext__()
-    )  # waiting right through the outage
+    pending = asyncio.ensure_future(watch.__anext__())  # waiting right through the outage
     await asyncio.to_thread(own_etcd.stop)
     await asyncio.sleep(DOWN_S)
     assert not pending.done()
@@ -208,24 +202,23 @@ async def test_watch_from_a_compacted_revision_raises_compacted(
 async def test_watch_reports_compaction_that_happened_during_an_outage(
     own_etcd: EtcdServer,
 ) -> None:
-    # The watch retries every 4 s, leaving time to restart etcd, write and compact in between.
+    # The watch retries every 6 s, leaving time to restart etcd, write and compact in between.
     async with EtcdStore(
         own_etcd.endpoint,
         root=unique_root("gap"),
         timeout_s=2.0,
-        watch_backoff_s=(4.0, 4.0),
+        watch_backoff_s=(6.0, 6.0),
     ) as store:
         watch = store.watch("g/")
         seen = await store.put("g/a", b"1")
         assert (await asyncio.wait_for(watch.__anext__(), WAIT_S)).revision == seen
         await asyncio.to_thread(own_etcd.stop)
-        await asyncio.sleep(
-            0.2
-        )  # the stream breaks; the reader sleeps 4 s before retrying
+        # The stream breaks; the reader sleeps 6 s before it retries.
+        await asyncio.sleep(0.2)
         await asyncio.to_thread(own_etcd.start)
         for value in ("2", "3"):
             await asyncio.to_thread(etcdctl, own_etcd, "put", f"{store.root}g/a", value)
-        latest = await store.revision()
+        latest = await eventually(store.revision)  # the channel reconnects within 1 s
         await asyncio.to_thread(etcdctl, own_etcd, "compact", str(latest))
         with pytest.raises(Compacted):
             await asyncio.wait_for(watch.__anext__(), WAIT_S)

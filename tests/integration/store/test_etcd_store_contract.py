@@ -33,9 +33,7 @@ from kserve_mesh.store.etcd_server import EtcdServer
 pytestmark = pytest.mark.integration
 
 WAIT_S = 5.0
-LEASE_EXPIRY_WAIT_S = (
-    8.0  # 1 s TTL + etcd's 0.5 s expiry sweep + slack on a busy machine
-)
+LEASE_EXPIRY_WAIT_S = 8.0  # 1 s TTL + etcd's 0.5 s expiry sweep + slack on a busy machine
 
 
 @pytest.fixture(params=["memory", "etcd"])
@@ -81,9 +79,7 @@ async def test_put_get_delete_and_revisions(store: Store) -> None:
     assert after_delete == r2 + 1
     assert await store.delete("k") is False
     assert await store.get("k") is None
-    assert (
-        await store.revision() == after_delete
-    )  # deleting an absent key writes nothing
+    assert await store.revision() == after_delete  # deleting an absent key writes nothing
     r4 = await store.put("k", b"again")
     kv = await store.get("k")
     assert kv is not None and (kv.create_revision, kv.version) == (r4, 1)
@@ -124,9 +120,7 @@ async def test_create_only_succeeds_once(store: Store) -> None:
 async def test_update_only_if_unchanged(store: Store) -> None:
     rev = await store.put("k", b"a")
     ok = await store.put_if("k", b"b", expected_mod_revision=rev)
-    assert (
-        ok.succeeded and ok.current is not None and ok.current.mod_revision == rev + 1
-    )
+    assert ok.succeeded and ok.current is not None and ok.current.mod_revision == rev + 1
     stale = await store.put_if("k", b"c", expected_mod_revision=rev)
     assert not stale.succeeded
     assert stale.current is not None and stale.current.value == b"b"
@@ -143,18 +137,13 @@ async def test_delete_if(store: Store) -> None:
     assert done.succeeded and done.current is None and done.revision == rev + 1
     assert await store.get("k") is None
     assert not (await store.delete_if("k", rev)).succeeded
-    assert not (
-        await store.delete_if("never", 0)
-    ).succeeded  # absent is not "at revision 0"
+    assert not (await store.delete_if("never", 0)).succeeded  # absent is not "at revision 0"
     assert await store.revision() == rev + 1
 
 
 async def test_concurrent_create_only_has_exactly_one_winner(store: Store) -> None:
     results = await asyncio.gather(
-        *(
-            store.put_if("leader", f"i{n}".encode(), expected_mod_revision=0)
-            for n in range(8)
-        )
+        *(store.put_if("leader", f"i{n}".encode(), expected_mod_revision=0) for n in range(8))
     )
     winners = [r for r in results if r.succeeded]
     assert len(winners) == 1
@@ -203,9 +192,7 @@ async def test_transaction_failure_branch_runs_and_writes_nothing_else(
 
 
 async def test_transaction_value_compare_on_absent_key_fails(store: Store) -> None:
-    result = await store.transaction(
-        [Compare.equals("nope", b"")], [Put("x", b"1")], []
-    )
+    result = await store.transaction([Compare.equals("nope", b"")], [Put("x", b"1")], [])
     assert not result.succeeded and result.responses == ()
     assert await store.get("x") is None
 
@@ -255,14 +242,10 @@ async def test_range_sorted_with_prefix_boundaries_and_limit(store: Store) -> No
 
 
 async def test_range_over_many_keys_with_a_limit(store: Store) -> None:
-    await asyncio.gather(
-        *(store.put(f"m/{(i * 7919) % 1_500:05d}", b"x") for i in range(1_500))
-    )
+    await asyncio.gather(*(store.put(f"m/{(i * 7919) % 1_500:05d}", b"x") for i in range(1_500)))
     page = await store.range("m/", limit=400)
     assert [kv.key for kv in page] == [f"m/{i:05d}" for i in range(400)] and page.more
-    assert [kv.key for kv in await store.range("m/")] == [
-        f"m/{i:05d}" for i in range(1_500)
-    ]
+    assert [kv.key for kv in await store.range("m/")] == [f"m/{i:05d}" for i in range(1_500)]
 
 
 # ---- watches ----
@@ -423,13 +406,9 @@ async def test_lease_bound_create_only_for_leader_election(store: Store) -> None
     first = await store.grant_lease(1)
     second = await store.grant_lease(30)
     assert await store.put_if("leader", b"i1", expected_mod_revision=0, lease=first)
-    assert not await store.put_if(
-        "leader", b"i2", expected_mod_revision=0, lease=second
-    )
+    assert not await store.put_if("leader", b"i2", expected_mod_revision=0, lease=second)
     async with asyncio.timeout(LEASE_EXPIRY_WAIT_S):
-        while not await store.put_if(
-            "leader", b"i2", expected_mod_revision=0, lease=second
-        ):
+        while not await store.put_if("leader", b"i2", expected_mod_revision=0, lease=second):
             await asyncio.sleep(0.1)  # the first leader's lease runs out
     kv = await store.get("leader")
     assert kv is not None and (kv.value, kv.lease) == (b"i2", second)
