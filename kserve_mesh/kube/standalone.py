@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kserve_mesh.core.clock import Clock
-from kserve_mesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MeshError, NotFound
+from kserve_mesh.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    MeshError,
+    NotFound,
+    Unavailable,
+)
 from kserve_mesh.kube.errors import InvalidSpec
 from kserve_mesh.kube.mesh_adapters import InstanceMesh
 from kserve_mesh.kube.reconcile import Reconciler
@@ -166,7 +173,8 @@ class KubeService:
             for kind in MODEL_KINDS:
                 for rec, _ in await self._records(kind):
                     meta = rec["object"]["metadata"]
-                    if meta["name"] == res.meta.name and (kind, meta.get("namespace")) != (res.kind, res.meta.namespace):
+                    same = (kind, meta.get("namespace")) == (res.kind, res.meta.namespace)
+                    if meta["name"] == res.meta.name and not same:
                         raise AlreadyExists(
                             f"{ident}: the name '{res.meta.name}' is taken by {kind} {meta.get('namespace')}/"
                             f"{meta['name']} (a mesh serves one InferenceService or Predictor per name)")
@@ -192,12 +200,16 @@ class KubeService:
         return Applied(kind, ns, name, "configured")
 
     async def _reconcile(self, res: InferenceService | Predictor, runtimes: Sequence[ServingRuntime]) -> None:
-        outcome = await self.reconciler.apply(res, runtimes)
+        try:
+            state = (await self.reconciler.apply(res, runtimes)).state
+        except Unavailable as exc:  # stored all the same; the status says why it is not served yet
+            log.warning("could not reconcile %s %s: %s", res.kind, res.meta.name, exc)
+            state = self.reconciler.unavailable(exc)
         rec = await self._record(res.kind, res.meta.namespace, res.meta.name)
         if rec is None:
             return
         obj, previous = rec[0]["object"], rec[0].get("status")
-        status = self.reconciler.render(res.kind, outcome.state, previous=previous,
+        status = self.reconciler.render(res.kind, state, previous=previous,
                                         generation=int(obj["metadata"].get("generation") or 0))
         if status != previous:
             await self._put(res.kind, obj, status)

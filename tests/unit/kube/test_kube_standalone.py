@@ -49,7 +49,8 @@ def isvc(name: str, uri: str | Path, fmt: str = "string", namespace: str | None 
 
 
 def runtime_doc(name: str, formats: list[dict[str, Any]], cluster: bool = False, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterServingRuntime" if cluster else "ServingRuntime",
+    kind = "ClusterServingRuntime" if cluster else "ServingRuntime"
+    return {"apiVersion": "serving.kserve.io/v1alpha1", "kind": kind,
             "metadata": {"name": name}, "spec": {"supportedModelFormats": formats, "multiModel": True, **spec}}
 
 
@@ -285,3 +286,25 @@ async def test_resync_reapplies_stored_resources(service: KubeService, instance:
     await instance.delete_vmodel("r")  # as if the mesh had lost it
     assert await service.resync() == 1
     assert instance.vmodel_status("r").state.name != "NOT_FOUND"
+
+
+async def test_unreachable_mesh_stores_the_resource_and_says_why(store: MemoryStore, tmp_path: Path) -> None:
+    import json
+
+    from kserve_mesh.core.errors import Unavailable
+    from kserve_mesh.kube.mesh_adapters import GrpcMesh
+
+    mesh = GrpcMesh("127.0.0.1:1", deadline_s=1.0)
+    try:
+        svc = KubeService(store, KEYS, Reconciler(mesh, ServiceEndpoints("h:1", "http://h:2"), SystemClock()),
+                          SystemClock())
+        assert (await svc.apply([isvc("u", string_model(tmp_path, "u"))]))[0].action == "created"
+        kv = await store.get(KEYS.isvc("default", "u"))
+        assert kv is not None
+        status = json.loads(kv.value)["status"]
+        assert status["modelStatus"]["lastFailureInfo"]["reason"] == "RuntimeUnhealthy"
+        assert status["conditions"][0]["status"] == "False"
+        with pytest.raises(Unavailable, match="127.0.0.1:1 unavailable"):
+            await svc.get("InferenceService", "default", "u")
+    finally:
+        await mesh.close()
