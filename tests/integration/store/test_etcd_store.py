@@ -240,3 +240,27 @@ async def test_lease_expiry_during_outage_is_seen_after_etcd_returns(
     with pytest.raises(LeaseNotFound):
         await store.keepalive(lease)
     await watch.aclose()
+
+
+async def test_a_slow_watch_consumer_loses_nothing(etcd_store: EtcdStore) -> None:
+    # 3,000 changes land while nobody reads: the bounded queue stops the reader, gRPC flow
+    # control holds etcd back, and every event still arrives, in order, once the consumer reads.
+    watch = etcd_store.watch("s/")
+    revs = [await etcd_store.put(f"s/{i % 50:02d}", str(i).encode()) for i in range(3_000)]
+    got = [await asyncio.wait_for(watch.__anext__(), WAIT_S) for _ in range(3_000)]
+    assert [e.revision for e in got] == revs
+    assert got[-1].kv.value == b"2999" and got[-1].prev_kv is not None
+    await watch.aclose()
+
+
+async def test_closing_the_store_during_an_outage_ends_its_watches(
+    own_etcd: EtcdServer, outage_store: EtcdStore
+) -> None:
+    watch = outage_store.watch("x/")
+    pending = asyncio.ensure_future(watch.__anext__())
+    await asyncio.to_thread(own_etcd.stop)
+    await asyncio.sleep(0.5)  # the watch is retrying now
+    await outage_store.close()
+    with pytest.raises(Unavailable, match="closed"):
+        await asyncio.wait_for(pending, WAIT_S)
+    await watch.aclose()
