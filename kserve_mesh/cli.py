@@ -177,13 +177,17 @@ def instance(
     instance_id: Optional[str] = typer.Option(None, help="Id of this instance (default: host name and pid)."),
     namespace: Optional[str] = typer.Option(None, help="Store root (one per Kubernetes namespace)."),
     shutdown_grace: Optional[float] = typer.Option(None, "--shutdown-grace-s", help="SIGTERM drain time."),
+    scaleup_rpm: Optional[int] = typer.Option(None, "--scaleup-rpm-threshold", help="rpm per copy that adds copies."),
+    rate_check: Optional[float] = typer.Option(None, "--rate-check-s", help="Seconds between copy-rate checks."),
+    scale_down: Optional[float] = typer.Option(None, "--scale-down-s", help="Seconds between scale-down checks."),
 ) -> None:
     """Start one mesh instance configured by flags and KSERVE_MESH_* environment variables."""
     settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
                          capacity_bytes=capacity, runtime=runtime, runtime_address=runtime_address,
                          models_dir=models, max_loading_concurrency=max_loading_concurrency,
                          storage_config=storage_config, etcd_endpoints=etcd_endpoints, instance_id=instance_id,
-                         namespace=namespace, shutdown_grace_s=shutdown_grace)
+                         namespace=namespace, shutdown_grace_s=shutdown_grace, scaleup_rpm_threshold=scaleup_rpm,
+                         rate_check_s=rate_check, scale_down_s=scale_down)
     _serve(settings, False)
 
 

@@ -82,7 +82,8 @@ class RuntimeProcess:
                 "--cache-dir", str(self.cache_dir)]
         if s.storage_config is not None:
             args += ["--storage-config", str(s.storage_config)]
-        self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+        self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                         preexec_fn=_die_with_parent)
         assert self.proc.stdout is not None
         try:
             async with asyncio.timeout(60):
@@ -108,6 +109,16 @@ class RuntimeProcess:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the instance dies, even by SIGKILL (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
@@ -147,6 +158,7 @@ class MeshServer:
         self.cluster: Cluster | None = None
         self.peers: PeerPool | None = None
         self.shutting_down = False
+        self.duties = None
         self._started_ms = 0
         self._follow_stop: asyncio.Event | None = None
         self._follow_task: asyncio.Task[None] | None = None
@@ -271,6 +283,12 @@ class MeshServer:
         self.peers = PeerPool(self.settings.grpc_max_message_bytes)
         self.instance.attach(self.cluster, self.peers)
         await self.cluster.start()
+        from kserve_mesh.mesh.duties import Duties
+
+        s = self.settings
+        self.duties = Duties(self.instance, threshold_rpm=s.scaleup_rpm_threshold, rate_check_s=s.rate_check_s,
+                             scale_down_s=s.scale_down_s, janitor_s=max(s.rate_check_s, 5.0))
+        self.duties.start()
         self._follow_stop = asyncio.Event()
         self._follow_task = asyncio.create_task(registry.follow(self._follow_stop), name="registry-follow")
 
@@ -347,6 +365,8 @@ class MeshServer:
     async def stop(self) -> None:
         if self.instance is not None:
             self.instance.ready = False
+        if self.duties is not None:
+            await self.duties.stop()
         if self.cluster is not None:
             await self.cluster.stop(leave=True)
         if self._follow_stop is not None and self._follow_task is not None:
@@ -398,6 +418,7 @@ class MeshServer:
         from kserve_mesh.mesh.drain import drain
 
         self.shutting_down = True
+        self.instance.shutting_down = True
         self.cluster.publish_soon()
         await asyncio.sleep(0.2)  # let the record go out before the re-homing starts
         await drain(self.instance, self.settings.shutdown_grace_s)

@@ -31,6 +31,10 @@ class MeshSettings(BaseSettings):
                                 "several instances. Empty: a single instance with an in-memory store.")
     shutdown_grace_s: float = Field(60.0, ge=0, description="On SIGTERM, how long to wait for recently "
                                     "used models to load on other instances before leaving.")
+    scaleup_rpm_threshold: int = Field(2000, gt=0, description="Requests per minute per copy above which a "
+                                       "model gets more copies (ModelMesh's MM_SCALEUP_RPM_THRESHOLD).")
+    rate_check_s: float = Field(10.0, gt=0, description="How often copy counts are checked against rates.")
+    scale_down_s: float = Field(360.0, gt=0, description="How often extra copies are dropped when space is short.")
     models_dir: Path | None = Field(None, description="Register every model found in this folder at start.")
     load_models_at_start: bool = Field(False, description="Load the models of models_dir at start.")
 

@@ -16,28 +16,9 @@ from typing import Any
 
 from kserve_mesh.api.metrics import MeshMetrics
 from kserve_mesh.core.clock import Clock
+from kserve_mesh.core.rates import RateCounter
 
 log = logging.getLogger(__name__)
-
-
-class RateCounter:
-    """Events in the last 60 s, in one-second buckets (O(1) per event)."""
-
-    def __init__(self) -> None:
-        self._buckets = [0] * 60
-        self._stamps = [0] * 60
-
-    def hit(self, now: float) -> None:
-        sec = int(now)
-        slot = sec % 60
-        if self._stamps[slot] != sec:
-            self._stamps[slot] = sec
-            self._buckets[slot] = 0
-        self._buckets[slot] += 1
-
-    def per_minute(self, now: float) -> int:
-        sec = int(now)
-        return sum(b for b, s in zip(self._buckets, self._stamps) if sec - s < 60)
 
 
 class Telemetry:

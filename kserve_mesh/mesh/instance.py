@@ -24,7 +24,9 @@ from kserve_mesh.core.errors import (
     NotFound,
     VModelNotFound,
 )
+from kserve_mesh.core.copies import wants_second_copy
 from kserve_mesh.core.failures import FailurePolicy
+from kserve_mesh.core.rates import RateCounter
 from kserve_mesh.core.ids import InstanceId, ModelId, VModelId
 from kserve_mesh.core.records import (
     NEW_MODEL_AGE_LAZY_MS,
@@ -110,7 +112,10 @@ class Instance:
         self.cluster: Cluster | None = None
         self.peers: PeerPool | None = None
         self.ready = False
+        self.shutting_down = False
         self._was_ready = False
+        self._rates: dict[ModelId, RateCounter] = {}
+        self._recurring: set[ModelId] = set()
 
     @property
     def serving_ready(self) -> bool:
@@ -194,11 +199,29 @@ class Instance:
             if self.cluster is not None and not forwarded:
                 return await route(self, model_id, request, timeout_s)
             copy = await self._enter_slow(model_id, timeout_s)
+        if self.cluster is not None:
+            self._count(model_id)
         try:
             request.model_name = model_id
             return await self.runtime.infer(request)
         finally:
             copy.leave()
+
+    def _count(self, model_id: ModelId) -> None:
+        rate = self._rates.get(model_id)
+        now = self.clock.monotonic()
+        if rate is None:
+            rate = self._rates[model_id] = RateCounter()
+        elif wants_second_copy(int(rate.last * 1000), int(now * 1000), copies=1):
+            self._recurring.add(model_id)
+        rate.hit(now)
+
+    def model_rpm(self, model_id: ModelId) -> int:
+        rate = self._rates.get(model_id)
+        return 0 if rate is None else rate.per_minute(self.clock.monotonic())
+
+    def is_recurring(self, model_id: ModelId) -> bool:
+        return model_id in self._recurring
 
     async def serve_local(self, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float) -> v2.ModelInferResponse:
         """Serve from this instance's runtime, loading the model here first if needed."""

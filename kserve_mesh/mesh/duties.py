@@ -1,0 +1,144 @@
+"""Background duties of an instance in a mesh: copy scaling by request rate, and the leader's
+janitor work. Each is one owned task with a bounded period; every remote call has a deadline.
+
+Copy scaling (every ``rate_check_s``, for the models this instance holds): the instance with the
+oldest copy of a model speaks for it, estimating the model's total rate as its own rate x copies
+(routing spreads requests over the copies). Too few copies (above the rpm threshold per copy, a
+recurring model with one copy, or fewer than ``min_copies``) -> load one more where placement says,
+through that instance's management API. When free space is at most 5 % (checked every
+``scale_down_s``), copies beyond what traffic and ``min_copies`` need are unloaded, never the last
+one, and never the oldest copy of a model.
+
+Leader janitor (every ``janitor_s``): loads registered models that have ``min_copies`` but fewer
+live copies, and removes copy entries of instances that are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from kserve_mesh.core.copies import CopyBounds, CopyUsage, desired_copies, scale_down_candidates
+from kserve_mesh.core.errors import MeshError
+from kserve_mesh.core.ids import ModelId
+from kserve_mesh.core.placement import PlacementRequest, choose
+from kserve_mesh.core.records import CopyState, ModelRecord
+from kserve_mesh.mesh.instance import Instance
+
+log = logging.getLogger(__name__)
+
+
+class Duties:
+    def __init__(self, inst: Instance, *, threshold_rpm: int = 2000, rate_check_s: float = 10.0,
+                 scale_down_s: float = 360.0, janitor_s: float = 60.0) -> None:
+        self.inst = inst
+        self.threshold_rpm = threshold_rpm
+        self.rate_check_s = rate_check_s
+        self.scale_down_s = scale_down_s
+        self.janitor_s = janitor_s
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._every(self.rate_check_s, self.scale_up), name="copies-up"),
+                       asyncio.create_task(self._every(self.scale_down_s, self.scale_down), name="copies-down"),
+                       asyncio.create_task(self._every(self.janitor_s, self.janitor), name="janitor")]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _every(self, period: float, duty) -> None:  # type: ignore[no-untyped-def]
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), period)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await asyncio.wait_for(duty(), max(period, 5.0) * 3)
+            except (MeshError, TimeoutError, OSError) as exc:
+                log.info("%s skipped this round: %s", getattr(duty, "__name__", "duty"), exc)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _live_holders(self, rec: ModelRecord) -> list[str]:
+        cluster = self.inst.cluster
+        assert cluster is not None
+        return sorted((i for i in rec.instances if i in cluster.instances and not cluster.instances[i].shutting_down),
+                      key=lambda i: (rec.instances[i], i))
+
+    async def _add_copy(self, model_id: ModelId, holders: list[str], size: int) -> bool:
+        cluster, peers = self.inst.cluster, self.inst.peers
+        assert cluster is not None and peers is not None
+        target = choose(cluster.instances.values(),
+                        PlacementRequest(size, self.inst.clock.now_ms(), holders=set(holders), min_churn_age_ms=0))
+        if target is None:
+            return False
+        if target.instance_id == self.inst.instance_id:
+            await self.inst.ensure_loaded(model_id)
+        else:
+            await peers.ensure_loaded(target.endpoint, model_id, 10.0)
+        log.info("adding a copy of %s on %s (%d copies before)", model_id, target.instance_id, len(holders))
+        return True
+
+    # -- duties ----------------------------------------------------------------------------------
+    async def scale_up(self) -> None:
+        inst = self.inst
+        if inst.cluster is None or inst.shutting_down:
+            return
+        for entry in inst.cache.ledger.entries():
+            if entry.state is not CopyState.LOADED:
+                continue
+            rec = inst.registry.models.get(entry.model_id)
+            if rec is None:
+                continue
+            holders = self._live_holders(rec)
+            if not holders or holders[0] != inst.instance_id:
+                continue  # the holder of the oldest copy speaks for the model
+            copies = len(holders)
+            rpm = inst.model_rpm(entry.model_id) * copies
+            want = desired_copies(copies=copies, rpm=rpm, instances=len(inst.cluster.instances),
+                                  bounds=CopyBounds(rec.min_copies, rec.max_copies), threshold_rpm=self.threshold_rpm,
+                                  recurring=inst.is_recurring(entry.model_id))
+            for _ in range(want - copies):
+                if not await self._add_copy(entry.model_id, holders, entry.size_bytes):
+                    break
+                holders = holders + ["?"]  # placement skips real holders; count the new one
+
+    async def scale_down(self) -> None:
+        inst = self.inst
+        if inst.cluster is None:
+            return
+        ledger = inst.cache.ledger
+        usage = []
+        for entry in ledger.entries():
+            rec = inst.registry.models.get(entry.model_id)
+            if entry.state is not CopyState.LOADED or rec is None:
+                continue
+            holders = self._live_holders(rec)
+            if len(holders) < 2 or holders[0] == inst.instance_id:
+                continue  # never the last copy, never the oldest one
+            usage.append(CopyUsage(entry.model_id, len(holders), inst.model_rpm(entry.model_id) * len(holders),
+                                   CopyBounds(rec.min_copies, rec.max_copies)))
+        for model_id in scale_down_candidates(usage, free_fraction=ledger.free_bytes / ledger.capacity_bytes,
+                                              threshold_rpm=self.threshold_rpm):
+            log.info("space is short: dropping the extra copy of %s here", model_id)
+            inst.cache.unload(ModelId(model_id))
+
+    async def janitor(self) -> None:
+        inst = self.inst
+        cluster = inst.cluster
+        if cluster is None or not cluster.is_leader or not inst.registry.synced.is_set():
+            return
+        for rec in list(inst.registry.models.values()):
+            gone = [i for i in rec.instances if i not in cluster.instances]
+            if gone:
+                await inst.registry.mutate_model(
+                    rec.model_id, lambda r: replace(r, instances={i: t for i, t in r.instances.items()
+                                                                  if i in cluster.instances}))
+            holders = self._live_holders(rec)
+            if rec.min_copies > len(holders) and not inst.failures.blocked(rec.failures, inst.clock.now_ms()):
+                await self._add_copy(rec.model_id, holders, inst.cache.config.default_model_size_bytes)
