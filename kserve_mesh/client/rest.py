@@ -242,7 +242,8 @@ class MeshClient:
 
     def isvcs(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """InferenceServices the mesh knows, optionally of one namespace."""
-        result = self._call("GET", "/mesh/v1/inferenceservices")
+        params = {"namespace": namespace} if namespace else None
+        result = self._call("GET", "/mesh/v1/inferenceservices", params=params)
         items = result.get("items", []) if isinstance(result, dict) else list(result or [])
         if namespace is None:
             return items

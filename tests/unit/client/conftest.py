@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from example_models import make_models_module
@@ -73,8 +74,12 @@ class KubeStub:
 
             def do_GET(self) -> None:
                 self._record()
-                if self.path == "/mesh/v1/inferenceservices":
-                    return self._answer(200, {"items": [stub.ISVC, stub.OTHER]})
+                url = urlsplit(self.path)
+                if url.path == "/mesh/v1/inferenceservices":
+                    namespace = parse_qs(url.query).get("namespace", [""])[0]
+                    items = [i for i in (stub.ISVC, stub.OTHER)
+                             if not namespace or i["metadata"]["namespace"] == namespace]
+                    return self._answer(200, {"kind": "InferenceServiceList", "items": items})
                 if self.path == "/mesh/v1/inferenceservices/team-a/iris":
                     return self._answer(200, stub.ISVC)
                 self._answer(404, {"error": "InferenceService team-a/nope not found"})

@@ -5,9 +5,9 @@ plus the YAML checks the client makes before sending anything, and the bearer to
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import KubeStub
 
 from kserve_mesh.client import InvalidInputError, NotFoundError, connect
 
@@ -27,7 +27,7 @@ spec:
 """
 
 
-def test_apply_posts_yaml_and_returns_the_actions(kube_stub: KubeStub) -> None:
+def test_apply_posts_yaml_and_returns_the_actions(kube_stub: Any) -> None:
     with connect(kube_stub.url) as mesh:
         result = mesh.apply(ISVC_YAML)
     assert result == [{"kind": "InferenceService", "namespace": "team-a", "name": "iris", "action": "created"}]
@@ -37,7 +37,7 @@ def test_apply_posts_yaml_and_returns_the_actions(kube_stub: KubeStub) -> None:
     assert body.decode() == ISVC_YAML
 
 
-def test_apply_reads_a_file(kube_stub: KubeStub, tmp_path: Path) -> None:
+def test_apply_reads_a_file(kube_stub: Any, tmp_path: Path) -> None:
     path = tmp_path / "isvc.yaml"
     path.write_text(ISVC_YAML + "---\n" + ISVC_YAML.replace("name: iris", "name: iris-2"))
     with connect(kube_stub.url) as mesh:
@@ -56,21 +56,21 @@ def test_apply_reads_a_file(kube_stub: KubeStub, tmp_path: Path) -> None:
         ("missing.yaml", "cannot read missing.yaml"),
     ],
 )
-def test_apply_refuses_bad_yaml_before_sending(kube_stub: KubeStub, text: str, message: str) -> None:
+def test_apply_refuses_bad_yaml_before_sending(kube_stub: Any, text: str, message: str) -> None:
     with connect(kube_stub.url) as mesh:
         with pytest.raises(InvalidInputError, match=message):
             mesh.apply(text)
     assert kube_stub.requests == []
 
 
-def test_apply_carries_the_server_message(kube_stub: KubeStub) -> None:
+def test_apply_carries_the_server_message(kube_stub: Any) -> None:
     with connect(kube_stub.url) as mesh:
         with pytest.raises(InvalidInputError, match="spec.predictor is required") as err:
             mesh.apply("kind: Broken\nmetadata: {name: x}\n")
     assert err.value.status == 400
 
 
-def test_isvcs_lists_and_filters_by_namespace(kube_stub: KubeStub) -> None:
+def test_isvcs_lists_and_filters_by_namespace(kube_stub: Any) -> None:
     with connect(kube_stub.url) as mesh:
         assert [i["metadata"]["name"] for i in mesh.isvcs()] == ["iris", "wine"]
         assert [i["metadata"]["name"] for i in mesh.isvcs("team-b")] == ["wine"]
@@ -81,10 +81,12 @@ def test_isvcs_lists_and_filters_by_namespace(kube_stub: KubeStub) -> None:
             mesh.isvc("team-a", "nope")
         with pytest.raises(NotFoundError, match="not found"):
             mesh.delete_isvc("team-a", "nope")
-    assert ("DELETE", "/mesh/v1/inferenceservices/team-a/iris") in [(m, p) for m, p, _, _ in kube_stub.requests]
+    paths = [(m, p) for m, p, _, _ in kube_stub.requests]
+    assert ("GET", "/mesh/v1/inferenceservices?namespace=team-b") in paths
+    assert ("DELETE", "/mesh/v1/inferenceservices/team-a/iris") in paths
 
 
-def test_token_is_sent_as_bearer(kube_stub: KubeStub) -> None:
+def test_token_is_sent_as_bearer(kube_stub: Any) -> None:
     with connect(kube_stub.url, token="s3cret") as mesh:
         mesh.isvcs()
     with connect(kube_stub.url) as mesh:

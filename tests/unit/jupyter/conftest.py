@@ -1,8 +1,12 @@
-"""Fixtures of the widget tests: a real mesh serving the example models."""
+"""Fixtures of the widget tests: a real mesh serving the example models, and a stub of the KServe
+``apply`` route."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +28,63 @@ def panel_mesh(panel_models: tuple[Path, dict[str, Any]]) -> Iterator[MeshProces
         yield proc
     finally:
         proc.stop()
+
+
+class ApplyStub:
+    """A mesh front that answers the panel's refresh and ``POST /mesh/v1/apply`` the way the KServe
+    integration does (its routes are not wired into ``kserve-mesh up`` yet)."""
+
+    def __init__(self) -> None:
+        self.applied: list[bytes] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, body: Any, status: int = 200) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:
+                if self.path == "/mesh/v1/models":
+                    models = [{"modelId": "isvc-iris", "status": "LOADED", "errors": [], "sizeBytes": 4096,
+                               "copies": 1, "lastUsedTime": 0, "modelInfo": {"type": "sklearn"}}] if stub.applied else []
+                    return self._answer({"models": models})
+                if self.path == "/mesh/v1/status":
+                    return self._answer({"capacityBytes": 1 << 20, "usedBytes": 0, "modelsLoaded": 0})
+                self._answer({"error": f"no such route: GET {self.path}"}, 404)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.path != "/mesh/v1/apply":
+                    return self._answer({"error": f"no such route: POST {self.path}"}, 404)
+                if b"storageUri" not in body:
+                    return self._answer({"error": "InferenceService default/iris: spec.predictor.model.storageUri "
+                                                  "is required"}, 400)
+                stub.applied.append(body)
+                self._answer([{"kind": "InferenceService", "namespace": "default", "name": "iris",
+                               "action": "created"}])
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def apply_stub() -> Iterator[ApplyStub]:
+    stub = ApplyStub()
+    try:
+        yield stub
+    finally:
+        stub.stop()

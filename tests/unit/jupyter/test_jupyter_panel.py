@@ -18,6 +18,19 @@ from kserve_mesh.client import connect
 from kserve_mesh.jupyter_ext import MODEL_FORMATS, MeshPanel
 
 Models = tuple[Path, dict[str, Any]]
+ISVC_YAML = """\
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: iris
+  annotations:
+    serving.kserve.io/deploymentMode: ModelMesh
+spec:
+  predictor:
+    model:
+      modelFormat: {name: sklearn}
+      storageUri: s3://models/iris
+"""
 
 
 @pytest.fixture
@@ -225,3 +238,17 @@ def test_a_failed_load_shows_in_the_table_and_on_run(make_panel: Callable[..., M
     panel.run_button.click()
     assert "does not exist" in _error_line(panel)
     connect(panel_mesh.rest).unregister("panel-broken")
+
+
+def test_apply_yaml_reports_what_was_done(make_panel: Callable[..., MeshPanel], apply_stub: Any) -> None:
+    panel = make_panel(apply_stub.url)
+    assert "No models registered yet" in panel.table.value
+    panel.yaml.value = ISVC_YAML
+    panel.apply_button.click()
+    assert panel.error == ""
+    assert "applied: InferenceService default/iris created" in panel.message.value
+    assert apply_stub.applied == [ISVC_YAML.encode()]
+    assert _row_state(panel, "isvc-iris") == "LOADED"  # the table was refreshed after the apply
+    panel.yaml.value = ISVC_YAML.replace("      storageUri: s3://models/iris\n", "")
+    panel.apply_button.click()
+    assert _error_line(panel) == "InferenceService default/iris: spec.predictor.model.storageUri is required"
