@@ -7,6 +7,9 @@ What is watched:
   ModelMesh Predictors: create / update / resume -> reconcile now; a timer re-reconciles every
   ``status_interval_s`` while the model is not settled (so Loading -> Loaded shows up) and every
   ``settled_interval_s`` after; delete -> the vmodel goes (kopf holds a finalizer until it has).
+  Resources of namespaces that are not served are filtered out before kopf touches them (``when``),
+  except by the timer, which notices when their namespace becomes served (and, by writing the
+  status, makes kopf pick them up).
 - ServingRuntimes and ClusterServingRuntimes, and in cluster scope Namespaces: kopf indexes (kept
   current by watches, complete before any model handler runs). A runtime change pokes the
   Deployment sync.
@@ -149,6 +152,12 @@ class Controller:
             out.append(parsed)
         return out
 
+    def when_enabled(self, namespace: str | None = None, **kwargs: Any) -> bool:
+        """kopf filter: the resource's namespace is served (handlers of other ones never run, so
+        kopf adds no finalizer or annotation to them)."""
+        self.remember(kwargs)
+        return self.enabled(namespace or "default")
+
     def enabled(self, namespace: str) -> bool:
         if self.settings.namespace_scope:
             return namespace == self.settings.namespace
@@ -240,9 +249,12 @@ def _model_handlers(registry: kopf.OperatorRegistry, ctl: Controller, version: s
                     annotations: dict[str, str] | None) -> None:
     settings = ctl.settings
 
-    @kopf.on.resume(GROUP, version, plural, id="reconcile", annotations=annotations, registry=registry)
-    @kopf.on.create(GROUP, version, plural, id="reconcile", annotations=annotations, registry=registry)
-    @kopf.on.update(GROUP, version, plural, id="reconcile", annotations=annotations, registry=registry)
+    @kopf.on.resume(GROUP, version, plural, id="reconcile", annotations=annotations,
+                    when=ctl.when_enabled, registry=registry)
+    @kopf.on.create(GROUP, version, plural, id="reconcile", annotations=annotations,
+                    when=ctl.when_enabled, registry=registry)
+    @kopf.on.update(GROUP, version, plural, id="reconcile", annotations=annotations,
+                    when=ctl.when_enabled, registry=registry)
     async def changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
         ctl.remember(kwargs)
         await ctl.reconcile_model(body, patch)
@@ -255,7 +267,7 @@ def _model_handlers(registry: kopf.OperatorRegistry, ctl: Controller, version: s
         await ctl.reconcile_model(body, patch, timer=True)
 
     @kopf.on.delete(GROUP, version, plural, id="delete-vmodel", annotations=annotations, retries=60,
-                    registry=registry)
+                    when=ctl.when_enabled, registry=registry)
     async def deleted(body: kopf.Body, **kwargs: Any) -> None:
         ctl.remember(kwargs)
         await ctl.remove_model(body)

@@ -304,9 +304,8 @@ def desired_replicas(config: ServingConfig, runtime_spec: Mapping[str, Any], in_
         full = replicas
     if in_use or not config.scale_to_zero:
         return full
-    if unused_since is None or now - unused_since < config.scale_to_zero_grace_seconds:
-        return full
-    return 0
+    since = now if unused_since is None else unused_since
+    return full if now - since < config.scale_to_zero_grace_seconds else 0
 
 
 def service_urls(config: ServingConfig, namespace: str, name: str) -> dict[str, str]:

@@ -41,6 +41,7 @@ LEGACY_FRAMEWORKS = ("sklearn", "xgboost", "lightgbm", "tensorflow", "pytorch", 
 STORAGE_SCHEMES = ("s3", "gs", "pvc", "http", "https", "file")
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SCHEME_NO_SLASHES = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!//)")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 _META_FIELDS = ("name", "namespace", "labels", "annotations", "generation", "uid", "resourceVersion",
@@ -342,7 +343,7 @@ def _protocol(value: str | None, path: str) -> str | None:
 
 
 def storage_scheme(uri: str) -> str:
-    """The scheme of a storageUri (``""`` for a bare absolute path)."""
+    """The scheme of a storageUri (``""`` for a bare local path)."""
     head, sep, _ = uri.partition("://")
     return head.lower() if sep else ""
 
@@ -350,10 +351,9 @@ def storage_scheme(uri: str) -> str:
 def check_storage_uri(uri: str, path: str) -> None:
     scheme = storage_scheme(uri)
     if not scheme:
-        if uri.startswith("/"):
-            return  # a local absolute path (standalone convenience, like file://)
-        raise InvalidSpec(path, f"'{uri}' has no scheme (use s3://, gs://, pvc://, http(s)://, file:// "
-                                "or an absolute path)")
+        if _SCHEME_NO_SLASHES.match(uri):
+            raise InvalidSpec(path, f"'{uri}' looks like a URI without '//' (e.g. s3://bucket/path)")
+        return  # a local path (standalone convenience, like file://); a relative one is from the mesh's cwd
     if scheme not in STORAGE_SCHEMES:
         raise InvalidSpec(path, f"unsupported storage scheme '{scheme}://' (supported: "
                                 f"{', '.join(f'{x}://' for x in STORAGE_SCHEMES)})")

@@ -49,16 +49,24 @@ def start_kube_mesh(*args: str, timeout: float = 90.0, cwd: Path | None = None) 
 
 
 @pytest.fixture(scope="module")
-def kube_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("kube-models")
+def kube_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mesh's working folder: ``examples/models`` there is what ``examples/isvc/local-sklearn.yaml``
+    (a relative storageUri) points at."""
+    return tmp_path_factory.mktemp("kube-workdir")
+
+
+@pytest.fixture(scope="module")
+def kube_models(kube_workdir: Path) -> tuple[Path, dict[str, Any]]:
+    out = kube_workdir / "examples" / "models"
     return out, make_models_module().make_all(out, string_models=1)
 
 
 @pytest.fixture(scope="module")
-def kube_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
+def kube_mesh(kube_workdir: Path, kube_models: tuple[Path, dict[str, Any]]) -> Iterator[MeshProcess]:
     """A mesh with no models of its own: everything comes from applied InferenceServices."""
-    empty = tmp_path_factory.mktemp("no-models")
-    proc = start_kube_mesh("--models", str(empty))
+    empty = kube_workdir / "no-models"
+    empty.mkdir()
+    proc = start_kube_mesh("--models", str(empty), cwd=kube_workdir)
     try:
         yield proc
     finally:

@@ -21,6 +21,9 @@ from mesh_process import MeshProcess
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[3]
+LOCAL_EXAMPLE = REPO / "examples" / "isvc" / "local-sklearn.yaml"
+
 ISVC = """\
 apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
@@ -76,26 +79,25 @@ def test_apply_get_infer_transition_delete(kube_mesh: MeshProcess, kube_models: 
     models, inputs = kube_models
     case = inputs["sklearn-iris"]
     v1 = models / "sklearn-iris"
-    manifest = tmp_path / "isvc.yaml"
-    manifest.write_text(ISVC.format(name="iris", uri=v1))
+    name = "local-sklearn"  # examples/isvc/local-sklearn.yaml: storageUri examples/models/sklearn-iris
 
-    out = cli(kube_mesh, "apply", "-f", str(manifest)).stdout
-    assert out.strip() == "inferenceservice.serving.kserve.io/iris created"
-    obj = wait_isvc(kube_mesh, "iris", "Loaded")
+    out = cli(kube_mesh, "apply", "-f", str(LOCAL_EXAMPLE)).stdout
+    assert out.strip() == f"inferenceservice.serving.kserve.io/{name} created"
+    obj = wait_isvc(kube_mesh, name, "Loaded")
     rest_url = obj["status"]["components"]["predictor"]["restUrl"]
     assert rest_url == kube_mesh.rest
     assert obj["status"]["url"] == f"grpc://{kube_mesh.grpc}"
     table = cli(kube_mesh, "get", "isvc").stdout.splitlines()
     assert table[0].split() == ["NAME", "URL", "READY", "ACTIVE-MODEL", "TARGET-MODEL", "TRANSITION", "COPIES", "AGE"]
     row = table[1].split()
-    assert row[:4] == ["iris", f"grpc://{kube_mesh.grpc}", "True", "Loaded"] and row[4] == "UpToDate"
+    assert row[:4] == [name, f"grpc://{kube_mesh.grpc}", "True", "Loaded"] and row[4] == "UpToDate"
 
     client = th.InferenceServerClient(rest_url.removeprefix("http://"))
     try:
-        model_v1, got = triton_infer(client, "iris", case["request"])
+        model_v1, got = triton_infer(client, name, case["request"])
     finally:
         client.close()
-    assert model_v1.startswith("iris__isvc-")
+    assert model_v1.startswith(f"{name}__isvc-")
     assert got == case["expected"]["outputs"][0]["data"]
 
     # continuous traffic while the storageUri changes
@@ -108,10 +110,10 @@ def test_apply_get_infer_transition_delete(kube_mesh: MeshProcess, kube_models: 
         try:
             while not stop.is_set():
                 try:
-                    name, data = triton_infer(c, "iris", case["request"])
-                    served.append(name)
+                    model, data = triton_infer(c, name, case["request"])
+                    served.append(model)
                     if data != case["expected"]["outputs"][0]["data"]:
-                        errors.append(f"wrong answer from {name}: {data}")
+                        errors.append(f"wrong answer from {model}: {data}")
                 except Exception as exc:  # noqa: BLE001 - every failure counts
                     errors.append(repr(exc))
         finally:
@@ -124,9 +126,11 @@ def test_apply_get_infer_transition_delete(kube_mesh: MeshProcess, kube_models: 
         time.sleep(0.5)
         v2 = tmp_path / "sklearn-iris-v2"
         shutil.copytree(v1, v2)
-        manifest.write_text(ISVC.format(name="iris", uri=v2))
-        assert cli(kube_mesh, "apply", "-f", str(tmp_path)).stdout.strip() == (
-            "inferenceservice.serving.kserve.io/iris configured")
+        manifests = tmp_path / "manifests"
+        manifests.mkdir()
+        (manifests / "isvc.yaml").write_text(ISVC.format(name=name, uri=v2))
+        assert cli(kube_mesh, "apply", "-f", str(manifests)).stdout.strip() == (
+            f"inferenceservice.serving.kserve.io/{name} configured")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and (not served or served[-1] == model_v1):
             time.sleep(0.1)
@@ -136,20 +140,20 @@ def test_apply_get_infer_transition_delete(kube_mesh: MeshProcess, kube_models: 
         for w in workers:
             w.join(30)
     assert errors == []
-    assert served[0] == model_v1 and served[-1] != model_v1 and served[-1].startswith("iris__isvc-")
+    assert served[0] == model_v1 and served[-1] != model_v1 and served[-1].startswith(f"{name}__isvc-")
     model_v2 = served[-1]
-    obj = wait_isvc(kube_mesh, "iris", "Loaded")
+    obj = wait_isvc(kube_mesh, name, "Loaded")
     assert obj["metadata"]["generation"] == 2 and obj["status"]["modelStatus"]["transitionStatus"] == "UpToDate"
     code, body = kube_mesh.call("GET", "/mesh/v1/models")
     assert [m["modelId"] for m in body["models"]] == [model_v2]  # the old model was auto-deleted
 
-    out = cli(kube_mesh, "delete", "isvc", "iris").stdout
-    assert out.strip() == 'inferenceservice.serving.kserve.io "iris" deleted'
-    assert kube_mesh.call("GET", "/mesh/v1/vmodels/iris")[0] == 404
+    out = cli(kube_mesh, "delete", "isvc", name).stdout
+    assert out.strip() == f'inferenceservice.serving.kserve.io "{name}" deleted'
+    assert kube_mesh.call("GET", f"/mesh/v1/vmodels/{name}")[0] == 404
     assert kube_mesh.call("GET", "/mesh/v1/models")[1]["models"] == []
-    done = cli(kube_mesh, "get", "isvc", "iris", check=False)
+    done = cli(kube_mesh, "get", "isvc", name, check=False)
     assert done.returncode == 1 and done.stderr.strip() == (
-        "error: InferenceService 'iris' not found in namespace 'default'")
+        f"error: InferenceService '{name}' not found in namespace 'default'")
 
 
 def test_rest_errors_name_what_was_wrong(kube_mesh: MeshProcess) -> None:

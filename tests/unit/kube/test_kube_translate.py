@@ -76,6 +76,7 @@ def test_explicit_runtime_gives_an_rt_type_with_the_format_in_the_key() -> None:
          {"type": "azure", "account_name": "acct", "container": "cont"}),
         ("file:///models/m", "file:///models/m", {}),
         ("/models/m", "file:///models/m", {}),
+        ("examples/models/m", "file://examples/models/m", {}),
     ],
 )
 def test_storage_location(uri: str, path: str, params: dict[str, str]) -> None:
@@ -126,3 +127,18 @@ def test_the_storage_layer_resolves_the_model_info(tmp_path: Path) -> None:
     info = model_info(source(str(local)))
     assert fetcher.resolve(info.path, info.key).location == str(local)
     assert parse_model_key(info.key).model_type_name == "sklearn"
+    relative = model_info(source("examples/models/m"))
+    assert fetcher.resolve(relative.path, relative.key).location == str(Path.cwd() / "examples/models/m")
+
+
+def test_every_example_in_examples_isvc_parses_and_translates() -> None:
+    folder = Path(__file__).resolve().parents[3] / "examples" / "isvc"
+    files = sorted(folder.glob("*.yaml"))
+    assert files, f"no examples in {folder}"
+    for f in files:
+        for doc in load_documents(f.read_text()):
+            resource = parse(doc)
+            assert isinstance(resource, InferenceService | Predictor), f.name
+            spec = translate(resource, BUILTIN_RUNTIMES)
+            assert spec.model_id.startswith(f"{resource.meta.name}__"), f.name
+            assert resolve_model_spec(spec.info.type, spec.info.key).model_type, f.name
