@@ -10,8 +10,9 @@ vmodel moves to it without downtime; an unchanged spec re-applies as a no-op.
 
 - ``type``: the model format name (``sklearn``) when the runtime was chosen automatically, or
   ``rt:<runtime>`` when the resource names its runtime (the format is then read from the key);
-- ``path``: the path inside the storage (``s3://bucket/a/b`` -> ``a/b``; a local path as
-  ``file://...`` (a bare relative path stays relative to the runtime's working folder); empty for a plain HTTP URL, whose ``url`` goes into the parameters);
+- ``path``: the path inside the storage (``s3://bucket/a/b`` -> ``a/b``); a local path as
+  ``file://...`` (a relative one stays relative to the runtime's working folder); empty for a
+  plain HTTP URL, whose ``url`` goes into the parameters;
 - ``key``: JSON ``{"storage_key", "storage_params", "model_type": {name, version}, "schema_path"}``;
   the storageUri's own parameters (``type``, ``bucket``, ``name``, ``url``...) override
   ``storage.parameters``, and ``storage_key`` is left out when none is given (the
