@@ -47,6 +47,11 @@ def is_forwarded(context: grpc.aio.ServicerContext) -> bool:
     return any(key == "mm-forwarded" for key, _ in context.invocation_metadata() or ())
 
 
+def is_balanced(context: grpc.aio.ServicerContext) -> bool:
+    """``mm-balanced: true``: the caller spreads the load itself, so a local copy always serves."""
+    return any(key == "mm-balanced" and value == "true" for key, value in context.invocation_metadata() or ())
+
+
 def _timeout(context: grpc.aio.ServicerContext) -> float:
     remaining = context.time_remaining()
     return DEFAULT_TIMEOUT_S if remaining is None else max(0.001, remaining)
@@ -75,7 +80,8 @@ class V2Servicer:
             header_model, header_vmodel = routing_headers(context)
             model_id = await self.instance.lookup(request.model_name, model_id=header_model,
                                                   vmodel_id=header_vmodel, forwarded=forwarded)
-            return await self.instance.infer(model_id, request, _timeout(context), forwarded=forwarded)
+            return await self.instance.infer(model_id, request, _timeout(context), forwarded=forwarded,
+                                             balanced=is_balanced(context))
         except Exception as exc:  # noqa: BLE001
             err = to_mesh_error(exc)
             code = grpc_code(err).name

@@ -189,7 +189,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
             except ValueError:
                 raise InvalidArgument(f"header Inference-Header-Content-Length must be an integer, got '{header_length}'") from None
             req, options = codec.parse_infer_request(body, model_id, header_length=length)
-            resp = await instance.infer(model_id, req)
+            resp = await instance.infer(model_id, req, balanced=request.headers.get("mm-balanced") == "true")
             payload, headers = codec.render_infer_response(resp, options)
             headers = {**headers, "mm-model-id": model_id}
             media = headers.pop("content-type", "application/json")

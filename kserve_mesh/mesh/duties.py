@@ -10,7 +10,9 @@ through that instance's management API. When free space is at most 5 % (checked 
 one, and never the oldest copy of a model.
 
 Leader janitor (every ``janitor_s``): loads registered models that have ``min_copies`` but fewer
-live copies, and removes copy entries of instances that are gone.
+live copies, and removes copy entries of instances that are gone. Leader preload (every
+``preload_s``, 7 min as in ModelMesh): registered models with no copy are loaded into free space
+(instances at most half full), the most recently used first, a bounded number per round.
 """
 
 from __future__ import annotations
@@ -31,19 +33,21 @@ log = logging.getLogger(__name__)
 
 class Duties:
     def __init__(self, inst: Instance, *, threshold_rpm: int = 2000, rate_check_s: float = 10.0,
-                 scale_down_s: float = 360.0, janitor_s: float = 60.0) -> None:
+                 scale_down_s: float = 360.0, janitor_s: float = 60.0, preload_s: float = 420.0) -> None:
         self.inst = inst
         self.threshold_rpm = threshold_rpm
         self.rate_check_s = rate_check_s
         self.scale_down_s = scale_down_s
         self.janitor_s = janitor_s
+        self.preload_s = preload_s
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._every(self.rate_check_s, self.scale_up), name="copies-up"),
                        asyncio.create_task(self._every(self.scale_down_s, self.scale_down), name="copies-down"),
-                       asyncio.create_task(self._every(self.janitor_s, self.janitor), name="janitor")]
+                       asyncio.create_task(self._every(self.janitor_s, self.janitor), name="janitor"),
+                       asyncio.create_task(self._every(self.preload_s, self.preload), name="preload")]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -142,3 +146,20 @@ class Duties:
             holders = self._live_holders(rec)
             if rec.min_copies > len(holders) and not inst.failures.blocked(rec.failures, inst.clock.now_ms()):
                 await self._add_copy(rec.model_id, holders, inst.cache.config.default_model_size_bytes)
+
+    async def preload(self, per_round: int = 20) -> None:
+        inst = self.inst
+        cluster = inst.cluster
+        if cluster is None or not cluster.is_leader or not inst.registry.synced.is_set():
+            return
+        now = inst.clock.now_ms()
+        roomy = [r for r in cluster.instances.values()
+                 if not r.shutting_down and r.used_bytes * 2 <= r.capacity_bytes]
+        if not roomy:
+            return
+        idle = [rec for rec in inst.registry.models.values()
+                if not self._live_holders(rec) and not inst.failures.blocked(rec.failures, now)]
+        idle.sort(key=lambda r: -r.last_used_ms)
+        for rec in idle[:per_round]:
+            if not await self._add_copy(rec.model_id, [], inst.cache.config.default_model_size_bytes):
+                return

@@ -193,8 +193,15 @@ class Instance:
         return self.resolve(name, model_id=model_id, vmodel_id=vmodel_id)
 
     async def infer(self, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float = 60.0, *,
-                    forwarded: bool = False) -> v2.ModelInferResponse:
+                    forwarded: bool = False, balanced: bool = False) -> v2.ModelInferResponse:
         copy = self.cache.try_enter(model_id)
+        if copy is not None and copy.inflight > 1 and self.cluster is not None and not (forwarded or balanced):
+            # Unbalanced traffic (no mm-balanced): a busy local copy hands the request to a less busy
+            # holder elsewhere, as ModelMesh does.
+            peer = self._less_busy_holder(model_id, copy.inflight - 1)
+            if peer is not None:
+                copy.leave()
+                return await route(self, model_id, request, timeout_s, prefer=peer)
         if copy is None:
             if self.cluster is not None and not forwarded:
                 return await route(self, model_id, request, timeout_s)
@@ -206,6 +213,22 @@ class Instance:
             return await self.runtime.infer(request)
         finally:
             copy.leave()
+
+    def _less_busy_holder(self, model_id: ModelId, local_inflight: int) -> InstanceId | None:
+        assert self.cluster is not None and self.peers is not None
+        rec = self.registry.models.get(model_id)
+        if rec is None:
+            return None
+        best: InstanceId | None = None
+        best_load = local_inflight
+        for iid in rec.instances:
+            peer = self.cluster.instances.get(iid)
+            if iid == self.instance_id or peer is None:
+                continue
+            load = self.peers.inflight[peer.endpoint]
+            if load < best_load:
+                best, best_load = iid, load
+        return best
 
     def _count(self, model_id: ModelId) -> None:
         rate = self._rates.get(model_id)

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 MAX_ITERATIONS = 8
 
 
-async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float) -> v2.ModelInferResponse:
+async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float, *,
+                prefer: InstanceId | None = None) -> v2.ModelInferResponse:
     assert inst.cluster is not None and inst.peers is not None
     clock = inst.clock
     deadline = clock.monotonic() + timeout_s
@@ -46,13 +47,17 @@ async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest
         if rec is None:
             raise ModelNotFound(model_id)
         local = inst.cache.copies.get(model_id)
-        if local is not None and local.phase is not Phase.UNLOADING:
+        if local is not None and local.phase is not Phase.UNLOADING and prefer is None:
             return await inst.serve_local(model_id, request, remaining)
         live = dict(inst.cluster.instances)
         live[inst.instance_id] = inst.cluster.record()
         holders = [i for i in rec.instances if i != inst.instance_id and i in live and i not in exclude]
         load = False
-        if holders:
+        if prefer is not None and prefer in holders:
+            target = prefer
+        elif prefer is not None and local is not None and local.phase is not Phase.UNLOADING:
+            return await inst.serve_local(model_id, request, remaining)
+        elif holders:
             target = min(holders, key=lambda i: inst.peers.inflight[live[i].endpoint])
         else:
             now = clock.now_ms()
@@ -70,6 +75,7 @@ async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest
         try:
             return await inst.peers.infer(live[target].endpoint, model_id, request, remaining, load=load)
         except PeerUnavailable as exc:
+            prefer = None
             log.info("forwarding %s to %s failed (%s); trying elsewhere", model_id, target, exc)
             exclude.add(target)
             last_error = exc

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import Mesh, string_models
+from cluster_support import Mesh, string_models
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +39,8 @@ def test_any_instance_serves_from_the_copy_holder(mesh_factory, tmp_path: Path) 
     string_models(tmp_path, ids)
     for model_id in ids:
         _register(mesh, model_id, tmp_path)
+    stop = threading.Event()
+    watcher = mesh.watch_capacity(stop)
     for rnd in range(3):
         for i in range(3):
             for model_id in ids:
@@ -46,6 +48,9 @@ def test_any_instance_serves_from_the_copy_holder(mesh_factory, tmp_path: Path) 
                 assert status == 200, body
                 assert body["outputs"][0]["data"] == [f"{model_id}:" + "z" * 1000 + "x"]
                 assert body["model_name"] == model_id
+    stop.set()
+    watcher.join(5)
+    assert mesh.samples > 0 and not mesh.capacity_violations, mesh.capacity_violations[:3]
     placements = mesh.placements()
     # Requests through every instance were served by the one copy each model has: forwarded, not
     # loaded again on each instance.
@@ -146,6 +151,7 @@ def test_sigterm_drains_without_losing_requests(mesh_factory, tmp_path: Path) ->
     stop = threading.Event()
     errors: list[str] = []
     served = [0]
+    watcher = mesh.watch_capacity(stop)
     with ThreadPoolExecutor(1) as pool:
         fut = pool.submit(_traffic, mesh, entry, ids, stop, errors, served)
         time.sleep(0.5)
@@ -157,6 +163,8 @@ def test_sigterm_drains_without_losing_requests(mesh_factory, tmp_path: Path) ->
         time.sleep(1.0)
         stop.set()
         fut.result(30)
+    watcher.join(5)
+    assert not mesh.capacity_violations, mesh.capacity_violations[:3]
     assert served[0] > 20
     assert not errors, errors[:3]
 
