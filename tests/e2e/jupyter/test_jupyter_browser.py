@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,7 +68,12 @@ class Lab:
         deadline = time.monotonic() + timeout
         kernels: Any = None
         while time.monotonic() < deadline:
-            kernels = self.api("/api/kernels")
+            try:
+                kernels = self.api("/api/kernels")
+            except urllib.error.HTTPError as exc:  # a kernel still starting can make the listing fail
+                kernels = f"HTTP {exc.code}"
+                time.sleep(0.25)
+                continue
             for k in kernels:
                 if k.get("execution_state") == "idle" and int(k.get("connections", 0)) >= 1:
                     return k
