@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kserve-mesh controller: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":  # kopf logs every handler and timer run at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if settings.kubeconfig is not None:
         if not settings.kubeconfig.is_file():
             print(f"kserve-mesh controller: kubeconfig {settings.kubeconfig} not found", file=sys.stderr)

@@ -175,7 +175,8 @@ class Controller:
             return
         self._serving_config = await self.config()
         async with self._locks[key]:
-            result = await self.models.reconcile(self.mesh_for(namespace), _raw(body), self.runtimes_for(namespace))
+            result = await self.models.reconcile(self.mesh_for(namespace), _raw(body), self.runtimes_for(namespace),
+                                                 observe=timer)
         self._checked_at[key] = loop.time()
         self._settled[key] = result.settled
         if result.patch:

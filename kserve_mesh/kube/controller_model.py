@@ -24,7 +24,7 @@ from kserve_mesh.core.errors import DeadlineExceeded, Unavailable
 from kserve_mesh.kube.errors import InvalidSpec, RuntimeSelectionError
 from kserve_mesh.kube.reconcile import MeshManagement, Reconciler
 from kserve_mesh.kube.resources import InferenceService, Predictor, ServingRuntime, parse
-from kserve_mesh.kube.status import LOADED, UP_TO_DATE, PredictorState, ServiceEndpoints
+from kserve_mesh.kube.status import LOADED, PENDING, UP_TO_DATE, PredictorState, ServiceEndpoints
 from kserve_mesh.kube.translate import translate
 
 
@@ -81,7 +81,10 @@ class ModelReconcile:
         self.endpoints_for = endpoints_for
 
     async def reconcile(self, mesh: MeshManagement, doc: Mapping[str, Any],
-                        runtimes: Sequence[ServingRuntime]) -> ModelResult:
+                        runtimes: Sequence[ServingRuntime], *, observe: bool = False) -> ModelResult:
+        """Apply ``doc`` to the mesh and compute its status. ``observe``: only read the mesh's state
+        (a status refresh), applying only when the mesh has no vmodel for it (a restarted mesh);
+        applying again and again would restart a failed load on every pass."""
         kind = str(doc.get("kind"))
         meta = doc.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
@@ -100,7 +103,7 @@ class ModelReconcile:
                 runtime = translate(resource, runtimes).runtime
             except RuntimeSelectionError:
                 runtime = None
-            state = await self._guarded(self._apply(reconciler, resource, runtimes))
+            state = await self._guarded(self._apply(reconciler, resource, runtimes, observe))
         status = reconciler.render(kind, state, previous=previous, generation=generation)
         failure = _failure(kind, status)
         warning = None
@@ -110,7 +113,11 @@ class ModelReconcile:
 
     @staticmethod
     async def _apply(reconciler: Reconciler, resource: InferenceService | Predictor,
-                     runtimes: Sequence[ServingRuntime]) -> PredictorState:
+                     runtimes: Sequence[ServingRuntime], observe: bool) -> PredictorState:
+        if observe:
+            state = await reconciler.observe(resource, runtimes)
+            if state.active_state != PENDING or state.failure is not None:
+                return state
         return (await reconciler.apply(resource, runtimes)).state
 
     @staticmethod

@@ -45,7 +45,8 @@ parsing.parse_path = _parse_path
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """kmock's emulator with server-set metadata (uid, creationTimestamp, resourceVersion) and
+    """kmock's emulator with server-set metadata (generated names, uid, creationTimestamp,
+    resourceVersion) and
     watches that resume from a list's resourceVersion instead of replaying every object."""
 
     _versions = itertools.count(1)
@@ -84,6 +85,8 @@ class Emulator(kmock.KubernetesEmulator):
         data = request.data
         if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             meta.setdefault("uid", str(uuid.uuid4()))
             meta["creationTimestamp"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             meta["resourceVersion"] = self._next_version()

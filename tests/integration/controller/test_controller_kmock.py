@@ -1,0 +1,163 @@
+"""The controller against the most real Kubernetes API that runs here (kmock, FACTS.md) and a real
+mesh: InferenceServices become vmodels with status, runtime Deployments and a Service appear,
+Serverless InferenceServices and namespaces not labelled modelmesh-enabled are left alone, load
+failures become Warning Events, deletion removes the vmodel and scales the runtime to zero."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Controller, Kube, wait_for
+from mesh_process import MeshProcess
+from slow_http import serve_dir
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ISVCS = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
+PREDICTORS = "/apis/serving.kserve.io/v1alpha1/namespaces/{ns}/predictors"
+MODELMESH = {"serving.kserve.io/deploymentMode": "ModelMesh"}
+CONTROLLER_NS = "mesh-system"
+
+
+def isvc(name: str, ns: str, storage_uri: str, *, modelmesh: bool = True, fmt: str = "sklearn") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": ns}
+    if modelmesh:
+        meta["annotations"] = dict(MODELMESH)
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": meta,
+            "spec": {"predictor": {"model": {"modelFormat": {"name": fmt}, "storageUri": storage_uri}}}}
+
+
+def states(obj: dict[str, Any] | None) -> dict[str, Any]:
+    return ((obj or {}).get("status") or {}).get("modelStatus") or {}
+
+
+def events_for(kube: Kube, ns: str, name: str) -> list[dict[str, Any]]:
+    listing = kube.get(f"/api/v1/namespaces/{ns}/events") or {"items": []}
+    return [e for e in listing["items"] if e.get("involvedObject", {}).get("name") == name]
+
+
+@pytest.fixture(scope="module")
+def controller(kube: Kube, start_controller: Callable[..., Controller]) -> Controller:
+    kube.namespace(CONTROLLER_NS, enabled=False)
+    kube.create(f"/api/v1/namespaces/{CONTROLLER_NS}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "model-serving-config"},
+        "data": {"config.yaml": "podsPerRuntime: 1\nscaleToZero: {enabled: true, gracePeriodSeconds: 0}\n"}})
+    return start_controller("--controller-namespace", CONTROLLER_NS)
+
+
+def test_modelmesh_isvc_is_served_with_status_and_runtime_deployment(
+        kube: Kube, mesh: MeshProcess, controller: Controller, models_dir: Path) -> None:
+    ns = "team-a"
+    kube.namespace(ns, enabled=True)
+    path = ISVCS.format(ns=ns)
+    # A slow model server: the load takes seconds, so Loading shows up before Loaded.
+    with serve_dir(models_dir, delay_s=2.0) as base:
+        kube.create(path, isvc("iris-a", ns, f"{base}/sklearn-iris/model.joblib"))
+        kube.create(path, isvc("iris-serverless", ns, str(models_dir / "sklearn-iris"), modelmesh=False))
+
+        vmodel = wait_for("the vmodel in the mesh", lambda: (lambda r: r[1] if r[0] == 200 else None)(
+            mesh.call("GET", "/mesh/v1/vmodels/iris-a")), log=controller.log)
+        assert vmodel["activeModelId"].startswith("iris-a__isvc-")
+        seen: list[str] = []
+
+        def loaded() -> dict[str, Any] | None:
+            obj = kube.get(f"{path}/iris-a")
+            state = states(obj).get("states", {}).get("activeModelState")
+            if state and (not seen or seen[-1] != state):
+                seen.append(state)
+            return obj if state == "Loaded" else None
+
+        obj = wait_for("iris-a to be Loaded", loaded, timeout=90, interval=0.1, log=controller.log)
+    assert "Loading" in seen, seen
+    status = obj["status"]
+    assert status["modelStatus"]["transitionStatus"] == "UpToDate"
+    assert status["modelStatus"]["copies"]["totalCopies"] >= 1
+    assert status["url"] == "grpc://modelmesh-serving.team-a:8033"
+    assert status["components"]["predictor"]["restUrl"] == "http://modelmesh-serving.team-a:8008"
+    ready = {c["type"]: c["status"] for c in status["conditions"]}
+    assert ready["PredictorReady"] == "True"
+    assert obj["metadata"]["finalizers"] == ["kserve-mesh.kserve.io/finalizer"]
+
+    # The runtime in use runs as a Deployment (config from the ConfigMap: podsPerRuntime 1), behind the Service.
+    dep = wait_for("the runtime Deployment", lambda: kube.get(
+        f"/apis/apps/v1/namespaces/{ns}/deployments/modelmesh-serving-kserve-mesh-python"), log=controller.log)
+    assert dep["spec"]["replicas"] == 1
+    containers = {c["name"]: c for c in dep["spec"]["template"]["spec"]["containers"]}
+    assert set(containers) == {"mm", "kserve-mesh-runtime"}
+    assert containers["mm"]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "ClusterServingRuntime"
+    svc = wait_for("the Service", lambda: kube.get(f"/api/v1/namespaces/{ns}/services/modelmesh-serving"))
+    assert {p["port"] for p in svc["spec"]["ports"]} == {8033, 8008, 2112}
+
+    # The Serverless InferenceService was never touched: no status, no finalizer, no annotation, no vmodel.
+    other = kube.get(f"{path}/iris-serverless")
+    assert "status" not in other
+    assert "finalizers" not in other["metadata"]
+    assert set(other["metadata"].get("annotations") or {}) == set()
+    assert mesh.call("GET", "/mesh/v1/vmodels/iris-serverless")[0] == 404
+
+    # Deleting the InferenceService removes its vmodel, releases the object, and the unused runtime
+    # scales to zero (grace period 0 in the ConfigMap).
+    assert kube.call("DELETE", f"{path}/iris-a")[0] == 200
+    wait_for("the vmodel to go", lambda: mesh.call("GET", "/mesh/v1/vmodels/iris-a")[0] == 404, log=controller.log)
+    wait_for("the object to go", lambda: kube.get(f"{path}/iris-a") is None, log=controller.log)
+    wait_for("the runtime to scale to zero", lambda: kube.get(
+        f"/apis/apps/v1/namespaces/{ns}/deployments/modelmesh-serving-kserve-mesh-python")["spec"]["replicas"] == 0,
+        log=controller.log)
+
+
+def test_load_failures_and_missing_runtimes_become_status_and_events(
+        kube: Kube, mesh: MeshProcess, controller: Controller, tmp_path: Path) -> None:
+    ns = "team-b"
+    kube.namespace(ns, enabled=True)
+    path = ISVCS.format(ns=ns)
+    kube.create(path, isvc("missing-b", ns, str(tmp_path / "no-such-model")))
+    kube.create(path, isvc("tf-b", ns, str(tmp_path), fmt="tensorflow"))
+
+    def failed(name: str, reason: str) -> Callable[[], dict[str, Any] | None]:
+        def probe() -> dict[str, Any] | None:
+            model_status = states(kube.get(f"{path}/{name}"))
+            info = model_status.get("lastFailureInfo") or {}
+            active = model_status.get("states", {}).get("activeModelState")
+            return info if info.get("reason") == reason and active == "FailedToLoad" else None
+        return probe
+
+    info = wait_for("missing-b to fail to load", failed("missing-b", "ModelLoadFailed"), timeout=90,
+                    log=controller.log)
+    assert info["modelRevisionName"].startswith("missing-b__isvc-") and info["message"]
+    obj = kube.get(f"{path}/missing-b")
+    assert {c["type"]: c["status"] for c in obj["status"]["conditions"]}["PredictorReady"] == "False"
+    event = wait_for("a Warning Event for missing-b", lambda: [
+        e for e in events_for(kube, ns, "missing-b") if e["reason"] == "ModelLoadFailed"], log=controller.log)[0]
+    assert event["type"] == "Warning" and event["involvedObject"]["kind"] == "InferenceService"
+
+    info = wait_for("tf-b to report NoSupportingRuntime", failed("tf-b", "NoSupportingRuntime"), log=controller.log)
+    assert "tensorflow" in info["message"]
+    wait_for("a Warning Event for tf-b", lambda: [
+        e for e in events_for(kube, ns, "tf-b") if e["reason"] == "NoSupportingRuntime"], log=controller.log)
+    # One event per failure, not one per status pass.
+    assert len([e for e in events_for(kube, ns, "tf-b") if e["reason"] == "NoSupportingRuntime"]) == 1
+
+
+def test_predictors_are_served_and_unlabelled_namespaces_ignored(
+        kube: Kube, mesh: MeshProcess, controller: Controller, models_dir: Path) -> None:
+    kube.namespace("team-c", enabled=True)
+    kube.namespace("elsewhere", enabled=False)
+    kube.create(ISVCS.format(ns="elsewhere"), isvc("iris-elsewhere", "elsewhere", str(models_dir / "sklearn-iris")))
+    kube.create(PREDICTORS.format(ns="team-c"), {
+        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "Predictor",
+        "metadata": {"name": "iris-predictor", "namespace": "team-c"},
+        "spec": {"modelType": {"name": "sklearn"}, "path": str(models_dir / "sklearn-iris")}})
+    obj = wait_for("the Predictor to be Loaded", lambda: (lambda o: o if (o or {}).get("status", {}).get(
+        "activeModelState") == "Loaded" else None)(kube.get(f"{PREDICTORS.format(ns='team-c')}/iris-predictor")),
+        timeout=90, log=controller.log)
+    assert obj["status"]["available"] is True
+    assert mesh.call("GET", "/mesh/v1/vmodels/iris-predictor")[1]["owner"] == "ksp"
+    # By now the controller has handled later events: the InferenceService of the unlabelled
+    # namespace got nothing.
+    other = kube.get(f"{ISVCS.format(ns='elsewhere')}/iris-elsewhere")
+    assert "status" not in other
+    assert mesh.call("GET", "/mesh/v1/vmodels/iris-elsewhere")[0] == 404
