@@ -24,6 +24,7 @@ from .helpers import (
     DEPLOY_HELPERS,
     REGISTER_HELPERS,
     SMOKE_HELPERS,
+    applied_namespace,
     compare_outputs,
     isvc_identity,
     isvc_url,
@@ -88,9 +89,7 @@ def deploy_inference_service(
     namespace, name = isvc_identity(isvc_yaml)
     applied = mesh_call(url, "POST", "/mesh/v1/apply", isvc_yaml, content_type="application/yaml",
                         timeout=min(30.0, timeout), what=f"apply InferenceService {namespace}/{name}")
-    meta = applied.get("metadata") if isinstance(applied, dict) else None
-    if isinstance(meta, dict) and meta.get("namespace"):
-        namespace = str(meta["namespace"])
+    namespace = applied_namespace(applied, name, namespace)
     obj = wait_isvc_loaded(url, namespace, name, timeout)
     service_url = isvc_url(obj, url, name)
     print(f"InferenceService {namespace}/{name} is Loaded: {service_url}")

@@ -186,7 +186,7 @@ def isvc_identity(isvc_yaml: str) -> tuple:
     try:
         docs = [d for d in yaml.safe_load_all(isvc_yaml or "") if d is not None]
     except yaml.YAMLError as exc:
-        raise ValueError(f"isvc_yaml is not valid YAML: {exc}") from None
+        raise ValueError(f"isvc_yaml is not valid YAML: {' '.join(str(exc).split())}") from None
     if len(docs) != 1:
         raise ValueError(f"isvc_yaml must hold exactly one InferenceService, found {len(docs)} documents")
     doc = docs[0]
@@ -201,6 +201,19 @@ def isvc_identity(isvc_yaml: str) -> tuple:
     if not isinstance(name, str) or not name:
         raise ValueError("isvc_yaml metadata.name must be set")
     return str(meta.get("namespace") or "default"), name
+
+
+def applied_namespace(applied: Any, name: str, namespace: str) -> str:
+    """The namespace the mesh applied InferenceService ``name`` to, from its apply answer
+    (``[{kind, namespace, name, action}]``); ``namespace`` when the answer does not say."""
+    items = applied if isinstance(applied, list) else [applied]
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else item
+        if item.get("kind") == "InferenceService" and meta.get("name") == name and meta.get("namespace"):
+            return str(meta["namespace"])
+    return namespace
 
 
 def wait_isvc_loaded(mesh_url: str, namespace: str, name: str, timeout_s: float, poll_s: float = 0.2) -> dict:
@@ -299,5 +312,5 @@ def compare_outputs(response: dict, expected: dict, tolerance: float) -> dict:
 
 MESH_HELPERS = [validate_mesh_url, validate_name, validate_timeout, mesh_call]
 REGISTER_HELPERS = [*MESH_HELPERS, storage_key_json, wait_model_loaded]
-DEPLOY_HELPERS = [*MESH_HELPERS, isvc_identity, wait_isvc_loaded, isvc_url]
+DEPLOY_HELPERS = [*MESH_HELPERS, isvc_identity, applied_namespace, wait_isvc_loaded, isvc_url]
 SMOKE_HELPERS = [*MESH_HELPERS, validate_tolerance, parse_json_object, flatten, compare_outputs]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,32 +18,15 @@ from kfp import local
 from kserve_mesh_pipelines import register_model, smoke_test
 from kserve_mesh_pipelines.example_pipeline import example_pipeline
 from mesh_process import MeshProcess
-from storage_servers import S3Server, free_port, nanio  # noqa: F401 - fixture
+from storage_servers import S3Server, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
-BUCKET = "models"
-STORAGE_KEY = "pipelineS3"
+BUCKET = "models"  # created by the s3_mesh fixture (conftest.py)
+STORAGE_KEY = "pipelineS3"  # the mesh's storage-config entry for the S3 server
 OBJECT_KEY = "kfp-example/iris/model.joblib"
 ROW = [5.1, 3.5, 1.4, 0.2]
 SMOKE_URI = f"s3://{BUCKET}/smoke/model.joblib"
-
-
-@pytest.fixture(scope="module")
-def s3_mesh(nanio: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:  # noqa: F811
-    """A mesh whose storage-config knows the S3 server under ``STORAGE_KEY``, serving no models yet."""
-    nanio.client().create_bucket(Bucket=BUCKET)
-    base = tmp_path_factory.mktemp("pipelines-mesh")
-    (base / "models").mkdir()
-    entry = {"type": "s3", "access_key_id": nanio.access_key, "secret_access_key": nanio.secret_key,
-             "endpoint_url": nanio.endpoint, "region": "us-east-1", "default_bucket": BUCKET}
-    config = base / "storage-config.json"
-    config.write_text(json.dumps({STORAGE_KEY: json.dumps(entry)}))
-    proc = MeshProcess.start("--models", str(base / "models"), "--storage-config", str(config))
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
@@ -60,7 +42,7 @@ def _executor_outputs(root: Path, step: str) -> list[dict[str, Any]]:
 
 
 def test_example_pipeline_trains_uploads_serves_and_smoke_tests(
-        s3_mesh: MeshProcess, nanio: S3Server, pipeline_root: Path) -> None:  # noqa: F811
+        s3_mesh: MeshProcess, nanio: S3Server, pipeline_root: Path) -> None:
     example_pipeline(mesh_url=s3_mesh.rest, s3_endpoint=nanio.endpoint, s3_access_key=nanio.access_key,
                      s3_secret_key=nanio.secret_key, bucket=BUCKET, object_key=OBJECT_KEY,
                      storage_key=STORAGE_KEY, model_id="iris-kfp", timeout_s=30.0)
@@ -111,16 +93,8 @@ def test_register_of_a_missing_object_fails_with_the_load_error(
 
 
 @pytest.fixture(scope="module")
-def loaded_model(s3_mesh: MeshProcess, nanio: S3Server, tmp_path_factory: pytest.TempPathFactory) -> str:  # noqa: F811
-    """A small sklearn model on the mesh (from S3) that the smoke-test failures talk to."""
-    import joblib
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    iris = load_iris()
-    path = tmp_path_factory.mktemp("model") / "model.joblib"
-    joblib.dump(LogisticRegression(max_iter=1000).fit(iris.data, iris.target), path)
-    nanio.client().upload_file(str(path), BUCKET, "smoke/model.joblib")
+def loaded_model(s3_mesh: MeshProcess, s3_model: str) -> str:
+    """The S3 model registered and Loaded on the mesh: what the smoke-test failures talk to."""
     status, body = s3_mesh.call("PUT", "/mesh/v1/models/smoke-iris", {
         "modelInfo": {"type": "sklearn", "path": SMOKE_URI, "key": json.dumps({"storage_key": STORAGE_KEY})},
         "loadNow": True, "sync": True})

@@ -181,3 +181,13 @@ def test_isvc_url_prefers_the_predictor_rest_url() -> None:
     assert h.isvc_url(status, "http://mesh", "iris") == "http://rest"
     assert h.isvc_url({"status": {"url": "http://iris.default"}}, "http://mesh", "iris") == "http://iris.default"
     assert h.isvc_url({}, "http://mesh", "iris") == "http://mesh/v2/models/iris"
+
+
+def test_applied_namespace_comes_from_the_apply_answer() -> None:
+    answer = [{"kind": "ServingRuntime", "namespace": "x", "name": "iris", "action": "created"},
+              {"kind": "InferenceService", "namespace": "team-a", "name": "iris", "action": "configured"}]
+    assert h.applied_namespace(answer, "iris", "default") == "team-a"
+    assert h.applied_namespace({"kind": "InferenceService", "metadata": {"name": "iris", "namespace": "b"}},
+                               "iris", "default") == "b"
+    assert h.applied_namespace([], "iris", "default") == "default"
+    assert h.applied_namespace(None, "iris", "default") == "default"

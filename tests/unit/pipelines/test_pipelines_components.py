@@ -111,7 +111,7 @@ def apply_stub() -> Iterator[ApplyStub]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-        def _send(self, code: int, body: dict[str, Any]) -> None:
+        def _send(self, code: int, body: Any) -> None:
             raw = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("content-type", "application/json")
@@ -126,7 +126,7 @@ def apply_stub() -> Iterator[ApplyStub]:
                 return self._send(404, {"error": f"no such route: POST {self.path}"})
             if "storageUri" not in text:
                 return self._send(400, {"error": "spec.predictor.model: storageUri or storage.path is required"})
-            self._send(200, {"kind": "InferenceService", "metadata": {"name": "iris", "namespace": "team-a"}})
+            self._send(200, [{"kind": "InferenceService", "namespace": "team-a", "name": "iris", "action": "created"}])
 
         def do_GET(self) -> None:
             if self.path != "/mesh/v1/inferenceservices/team-a/iris":
