@@ -159,6 +159,7 @@ class MeshServer:
         self.peers: PeerPool | None = None
         self.shutting_down = False
         self.duties = None
+        self.kube = None
         self._started_ms = 0
         self._follow_stop: asyncio.Event | None = None
         self._follow_task: asyncio.Task[None] | None = None
@@ -255,7 +256,12 @@ class MeshServer:
             raise Unavailable(f"cannot bind the gRPC port {s.host}:{s.grpc_port}")
         await self._grpc.start()
 
-        app = build_app(self.instance, __version__, extra_status=self.status, telemetry=self.telemetry)
+        from kserve_mesh.api.rest_kube import router as kube_router
+        from kserve_mesh.kube.standalone import KubeService
+
+        self.kube = KubeService.for_instance(self.instance, self.store, Keys.for_namespace(s.namespace), self.clock)
+        app = build_app(self.instance, __version__, extra_status=self.status, telemetry=self.telemetry,
+                        routers=[kube_router(self.kube)])
         config = uvicorn.Config(app, host=s.host, port=s.rest_port, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=5)
         self._rest = uvicorn.Server(config)
@@ -271,8 +277,10 @@ class MeshServer:
 
         self.endpoints = Endpoints(f"http://{s.host}:{rest_port}", f"{s.host}:{grpc_port}",
                                    f"http://{s.host}:{metrics_port}/metrics")
+        self.kube.set_endpoints(grpc=f"{s.host}:{grpc_port}", rest=f"http://{s.host}:{rest_port}")
         if s.etcd_endpoints:
             await self._join_cluster(registry)
+        await self.kube.resync()  # re-apply stored InferenceServices / Predictors
         if s.models_dir is not None:
             await self.register_folder(s.models_dir, load_now=s.load_models_at_start)
         return self.endpoints
@@ -342,6 +350,7 @@ class MeshServer:
             "requestsPerMinute": self.telemetry.requests_per_minute() if self.telemetry else 0,
             "lruTime": ledger.lru_time_ms(self.clock.now_ms()),
             "runtime": self.settings.runtime,
+            "modelTypes": ["sklearn", "xgboost", "lightgbm", "onnx", "string"],
             "endpoints": dataclasses.asdict(self.endpoints) if self.endpoints else {},
             "pid": os.getpid(),
             "shuttingDown": self.shutting_down,

@@ -41,7 +41,7 @@ HTTP_CODES = {200: "OK", 400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "FAILED
 
 def error_response(exc: BaseException) -> JSONResponse:
     err = to_mesh_error(exc)
-    return JSONResponse({"error": err.message}, status_code=http_status(err))
+    return JSONResponse({"error": err.message, "type": type(err).__name__}, status_code=http_status(err))
 
 
 def model_status_json(s: ModelStatus) -> dict[str, Any]:

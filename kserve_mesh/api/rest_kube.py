@@ -30,7 +30,7 @@ MAX_BODY_BYTES = 8 << 20
 
 def _error(exc: BaseException) -> JSONResponse:
     err = to_mesh_error(exc)
-    return JSONResponse({"error": err.message}, status_code=http_status(err))
+    return JSONResponse({"error": err.message, "type": type(err).__name__}, status_code=http_status(err))
 
 
 def router(service: KubeService) -> APIRouter:

@@ -414,7 +414,7 @@ class Instance:
             # Check the whole request before creating the target, so a refused call leaves nothing.
             vrules.decide_set(existing, req, active_view, vrules.ModelView(ModelState.NOT_LOADED))
         if model_info is not None:
-            await self.register(req.target, model_info, auto_delete=auto_delete)
+            await self.register(req.target, model_info, auto_delete=auto_delete, load_now=load_now)
             target_view = self._view(req.target)
         new = vrules.decide_set(existing, req, active_view, target_view)
         if new != existing:
