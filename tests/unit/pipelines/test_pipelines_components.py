@@ -1,10 +1,10 @@
 """The components' own functions (``component.python_func``): bad inputs fail before any network
-call, an unreachable mesh is named, and ``deploy_inference_service`` follows the mesh's apply /
-InferenceService REST contract.
+call, an unreachable mesh is named, and register_model / deploy_inference_service follow the mesh's
+REST contract through loads that succeed, fail or never finish.
 
-The apply route (``POST /mesh/v1/apply``, ``GET /mesh/v1/inferenceservices/{ns}/{name}``) is
-served here by a loopback stub that answers as that contract says, so the component's polling,
-URL choice and failure messages are pinned down independently of the controller behind it.
+Loopback stubs answer that contract (management ``/mesh/v1/models``, ``POST /mesh/v1/apply``,
+``GET /mesh/v1/inferenceservices/{ns}/{name}``) so the timing cases (a load that never ends, a
+state sequence) are exact and fast; tests/e2e/pipelines runs the same components on a real mesh.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -78,6 +79,37 @@ def test_an_unreachable_mesh_is_named(tmp_path: Path) -> None:
                                metrics=_metrics(tmp_path), tolerance=0.0, timeout_s=5.0)
 
 
+# -- loopback stubs of the mesh's REST contract ------------------------------------------------
+class JsonHandler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def send(self, code: int, body: Any) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def body(self) -> Any:
+        return json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"null")
+
+
+@contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a loopback port in a thread; yields the base URL; stops it by its handle."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="mesh-stub", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 # -- deploy_inference_service against the apply contract ---------------------------------------
 ISVC = """\
 apiVersion: serving.kserve.io/v1beta1
@@ -107,30 +139,19 @@ class ApplyStub:
 def apply_stub() -> Iterator[ApplyStub]:
     stub = ApplyStub(states=["Pending", "Loading", "Loaded"])
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def _send(self, code: int, body: Any) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
             text = self.rfile.read(int(self.headers["content-length"])).decode()
             stub.applied.append((self.headers["content-type"], text))
             if self.path != "/mesh/v1/apply":
-                return self._send(404, {"error": f"no such route: POST {self.path}"})
+                return self.send(404, {"error": f"no such route: POST {self.path}"})
             if "storageUri" not in text:
-                return self._send(400, {"error": "spec.predictor.model: storageUri or storage.path is required"})
-            self._send(200, [{"kind": "InferenceService", "namespace": "team-a", "name": "iris", "action": "created"}])
+                return self.send(400, {"error": "spec.predictor.model: storageUri or storage.path is required"})
+            self.send(200, [{"kind": "InferenceService", "namespace": "team-a", "name": "iris", "action": "created"}])
 
         def do_GET(self) -> None:
             if self.path != "/mesh/v1/inferenceservices/team-a/iris":
-                return self._send(404, {"error": f"InferenceService {self.path} not found"})
+                return self.send(404, {"error": f"InferenceService {self.path} not found"})
             state = stub.states[min(stub.gets, len(stub.states) - 1)]
             stub.gets += 1
             status: dict[str, Any] = {"modelStatus": {"states": {"activeModelState": state}}}
@@ -139,18 +160,10 @@ def apply_stub() -> Iterator[ApplyStub]:
             if state == "Loaded":
                 status["url"] = "http://iris.team-a.example"
                 status["components"] = {"predictor": {"restUrl": "http://iris.team-a.example:8008"}}
-            self._send(200, {"kind": "InferenceService", "status": status})
+            self.send(200, {"kind": "InferenceService", "status": status})
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="apply-stub", daemon=True)
-    thread.start()
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve(Handler) as stub.url:
         yield stub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_deploy_applies_the_yaml_waits_for_loaded_and_outputs_the_rest_url(apply_stub: ApplyStub) -> None:
@@ -187,3 +200,65 @@ def test_deploy_reports_the_meshs_refusal(apply_stub: ApplyStub) -> None:
                                            r"spec.predictor.model: storageUri or storage.path is required "
                                            r"\(HTTP 400 from http://127.0.0.1:\d+\)"):
         deploy_inference_service.python_func(mesh_url=apply_stub.url, isvc_yaml=refused, timeout_s=5.0)
+
+
+# -- register_model's wait ---------------------------------------------------------------------
+@dataclass
+class ModelStub:
+    """PUT registers; GET answers ``states`` in turn (the last one repeats); ensure-loaded is counted."""
+
+    states: list[str]
+    errors: list[str] = field(default_factory=list)
+    gets: int = 0
+    ensure_loaded: int = 0
+    registered: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def model_stub() -> Iterator[ModelStub]:
+    stub = ModelStub(states=["LOADING", "LOADED"])
+
+    class Handler(JsonHandler):
+        def do_PUT(self) -> None:
+            stub.registered.append(self.body())
+            self.send(200, {"modelId": "m", "status": "NOT_LOADED", "errors": []})
+
+        def do_POST(self) -> None:
+            self.body()
+            stub.ensure_loaded += 1
+            self.send(200, {"modelId": "m", "status": "LOADING", "errors": []})
+
+        def do_GET(self) -> None:
+            state = stub.states[min(stub.gets, len(stub.states) - 1)]
+            stub.gets += 1
+            self.send(200, {"modelId": "m", "status": state, "errors": stub.errors})
+
+    with serve(Handler) as stub.url:
+        yield stub
+
+
+def _register(stub: ModelStub, timeout_s: float = 10.0) -> Any:
+    return register_model.python_func(mesh_url=stub.url + "/", model_id="m", model_format="sklearn",
+                                      storage_uri="s3://b/m.joblib", storage_key="k", timeout_s=timeout_s)
+
+
+def test_register_waits_for_loaded_asking_for_a_load_while_not_loaded(model_stub: ModelStub) -> None:
+    model_stub.states = ["NOT_LOADED", "LOADING", "LOADED"]
+    out = _register(model_stub)
+    assert (out.model_id, out.endpoint) == ("m", f"{model_stub.url}/v2/models/m")
+    assert model_stub.registered == [{"modelInfo": {"type": "sklearn", "path": "s3://b/m.joblib",
+                                                    "key": '{"storage_key": "k"}'}, "loadNow": True}]
+    assert (model_stub.gets, model_stub.ensure_loaded) == (3, 1)
+
+
+def test_register_fails_with_the_load_errors(model_stub: ModelStub) -> None:
+    model_stub.states, model_stub.errors = ["LOADING", "LOADING_FAILED"], ["runtime: bad pickle", "again"]
+    with pytest.raises(RuntimeError, match=r"^model 'm' failed to load: runtime: bad pickle; again$"):
+        _register(model_stub)
+
+
+def test_register_times_out_naming_the_last_state(model_stub: ModelStub) -> None:
+    model_stub.states = ["LOADING"]
+    with pytest.raises(TimeoutError, match=r"^model 'm' was not loaded within 0.5 s \(last state LOADING\)$"):
+        _register(model_stub, timeout_s=0.5)
