@@ -184,8 +184,8 @@ def test_rest_errors_name_what_was_wrong(kube_mesh: MeshProcess) -> None:
                                   "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}}}}}),
                       "application/json")
     assert code == 400 and "exactly one of storageUri or storage.path" in body["error"]
-    assert kube_mesh.call("GET", "/mesh/v1/isvc/default/none") == (
-        404, {"error": "InferenceService 'none' not found in namespace 'default'"})
+    code, body = kube_mesh.call("GET", "/mesh/v1/isvc/default/none")
+    assert code == 404 and body["error"] == "InferenceService 'none' not found in namespace 'default'", body
     assert kube_mesh.call("DELETE", "/mesh/v1/predictors/default/none")[0] == 404
     code, body = kube_mesh.call("GET", "/mesh/v1/clusterservingruntimes/kserve-mesh-python")
     assert code == 200 and body["metadata"]["name"] == "kserve-mesh-python"
