@@ -7,9 +7,9 @@ What is watched:
   ModelMesh Predictors: create / update / resume -> reconcile now; a timer re-reconciles every
   ``status_interval_s`` while the model is not settled (so Loading -> Loaded shows up) and every
   ``settled_interval_s`` after; delete -> the vmodel goes (kopf holds a finalizer until it has).
-  Resources of namespaces that are not served are filtered out before kopf touches them (``when``),
-  except by the timer, which notices when their namespace becomes served (and, by writing the
-  status, makes kopf pick them up).
+  Resources of namespaces that are not served are filtered out before kopf touches them (``when``):
+  no finalizer, annotation or status. When a namespace gets the label, its model resources are
+  touched (an annotation) so that kopf, which re-checks filters only on changes, picks them up.
 - ServingRuntimes and ClusterServingRuntimes, and in cluster scope Namespaces: kopf indexes (kept
   current by watches, complete before any model handler runs). A runtime change pokes the
   Deployment sync.
@@ -30,7 +30,7 @@ from typing import Any
 import kopf
 
 from kserve_mesh.core.clock import Clock, SystemClock
-from kserve_mesh.core.errors import DeadlineExceeded, Unavailable
+from kserve_mesh.core.errors import DeadlineExceeded, MeshError, Unavailable
 from kserve_mesh.kube.controller_kube import KubeApi, KubeHttp
 from kserve_mesh.kube.controller_model import ModelReconcile
 from kserve_mesh.kube.controller_settings import ControllerSettings
@@ -47,6 +47,7 @@ GROUP = "serving.kserve.io"
 ENABLED_LABEL = "modelmesh-enabled"
 FINALIZER = "kserve-mesh.kserve.io/finalizer"
 KOPF_PREFIX = "kserve-mesh.kserve.io"
+NAMESPACE_ENABLED_AT = f"{KOPF_PREFIX}/namespace-enabled-at"
 MODELMESH_ONLY = {DEPLOYMENT_MODE_ANNOTATION: MODELMESH_MODE}
 # kind -> (version, plural, annotation filter)
 MODEL_KINDS: dict[str, tuple[str, str, dict[str, str] | None]] = {
@@ -69,7 +70,9 @@ class Controller:
         self._locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._checked_at: dict[tuple[str, str, str], float] = {}
         self._settled: dict[tuple[str, str, str], bool] = {}
+        self._warned: dict[tuple[str, str, str], tuple[str, str] | None] = {}
         self.indices: dict[str, Any] = {}
+        self.served_namespaces: dict[str, bool] = {}
         self.config = ConfigSource(self, settings.controller_namespace, settings.config_map,
                                    image=settings.instance_image)
         self.sync = RuntimeSync(self, self.config, self.runtime_docs, interval_s=settings.sync_interval_s)
@@ -163,6 +166,25 @@ class Controller:
             return namespace == self.settings.namespace
         return any(self.indices.get("namespaces_index", {}).get(namespace, []))
 
+    async def wake_namespace(self, namespace: str) -> None:
+        """A namespace became served: touch its model resources so kopf hands them to the handlers
+        (its filters kept them out until now, and kopf re-checks filters only on a change)."""
+        stamp = str(self.clock.now_ms())
+        for kind, (version, plural, only) in MODEL_KINDS.items():
+            path = f"/apis/{GROUP}/{version}/namespaces/{namespace}/{plural}"
+            try:
+                items = await self.list(path)
+            except MeshError as exc:
+                log.warning("namespace %s: %s not listed: %s", namespace, plural, exc)
+                continue
+            for item in items:
+                annotations = (item.get("metadata") or {}).get("annotations") or {}
+                if only and any(annotations.get(k) != v for k, v in only.items()):
+                    continue
+                name = item["metadata"]["name"]
+                log.info("namespace %s is served now: picking up %s %s", namespace, kind, name)
+                await self.patch(f"{path}/{name}", {"metadata": {"annotations": {NAMESPACE_ENABLED_AT: stamp}}})
+
     # -- model resources -------------------------------------------------------------------------
     async def reconcile_model(self, body: kopf.Body, patch: kopf.Patch, *, timer: bool = False) -> None:
         kind, namespace, name = body["kind"], body.metadata.namespace or "default", body.metadata.name
@@ -181,8 +203,14 @@ class Controller:
         self._settled[key] = result.settled
         if result.patch:
             patch.status.update(result.patch)
-        if result.warning is not None:
+        # The status in ``body`` may predate a patch still in flight (a handler and the timer can
+        # both see the old one): remember what was posted, so a failure gives one Event.
+        if result.warning is not None and self._warned.get(key) != result.warning:
             kopf.warn(body, reason=result.warning[0], message=result.warning[1])
+        if result.warning is not None:
+            self._warned[key] = result.warning
+        elif result.settled:  # recovered: the same failure later is news again
+            self._warned.pop(key, None)
         if self.settings.manage_deployments:
             self.sync.use(namespace, f"{kind}/{name}", result.runtime)
 
@@ -198,6 +226,7 @@ class Controller:
         self._locks.pop(key, None)
         self._checked_at.pop(key, None)
         self._settled.pop(key, None)
+        self._warned.pop(key, None)
         if self.settings.manage_deployments:
             self.sync.drop(namespace, f"{kind}/{name}")
 
@@ -241,6 +270,15 @@ def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
         def namespaces_index(name: str, labels: Mapping[str, str], **_: Any) -> dict[str, bool]:
             return {name: labels.get(ENABLED_LABEL) == "true"}
 
+        # An event handler, not a change handler: kopf keeps no state (annotations) on Namespaces.
+        @kopf.on.event("", "v1", "namespaces", id="namespace-enabled", registry=registry)
+        async def namespace_enabled(name: str, labels: Mapping[str, str], type: str | None, **_: Any) -> None:
+            now = labels.get(ENABLED_LABEL) == "true" and type != "DELETED"
+            was = ctl.served_namespaces.get(name)
+            ctl.served_namespaces[name] = now
+            if now and was is False:
+                await ctl.wake_namespace(name)
+
     for version, plural, only in MODEL_KINDS.values():
         _model_handlers(registry, ctl, version, plural, only)
     return registry
@@ -261,8 +299,8 @@ def _model_handlers(registry: kopf.OperatorRegistry, ctl: Controller, version: s
         await ctl.reconcile_model(body, patch)
 
     @kopf.timer(GROUP, version, plural, id="refresh-status", annotations=annotations,
-                interval=settings.status_interval_s,
-                initial_delay=settings.status_interval_s, registry=registry)
+                interval=settings.status_interval_s, initial_delay=settings.status_interval_s,
+                when=ctl.when_enabled, registry=registry)
     async def refresh(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
         ctl.remember(kwargs)
         await ctl.reconcile_model(body, patch, timer=True)

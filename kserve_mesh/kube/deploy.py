@@ -39,6 +39,7 @@ MODELS_PATH = "/models"
 STORAGE_CONFIG_VOLUME = "storage-config"
 STORAGE_CONFIG_PATH = "/storage-config"
 DEFAULT_RUNTIME_PORT = 8085
+SHUTDOWN_MARGIN_S = 15
 LABEL_RUNTIME = "modelmesh-serving.kserve.io/runtime"
 LABEL_SERVICE = "modelmesh-service"
 ANNOTATION_LAST_USED = "modelmesh-serving.kserve.io/runtime-unused-since"
@@ -150,10 +151,11 @@ def instance_container(config: ServingConfig, runtime: RuntimeRef, namespace: st
         {"name": "KSERVE_MESH_NAMESPACE", "value": namespace},
         {"name": "KSERVE_MESH_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "KSERVE_MESH_ETCD_ENDPOINTS", "value": config.etcd_endpoints},
-        {"name": "KSERVE_MESH_ETCD_ROOT_PREFIX", "value": config.etcd_root_prefix},
         {"name": "KSERVE_MESH_GRPC_MAX_MESSAGE_BYTES", "value": str(config.grpc_max_message_bytes)},
         {"name": "KSERVE_MESH_CACHE_DIR", "value": MODELS_PATH},
-        {"name": "KSERVE_MESH_RUNTIME_NAME", "value": runtime.name},
+        # Drain (shutdown migration) ends before the kubelet's SIGKILL at the end of the grace period.
+        {"name": "KSERVE_MESH_SHUTDOWN_GRACE_S",
+         "value": str(max(0, config.termination_grace_seconds - SHUTDOWN_MARGIN_S))},
     ]
     max_loading = _str_map(spec, "annotations").get("maxLoadingConcurrency")
     if max_loading is not None:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Controller, Kube, wait_for
+import yaml
+from conftest import ROOT, Controller, Kube, wait_for
 from mesh_process import MeshProcess
 from slow_http import serve_dir
 
@@ -159,5 +160,37 @@ def test_predictors_are_served_and_unlabelled_namespaces_ignored(
     # By now the controller has handled later events: the InferenceService of the unlabelled
     # namespace got nothing.
     other = kube.get(f"{ISVCS.format(ns='elsewhere')}/iris-elsewhere")
-    assert "status" not in other
+    assert "status" not in other and "finalizers" not in other["metadata"]
+    assert set(other["metadata"]["annotations"]) == set(MODELMESH)
     assert mesh.call("GET", "/mesh/v1/vmodels/iris-elsewhere")[0] == 404
+
+    # Labelling the namespace later brings its InferenceService in.
+    assert kube.call("PATCH", "/api/v1/namespaces/elsewhere",
+                     {"metadata": {"labels": {"modelmesh-enabled": "true"}}})[0] == 200
+    wait_for("iris-elsewhere to be Loaded", lambda: states(kube.get(
+        f"{ISVCS.format(ns='elsewhere')}/iris-elsewhere")).get("states", {}).get("activeModelState") == "Loaded",
+        timeout=90, log=controller.log)
+
+
+def test_namespace_scope_serves_its_namespace_only_with_namespaced_runtimes(
+        kube: Kube, mesh: MeshProcess, controller: Controller, start_controller: Callable[..., Controller],
+        models_dir: Path) -> None:
+    # Neither namespace is labelled: the cluster-scope controller leaves both alone.
+    kube.namespace("scoped", enabled=False)
+    kube.namespace("scoped-other", enabled=False)
+    runtime = yaml.safe_load((ROOT / "manifests/base/runtimes/kserve-mesh-python.yaml").read_text())
+    runtime["kind"] = "ServingRuntime"
+    runtime["metadata"]["namespace"] = "scoped"
+    kube.create("/apis/serving.kserve.io/v1alpha1/namespaces/scoped/servingruntimes", runtime)
+    scoped = start_controller("--namespace", "scoped", "--no-deployments")
+    kube.create(ISVCS.format(ns="scoped-other"), isvc("iris-scoped-other", "scoped-other",
+                                                       str(models_dir / "sklearn-iris")))
+    kube.create(ISVCS.format(ns="scoped"), isvc("iris-scoped", "scoped", str(models_dir / "sklearn-iris")))
+    obj = wait_for("iris-scoped to be Loaded", lambda: (lambda o: o if states(o).get("states", {}).get(
+        "activeModelState") == "Loaded" else None)(kube.get(f"{ISVCS.format(ns='scoped')}/iris-scoped")),
+        timeout=90, log=scoped.log)
+    assert obj["status"]["url"] == "grpc://modelmesh-serving.scoped:8033"
+    assert kube.get("/apis/apps/v1/namespaces/scoped/deployments")["items"] == []  # --no-deployments
+    other = kube.get(f"{ISVCS.format(ns='scoped-other')}/iris-scoped-other")
+    assert "status" not in other and "finalizers" not in other["metadata"]
+    assert mesh.call("GET", "/mesh/v1/vmodels/iris-scoped-other")[0] == 404
