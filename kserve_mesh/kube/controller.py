@@ -1,15 +1,14 @@
 """``kserve-mesh controller``: the Kubernetes controller process (flags: ``controller_settings.py``).
 
 Reads its settings once, configures logging, and runs kopf's operator with the controller's own
-registry (``controller_handlers.py``) next to the runtime Deployment sync task, both owned here and
-stopped together: kopf stops on SIGTERM/SIGINT, then the sync task is cancelled and every client
+registry (``controller_handlers.py``, which also starts and stops the runtime Deployment sync with
+the operator): kopf stops on SIGTERM/SIGINT, then the sync task is cancelled and every client
 closed. A bad flag is a one-line error and exit status 2.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -31,15 +30,11 @@ async def run(settings: ControllerSettings) -> None:
     log.info("kserve-mesh controller: %s, mesh at %s, runtime Deployments %s",
              f"namespace {settings.namespace}" if settings.namespace_scope else "cluster scope",
              settings.mesh_address, "managed" if settings.manage_deployments else "not managed")
-    sync = asyncio.create_task(ctl.sync.run(), name="runtime-deployment-sync")
     try:
         await kopf.operator(registry=registry, settings=operator_settings(), standalone=True,
                             liveness_endpoint=liveness, **scope)  # type: ignore[arg-type]
     finally:
-        sync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sync
-        await ctl.close()
+        await ctl.close()  # normally done by kopf's cleanup already; idempotent
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ that mode cannot read them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -73,6 +74,7 @@ class Controller:
         self._warned: dict[tuple[str, str, str], tuple[str, str] | None] = {}
         self.indices: dict[str, Any] = {}
         self.served_namespaces: dict[str, bool] = {}
+        self._tasks: list[asyncio.Task[None]] = []
         self.config = ConfigSource(self, settings.controller_namespace, settings.config_map,
                                    image=settings.instance_image)
         self.sync = RuntimeSync(self, self.config, self.runtime_docs, interval_s=settings.sync_interval_s)
@@ -119,7 +121,20 @@ class Controller:
         host = f"{config.service_name}.{namespace}"
         return ServiceEndpoints(grpc=f"{host}:{config.grpc_port}", rest=f"http://{host}:{config.rest_port}")
 
+    def start_background(self) -> None:
+        """Start the tasks the controller owns next to kopf (the Deployment sync)."""
+        self._tasks.append(asyncio.create_task(self.sync.run(), name="runtime-deployment-sync"))
+
+    async def stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
     async def close(self) -> None:
+        await self.stop_background()
         for mesh in self._meshes.values():
             await mesh.close()
         self._meshes.clear()
@@ -253,6 +268,16 @@ def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
                                   "(--kubeconfig or KUBECONFIG)")
         ctl.connection = info
         return info
+
+    # Our own tasks live inside kopf's lifetime: kopf waits for any task still running when it
+    # stops ("hung tasks"), so they start with the operator and stop with its cleanup.
+    @kopf.on.startup(id="start-sync", registry=registry)
+    async def start(**_: Any) -> None:
+        ctl.start_background()
+
+    @kopf.on.cleanup(id="stop-sync", registry=registry)
+    async def stop(**_: Any) -> None:
+        await ctl.close()
 
     @kopf.index(GROUP, "v1alpha1", "servingruntimes", id="servingruntimes_index", registry=registry)
     def servingruntimes_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
