@@ -191,7 +191,7 @@ def instance(
     _serve(settings, False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def runtime(ctx: typer.Context) -> None:
     """Run the built-in runtime as its own process (flags: see `kserve-mesh runtime --help`)."""
     from kserve_mesh.runtime.server import main as runtime_main
@@ -306,7 +306,7 @@ def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
         console.print(where)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def controller(ctx: typer.Context) -> None:
     """Run the Kubernetes controller (flags: see `kserve-mesh controller --help`)."""
     from kserve_mesh.kube.controller import main as controller_main

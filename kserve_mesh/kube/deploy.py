@@ -107,8 +107,38 @@ def _instance_runtime_args(spec: Mapping[str, Any]) -> list[str]:
         port = adapter.get("runtimeManagementPort", 8080)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise InvalidServingRuntime(f"spec.builtInAdapter.runtimeManagementPort must be a port, got {port!r}")
-        return ["--runtime", str(adapter["serverType"]), "--runtime-address", f"127.0.0.1:{port}"]
+    # With a built-in adapter the adapter container listens on the runtime's grpcEndpoint (as in
+    # ModelMesh), so the mesh talks to it the same way as to any ModelRuntime server.
     return ["--runtime", "remote", "--runtime-address", runtime_address(spec)]
+
+
+def adapter_containers(config: ServingConfig, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ModelRuntime adapter in front of a third-party server (``builtInAdapter``), if any.
+
+    For ``serverType: mlserver`` it is ``python -m kserve_mesh.runtime.mlserver`` attached to the
+    MLServer container: its gRPC on ``runtimeManagementPort`` and its REST on the next port (the
+    ports ModelMesh's MLServer runtime uses: 8001 and 8002), its model repository under /models.
+    """
+    adapter = spec.get("builtInAdapter")
+    if adapter is None:
+        return []
+    server = adapter.get("serverType")
+    if server != "mlserver":
+        raise InvalidServingRuntime(f"spec.builtInAdapter.serverType '{server}' is not supported (supported: mlserver)")
+    grpc_port = adapter.get("runtimeManagementPort", 8001)
+    listen = runtime_address(spec).rsplit(":", 1)[1]
+    return [{
+        "name": "mlserver-adapter",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", "kserve_mesh.runtime.mlserver"],
+        "args": ["--host", "127.0.0.1", "--port", listen,
+                 "--attach-grpc", f"127.0.0.1:{grpc_port}", "--attach-http", f"http://127.0.0.1:{grpc_port + 1}",
+                 "--attach-repository", f"{MODELS_PATH}/_mlserver_models", "--storage-config", STORAGE_CONFIG_PATH],
+        "resources": copy.deepcopy(dict(config.instance_resources)),
+        "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": MODELS_PATH},
+                         {"name": STORAGE_CONFIG_VOLUME, "mountPath": STORAGE_CONFIG_PATH, "readOnly": True}],
+    }]
 
 
 def _str_map(spec: Mapping[str, Any], key: str) -> dict[str, str]:
@@ -235,7 +265,8 @@ def runtime_deployment(config: ServingConfig, runtime: Mapping[str, Any], namesp
         pod_annotations.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(config.metrics_port),
                                 "prometheus.io/path": "/metrics"})
     pod_spec: dict[str, Any] = {
-        "containers": [instance_container(config, ref, namespace, spec), *runtime_containers(spec)],
+        "containers": [instance_container(config, ref, namespace, spec), *adapter_containers(config, spec),
+                       *runtime_containers(spec)],
         "terminationGracePeriodSeconds": config.termination_grace_seconds,
         "volumes": [
             {"name": MODELS_VOLUME, "emptyDir": {}},

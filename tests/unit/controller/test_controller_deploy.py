@@ -153,9 +153,17 @@ def test_runtime_spec_fields_reach_the_pod() -> None:
 
 def test_builtin_adapter_runtimes_use_that_adapter() -> None:
     rt = serving_runtime(builtInAdapter={"serverType": "mlserver", "runtimeManagementPort": 8001})
-    mm = containers(runtime_deployment(ServingConfig(), rt, "ns", 1))["mm"]
-    assert mm["args"][mm["args"].index("--runtime") + 1] == "mlserver"
-    assert mm["args"][mm["args"].index("--runtime-address") + 1] == "127.0.0.1:8001"
+    pod = containers(runtime_deployment(ServingConfig(), rt, "ns", 1))
+    mm, adapter = pod["mm"], pod["mlserver-adapter"]
+    # The mesh talks ModelRuntime to the adapter on the grpcEndpoint; the adapter drives MLServer.
+    assert mm["args"][mm["args"].index("--runtime") + 1] == "remote"
+    assert mm["args"][mm["args"].index("--runtime-address") + 1] == "127.0.0.1:8085"
+    assert adapter["command"] == ["python", "-m", "kserve_mesh.runtime.mlserver"]
+    assert adapter["args"][adapter["args"].index("--port") + 1] == "8085"
+    assert adapter["args"][adapter["args"].index("--attach-grpc") + 1] == "127.0.0.1:8001"
+    assert adapter["args"][adapter["args"].index("--attach-http") + 1] == "http://127.0.0.1:8002"
+    with pytest.raises(InvalidServingRuntime, match="serverType"):
+        runtime_deployment(ServingConfig(), serving_runtime(builtInAdapter={"serverType": "triton"}), "ns", 1)
 
 
 @pytest.mark.parametrize(("spec", "message"), [
