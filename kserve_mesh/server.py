@@ -166,16 +166,9 @@ class MeshServer:
 
     # -- building --------------------------------------------------------------------------------
     def _fetcher(self):  # type: ignore[no-untyped-def]
-        from kserve_mesh.storage import ModelFetcher, StorageConfig
+        from kserve_mesh.storage import make_fetcher
 
-        s = self.settings
-        if s.storage_config is None:
-            config = StorageConfig.empty()
-        elif s.storage_config.is_dir():
-            config = StorageConfig.from_dir(s.storage_config)
-        else:
-            config = StorageConfig.from_file(s.storage_config)
-        return ModelFetcher(config, self._cache_dir())
+        return make_fetcher(self.settings.storage_config, self._cache_dir())
 
     def _cache_dir(self) -> Path:
         """Where downloaded models go: the configured folder, or a temp dir removed at stop."""

@@ -35,7 +35,6 @@ from kserve_mesh.core.records import (
     ModelInfo,
     ModelRecord,
     ModelState,
-    VModelRecord,
     VModelState,
 )
 from kserve_mesh.mesh.cache_manager import CacheConfig, CacheManager, LoadOutcome

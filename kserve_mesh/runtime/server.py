@@ -241,19 +241,9 @@ def _parser() -> argparse.ArgumentParser:
 def _fetcher(args: argparse.Namespace) -> Fetcher | None:
     if args.storage_config is None and args.cache_dir is None:
         return None
-    import tempfile
+    from kserve_mesh.storage import make_fetcher
 
-    from kserve_mesh.storage import ModelFetcher, StorageConfig
-
-    if args.storage_config is None:
-        config = StorageConfig.empty()
-    elif args.storage_config.is_dir():
-        config = StorageConfig.from_dir(args.storage_config)
-    else:
-        config = StorageConfig.from_file(args.storage_config)
-    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="kserve-mesh-models-"))
-    cache.mkdir(parents=True, exist_ok=True)
-    return ModelFetcher(config, cache)
+    return make_fetcher(args.storage_config, args.cache_dir)
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ boto3 (the ``[s3]`` extra) is imported only when an S3 pull happens.
 
 from .archive import archive_kind, extract_archive
 from .config import StorageConfig, StorageEntry
-from .fetcher import GiB, ModelFetcher, Source, disk_usage, safe_name
+from .fetcher import GiB, ModelFetcher, Source, disk_usage, make_fetcher, safe_name
 from .modelkey import ModelKey, parse_model_key, resolve_entry
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "archive_kind",
     "disk_usage",
     "extract_archive",
+    "make_fetcher",
     "parse_model_key",
     "resolve_entry",
     "safe_name",

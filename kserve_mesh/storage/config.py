@@ -105,6 +105,13 @@ class StorageConfig:
         return cls(MappingProxyType(entries))
 
     @classmethod
+    def load(cls, path: str | Path | None) -> StorageConfig:
+        """A mounted Secret folder, a JSON/YAML file, or (None) an empty config."""
+        if path is None:
+            return cls.empty()
+        return cls.from_dir(path) if Path(path).is_dir() else cls.from_file(path)
+
+    @classmethod
     def from_dir(cls, path: str | Path) -> StorageConfig:
         """From a mounted Secret: one file per key. Kubernetes' ``..data`` bookkeeping is skipped."""
         root = Path(path)

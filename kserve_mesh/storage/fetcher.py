@@ -289,3 +289,15 @@ class ModelFetcher:
         if name in ("", ".", ".."):
             name = "_model"
         return puller.pull(source.location, tmp / name, self.max_bytes)
+
+
+def make_fetcher(storage_config: Path | None, cache_dir: Path | None) -> ModelFetcher:
+    """A fetcher from process settings: ``storage_config`` as for ``StorageConfig.load``; downloads
+    under ``cache_dir`` (a new temp dir when None)."""
+    import tempfile
+
+    from .config import StorageConfig
+
+    cache = cache_dir or Path(tempfile.mkdtemp(prefix="kserve-mesh-models-"))
+    cache.mkdir(parents=True, exist_ok=True)
+    return ModelFetcher(StorageConfig.load(storage_config), cache)

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from kserve_mesh.core.errors import MeshError
@@ -77,17 +76,9 @@ def _config(args: argparse.Namespace) -> MLServerConfig:
 def _fetcher(args: argparse.Namespace) -> Fetcher | None:
     if args.storage_config is None and args.cache_dir is None:
         return None
-    from kserve_mesh.storage import ModelFetcher, StorageConfig
+    from kserve_mesh.storage import make_fetcher
 
-    if args.storage_config is None:
-        config = StorageConfig.empty()
-    elif args.storage_config.is_dir():
-        config = StorageConfig.from_dir(args.storage_config)
-    else:
-        config = StorageConfig.from_file(args.storage_config)
-    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="kserve-mesh-models-"))
-    cache.mkdir(parents=True, exist_ok=True)
-    return ModelFetcher(config, cache)
+    return make_fetcher(args.storage_config, args.cache_dir)
 
 
 async def _runtime(args: argparse.Namespace) -> MLServerRuntime:
