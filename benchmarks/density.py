@@ -74,6 +74,7 @@ log = logging.getLogger("benchmarks.density")
 STRING_MODEL_BYTES = 2048 + len(model_id(0))  # what the runtime reports for one string model
 SETTLE_S = 2.0  # pause before a memory reading, so in-flight work (watch events, records) is done
 VISIBLE_TIMEOUT_S = 300.0
+CLI_LAUNCHER = (sys.executable, "-m", "kserve_mesh.cli")
 
 
 def _percentiles(ms: list[float]) -> dict[str, float]:
@@ -124,7 +125,9 @@ def run_wrk(mesh: DensityMesh, args: argparse.Namespace, *, mode: str, connectio
     return result, cpu
 
 
-def measure(args: argparse.Namespace, console: Console, work: Path) -> Report:
+def measure(args: argparse.Namespace, console: Console, work: Path,
+            launcher: tuple[str, ...] = CLI_LAUNCHER) -> Report:
+    """The whole run; ``launcher`` starts an instance (an experiment may wrap the CLI, e.g. with patches)."""
     n_inst = args.instances
     share = -(-args.loaded // n_inst)  # the even share of loaded copies per instance
     # Room for twice the even share: placement may split unevenly, and no copy should be evicted.
@@ -145,7 +148,7 @@ def measure(args: argparse.Namespace, console: Console, work: Path) -> Report:
 
     console.print(f"starting etcd and {n_inst} instances (capacity {capacity / (1 << 20):.0f} MiB each)")
     with DensityMesh(n_inst, capacity, work / "logs", max_loading_concurrency=args.max_loading_concurrency,
-                     etcd_fsync=not args.etcd_no_fsync) as mesh:
+                     etcd_fsync=not args.etcd_no_fsync, launcher=launcher) as mesh:
         mem: dict[str, dict[str, Any]] = {i.name: {"start": i.rss()} for i in mesh.instances}
         mem["etcd"] = {"start": mesh.etcd_rss()}
 
@@ -270,7 +273,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, launcher: tuple[str, ...] = CLI_LAUNCHER) -> int:
     args = _parser().parse_args(argv)
     _check(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         (work / "logs").mkdir()
         try:
-            report = measure(args, console, work)
+            report = measure(args, console, work, launcher)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; every process was stopped[/yellow]")
             return 130

@@ -131,6 +131,18 @@ class HttpConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def infer(self, model: str) -> tuple[int, bytes]:
+        """Send one request. A reused connection that the server closed while idle (keep-alive
+        timeout) fails before any answer byte: reconnect and send again once, as HTTP clients do."""
+        reused = self.writer is not None
+        try:
+            return await self._send(model)
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            await self.close()
+            return await self._send(model)
+
+    async def _send(self, model: str) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
