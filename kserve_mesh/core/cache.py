@@ -60,6 +60,7 @@ class CacheLedger:
         self.capacity_bytes = capacity_bytes
         self.policy: EvictionPolicy = policy or LruPolicy()
         self._entries: dict[ModelId, CacheEntry] = {}
+        self._oldest: CacheEntry | None = None  # cached answer of lru_time_ms; None = recompute
         self._used = 0
 
     # -- reading ---------------------------------------------------------------------------------
@@ -89,9 +90,20 @@ class CacheLedger:
         return sum(1 for e in self._entries.values() if e.state is state)
 
     def lru_time_ms(self, default: int) -> int:
-        """Oldest last-used time among LOADED copies (the instance's "cache age"), or ``default``."""
-        times = [e.last_used_ms for e in self._entries.values() if e.state is CopyState.LOADED]
-        return min(times) if times else default
+        """Oldest last-used time among LOADED copies (the instance's "cache age"), or ``default``.
+
+        It is published and scraped often and a cache can hold tens of thousands of copies, so the
+        oldest entry is remembered and only looked for again when it changes (it was used,
+        unloaded or evicted): with many models, rarely.
+        """
+        oldest = self._oldest
+        if oldest is None or oldest.state is not CopyState.LOADED or self._entries.get(oldest.model_id) is not oldest:
+            oldest = None
+            for entry in self._entries.values():
+                if entry.state is CopyState.LOADED and (oldest is None or entry.last_used_ms < oldest.last_used_ms):
+                    oldest = entry
+            self._oldest = oldest
+        return oldest.last_used_ms if oldest is not None else default
 
     def unloading_bytes(self) -> int:
         return sum(e.size_bytes for e in self._entries.values() if e.state is CopyState.UNLOADING)
@@ -170,11 +182,16 @@ class CacheLedger:
         entry = self._entry(model_id)
         entry.state = CopyState.LOADED
         entry.loaded_at_ms = now_ms
+        oldest = self._oldest
+        if oldest is not None and entry.last_used_ms < oldest.last_used_ms:
+            self._oldest = entry
 
     def touch(self, model_id: ModelId, now_ms: int) -> None:
         entry = self._entries.get(model_id)
         if entry is not None and now_ms > entry.last_used_ms:
             entry.last_used_ms = now_ms
+            if entry is self._oldest:
+                self._oldest = None
 
     def release(self, model_id: ModelId) -> CacheEntry | None:
         """Drop an entry (load failed, or unload finished); its bytes become free."""

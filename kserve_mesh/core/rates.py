@@ -21,5 +21,7 @@ class RateCounter:
         self.last = now
 
     def per_minute(self, now: float) -> int:
+        if now - self.last >= 60:
+            return 0
         sec = int(now)
         return sum(b for b, s in zip(self._buckets, self._stamps) if sec - s < 60)

@@ -49,8 +49,7 @@ async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest
         local = inst.cache.copies.get(model_id)
         if local is not None and local.phase is not Phase.UNLOADING and prefer is None:
             return await inst.serve_local(model_id, request, remaining)
-        live = dict(inst.cluster.instances)
-        live[inst.instance_id] = inst.cluster.record()
+        live = inst.cluster.instances
         holders = [i for i in rec.instances if i != inst.instance_id and i in live and i not in exclude]
         load = False
         if prefer is not None and prefer in holders:
@@ -66,7 +65,9 @@ async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest
             req = PlacementRequest(size_bytes=inst.size_hint(model_id), now_ms=now, exclude=exclude,
                                    failed_on=inst.failures.failed_instances(rec.failures, now),
                                    min_churn_age_ms=churn_age_ms(int(inst.cache.config.load_timeout_s * 1000)))
-            chosen = choose(live.values(), req)
+            # Our own record fresh (the published one may be seconds old); only here, not per request.
+            candidates = {**live, inst.instance_id: inst.cluster.record()}
+            chosen = choose(candidates.values(), req)
             if chosen is None or chosen.instance_id == inst.instance_id:
                 if chosen is None and inst.instance_id in exclude:
                     raise last_error or Unavailable(f"no instance can load model '{model_id}'")
