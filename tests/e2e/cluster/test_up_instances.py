@@ -1,0 +1,98 @@
+"""`kserve-mesh up --instances 2`: etcd, two instances with their runtime processes, a live table;
+SIGTERM stops every process it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from example_models import make_models_module
+
+pytestmark = pytest.mark.e2e
+
+READY = re.compile(r"kserve-mesh cluster ready: etcd=(\S+) (.*)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                child = int(entry.name)
+                out |= {child} | _children(child)
+    return out
+
+
+def test_up_instances_serves_and_stops_everything(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    cases = make_models_module().make_all(models, string_models=1)
+    proc = subprocess.Popen([sys.executable, "-m", "kserve_mesh.cli", "up", "--instances", "2", "--models", str(models),
+                             "--rest-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready: list[re.Match[str]] = []
+    got = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = READY.search(line)
+            if m:
+                ready.append(m)
+                got.set()
+        got.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert got.wait(180) and ready, "".join(lines)
+        rests = re.findall(r"rest=(\S+)", ready[0].group(2))
+        assert len(rests) == 2
+        assert "instance-0" in "".join(lines) and "ready" in "".join(lines)  # the live table
+        request = json.dumps(cases["sklearn-iris"]["request"])
+        for rest in rests:
+            out = subprocess.run([sys.executable, "-m", "kserve_mesh.cli", "infer", "sklearn-iris", "-d", request,
+                                  "--url", rest], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["outputs"][0]["data"] == cases["sklearn-iris"]["expected"]["outputs"][0]["data"]
+        status = json.loads(subprocess.run([sys.executable, "-m", "kserve_mesh.cli", "status", "-o", "json", "--url",
+                                            rests[0]], capture_output=True, text=True, timeout=60).stdout)
+        assert len(status["instances"]) == 2 and all(i["pid"] for i in status["instances"])
+        assert status["placements"]["sklearn-iris"]
+        started = _children(proc.pid)
+        assert len(started) >= 5  # etcd, 2 instances, 2 runtime processes
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(10)
+    assert code == 0, "".join(lines[-30:])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in started):
+        time.sleep(0.2)
+    assert not [p for p in started if _alive(p)], "processes left running"
