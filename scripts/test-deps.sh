@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# What the tests need besides the Python packages of the dev extra: Debian's Chromium (the notebook
+# browser test; never a test tool's own browser download) and MLServer in its own venv (it cannot
+# share one with kserve). Idempotent; run as root on Debian (CI is).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+bash scripts/mlserver-venv.sh
