@@ -22,8 +22,6 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 
@@ -51,7 +49,7 @@ from kserve_mesh.runtime.builtin.models import (
     find_model_file,
     resolve_model_spec,
 )
-from kserve_mesh.runtime.builtin.sizing import current_rss_bytes, disk_size_bytes
+from kserve_mesh.runtime.builtin.sizing import current_rss_bytes, disk_size_bytes, disk_size_or_zero, local_path
 from kserve_mesh.runtime.builtin.validation import metadata_of, validate_inputs
 from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
 
@@ -152,10 +150,10 @@ class BuiltinRuntime:
         spec = resolve_model_spec(info.type, info.key)
         disk = spec.disk_size_bytes
         if not disk:
-            local = _local_path(info.path)
+            local = local_path(info.path)
             if local is not None:
                 loop = asyncio.get_running_loop()
-                disk = await loop.run_in_executor(self._work_pool, _disk_size_or_zero, local)
+                disk = await loop.run_in_executor(self._work_pool, disk_size_or_zero, local)
         if not disk:
             return self.config.default_model_size_bytes
         if spec.model_type == STRING:
@@ -400,18 +398,3 @@ def _predict(model_id: str, model: LoadedModel, feed: dict[str, np.ndarray]) -> 
     except Exception as exc:  # noqa: BLE001 - any library error becomes one clear message
         logger.warning("model %s failed to predict: %s: %s", model_id, type(exc).__name__, exc)
         raise InternalError(f"model '{model_id}' failed to predict: {type(exc).__name__}: {exc}") from exc
-
-
-def _local_path(path: str) -> Path | None:
-    if path.startswith("file://"):
-        return Path(unquote(urlparse(path).path))
-    if "://" in path or not path:
-        return None
-    return Path(path)
-
-
-def _disk_size_or_zero(path: Path) -> int:
-    try:
-        return disk_size_bytes(path) if path.exists() else 0
-    except OSError:
-        return 0

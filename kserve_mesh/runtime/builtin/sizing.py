@@ -36,3 +36,22 @@ def disk_size_bytes(path: Path) -> int:
                 continue
             total += st.st_size
     return total
+
+
+def local_path(path: str) -> Path | None:
+    """The local file a model path names (plain path or file://), or None for remote URIs."""
+    from urllib.parse import unquote, urlparse
+
+    if path.startswith("file://"):
+        return Path(unquote(urlparse(path).path))
+    if "://" in path or not path:
+        return None
+    return Path(path)
+
+
+def disk_size_or_zero(path: Path) -> int:
+    """Bytes on disk under ``path``; 0 when it is missing or unreadable (sizes are estimates)."""
+    try:
+        return disk_size_bytes(path) if path.exists() else 0
+    except OSError:
+        return 0

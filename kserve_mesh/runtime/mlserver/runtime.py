@@ -54,7 +54,7 @@ from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import tensors, v2
 from kserve_mesh.runtime.builtin.fetch import Fetcher
 from kserve_mesh.runtime.builtin.models import detect_model_type, find_model_file, resolve_model_spec
-from kserve_mesh.runtime.builtin.sizing import disk_size_bytes
+from kserve_mesh.runtime.builtin.sizing import disk_size_bytes, disk_size_or_zero, local_path
 from kserve_mesh.runtime.grpc_errors import error_of
 from kserve_mesh.runtime.mlserver.config import MLServerConfig, find_venv
 from kserve_mesh.runtime.mlserver.memory import tree_rss_bytes
@@ -240,9 +240,9 @@ class MLServerRuntime:
         spec = resolve_model_spec(info.type, info.key)
         disk = spec.disk_size_bytes
         if not disk:
-            local = _local_path(info.path)
+            local = local_path(info.path)
             if local is not None:
-                disk = await asyncio.to_thread(_disk_size_or_zero, local)
+                disk = await asyncio.to_thread(disk_size_or_zero, local)
         if not disk:
             return self.config.default_model_size_bytes
         return math.ceil(disk * self.config.predict_size_factor) + self.config.model_overhead_bytes
@@ -523,20 +523,3 @@ def _error_text(resp: httpx.Response) -> str:
     if isinstance(doc, dict) and doc.get("error"):
         return str(doc["error"])
     return str(doc)[:500]
-
-
-def _local_path(path: str) -> Path | None:
-    from urllib.parse import unquote, urlparse
-
-    if path.startswith("file://"):
-        return Path(unquote(urlparse(path).path))
-    if "://" in path or not path:
-        return None
-    return Path(path)
-
-
-def _disk_size_or_zero(path: Path) -> int:
-    try:
-        return disk_size_bytes(path) if path.exists() else 0
-    except OSError:
-        return 0
