@@ -25,7 +25,7 @@ import uvicorn
 
 from kserve_mesh import __version__
 from kserve_mesh.api import grpc_mgmt, grpc_v2
-from kserve_mesh.api.rest import build_app
+from kserve_mesh.api.rest import build_app, serve_infer_first
 from kserve_mesh.core.clock import SystemClock
 from kserve_mesh.core.errors import MeshError, Unavailable
 from kserve_mesh.core.ids import InstanceId
@@ -260,7 +260,7 @@ class MeshServer:
         self.kube = KubeService.for_instance(self.instance, self.store, Keys.for_namespace(s.namespace), self.clock)
         app = build_app(self.instance, __version__, extra_status=self.status, telemetry=self.telemetry,
                         routers=[kube_router(self.kube)])
-        config = uvicorn.Config(app, host=s.host, port=s.rest_port, log_level="warning", access_log=False,
+        config = uvicorn.Config(serve_infer_first(app), host=s.host, port=s.rest_port, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=5)
         self._rest = uvicorn.Server(config)
         self._rest.install_signal_handlers = lambda: None  # type: ignore[method-assign]
