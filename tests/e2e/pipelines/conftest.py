@@ -2,29 +2,23 @@
 whose storage-config knows it; and ``kserve_mesh_pipelines`` importable from a plain checkout.
 
 The mesh is started with the KServe routes (``POST /mesh/v1/apply``, ``GET
-/mesh/v1/inferenceservices/...``) mounted: through tests/e2e/kube/kube_mesh_launcher.py while that
-launcher exists (server.py does not mount them yet), else as plain ``kserve-mesh up``.
+/mesh/v1/inferenceservices/...``) that every ``kserve-mesh up`` serves.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import re
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mesh_process import READY, MeshProcess
+from mesh_process import MeshProcess
 from storage_servers import S3Server, nanio  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parents[3]
 PIPELINES_DIR = REPO / "pipelines"
-KUBE_LAUNCHER = REPO / "tests" / "e2e" / "kube" / "kube_mesh_launcher.py"
 BUCKET = "models"
 STORAGE_KEY = "pipelineS3"
 
@@ -45,35 +39,6 @@ def _ensure_importable() -> None:
 _ensure_importable()
 
 
-def _start_with_kube_routes(*args: str, timeout: float = 90.0) -> MeshProcess:
-    """``MeshProcess.start`` through the launcher that mounts the KServe routes (temporary: drop it
-    once server.py mounts them and MeshProcess.start serves /mesh/v1/apply itself)."""
-    cmd = [sys.executable, str(KUBE_LAUNCHER), "up", "--rest-port", "0", "--grpc-port", "0", "--metrics-port", "0",
-           *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    output: list[str] = []
-    found: list[re.Match[str]] = []
-    done = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            if not found and (m := READY.search(line)):
-                found.append(m)
-                done.set()
-        done.set()
-
-    threading.Thread(target=pump, name="mesh-output", daemon=True).start()
-    if not done.wait(timeout) or not found:
-        proc.kill()
-        proc.wait(10)
-        raise RuntimeError("mesh did not become ready:\n" + "".join(output))
-    m = found[0]
-    return MeshProcess(proc, m.group(1), m.group(2), m.group(3), output)
-
-
 @pytest.fixture(scope="module")
 def s3_mesh(nanio: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:  # noqa: F811
     """A mesh with no models of its own whose storage-config entry ``STORAGE_KEY`` is the S3 server."""
@@ -85,7 +50,7 @@ def s3_mesh(nanio: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     config = base / "storage-config.json"
     config.write_text(json.dumps({STORAGE_KEY: json.dumps(entry)}))
     args = ("--models", str(base / "models"), "--storage-config", str(config))
-    proc = _start_with_kube_routes(*args) if KUBE_LAUNCHER.exists() else MeshProcess.start(*args)
+    proc = MeshProcess.start(*args)
     try:
         yield proc
     finally:
