@@ -3,7 +3,6 @@ KServe routes (every ``kserve-mesh up`` serves them)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,6 @@ from typing import Any
 import pytest
 from example_models import make_models_module
 from mesh_process import MeshProcess
-
-HERE = Path(__file__).resolve().parent
-READY = re.compile(r"kserve-mesh ready: rest=(\S+) grpc=(\S+) metrics=(\S+)")
 
 
 @pytest.fixture(scope="module")
