@@ -4,10 +4,8 @@ inference through the mesh's REST and gRPC front doors reaches a real MLServer."
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 from conftest import PYTHON, ROOT, child_env, pid_alive, readline, stop
-from mesh_process import READY, MeshProcess
+from mesh_process import MeshProcess
 
 from kserve_mesh.protocol import tensors, v2
 
@@ -70,36 +68,12 @@ def _status(url: str) -> int:
 def mesh(adapter: Adapter, sklearn_model: tuple[Path, dict[str, Any]]
          ) -> Iterator[MeshProcess]:
     models = sklearn_model[0].parent
-    cmd = [PYTHON, "-m", "kserve_mesh.cli", "instance", "--runtime", "remote", "--runtime-address", adapter.address,
-           "--rest-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--models", str(models)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    output: list[str] = []
-    found: list[re.Match[str]] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            m = READY.search(line)
-            if m and not found:
-                found.append(m)
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    mesh = None
+    mesh = MeshProcess.start("--runtime", "remote", "--runtime-address", adapter.address, "--models", str(models),
+                             command="instance", cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
     try:
-        assert ready.wait(90) and found, "mesh did not become ready:\n" + "".join(output)
-        m = found[0]
-        mesh = MeshProcess(proc, m.group(1), m.group(2), m.group(3), output)
         yield mesh
     finally:
-        if mesh is not None:
-            mesh.stop()
-        else:
-            stop(proc)
+        mesh.stop()
 
 
 def test_mesh_serves_an_sklearn_model_from_mlserver(
