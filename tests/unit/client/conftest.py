@@ -5,9 +5,8 @@ not serve yet."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from example_models import make_models_module
 from mesh_process import MeshProcess
+from stub_http import StubServer
 
 
 @pytest.fixture(scope="session")
@@ -90,15 +90,11 @@ class KubeStub:
                     return self._answer(200, {})
                 self._answer(404, {"error": "InferenceService team-a/nope not found"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self._http = StubServer(Handler)
+        self.url = self._http.url
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        self._http.stop()
 
 
 @pytest.fixture

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from example_models import make_models_module
 from mesh_process import MeshProcess
+from stub_http import StubServer
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def panel_mesh(panel_models: tuple[Path, dict[str, Any]]) -> Iterator[MeshProces
 
 class ApplyStub:
     """A mesh front that answers the panel's refresh and ``POST /mesh/v1/apply`` the way the KServe
-    integration does (its routes are not wired into ``kserve-mesh up`` yet)."""
+    integration does, so error paths can be driven exactly."""
 
     def __init__(self) -> None:
         self.applied: list[bytes] = []
@@ -70,15 +70,11 @@ class ApplyStub:
                 self._answer([{"kind": "InferenceService", "namespace": "default", "name": "iris",
                                "action": "created"}])
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self._http = StubServer(Handler)
+        self.url = self._http.url
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        self._http.stop()
 
 
 @pytest.fixture
