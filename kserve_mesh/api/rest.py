@@ -26,8 +26,9 @@ from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.api.grpc_v2 import EXTENSIONS, SERVER_NAME, raise_load_failed, repository_state
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.core.ids import ModelId, VModelId
-from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.core.records import InstanceRecord, ModelInfo
 from kserve_mesh.core.vmodel import SetVModel
+from kserve_mesh.mesh.http_peer import FORWARDED, TIMEOUT_HEADER, carried_headers
 from kserve_mesh.mesh.instance import Instance, ModelStatus, VModelStatus
 from kserve_mesh.protocol import rest as codec
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "inference-header-content-length"
 REST_INFER_METHOD = "POST /v2/models/{name}/infer"
+DEFAULT_TIMEOUT_S = 60.0
 HTTP_CODES = {200: "OK", 400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "FAILED_PRECONDITION",
               429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
               507: "RESOURCE_EXHAUSTED"}
@@ -110,6 +112,64 @@ class SetVModelBody(BaseModel):
     expectedTargetModelId: str = ""
 
 
+def _timeout_s(headers: Any) -> float:
+    """The time a request may take: a forwarded one carries the sender's remaining time."""
+    value = headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        return min(DEFAULT_TIMEOUT_S, max(0.001, int(value) / 1000))
+    except ValueError:
+        raise InvalidArgument(f"header {TIMEOUT_HEADER} must be an integer number of ms, got '{value}'") from None
+
+
+def _header_safe(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
+class RestHop:
+    """A V2 REST inference as the router moves it: decoded and run here, or forwarded as raw bytes
+    over HTTP to a peer's REST port (no decoding here at all); the gRPC hop is the fallback when
+    the model id cannot travel in an HTTP header."""
+
+    __slots__ = ("instance", "model_id", "body", "length", "path", "carried", "req", "options")
+
+    def __init__(self, instance: Instance, model_id: ModelId, body: bytes, length: int | None, request: Request) -> None:
+        self.instance, self.model_id, self.body, self.length = instance, model_id, body, length
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        self.path = raw_path.decode("latin-1") if raw_path.isascii() else ""
+        self.carried = carried_headers(request.headers)
+        self.req: Any = None
+        self.options: Any = None
+
+    def prepare(self) -> None:
+        if self.req is None:
+            self.req, self.options = codec.parse_infer_request(self.body, self.model_id, header_length=self.length)
+
+    def _render(self, resp: Any) -> Response:
+        payload, headers = codec.render_infer_response(resp, self.options)
+        headers = {**headers, "mm-model-id": self.model_id}
+        media = headers.pop("content-type", "application/json")
+        return Response(payload, media_type=media, headers=headers)
+
+    async def run(self) -> Response:
+        self.prepare()
+        self.req.model_name = self.model_id
+        return self._render(await self.instance.runtime.infer(self.req))
+
+    async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> Response:
+        peers = self.instance.peers
+        assert peers is not None
+        if not (self.path and _header_safe(self.model_id)):
+            self.prepare()
+            return self._render(await peers.infer(peer.endpoint, self.model_id, self.req, timeout_s, load=load))
+        answer = await peers.infer_http(peer, self.model_id, self.path, self.body, self.carried, timeout_s, load=load)
+        headers = {"mm-model-id": self.model_id}
+        if (length := answer.headers.get(HEADER_LENGTH)) is not None:
+            headers[HEADER_LENGTH] = length
+        return Response(answer.body, media_type=answer.headers.get("content-type", "application/json"), headers=headers)
+
+
 def build_app(instance: Instance, version: str, *, extra_status: Any = None,
               telemetry: Telemetry | None = None, routers: Sequence[APIRouter] = ()) -> FastAPI:
     app = FastAPI(title="kserve-mesh", version=version, docs_url="/docs", redoc_url=None)
@@ -182,19 +242,19 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
 
     async def _infer(request: Request, name: str) -> Response:
         try:
-            model_id = await target(request, name)
+            h = request.headers
+            forwarded = FORWARDED in h
+            model_id = await instance.lookup(name, model_id=h.get("mm-model-id", ""),
+                                             vmodel_id=h.get("mm-vmodel-id", ""), forwarded=forwarded)
             body = await request.body()
-            header_length = request.headers.get(HEADER_LENGTH)
+            header_length = h.get(HEADER_LENGTH)
             try:
                 length = int(header_length) if header_length is not None else None
             except ValueError:
                 raise InvalidArgument(f"header Inference-Header-Content-Length must be an integer, got '{header_length}'") from None
-            req, options = codec.parse_infer_request(body, model_id, header_length=length)
-            resp = await instance.infer(model_id, req, balanced=request.headers.get("mm-balanced") == "true")
-            payload, headers = codec.render_infer_response(resp, options)
-            headers = {**headers, "mm-model-id": model_id}
-            media = headers.pop("content-type", "application/json")
-            return Response(payload, media_type=media, headers=headers)
+            hop = RestHop(instance, model_id, body, length, request)
+            return await instance.dispatch(model_id, hop, _timeout_s(h), forwarded=forwarded,
+                                           balanced=h.get("mm-balanced") == "true")
         except Exception as exc:  # noqa: BLE001
             return error_response(exc)
 

@@ -10,11 +10,12 @@ from array import array
 
 
 class RateCounter:
-    __slots__ = ("_buckets", "_stamps", "last")
+    __slots__ = ("_buckets", "_stamps", "_total", "last")
 
     def __init__(self) -> None:
         self._buckets = array("q", bytes(8 * 60))
         self._stamps = array("q", bytes(8 * 60))
+        self._total = 0  # the sum of every bucket, stale ones included: an upper bound of the rate
         self.last = 0.0  # time of the latest hit (seconds)
 
     def hit(self, now: float) -> None:
@@ -22,9 +23,16 @@ class RateCounter:
         slot = sec % 60
         if self._stamps[slot] != sec:
             self._stamps[slot] = sec
+            self._total -= self._buckets[slot]
             self._buckets[slot] = 0
         self._buckets[slot] += 1
+        self._total += 1
         self.last = now
+
+    def upper_bound(self, now: float) -> int:
+        """At least ``per_minute(now)``, in O(1): a scan over many counters filters with this and
+        computes the exact rate only for the few that may be above a threshold."""
+        return 0 if now - self.last >= 60 else self._total
 
     def per_minute(self, now: float) -> int:
         if now - self.last >= 60:

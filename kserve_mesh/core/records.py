@@ -118,3 +118,11 @@ class InstanceRecord:
     version: str = ""
     zone: str = ""
     labels: tuple[str, ...] = ()
+
+    def label(self, key: str) -> str:
+        """The value of a ``key=value`` label ('' when absent), e.g. ``label("rest")``."""
+        prefix = key + "="
+        for item in self.labels:
+            if item.startswith(prefix):
+                return item[len(prefix):]
+        return ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from kserve_mesh.core import vmodel as vrules
 from kserve_mesh.core.clock import Clock
@@ -42,11 +43,13 @@ from kserve_mesh.mesh.cluster import Cluster
 from kserve_mesh.mesh.copies import Phase
 from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.registry import Registry
-from kserve_mesh.mesh.router import route
+from kserve_mesh.mesh.router import GrpcHop, Hop, route
 from kserve_mesh.protocol import v2
 from kserve_mesh.runtime.spi import ModelRuntime
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,13 @@ class Instance:
 
     async def infer(self, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float = 60.0, *,
                     forwarded: bool = False, balanced: bool = False) -> v2.ModelInferResponse:
+        return await self.dispatch(model_id, GrpcHop(self, model_id, request), timeout_s, forwarded=forwarded,
+                                   balanced=balanced)
+
+    async def dispatch(self, model_id: ModelId, hop: Hop[T], timeout_s: float = 60.0, *,
+                       forwarded: bool = False, balanced: bool = False) -> T:
+        """Serve one request: with a local copy, or (in a mesh, unless it was forwarded here) routed
+        to an instance that has one or should load one."""
         copy = self.cache.try_enter(model_id)
         if copy is not None and copy.inflight > 1 and self.cluster is not None and not (forwarded or balanced):
             # Unbalanced traffic (no mm-balanced): a busy local copy hands the request to a less busy
@@ -200,16 +210,16 @@ class Instance:
             peer = self._less_busy_holder(model_id, copy.inflight - 1)
             if peer is not None:
                 copy.leave()
-                return await route(self, model_id, request, timeout_s, prefer=peer)
+                return await route(self, model_id, hop, timeout_s, prefer=peer)
         if copy is None:
             if self.cluster is not None and not forwarded:
-                return await route(self, model_id, request, timeout_s)
+                return await route(self, model_id, hop, timeout_s)
+            hop.prepare()  # a bad request fails before it causes a load
             copy = await self._enter_slow(model_id, timeout_s)
         if self.cluster is not None:
             self._count(model_id)
         try:
-            request.model_name = model_id
-            return await self.runtime.infer(request)
+            return await hop.run()
         finally:
             copy.leave()
 
@@ -242,12 +252,17 @@ class Instance:
         rate = self._rates.get(model_id)
         return 0 if rate is None else rate.per_minute(self.clock.monotonic())
 
+    def model_rpm_at_most(self, model_id: ModelId) -> int:
+        """An upper bound of ``model_rpm`` in O(1), to skip quiet models in scans of every copy."""
+        rate = self._rates.get(model_id)
+        return 0 if rate is None else rate.upper_bound(self.clock.monotonic())
+
     def is_recurring(self, model_id: ModelId) -> bool:
         return model_id in self._recurring
 
-    async def serve_local(self, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float) -> v2.ModelInferResponse:
+    async def serve_local(self, model_id: ModelId, hop: Hop[T], timeout_s: float) -> T:
         """Serve from this instance's runtime, loading the model here first if needed."""
-        return await self.infer(model_id, request, timeout_s, forwarded=True)
+        return await self.dispatch(model_id, hop, timeout_s, forwarded=True)
 
     def size_hint(self, model_id: ModelId) -> int:
         """Bytes a new copy is expected to take, for placement (the runtime predicts at load)."""

@@ -30,6 +30,9 @@ from kserve_mesh.core.errors import (
     Overloaded,
     Unavailable,
 )
+from kserve_mesh.core.records import InstanceRecord
+from kserve_mesh.mesh.http_peer import FORWARDED as HTTP_FORWARDED
+from kserve_mesh.mesh.http_peer import HttpAnswer, HttpPeers
 from kserve_mesh.protocol import v2
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class PeerPool:
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.inflight: dict[str, int] = defaultdict(int)
+        self.http = HttpPeers()
 
     def _call(self, endpoint: str) -> grpc.aio.UnaryUnaryMultiCallable:
         call = self._calls.get(endpoint)
@@ -91,6 +95,28 @@ class PeerPool:
         finally:
             self.inflight[endpoint] -= 1
 
+    async def infer_http(self, peer: InstanceRecord, model_id: str, path: str, body: bytes,
+                         headers: dict[str, str], timeout_s: float, *, load: bool) -> HttpAnswer:
+        """Forward a V2 REST inference as it came (``mesh/http_peer.py``); a 200 answer is returned
+        as it came, other answers raise the mesh error they carry."""
+        url = peer.label("rest")
+        if not url:
+            raise PeerUnavailable(f"instance {peer.instance_id} publishes no REST endpoint")
+        sent = {**headers, "mm-model-id": model_id, HTTP_FORWARDED: "1", LOAD_HERE: "1" if load else "0"}
+        self.inflight[peer.endpoint] += 1
+        try:
+            answer = await self.http.post(url, path, body, sent, max(0.001, timeout_s))
+        except Unavailable as exc:
+            raise PeerUnavailable(exc.message) from None
+        finally:
+            self.inflight[peer.endpoint] -= 1
+        if answer.status == 200:
+            return answer
+        err = self.http.error(answer, url)
+        if type(err) is Unavailable:
+            raise PeerUnavailable(f"instance at {url} unavailable: {err.message}")
+        raise err
+
     async def ensure_loaded(self, endpoint: str, model_id: str, timeout_s: float) -> None:
         """Ask a peer (management API) to load a copy of ``model_id``; raises PeerUnavailable."""
         from kserve_mesh.protos import model_mesh_pb2 as mm
@@ -110,6 +136,7 @@ class PeerPool:
             asyncio.get_running_loop().create_task(channel.close())
 
     async def close(self) -> None:
+        self.http.close()
         channels = list(self._channels.values())
         self._channels.clear()
         self._calls.clear()

@@ -9,17 +9,20 @@ For a model with no usable local copy, up to ``MAX_ITERATIONS`` times:
 4. a peer that cannot be reached, or whose load failed, joins the exclusion list and the loop goes
    on; the caller's deadline bounds everything.
 
-Forwarded requests are served by the receiving instance (one hop at most).
+Forwarded requests are served by the receiving instance (one hop at most). What is sent and how is
+the request's ``Hop``: a V2 gRPC request is forwarded as a gRPC ``ModelInfer``, a V2 REST request as
+its raw bytes over HTTP (``mesh/http_peer.py``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from kserve_mesh.core.errors import DeadlineExceeded, MeshError, ModelLoadFailed, ModelNotFound, Unavailable
 from kserve_mesh.core.ids import InstanceId, ModelId
 from kserve_mesh.core.placement import PlacementRequest, choose, churn_age_ms
+from kserve_mesh.core.records import InstanceRecord
 from kserve_mesh.mesh.copies import Phase
 from kserve_mesh.mesh.peers import PeerUnavailable
 from kserve_mesh.protocol import v2
@@ -31,9 +34,47 @@ log = logging.getLogger(__name__)
 
 MAX_ITERATIONS = 8
 
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
-async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest, timeout_s: float, *,
-                prefer: InstanceId | None = None) -> v2.ModelInferResponse:
+
+class Hop(Protocol[T_co]):
+    """One request, as the router moves it: served here or sent to a peer."""
+
+    def prepare(self) -> None:
+        """Check and decode the request for serving here (raises InvalidArgument); idempotent."""
+
+    async def run(self) -> T_co:
+        """Serve it with the local copy (entered by the caller)."""
+
+    async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> T_co:
+        """Send it to ``peer`` (``load``: the peer was chosen to load the model). Raises
+        ``PeerUnavailable`` when another instance should be tried, ``ModelLoadFailed`` when the
+        peer's load failed."""
+
+
+class GrpcHop:
+    """A V2 ``ModelInferRequest``: run by the runtime here, or forwarded as a gRPC call."""
+
+    __slots__ = ("inst", "model_id", "request")
+
+    def __init__(self, inst: Instance, model_id: ModelId, request: v2.ModelInferRequest) -> None:
+        self.inst, self.model_id, self.request = inst, model_id, request
+
+    def prepare(self) -> None:
+        pass
+
+    async def run(self) -> v2.ModelInferResponse:
+        self.request.model_name = self.model_id
+        return await self.inst.runtime.infer(self.request)
+
+    async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> v2.ModelInferResponse:
+        assert self.inst.peers is not None
+        return await self.inst.peers.infer(peer.endpoint, self.model_id, self.request, timeout_s, load=load)
+
+
+async def route(inst: Instance, model_id: ModelId, hop: Hop[T], timeout_s: float, *,
+                prefer: InstanceId | None = None) -> T:
     assert inst.cluster is not None and inst.peers is not None
     clock = inst.clock
     deadline = clock.monotonic() + timeout_s
@@ -48,14 +89,14 @@ async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest
             raise ModelNotFound(model_id)
         local = inst.cache.copies.get(model_id)
         if local is not None and local.phase is not Phase.UNLOADING and prefer is None:
-            return await inst.serve_local(model_id, request, remaining)
+            return await inst.serve_local(model_id, hop, remaining)
         live = inst.cluster.instances
         holders = [i for i in rec.instances if i != inst.instance_id and i in live and i not in exclude]
         load = False
         if prefer is not None and prefer in holders:
             target = prefer
         elif prefer is not None and local is not None and local.phase is not Phase.UNLOADING:
-            return await inst.serve_local(model_id, request, remaining)
+            return await inst.serve_local(model_id, hop, remaining)
         elif holders:
             target = min(holders, key=lambda i: inst.peers.inflight[live[i].endpoint])
         else:
@@ -71,10 +112,10 @@ async def route(inst: Instance, model_id: ModelId, request: v2.ModelInferRequest
             if chosen is None or chosen.instance_id == inst.instance_id:
                 if chosen is None and inst.instance_id in exclude:
                     raise last_error or Unavailable(f"no instance can load model '{model_id}'")
-                return await inst.serve_local(model_id, request, remaining)
+                return await inst.serve_local(model_id, hop, remaining)
             target, load = chosen.instance_id, True
         try:
-            return await inst.peers.infer(live[target].endpoint, model_id, request, remaining, load=load)
+            return await hop.forward(live[target], load, remaining)
         except PeerUnavailable as exc:
             prefer = None
             log.info("forwarding %s to %s failed (%s); trying elsewhere", model_id, target, exc)
