@@ -288,8 +288,9 @@ class MeshServer:
 
     async def _join_cluster(self, registry: Registry) -> None:
         assert self.instance is not None
-        self.cluster = Cluster(self.store, registry._keys, self.instance_id, self.clock, self.instance_record)
         self.peers = PeerPool(self.settings.grpc_max_message_bytes)
+        self.cluster = Cluster(self.store, registry._keys, self.instance_id, self.clock, self.instance_record,
+                               on_leave=self.peers.forget)
         self.instance.attach(self.cluster, self.peers)
         await self.cluster.start()
         from kserve_mesh.mesh.duties import Duties

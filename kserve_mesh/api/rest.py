@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from google.protobuf.message import DecodeError
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,14 +24,15 @@ from starlette.routing import Route
 
 from kserve_mesh.api.errors import http_status, to_mesh_error
 from kserve_mesh.api.telemetry import Telemetry
-from kserve_mesh.api.grpc_v2 import EXTENSIONS, SERVER_NAME, raise_load_failed, repository_state
+from kserve_mesh.api.grpc_v2 import EXTENSIONS, INFER_METHOD, SERVER_NAME, raise_load_failed, repository_state
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.core.ids import ModelId, VModelId
 from kserve_mesh.core.records import InstanceRecord, ModelInfo
 from kserve_mesh.core.vmodel import SetVModel
-from kserve_mesh.mesh.http_peer import FORWARDED, TIMEOUT_HEADER, carried_headers
+from kserve_mesh.mesh.http_peer import FORWARD_PATH, FORWARDED, PROTOBUF, TIMEOUT_HEADER, carried_headers, header_safe
 from kserve_mesh.mesh.instance import Instance, ModelStatus, VModelStatus
 from kserve_mesh.protocol import rest as codec
+from kserve_mesh.protocol import v2
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +125,6 @@ def _timeout_s(headers: Any) -> float:
         raise InvalidArgument(f"header {TIMEOUT_HEADER} must be an integer number of ms, got '{value}'") from None
 
 
-def _header_safe(text: str) -> bool:
-    return text.isascii() and text.isprintable()
-
-
 class RestHop:
     """A V2 REST inference as the router moves it: decoded and run here, or forwarded as raw bytes
     over HTTP to a peer's REST port (no decoding here at all); the gRPC hop is the fallback when
@@ -160,7 +158,7 @@ class RestHop:
     async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> Response:
         peers = self.instance.peers
         assert peers is not None
-        if not (self.path and _header_safe(self.model_id)):
+        if not (self.path and header_safe(self.model_id)):
             self.prepare()
             return self._render(await peers.infer(peer.endpoint, self.model_id, self.req, timeout_s, load=load))
         answer = await peers.infer_http(peer, self.model_id, self.path, self.body, self.carried, timeout_s, load=load)
@@ -257,6 +255,34 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
                                            balanced=h.get("mm-balanced") == "true")
         except Exception as exc:  # noqa: BLE001
             return error_response(exc)
+
+    async def forwarded_infer(request: Request) -> Response:
+        """A V2 gRPC inference forwarded by a peer as a serialized ``ModelInferRequest``
+        (``PeerPool.infer_proto``): served here, never forwarded again."""
+        start = time.perf_counter()
+        model_id = ""
+        try:
+            h = request.headers
+            if FORWARDED not in h or not h.get("mm-model-id"):
+                raise InvalidArgument(f"{FORWARD_PATH} takes requests forwarded by a mesh instance "
+                                      "(mm-forwarded and mm-model-id headers)")
+            model_id = await instance.lookup(model_id=h["mm-model-id"], forwarded=True)
+            try:
+                req = v2.ModelInferRequest.FromString(await request.body())
+            except DecodeError as exc:
+                raise InvalidArgument(f"body is not a serialized ModelInferRequest: {exc}") from None
+            resp = await instance.infer(model_id, req, _timeout_s(h), forwarded=True)
+            response: Response = Response(resp.SerializeToString(), media_type=PROTOBUF,
+                                          headers={"mm-model-id": model_id})
+        except Exception as exc:  # noqa: BLE001
+            response = error_response(exc)
+        if telemetry is not None:
+            telemetry.request(INFER_METHOD, HTTP_CODES.get(response.status_code, str(response.status_code)),
+                              time.perf_counter() - start, model_id)
+        return response
+
+    app.router.routes.insert(0, Route(FORWARD_PATH, forwarded_infer, methods=["POST"]))
+    app.state.forwarded_infer = forwarded_infer
 
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.add_api_route(prefix, model_metadata, methods=["GET"])
@@ -397,6 +423,7 @@ def serve_infer_first(app: FastAPI) -> Any:
     (about a sixth of an instance's CPU per request under load, benchmarks/density.py) only serve
     the routes that need them."""
     infer = app.state.infer
+    forwarded_infer = app.state.forwarded_infer
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -404,6 +431,10 @@ def serve_infer_first(app: FastAPI) -> Any:
             if match is not None:
                 scope["path_params"] = {"name": match.group("name")}
                 response = await infer(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+            if scope["path"] == FORWARD_PATH:
+                response = await forwarded_infer(Request(scope, receive))
                 await response(scope, receive, send)
                 return
         await app(scope, receive, send)

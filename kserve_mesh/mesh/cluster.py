@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class Cluster:
     def __init__(self, store: Store, keys: Keys, self_id: InstanceId, clock: Clock,
                  record: Callable[[], InstanceRecord], *, publish_interval_s: float = 2.0,
-                 lease_ttl_s: int = 6) -> None:
+                 lease_ttl_s: int = 6, on_leave: Callable[[InstanceRecord], None] | None = None) -> None:
         self.store = store
         self.keys = keys
         self.self_id = self_id
@@ -47,6 +47,7 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()  # set whenever the membership view changes
+        self.on_leave = on_leave  # called with the last record of an instance that left
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -142,8 +143,10 @@ class Cluster:
                         iid = self.keys.instance_id_of(event.kv.key)
                         if event.type is EventType.DELETE:
                             if iid != self.self_id:
-                                self.instances.pop(iid, None)
+                                gone = self.instances.pop(iid, None)
                                 log.info("instance %s left the mesh", iid)
+                                if gone is not None and self.on_leave is not None:
+                                    self.on_leave(gone)
                         else:
                             self.instances[iid] = codec.decode_instance(event.kv.value)
                         self.changed.set()

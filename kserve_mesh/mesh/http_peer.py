@@ -28,6 +28,8 @@ import httptools
 from kserve_mesh.core import errors as e
 
 FORWARDED = "mm-forwarded"
+FORWARD_PATH = "/mesh/v1/forward/infer"  # a V2 gRPC request forwarded as a serialized ModelInferRequest
+PROTOBUF = "application/x-protobuf"
 TIMEOUT_HEADER = "mm-timeout-ms"
 IDLE_REUSE_S = 2.0  # uvicorn closes keep-alive connections idle for 5 s; never race it
 _CARRIED = ("content-type", "inference-header-content-length")
@@ -249,6 +251,12 @@ class HttpPeers:
     def error(answer: HttpAnswer, where: str) -> e.MeshError:
         return _error_from(answer, where)
 
+    def drop(self, url: str) -> None:
+        """Close the idle connections to ``url`` (calls in flight finish on theirs)."""
+        pool = self._pools.pop(url, None)
+        if pool is not None:
+            pool.close()
+
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
@@ -258,6 +266,11 @@ class HttpPeers:
 def _expire(waiter: asyncio.Future[HttpAnswer]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
+
+
+def header_safe(text: str) -> bool:
+    """Whether ``text`` can travel as an HTTP/1.1 header value as it is."""
+    return text.isascii() and text.isprintable()
 
 
 def carried_headers(headers: object) -> dict[str, str]:

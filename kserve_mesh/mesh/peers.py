@@ -31,8 +31,8 @@ from kserve_mesh.core.errors import (
     Unavailable,
 )
 from kserve_mesh.core.records import InstanceRecord
+from kserve_mesh.mesh.http_peer import FORWARD_PATH, PROTOBUF, HttpAnswer, HttpPeers, header_safe
 from kserve_mesh.mesh.http_peer import FORWARDED as HTTP_FORWARDED
-from kserve_mesh.mesh.http_peer import HttpAnswer, HttpPeers
 from kserve_mesh.protocol import v2
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class PeerPool:
 
     async def infer(self, endpoint: str, model_id: str, request: v2.ModelInferRequest, timeout_s: float,
                     *, load: bool) -> v2.ModelInferResponse:
-        metadata = (("mm-model-id", model_id), (FORWARDED, "1"), (LOAD_HERE, "1" if load else "0"))
+        # gRPC metadata values are ASCII; other ids travel as a binary header (``-bin``).
+        ident = ("mm-model-id", model_id) if header_safe(model_id) else ("mm-model-id-bin", model_id.encode())
+        metadata = (ident, (FORWARDED, "1"), (LOAD_HERE, "1" if load else "0"))
         self.inflight[endpoint] += 1
         try:
             return await self._call(endpoint)(request, timeout=max(0.001, timeout_s), metadata=metadata)
@@ -117,6 +119,19 @@ class PeerPool:
             raise PeerUnavailable(f"instance at {url} unavailable: {err.message}")
         raise err
 
+    async def infer_proto(self, peer: InstanceRecord, model_id: str, request: v2.ModelInferRequest,
+                          timeout_s: float, *, load: bool) -> v2.ModelInferResponse:
+        """Forward a V2 gRPC inference as a serialized message over the peer's HTTP port (its
+        ``FORWARD_PATH``); over gRPC when the model id cannot travel in an HTTP header."""
+        if not (header_safe(model_id) and peer.label("rest")):
+            return await self.infer(peer.endpoint, model_id, request, timeout_s, load=load)
+        answer = await self.infer_http(peer, model_id, FORWARD_PATH, request.SerializeToString(),
+                                       {"content-type": PROTOBUF}, timeout_s, load=load)
+        try:
+            return v2.ModelInferResponse.FromString(answer.body)
+        except Exception:  # noqa: BLE001  (DecodeError: a peer that is not a mesh instance)
+            raise InternalError(f"instance {peer.instance_id} answered with a malformed ModelInferResponse") from None
+
     async def ensure_loaded(self, endpoint: str, model_id: str, timeout_s: float) -> None:
         """Ask a peer (management API) to load a copy of ``model_id``; raises PeerUnavailable."""
         from kserve_mesh.protos import model_mesh_pb2 as mm
@@ -129,11 +144,14 @@ class PeerPool:
         except grpc.aio.AioRpcError as err:
             raise PeerUnavailable(f"instance at {endpoint} did not take {model_id}: {err.details()}") from None
 
-    def drop(self, endpoint: str) -> None:
-        channel = self._channels.pop(endpoint, None)
-        self._calls.pop(endpoint, None)
+    def forget(self, peer: InstanceRecord) -> None:
+        """Close the channel and connections to an instance that left the mesh."""
+        channel = self._channels.pop(peer.endpoint, None)
+        self._calls.pop(peer.endpoint, None)
         if channel is not None:
             asyncio.get_running_loop().create_task(channel.close())
+        if url := peer.label("rest"):
+            self.http.drop(url)
 
     async def close(self) -> None:
         self.http.close()

@@ -70,7 +70,7 @@ class GrpcHop:
 
     async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> v2.ModelInferResponse:
         assert self.inst.peers is not None
-        return await self.inst.peers.infer(peer.endpoint, self.model_id, self.request, timeout_s, load=load)
+        return await self.inst.peers.infer_proto(peer, self.model_id, self.request, timeout_s, load=load)
 
 
 async def route(inst: Instance, model_id: ModelId, hop: Hop[T], timeout_s: float, *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,9 +16,19 @@ pytestmark = pytest.mark.integration
 
 
 def _register(mesh: Mesh, model_id: str, path: Path, **extra: object) -> None:
-    status, body = mesh.instances[0].call("PUT", f"/mesh/v1/models/{model_id}",
+    status, body = mesh.instances[0].call("PUT", f"/mesh/v1/models/{urllib.parse.quote(model_id)}",
                                           {"modelInfo": {"type": "string", "path": str(path / model_id)}, **extra})
     assert status == 200, body
+
+
+def _holders(mesh: Mesh, model_id: str, timeout_s: float = 10.0) -> list[str]:
+    """Where the copies of ``model_id`` are, once instance 0's view (kept by a watch) shows one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        holders = mesh.placements().get(model_id, [])
+        if holders or time.monotonic() > deadline:
+            return holders
+        time.sleep(0.05)
 
 
 def _traffic(mesh: Mesh, entry: int, models: list[str], stop: threading.Event, errors: list[str],
@@ -220,16 +231,18 @@ def test_forwarded_requests_keep_every_protocol_feature(mesh_factory, tmp_path: 
     """A request entering an instance without the model reaches the holder intact: V2 REST JSON and
     the binary tensor extension (forwarded as raw bytes over HTTP), V2 gRPC (forwarded as gRPC), and a
     bad request comes back as the holder's clear 400."""
+    import grpc
     import numpy as np
-    import tritonclient.grpc as tg
     import tritonclient.http as th
+
+    from kserve_mesh.protocol import v2
 
     mesh = mesh_factory(2)
     string_models(tmp_path, ["fw"])
     _register(mesh, "fw", tmp_path)
     status, body = mesh.infer(0, "fw")
     assert status == 200, body
-    (holder,) = mesh.placements()["fw"]
+    (holder,) = _holders(mesh, "fw")
     holder_index = mesh.instance_ids().index(holder)
     other = mesh.instances[1 - holder_index]
     expected = "fw:" + "z" * 1000 + "x"
@@ -246,13 +259,16 @@ def test_forwarded_requests_keep_every_protocol_feature(mesh_factory, tmp_path: 
     finally:
         client.close()
 
-    gclient = tg.InferenceServerClient(other.grpc)
-    try:
-        ginp = tg.InferInput("input-0", [1], "BYTES")
-        ginp.set_data_from_numpy(np.array([b"x"], dtype=np.object_))
-        assert gclient.infer("fw", [ginp]).as_numpy("output-0").tolist() == [expected.encode()]
-    finally:
-        gclient.close()
+    # V2 gRPC (kserve's generated messages; tritonclient.grpc's copy of the same protos cannot be
+    # loaded next to them in one process).
+    with grpc.insecure_channel(other.grpc) as channel:
+        infer = channel.unary_unary(v2.method("ModelInfer"), request_serializer=v2.ModelInferRequest.SerializeToString,
+                                    response_deserializer=v2.ModelInferResponse.FromString)
+        req = v2.ModelInferRequest(model_name="fw")
+        tensor = req.inputs.add(name="input-0", datatype="BYTES", shape=[1])
+        tensor.contents.bytes_contents.append(b"x")
+        resp = infer(req, timeout=30)
+        assert resp.model_name == "fw" and list(resp.outputs[0].contents.bytes_contents) == [expected.encode()]
 
     status, body = other.call("POST", "/v2/models/fw/infer", b'{"inputs": [{"name": "input-0"')
     assert status == 400 and "JSON" in body["error"] and body["type"] == "InvalidArgument", body
@@ -260,3 +276,20 @@ def test_forwarded_requests_keep_every_protocol_feature(mesh_factory, tmp_path: 
     assert status == 400 and "input-0" in body["error"], body
     # Everything above was served by the one copy: forwarded, not loaded on the entering instance.
     assert mesh.placements()["fw"] == [holder]
+
+    # A model id that cannot travel in an HTTP header is forwarded over gRPC instead.
+    odd = "fw-é"
+    string_models(tmp_path, [odd])
+    _register(mesh, odd, tmp_path)
+    quoted = urllib.parse.quote(odd)
+    status, body = mesh.instances[0].call("POST", f"/v2/models/{quoted}/infer", string_request())
+    assert status == 200, body
+    (odd_holder,) = _holders(mesh, odd)
+    odd_other = mesh.instances[1 - mesh.instance_ids().index(odd_holder)]
+    status, body = odd_other.call("POST", f"/v2/models/{quoted}/infer", string_request())
+    assert status == 200 and body["model_name"] == odd, body
+    assert mesh.placements()[odd] == [odd_holder]
+
+    # The internal forwarding route refuses what no instance would send.
+    status, body = other.call("POST", "/mesh/v1/forward/infer", b"\x01\x02")
+    assert status == 400 and "mm-forwarded" in body["error"], body

@@ -85,6 +85,9 @@ async def test_forwards_bytes_and_headers_and_reuses_the_connection() -> None:
             second = _json(await peers.post(url, "/v2/models/m/infer", b"x" * 100_000, {}, 5.0))
             assert second["port"] == doc["port"]  # the same keep-alive connection
             assert len(second["body"]) == 100_000
+            peers.drop(url)  # the peer left the mesh: its idle connections are closed
+            third = _json(await peers.post(url, "/v2/models/m/infer", b"3", {}, 5.0))
+            assert third["port"] != doc["port"]
         finally:
             peers.close()
 
