@@ -1,10 +1,15 @@
-"""Instance-to-instance forwarding over gRPC.
+"""Instance-to-instance forwarding.
 
-A request that this instance cannot serve from a local copy goes to a peer as a V2 ``ModelInfer``
-with ModelMesh-style metadata: ``mm-model-id`` names the concrete model (so the peer does not
-resolve vmodels again), ``mm-forwarded`` marks the hop (the peer serves locally and never forwards
-again, so a request makes at most one hop), and ``mm-load`` tells the peer it was chosen to load the
-model if it has no copy. The caller's remaining deadline travels with the call.
+A request that this instance cannot serve from a local copy goes to a peer with ModelMesh-style
+routing headers: ``mm-model-id`` names the concrete model (so the peer does not resolve vmodels
+again), ``mm-forwarded`` marks the hop (the peer serves locally and never forwards again, so a
+request makes at most one hop), and ``mm-load`` tells the peer it was chosen to load the model if
+it has no copy. The caller's remaining deadline travels with the call.
+
+Transport: keep-alive HTTP/1.1 to the peer's REST port (``http_peer.py``): a V2 REST request as its
+raw bytes (``infer_http``), a V2 gRPC request as a serialized ``ModelInferRequest`` (``infer_proto``).
+gRPC (``infer``) carries what cannot be an HTTP header value (non-ASCII model ids), and the
+management calls (``ensure_loaded``).
 
 Transport failures and UNAVAILABLE become ``PeerUnavailable`` so the router retries elsewhere;
 other errors keep their meaning (a peer's load failure is the model's failure).
