@@ -168,6 +168,8 @@ def instance(
     models: Optional[Path] = typer.Option(None, "--models", help="Folder of models to register at start."),
     host: Optional[str] = typer.Option(None), rest_port: Optional[int] = typer.Option(None),
     grpc_port: Optional[int] = typer.Option(None), metrics_port: Optional[int] = typer.Option(None),
+    advertise_host: Optional[str] = typer.Option(None, help="Address peers reach this instance at (default: "
+                                                 "--host, or this machine's address for 0.0.0.0)."),
     capacity: Optional[int] = typer.Option(None, "--capacity-bytes"),
     runtime: Optional[str] = typer.Option(None, help="inprocess | process | remote"),
     runtime_address: Optional[str] = typer.Option(None, help="host:port of a ModelRuntime (runtime=remote)."),
@@ -183,8 +185,8 @@ def instance(
 ) -> None:
     """Start one mesh instance configured by flags and KSERVE_MESH_* environment variables."""
     settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                         capacity_bytes=capacity, runtime=runtime, runtime_address=runtime_address,
-                         models_dir=models, max_loading_concurrency=max_loading_concurrency,
+                         advertise_host=advertise_host, capacity_bytes=capacity, runtime=runtime,
+                         runtime_address=runtime_address, models_dir=models, max_loading_concurrency=max_loading_concurrency,
                          storage_config=storage_config, etcd_endpoints=etcd_endpoints, instance_id=instance_id,
                          namespace=namespace, shutdown_grace_s=shutdown_grace, scaleup_rpm_threshold=scaleup_rpm,
                          rate_check_s=rate_check, scale_down_s=scale_down)

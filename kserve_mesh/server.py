@@ -140,6 +140,20 @@ def _bound_port(server: uvicorn.Server) -> int:
     raise RuntimeError("the REST server has no socket")
 
 
+def advertised_host(bind_host: str, advertise_host: str = "") -> str:
+    """The address other instances use for this one: ``advertise_host`` when set, else the bind
+    address, except that a wildcard (0.0.0.0, ::, '') becomes this machine's own address (a pod's IP
+    on Kubernetes), since a peer connecting to 0.0.0.0 would reach itself."""
+    if advertise_host:
+        return advertise_host
+    if bind_host not in ("0.0.0.0", "::", ""):
+        return f"[{bind_host}]" if ":" in bind_host and not bind_host.startswith("[") else bind_host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 class MeshServer:
     def __init__(self, settings: MeshSettings) -> None:
         self.settings = settings
@@ -276,9 +290,10 @@ class MeshServer:
         rest_port = _bound_port(self._rest)
         self._metrics_httpd, metrics_port = self.telemetry.serve(s.host, s.metrics_port)
 
-        self.endpoints = Endpoints(f"http://{s.host}:{rest_port}", f"{s.host}:{grpc_port}",
-                                   f"http://{s.host}:{metrics_port}/metrics")
-        self.kube.set_endpoints(grpc=f"{s.host}:{grpc_port}", rest=f"http://{s.host}:{rest_port}")
+        host = advertised_host(s.host, s.advertise_host)  # what peers connect to: never a wildcard
+        self.endpoints = Endpoints(f"http://{host}:{rest_port}", f"{host}:{grpc_port}",
+                                   f"http://{host}:{metrics_port}/metrics")
+        self.kube.set_endpoints(grpc=f"{host}:{grpc_port}", rest=f"http://{host}:{rest_port}")
         if s.etcd_endpoints:
             await self._join_cluster(registry)
         await self.kube.resync()  # re-apply stored InferenceServices / Predictors

@@ -22,6 +22,8 @@ class MeshSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KSERVE_MESH_", frozen=True, extra="forbid")
 
     host: str = Field("127.0.0.1", description="Address the REST, gRPC and metrics ports bind to.")
+    advertise_host: str = Field("", description="Address other instances reach this one at (default: "
+                                "host, or this machine's address when host is a wildcard such as 0.0.0.0).")
     rest_port: int = Field(8008, ge=0, le=65535, description="KServe V2 REST + management REST port (0 = any).")
     grpc_port: int = Field(8033, ge=0, le=65535, description="KServe V2 gRPC + ModelMesh management gRPC port.")
     metrics_port: int = Field(2112, ge=0, le=65535, description="Prometheus metrics port.")

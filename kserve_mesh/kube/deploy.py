@@ -180,6 +180,7 @@ def instance_container(config: ServingConfig, runtime: RuntimeRef, namespace: st
     env = [
         {"name": "KSERVE_MESH_NAMESPACE", "value": namespace},
         {"name": "KSERVE_MESH_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "KSERVE_MESH_ADVERTISE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "KSERVE_MESH_ETCD_ENDPOINTS", "value": config.etcd_endpoints},
         {"name": "KSERVE_MESH_GRPC_MAX_MESSAGE_BYTES", "value": str(config.grpc_max_message_bytes)},
         {"name": "KSERVE_MESH_CACHE_DIR", "value": MODELS_PATH},

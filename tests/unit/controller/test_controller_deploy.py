@@ -69,6 +69,8 @@ def test_deployment_runs_an_instance_next_to_the_runtime_container() -> None:
     assert env["KSERVE_MESH_ETCD_ENDPOINTS"]["value"] == "http://etcd:2379"
     assert env["KSERVE_MESH_GRPC_MAX_MESSAGE_BYTES"]["value"] == str(16 * 1024 * 1024)
     assert env["KSERVE_MESH_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # Bound to 0.0.0.0, the instance tells its peers the pod's IP (forwarding goes there).
+    assert env["KSERVE_MESH_ADVERTISE_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["KSERVE_MESH_SHUTDOWN_GRACE_S"]["value"] == "75"  # drains within the 90 s grace period
     # The runtime container is the ServingRuntime's, resources untouched, with the shared models volume.
     rt = by_name["runtime"]
