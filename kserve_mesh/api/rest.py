@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from google.protobuf.message import DecodeError
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
@@ -207,9 +207,10 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
     async def server_metadata() -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
 
-    async def target(request: Request, name: str) -> ModelId:
+    async def target(request: Request, name: str, *, forwarded: bool = False) -> ModelId:
         h = request.headers
-        return await instance.lookup(name, model_id=h.get("mm-model-id", ""), vmodel_id=h.get("mm-vmodel-id", ""))
+        return await instance.lookup(name, model_id=h.get("mm-model-id", ""), vmodel_id=h.get("mm-vmodel-id", ""),
+                                     forwarded=forwarded)
 
     # -- models ----------------------------------------------------------------------------------
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
@@ -242,8 +243,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
         try:
             h = request.headers
             forwarded = FORWARDED in h
-            model_id = await instance.lookup(name, model_id=h.get("mm-model-id", ""),
-                                             vmodel_id=h.get("mm-vmodel-id", ""), forwarded=forwarded)
+            model_id = await target(request, name, forwarded=forwarded)
             body = await request.body()
             header_length = h.get(HEADER_LENGTH)
             try:

@@ -91,9 +91,7 @@ class _Conn(asyncio.Protocol):
         assert self.transport is not None and self._waiter is None
         self._headers, self._body, self.got_bytes = {}, [], False
         self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.transport.write(body)
+        self.transport.writelines((head, body))
         return self._waiter
 
     def _fail(self, exc: Exception) -> None:
@@ -182,8 +180,8 @@ def _error_from(answer: HttpAnswer, where: str) -> e.MeshError:
         message, kind = answer.body[:200].decode("utf-8", "replace"), ""
     cls = getattr(e, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, e.MeshError)):
-        cls = {400: e.InvalidArgument, 404: e.ModelNotFound, 409: e.FailedPrecondition, 429: e.Overloaded,
-               503: e.Unavailable, 504: e.DeadlineExceeded, 507: e.CapacityExceeded}.get(answer.status, e.InternalError)
+        # Not a mesh instance's answer (a proxy in between?): 503 means try elsewhere.
+        cls = e.Unavailable if answer.status == 503 else e.InternalError
     message = message or f"HTTP {answer.status} from {where}"
     if issubclass(cls, (e.ModelNotFound, e.VModelNotFound)):
         return cls("", message)  # type: ignore[call-arg]

@@ -36,13 +36,11 @@ from kserve_mesh.core.errors import (
     Unavailable,
 )
 from kserve_mesh.core.records import InstanceRecord
-from kserve_mesh.mesh.http_peer import FORWARD_PATH, PROTOBUF, HttpAnswer, HttpPeers, header_safe
-from kserve_mesh.mesh.http_peer import FORWARDED as HTTP_FORWARDED
+from kserve_mesh.mesh.http_peer import FORWARD_PATH, FORWARDED, PROTOBUF, HttpAnswer, HttpPeers, header_safe
 from kserve_mesh.protocol import v2
 
 log = logging.getLogger(__name__)
 
-FORWARDED = "mm-forwarded"
 LOAD_HERE = "mm-load"
 
 
@@ -109,7 +107,7 @@ class PeerPool:
         url = peer.label("rest")
         if not url:
             raise PeerUnavailable(f"instance {peer.instance_id} publishes no REST endpoint")
-        sent = {**headers, "mm-model-id": model_id, HTTP_FORWARDED: "1", LOAD_HERE: "1" if load else "0"}
+        sent = {**headers, "mm-model-id": model_id, FORWARDED: "1", LOAD_HERE: "1" if load else "0"}
         self.inflight[peer.endpoint] += 1
         try:
             answer = await self.http.post(url, path, body, sent, max(0.001, timeout_s))
