@@ -35,6 +35,69 @@ URL_OPTION = typer.Option(DEFAULT_URL, "--url", help="REST address of the mesh (
 EXAMPLES_DIR = Path("examples/models")
 
 
+# -- options of the serving commands that map one to one onto MeshSettings fields -------------------
+# (every flag is also a KSERVE_MESH_* variable; a flag given wins)
+def _opt(*names: str, help: str) -> Any:
+    return typer.Option(None, *names, help=help, show_default=False)
+
+
+SECURITY_FLAGS = {
+    "allow_local_paths": _opt("--allow-local-path", help="A folder local model paths may point into, besides "
+                              "--models (repeat for more). Paths anywhere else are refused."),
+    "pvc_mount_root": _opt("--pvc-mount-root", help="Where PVCs are mounted (pvc://claim/path). Default /pvc_mounts."),
+    "allow_any_pvc": _opt("--allow-any-pvc/--no-allow-any-pvc", help="pvc:// paths of any claim (else only "
+                          "claims named by a pvc entry of the storage-config)."),
+    "http_allowed_hosts": _opt("--http-allowed-host", help="A host http(s) model paths may name (repeat for "
+                               "more; '.example.com' allows subdomains). Default: any."),
+    "rest_max_body_bytes": _opt("--rest-max-body-bytes", help="Largest REST request body (default 16 MiB)."),
+    "http_header_timeout_s": _opt("--http-header-timeout-s", help="Seconds a client may take to send headers."),
+    "http_body_timeout_s": _opt("--http-body-timeout-s", help="Longest pause while a request body arrives."),
+    "runtime_check_interval_s": _opt("--runtime-check-interval-s", help="Seconds between runtime status checks."),
+    "runtime_check_timeout_s": _opt("--runtime-check-timeout-s", help="A runtime silent this long is hung "
+                                    "(a child runtime is restarted)."),
+    "tls_cert": _opt("--tls-cert", help="PEM certificate for every port (and towards peers); re-read on change."),
+    "tls_key": _opt("--tls-key", help="PEM private key of --tls-cert."),
+    "tls_client_ca": _opt("--tls-client-ca", help="PEM CA bundle that client certificates are checked against."),
+    "tls_client_auth": _opt("--tls-client-auth", help="none | optional | require (mTLS)."),
+    "tls_ca": _opt("--tls-ca", help="PEM CA bundle trusted for peers (default: --tls-client-ca, else --tls-cert)."),
+    "tls_server_name": _opt("--tls-server-name", help="Name peers' certificates are checked against."),
+    "tls_metrics": _opt("--tls-metrics/--no-tls-metrics", help="Serve the metrics port over TLS too."),
+    "auth": _opt("--auth", help="auto | on | off. auto: on whenever --host is not a loopback address."),
+    "auth_file": _opt("--auth-file", help="Tokens and certificate identities with their roles (admin, infer)."),
+    "peer_token_file": _opt("--peer-token-file", help="File with the token this instance presents to peers."),
+}
+
+
+def _with_security_flags(fn: Any) -> Any:
+    """Add SECURITY_FLAGS to a serving command's signature (typer reads the signature)."""
+    import inspect
+
+    sig = inspect.signature(fn)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                               annotation=_FLAG_TYPES[name]) for name, option in SECURITY_FLAGS.items()]
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=params + extra)
+    return fn
+
+
+_FLAG_TYPES: dict[str, Any] = {
+    "allow_local_paths": Optional[list[Path]], "pvc_mount_root": Optional[Path], "allow_any_pvc": Optional[bool],
+    "http_allowed_hosts": Optional[list[str]], "rest_max_body_bytes": Optional[int],
+    "http_header_timeout_s": Optional[float], "http_body_timeout_s": Optional[float],
+    "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
+    "tls_cert": Optional[Path], "tls_key": Optional[Path], "tls_client_ca": Optional[Path],
+    "tls_client_auth": Optional[str], "tls_ca": Optional[Path], "tls_server_name": Optional[str],
+    "tls_metrics": Optional[bool], "auth": Optional[str], "auth_file": Optional[Path],
+    "peer_token_file": Optional[Path],
+}
+
+
+def _security(flags: dict[str, Any]) -> dict[str, Any]:
+    """The security flags a command was given, as MeshSettings keyword arguments (lists → tuples)."""
+    out = {name: flags.get(name) for name in SECURITY_FLAGS}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items() if v not in (None, [])}
+
+
 def _fail(message: str, code: int = 1) -> None:
     err_console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
@@ -63,7 +126,12 @@ def _settings(**flags: Any):  # type: ignore[no-untyped-def]
     try:
         return MeshSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
-        _fail("invalid settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        parts = []
+        for e in exc.errors():
+            where = ".".join(map(str, e["loc"]))
+            message = str(e["msg"]).removeprefix("Value error, ")
+            parts.append(f"{where}: {message}" if where else message)
+        _fail("invalid settings: " + "; ".join(parts))
 
 
 def _human(n: int) -> str:
@@ -134,6 +202,7 @@ def _ensure_examples(models_dir: Path) -> None:
 
 
 @app.command()
+@_with_security_flags
 def up(
     models: Path = typer.Option(EXAMPLES_DIR, "--models", help="Folder of models to register (one per file or sub-folder)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
@@ -146,6 +215,7 @@ def up(
     storage_config: Optional[Path] = typer.Option(None, help="storage-config folder or JSON/YAML file."),
     instances: int = typer.Option(1, "--instances", min=1, help="Start etcd and this many instances, each "
                                   "with its runtime process (ports: base + i)."),
+    **flags: Any,
 ) -> None:
     """Start a mesh serving the example models: one instance (in-memory store, built-in runtime in
     process) or, with --instances N, etcd and N instances with their runtime processes."""
@@ -159,11 +229,12 @@ def up(
                                      storage_config=storage_config, console=console))
     settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
                          capacity_bytes=capacity, runtime=runtime, models_dir=models, load_models_at_start=load,
-                         storage_config=storage_config)
+                         storage_config=storage_config, **_security(flags))
     _serve(settings, load)
 
 
 @app.command()
+@_with_security_flags
 def instance(
     models: Optional[Path] = typer.Option(None, "--models", help="Folder of models to register at start."),
     host: Optional[str] = typer.Option(None), rest_port: Optional[int] = typer.Option(None),
@@ -182,6 +253,7 @@ def instance(
     scaleup_rpm: Optional[int] = typer.Option(None, "--scaleup-rpm-threshold", help="rpm per copy that adds copies."),
     rate_check: Optional[float] = typer.Option(None, "--rate-check-s", help="Seconds between copy-rate checks."),
     scale_down: Optional[float] = typer.Option(None, "--scale-down-s", help="Seconds between scale-down checks."),
+    **flags: Any,
 ) -> None:
     """Start one mesh instance configured by flags and KSERVE_MESH_* environment variables."""
     settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
@@ -189,7 +261,7 @@ def instance(
                          runtime_address=runtime_address, models_dir=models, max_loading_concurrency=max_loading_concurrency,
                          storage_config=storage_config, etcd_endpoints=etcd_endpoints, instance_id=instance_id,
                          namespace=namespace, shutdown_grace_s=shutdown_grace, scaleup_rpm_threshold=scaleup_rpm,
-                         rate_check_s=rate_check, scale_down_s=scale_down)
+                         rate_check_s=rate_check, scale_down_s=scale_down, **_security(flags))
     _serve(settings, False)
 
 

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +25,21 @@ import uvicorn
 from kserve_mesh import __version__
 from kserve_mesh.api import grpc_mgmt, grpc_v2
 from kserve_mesh.api.rest import build_app, serve_infer_first
+from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.clock import SystemClock
 from kserve_mesh.core.errors import MeshError, Unavailable
 from kserve_mesh.core.ids import InstanceId
 from kserve_mesh.core.records import InstanceRecord, ModelInfo
-from kserve_mesh.mesh.cluster import Cluster
-from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.cache_manager import CacheConfig
+from kserve_mesh.mesh.cluster import Cluster
 from kserve_mesh.mesh.instance import Instance
+from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.registry import Registry
-from kserve_mesh.api.telemetry import Telemetry
+from kserve_mesh.mesh.runtime_process import RuntimeProcess
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
 from kserve_mesh.settings import MeshSettings
-from kserve_mesh.store.keys import Keys
 from kserve_mesh.store.base import Store
+from kserve_mesh.store.keys import Keys
 from kserve_mesh.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -64,67 +64,16 @@ def instance_json(r: InstanceRecord) -> dict[str, object]:
             "startTime": r.start_time_ms, "version": r.version}
 
 
-class RuntimeProcess:
-    """``kserve-mesh runtime`` as a child process, on an ephemeral loopback port."""
-
-    def __init__(self, settings: MeshSettings, cache_dir: Path) -> None:
-        self.settings = settings
-        self.cache_dir = cache_dir
-        self.proc: asyncio.subprocess.Process | None = None
-        self.address = ""
-
-    async def start(self) -> str:
-        s = self.settings
-        args = [sys.executable, "-m", "kserve_mesh.runtime.server", "--host", "127.0.0.1", "--port", "0",
-                "--capacity-bytes", str(s.capacity_bytes),
-                "--max-loading-concurrency", str(s.max_loading_concurrency),
-                "--model-loading-timeout-ms", str(s.model_loading_timeout_ms),
-                "--default-model-size-bytes", str(s.default_model_size_bytes),
-                "--cache-dir", str(self.cache_dir)]
-        if s.storage_config is not None:
-            args += ["--storage-config", str(s.storage_config)]
-        self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                         preexec_fn=_die_with_parent)
-        assert self.proc.stdout is not None
-        try:
-            async with asyncio.timeout(60):
-                while True:
-                    line = (await self.proc.stdout.readline()).decode()
-                    if not line:
-                        raise Unavailable("the runtime process exited before it was ready")
-                    if "listening on" in line:
-                        self.address = line.rsplit(" ", 1)[-1].strip()
-                        break
-        except TimeoutError:
-            await self.stop()
-            raise Unavailable("the runtime process did not start within 60 s") from None
-        asyncio.get_running_loop().create_task(_drain(self.proc.stdout))
-        return self.address
-
-    async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the instance dies, even by SIGKILL (Linux prctl)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
+def child_args(s: MeshSettings, cache_dir: Path) -> list[str]:
+    """The runtime child's flags that carry the instance's settings (cache, loading, storage)."""
+    args = ["--capacity-bytes", str(s.capacity_bytes),
+            "--max-loading-concurrency", str(s.max_loading_concurrency),
+            "--model-loading-timeout-ms", str(s.model_loading_timeout_ms),
+            "--default-model-size-bytes", str(s.default_model_size_bytes),
+            "--cache-dir", str(cache_dir)]
+    if s.storage_config is not None:
+        args += ["--storage-config", str(s.storage_config)]
+    return args
 
 
 def _etcd_store(endpoints: str) -> Store:
@@ -206,7 +155,7 @@ class MeshServer:
 
         address = s.runtime_address
         if s.runtime == "process":
-            self.runtime_process = RuntimeProcess(s, self._cache_dir() / "runtime")
+            self.runtime_process = RuntimeProcess(child_args(s, self._cache_dir() / "runtime"))
             address = await self.runtime_process.start()
         return GrpcRuntimeClient(address)
 

@@ -54,8 +54,96 @@ class MeshSettings(BaseSettings):
     per_model_metrics: bool = Field(False, description="Label metrics with modelId/vModelId.")
     log_level: str = Field("INFO", description="Python logging level.")
 
+    # -- storage confinement (who may make this process read which files) ------------------------
+    allow_local_paths: tuple[Path, ...] = Field((), description="Folders, besides models_dir, that local model "
+                                                "paths may point into (file:// and bare paths). Anything else is refused.")
+    pvc_mount_root: Path = Field(Path("/pvc_mounts"), description="Where PVCs are mounted (pvc://claim/path "
+                                 "reads pvc_mount_root/claim/path), as ModelMesh mounts them.")
+    allow_any_pvc: bool = Field(False, description="Allow pvc:// paths of any claim; otherwise only claims "
+                                "named by a pvc entry of the storage-config (ModelMesh's allowAnyPVC).")
+    http_allowed_hosts: tuple[str, ...] = Field((), description="Hosts http(s):// model paths may name "
+                                                "(empty: any host). An entry '.example.com' allows its subdomains.")
+
+    # -- bounded inputs ----------------------------------------------------------------------------
+    rest_max_body_bytes: int = Field(16 * MiB, gt=0, description="Largest REST request body; a larger one is "
+                                     "answered 413 before it is read.")
+    http_header_timeout_s: float = Field(10.0, gt=0, description="Time a client may take to send a request's "
+                                         "headers before the connection is closed.")
+    http_body_timeout_s: float = Field(30.0, gt=0, description="Longest pause while a request body arrives "
+                                       "before the request is answered 408.")
+
+    # -- runtime supervision -----------------------------------------------------------------------
+    runtime_check_interval_s: float = Field(5.0, gt=0, description="How often the runtime is asked for its "
+                                            "status (runtime=process|remote).")
+    runtime_check_timeout_s: float = Field(5.0, gt=0, description="A runtime that does not answer its status "
+                                           "within this time is hung: a child process is killed and restarted.")
+    runtime_restart_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between restarts of a "
+                                                 "runtime child that keeps dying (backoff doubles from 0.5 s).")
+
+    # -- TLS ---------------------------------------------------------------------------------------
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) of every port this instance "
+                                  "serves, and its client certificate towards peers. Re-read when it changes.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle that client certificates are checked "
+                                       "against (mTLS).")
+    tls_client_auth: Literal["none", "optional", "require"] = Field(
+        "none", description="Client certificates: none, optional (checked when sent) or require (mTLS).")
+    tls_ca: Path | None = Field(None, description="PEM CA bundle this instance trusts for peers (default: "
+                                "tls_client_ca, else tls_cert itself).")
+    tls_server_name: str = Field("", description="Name peers' certificates are checked against when "
+                                 "forwarding (default: the peer's advertised host).")
+    tls_metrics: bool = Field(False, description="Serve the metrics port over TLS too.")
+    tls_reload_s: float = Field(10.0, gt=0, description="How often certificate files are checked for changes.")
+
+    # -- authentication ----------------------------------------------------------------------------
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="Bearer-token / client-certificate authentication: auto turns it on whenever "
+        "host is not a loopback address.")
+    auth_file: Path | None = Field(None, description="YAML/JSON file of tokens and certificate identities "
+                                   "with their roles (admin, infer); re-read when it changes.")
+    peer_token_file: Path | None = Field(None, description="File holding the token this instance presents to "
+                                         "its peers (role admin); not needed when peers use mTLS identities.")
+
     @model_validator(mode="after")
     def _check(self) -> MeshSettings:
         if self.runtime == "remote" and not self.runtime_address:
             raise ValueError("runtime=remote needs runtime_address (host:port)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_auth != "none" and self.tls_client_ca is None:
+            raise ValueError(f"tls_client_auth={self.tls_client_auth} needs tls_client_ca (the CA that "
+                             "client certificates are checked against)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (client certificates are asked for "
+                             "only over TLS)")
+        if self.tls_metrics and self.tls_cert is None:
+            raise ValueError("tls_metrics needs tls_cert and tls_key")
+        if self.auth_enabled and self.auth_file is None:
+            why = "auth=on" if self.auth == "on" else f"host {self.host} is not a loopback address, so authentication is on"
+            raise ValueError(f"{why}: give auth_file (--auth-file, a file of tokens and roles; "
+                             "`kserve-mesh token create` makes one), or auth=off to serve without authentication")
         return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether callers must authenticate: ``auth=on``, or ``auto`` on a non-loopback address."""
+        if self.auth == "auto":
+            return not is_loopback(self.host)
+        return self.auth == "on"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a port on this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard ('' / 0.0.0.0 / ::) reaches beyond this machine
