@@ -24,10 +24,11 @@ import uvicorn
 
 from kserve_mesh import __version__
 from kserve_mesh.api import grpc_mgmt, grpc_v2
+from kserve_mesh.api.auth import Authenticator, GuardedServer, Role, guard_asgi, with_tls_identity
 from kserve_mesh.api.rest import build_app, serve_infer_first
 from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.clock import SystemClock
-from kserve_mesh.core.errors import MeshError, Unavailable
+from kserve_mesh.core.errors import InvalidArgument, MeshError, Unavailable
 from kserve_mesh.core.ids import InstanceId
 from kserve_mesh.core.records import InstanceRecord, ModelInfo
 from kserve_mesh.mesh.cache_manager import CacheConfig
@@ -36,6 +37,7 @@ from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.registry import Registry
 from kserve_mesh.mesh.runtime_process import RuntimeProcess
+from kserve_mesh.mesh.tls import TlsFiles, TlsMaterial
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
 from kserve_mesh.settings import MeshSettings
 from kserve_mesh.store.base import Store
@@ -127,6 +129,10 @@ class MeshServer:
         self._started_ms = 0
         self._follow_stop: asyncio.Event | None = None
         self._follow_task: asyncio.Task[None] | None = None
+        self.tls: TlsMaterial | None = None
+        self.auth: Authenticator | None = None
+        self._peer_token = ""
+        self._reload_task: asyncio.Task[None] | None = None
 
     # -- building --------------------------------------------------------------------------------
     def _fetcher(self):  # type: ignore[no-untyped-def]
@@ -173,6 +179,53 @@ class MeshServer:
                 raise Unavailable(f"the runtime was not READY within {RUNTIME_READY_TIMEOUT_S:g} s")
             await asyncio.sleep(2.0)
 
+    # -- security --------------------------------------------------------------------------------
+    def _load_security(self) -> None:
+        """TLS material and the auth file, read and checked before anything listens."""
+        s = self.settings
+        if s.tls_cert is not None and s.tls_key is not None:
+            self.tls = TlsMaterial(TlsFiles(s.tls_cert, s.tls_key, s.tls_client_ca, s.tls_client_auth, s.tls_ca,
+                                            s.tls_server_name))
+        if s.auth_enabled:
+            assert s.auth_file is not None  # settings refuse auth without a file
+            self.auth = Authenticator(s.auth_file)
+        elif s.auth_file is not None:
+            log.warning("--auth-file is given but authentication is off (auth=%s on %s): nobody is asked "
+                        "for credentials", s.auth, s.host)
+        if s.peer_token_file is not None:
+            try:
+                self._peer_token = s.peer_token_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidArgument(f"cannot read the peer token file {s.peer_token_file}: {exc}") from None
+            if not self._peer_token:
+                raise InvalidArgument(f"the peer token file {s.peer_token_file} is empty")
+        if self.auth is None or not s.etcd_endpoints:
+            return
+        # In a mesh, peers call each other: their credential must be one this instance accepts as admin
+        # (all instances share the auth file), or their client certificates must be required.
+        if self._peer_token:
+            peer = self.auth.principal(f"Bearer {self._peer_token}")
+            if peer is None or peer.role is not Role.ADMIN:
+                raise InvalidArgument(f"the token in {s.peer_token_file} is not an admin token of the auth file "
+                                      f"{s.auth_file}: peers would refuse this instance's forwarded requests")
+        elif s.tls_client_auth != "require":
+            raise InvalidArgument("authentication is on in a mesh of several instances, so instances must "
+                                  "authenticate to each other: give --peer-token-file (an admin token of the "
+                                  "auth file), or require client certificates (--tls-client-auth require) and "
+                                  "name the instances' certificate in the auth file's identities")
+
+    async def _reload_security(self) -> None:
+        """Re-read certificate files and the auth file when they change (no restart)."""
+        while True:
+            await asyncio.sleep(self.settings.tls_reload_s)
+            try:
+                if self.tls is not None:
+                    self.tls.reload_if_changed()
+                if self.auth is not None:
+                    self.auth.reload_if_changed()
+            except Exception:  # a failed check must not end the checking
+                log.exception("checking the TLS and auth files failed")
+
     # -- running ---------------------------------------------------------------------------------
     async def _connect_store(self) -> None:
         if isinstance(self.store, MemoryStore):
@@ -198,6 +251,7 @@ class MeshServer:
         # at 50,000 each pause was 30-50 ms and made up the p99; at 5,000 pauses are 2-7 ms
         # (benchmarks/density.py, with the pauses logged by a gc callback).
         gc.set_threshold(5_000, 50, 100)
+        self._load_security()
         self._started_ms = self.clock.now_ms()
         await self._connect_store()
         self.runtime = await self._make_runtime()
@@ -213,9 +267,14 @@ class MeshServer:
                    ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
                    ("grpc.so_reuseport", 0)]
         self._grpc = grpc.aio.server(options=options)
-        self._grpc.add_generic_rpc_handlers((grpc_v2.handler(grpc_v2.V2Servicer(self.instance, __version__, self.telemetry)),))
-        grpc_mgmt.add_to_server(self.instance, self._grpc)
-        grpc_port = self._grpc.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        services = GuardedServer(self._grpc, self.auth) if self.auth is not None else self._grpc
+        services.add_generic_rpc_handlers((grpc_v2.handler(grpc_v2.V2Servicer(self.instance, __version__, self.telemetry)),))
+        grpc_mgmt.add_to_server(self.instance, services)
+        grpc_address = f"{s.host}:{s.grpc_port}"
+        if self.tls is not None:
+            grpc_port = self._grpc.add_secure_port(grpc_address, self.tls.grpc_server_credentials())
+        else:
+            grpc_port = self._grpc.add_insecure_port(grpc_address)
         if grpc_port == 0:
             raise Unavailable(f"cannot bind the gRPC port {s.host}:{s.grpc_port}")
         await self._grpc.start()
@@ -226,8 +285,16 @@ class MeshServer:
         self.kube = KubeService.for_instance(self.instance, self.store, Keys.for_namespace(s.namespace), self.clock)
         app = build_app(self.instance, __version__, extra_status=self.status, telemetry=self.telemetry,
                         routers=[kube_router(self.kube)])
-        config = uvicorn.Config(serve_infer_first(app), host=s.host, port=s.rest_port, log_level="warning", access_log=False,
+        asgi = serve_infer_first(app)
+        if self.auth is not None:
+            asgi = guard_asgi(asgi, self.auth)
+        config = uvicorn.Config(asgi, host=s.host, port=s.rest_port, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=5)
+        if self.tls is not None:
+            config.load()
+            config.ssl = self.tls.server_context()  # always the current certificate (see mesh/tls.py)
+            if s.tls_client_auth != "none":
+                config.http_protocol_class = with_tls_identity(config.http_protocol_class)
         self._rest = uvicorn.Server(config)
         self._rest.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._rest_task = asyncio.create_task(self._rest.serve(), name="rest")
@@ -237,12 +304,16 @@ class MeshServer:
                     raise Unavailable(f"cannot serve REST on {s.host}:{s.rest_port}")
                 await asyncio.sleep(0.01)
         rest_port = _bound_port(self._rest)
-        self._metrics_httpd, metrics_port = self.telemetry.serve(s.host, s.metrics_port)
+        metrics_tls = self.tls.server_context() if self.tls is not None and s.tls_metrics else None
+        self._metrics_httpd, metrics_port = self.telemetry.serve(s.host, s.metrics_port, ssl_context=metrics_tls)
+        if self.tls is not None or self.auth is not None:
+            self._reload_task = asyncio.create_task(self._reload_security(), name="reload-tls-auth")
 
         host = advertised_host(s.host, s.advertise_host)  # what peers connect to: never a wildcard
-        self.endpoints = Endpoints(f"http://{host}:{rest_port}", f"{host}:{grpc_port}",
-                                   f"http://{host}:{metrics_port}/metrics")
-        self.kube.set_endpoints(grpc=f"{host}:{grpc_port}", rest=f"http://{host}:{rest_port}")
+        web = "https" if self.tls is not None else "http"
+        self.endpoints = Endpoints(f"{web}://{host}:{rest_port}", f"{host}:{grpc_port}",
+                                   f"{'https' if metrics_tls else 'http'}://{host}:{metrics_port}/metrics")
+        self.kube.set_endpoints(grpc=f"{host}:{grpc_port}", rest=f"{web}://{host}:{rest_port}")
         if s.etcd_endpoints:
             await self._join_cluster(registry)
         await self.kube.resync()  # re-apply stored InferenceServices / Predictors
@@ -252,7 +323,7 @@ class MeshServer:
 
     async def _join_cluster(self, registry: Registry) -> None:
         assert self.instance is not None
-        self.peers = PeerPool(self.settings.grpc_max_message_bytes)
+        self.peers = PeerPool(self.settings.grpc_max_message_bytes, tls=self.tls, token=self._peer_token)
         self.cluster = Cluster(self.store, registry._keys, self.instance_id, self.clock, self.instance_record,
                                on_leave=self.peers.forget)
         self.instance.attach(self.cluster, self.peers)
@@ -340,6 +411,9 @@ class MeshServer:
     async def stop(self) -> None:
         if self.instance is not None:
             self.instance.ready = False
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            await asyncio.gather(self._reload_task, return_exceptions=True)
         if self.duties is not None:
             await self.duties.stop()
         if self.cluster is not None:

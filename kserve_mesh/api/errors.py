@@ -25,6 +25,8 @@ _TABLE: list[tuple[type[e.MeshError], grpc.StatusCode, int]] = [
     (e.Unavailable, grpc.StatusCode.UNAVAILABLE, 503),
     (e.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     (e.Cancelled, grpc.StatusCode.CANCELLED, 499),
+    (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, 401),
+    (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, 403),
     (e.InternalError, grpc.StatusCode.INTERNAL, 500),
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import logging
+import ssl
 import threading
 import time
 from typing import Any
@@ -83,11 +84,16 @@ class Telemetry:
     async def _refresh_async(self) -> None:
         self.refresh()
 
-    def serve(self, host: str, port: int) -> tuple[http.server.ThreadingHTTPServer, int]:
-        """Serve ``/metrics`` in a daemon thread; returns the server (to shut down) and its port."""
+    def serve(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+              timeout_s: float = 10.0) -> tuple[http.server.ThreadingHTTPServer, int]:
+        """Serve ``/metrics`` in a daemon thread; returns the server (to shut down) and its port.
+        With ``ssl_context`` the port speaks TLS (the handshake runs in the connection's own thread,
+        so a slow client never holds up the others); a client silent for ``timeout_s`` is dropped."""
         telemetry = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = timeout_s
+
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404, "metrics are at /metrics")
@@ -107,10 +113,33 @@ class Telemetry:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        httpd = _MetricsServer((host, port), Handler)
         httpd.daemon_threads = True
+        httpd.ssl_context = ssl_context
+        httpd.handshake_timeout_s = timeout_s
         threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
         return httpd, httpd.server_port
+
+
+class _MetricsServer(http.server.ThreadingHTTPServer):
+    ssl_context: ssl.SSLContext | None = None
+    handshake_timeout_s = 10.0
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's thread: the TLS handshake (bounded), then the request."""
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(self.handshake_timeout_s)
+        try:
+            secure = self.ssl_context.wrap_socket(request, server_side=True)  # takes over the socket
+        except (OSError, ssl.SSLError) as exc:
+            log.debug("metrics TLS handshake with %s failed: %s", client_address, exc)
+            return
+        try:
+            super().finish_request(secure, client_address)
+        finally:
+            secure.close()
 
 
 def elapsed(start: float) -> float:

@@ -17,12 +17,16 @@ trace) reaches a client.
     │       ├── StorageNotFound          object/path missing
     │       ├── StorageAccessDenied      bad or missing credentials
     │       ├── StorageUnreachable       endpoint cannot be reached
-    │       └── UnsafeArchive            traversal, links out, or size limits in an archive
+    │       ├── UnsafeArchive            traversal, links out, or size limits in an archive
+    │       ├── StorageNotAllowed        a path outside the allowed folders, PVC claims or hosts
+    │       └── DigestMismatch           the fetched files are not the ones the sha256 pins
     ├── CapacityExceeded           a model larger than the whole capacity of an instance
     ├── Overloaded                 too much in flight; carries ``retry_after`` seconds
     ├── Unavailable                a dependency (runtime, store) cannot be reached right now
     ├── DeadlineExceeded
     ├── Cancelled
+    ├── Unauthenticated            no credentials, or credentials nobody is known by
+    ├── PermissionDenied           a known caller without the role the call needs
     └── InternalError              a bug: the message is safe to show, details are logged
 """
 
@@ -92,6 +96,14 @@ class UnsafeArchive(StorageError):
     pass
 
 
+class StorageNotAllowed(StorageError):
+    pass
+
+
+class DigestMismatch(StorageError):
+    pass
+
+
 class CapacityExceeded(MeshError):
     pass
 
@@ -111,6 +123,14 @@ class DeadlineExceeded(MeshError):
 
 
 class Cancelled(MeshError):
+    pass
+
+
+class Unauthenticated(MeshError):
+    pass
+
+
+class PermissionDenied(MeshError):
     pass
 
 

@@ -12,7 +12,9 @@ callers wait in order). Responses are parsed with ``httptools`` (uvicorn's parse
 that was idle long enough for the peer to have closed it is not reused; a reused connection that
 closes before any byte of the answer is retried once on a new one. The routing headers travel
 along: ``mm-model-id``, ``mm-forwarded`` (the peer serves locally, loading if it must), and
-``mm-timeout-ms`` with the caller's remaining time.
+``mm-timeout-ms`` with the caller's remaining time. Peers that serve TLS (``https://`` REST
+endpoints) are reached over TLS with this instance's certificate (mTLS); with a peer token, every
+forwarded request carries this instance's own ``authorization`` header, never the caller's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import httptools
 
 from kserve_mesh.core import errors as e
+from kserve_mesh.mesh.tls import TlsMaterial
 
 FORWARDED = "mm-forwarded"
 FORWARD_PATH = "/mesh/v1/forward/infer"  # a V2 gRPC request forwarded as a serialized ModelInferRequest
@@ -106,9 +109,10 @@ class _Conn(asyncio.Protocol):
 
 
 class _Pool:
-    def __init__(self, host: str, port: int, max_connections: int) -> None:
+    def __init__(self, host: str, port: int, max_connections: int, tls: TlsMaterial | None = None) -> None:
         self.host, self.port = host, port
         self.max_connections = max_connections
+        self.tls = tls
         self.idle: deque[_Conn] = deque()
         self.open = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
@@ -138,7 +142,12 @@ class _Pool:
         self.open += 1
         try:
             loop = asyncio.get_running_loop()
-            _, conn = await asyncio.wait_for(loop.create_connection(_Conn, self.host, self.port), timeout_s)
+            if self.tls is None:
+                connecting = loop.create_connection(_Conn, self.host, self.port)
+            else:  # the peer's certificate is checked against the mesh CA and the peer's name
+                connecting = loop.create_connection(_Conn, self.host, self.port, ssl=self.tls.client_context(),
+                                                    server_hostname=self.tls.peer_name(self.host))
+            _, conn = await asyncio.wait_for(connecting, timeout_s)
         except BaseException:
             self.open -= 1
             self._wake()
@@ -191,16 +200,22 @@ def _error_from(answer: HttpAnswer, where: str) -> e.MeshError:
 class HttpPeers:
     """Keep-alive HTTP/1.1 pools to the peers' REST ports, for forwarding raw REST inference."""
 
-    def __init__(self, max_connections: int = 256) -> None:
+    def __init__(self, max_connections: int = 256, *, tls: TlsMaterial | None = None, token: str = "") -> None:
         self.max_connections = max_connections
+        self.tls = tls
+        self._auth = f"authorization: Bearer {token}" if token else ""
         self._pools: dict[str, _Pool] = {}
 
     def _pool(self, url: str) -> _Pool:
         pool = self._pools.get(url)
         if pool is None:
-            hostport = url.removeprefix("http://").rstrip("/")
+            secure = url.startswith("https://")
+            if secure and self.tls is None:
+                raise e.Unavailable(f"instance at {url} serves TLS but this instance has no TLS configuration")
+            hostport = url.removeprefix("https://" if secure else "http://").rstrip("/")
             host, _, port = hostport.rpartition(":")
-            pool = self._pools[url] = _Pool(host.strip("[]"), int(port), self.max_connections)
+            pool = self._pools[url] = _Pool(host.strip("[]"), int(port), self.max_connections,
+                                            self.tls if secure else None)
         return pool
 
     async def post(self, url: str, path: str, body: bytes, headers: dict[str, str], timeout_s: float) -> HttpAnswer:
@@ -211,6 +226,8 @@ class HttpPeers:
         lines = [f"POST {path} HTTP/1.1", f"host: {pool.host}:{pool.port}", f"content-length: {len(body)}",
                  f"{TIMEOUT_HEADER}: {max(1, int(timeout_s * 1000))}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
+        if self._auth:
+            lines.append(self._auth)  # this instance's own credential, never the caller's
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         for attempt in (0, 1):
             remaining = deadline - time.monotonic()
@@ -256,6 +273,8 @@ class HttpPeers:
             pool.close()
 
     def close(self) -> None:
+        """Close every idle connection (calls in flight finish on theirs); used at stop and when
+        the TLS material changes, so that new connections use the new certificate."""
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()

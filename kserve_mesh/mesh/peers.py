@@ -37,6 +37,7 @@ from kserve_mesh.core.errors import (
 )
 from kserve_mesh.core.records import InstanceRecord
 from kserve_mesh.mesh.http_peer import FORWARD_PATH, FORWARDED, PROTOBUF, HttpAnswer, HttpPeers, header_safe
+from kserve_mesh.mesh.tls import TlsMaterial
 from kserve_mesh.protocol import v2
 
 log = logging.getLogger(__name__)
@@ -57,18 +58,42 @@ _CODES: dict[grpc.StatusCode, type[MeshError]] = {
 
 
 class PeerPool:
-    def __init__(self, max_message_bytes: int = 16 << 20) -> None:
+    """Calls to the other instances of the mesh: over TLS with this instance's certificate when
+    ``tls`` is given, with ``token`` as this instance's bearer token when given."""
+
+    def __init__(self, max_message_bytes: int = 16 << 20, *, tls: TlsMaterial | None = None, token: str = "") -> None:
         self._options = [("grpc.max_send_message_length", max_message_bytes),
                          ("grpc.max_receive_message_length", max_message_bytes)]
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.inflight: dict[str, int] = defaultdict(int)
-        self.http = HttpPeers()
+        self.tls = tls
+        self._auth: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self.http = HttpPeers(tls=tls, token=token)
+        if tls is not None:
+            tls.on_change(self._tls_changed)
+
+    def _tls_changed(self) -> None:
+        """New certificates: new connections and channels from now on (calls in flight finish)."""
+        self.http.close()
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._calls.clear()
+        loop = asyncio.get_running_loop()
+        for channel in channels:
+            loop.create_task(channel.close(grace=5.0))
+
+    def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        if self.tls is None:
+            return grpc.aio.insecure_channel(endpoint, options=self._options)
+        host = endpoint.rpartition(":")[0]
+        options = [*self._options, ("grpc.ssl_target_name_override", self.tls.peer_name(host))]
+        return grpc.aio.secure_channel(endpoint, self.tls.grpc_channel_credentials(), options=options)
 
     def _call(self, endpoint: str) -> grpc.aio.UnaryUnaryMultiCallable:
         call = self._calls.get(endpoint)
         if call is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            channel = self._channel(endpoint)
             self._channels[endpoint] = channel
             call = channel.unary_unary(v2.method("ModelInfer"),
                                        request_serializer=v2.ModelInferRequest.SerializeToString,
@@ -80,7 +105,7 @@ class PeerPool:
                     *, load: bool) -> v2.ModelInferResponse:
         # gRPC metadata values are ASCII; other ids travel as a binary header (``-bin``).
         ident = ("mm-model-id", model_id) if header_safe(model_id) else ("mm-model-id-bin", model_id.encode())
-        metadata = (ident, (FORWARDED, "1"), (LOAD_HERE, "1" if load else "0"))
+        metadata = (ident, (FORWARDED, "1"), (LOAD_HERE, "1" if load else "0"), *self._auth)
         self.inflight[endpoint] += 1
         try:
             return await self._call(endpoint)(request, timeout=max(0.001, timeout_s), metadata=metadata)
@@ -143,7 +168,8 @@ class PeerPool:
         self._call(endpoint)  # make sure the channel exists
         stub = mm_grpc.ModelMeshStub(self._channels[endpoint])
         try:
-            await stub.ensureLoaded(mm.EnsureLoadedRequest(modelId=model_id, sync=False), timeout=timeout_s)
+            await stub.ensureLoaded(mm.EnsureLoadedRequest(modelId=model_id, sync=False), timeout=timeout_s,
+                                    metadata=self._auth)
         except grpc.aio.AioRpcError as err:
             raise PeerUnavailable(f"instance at {endpoint} did not take {model_id}: {err.details()}") from None
 
