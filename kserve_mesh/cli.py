@@ -103,10 +103,50 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _client(url: str):  # type: ignore[no-untyped-def]
-    from kserve_mesh.client import MeshClient
+# -- how the client commands reach a mesh: token and TLS options on each of them --------------------
+CONNECTION_FLAGS = {
+    "token": (Optional[str], typer.Option(None, "--token", envvar="KSERVE_MESH_TOKEN", show_envvar=True,
+                                          help="Bearer token (a role of the mesh's auth file).", show_default=False)),
+    "ca_cert": (Optional[Path], typer.Option(None, "--ca-cert", envvar="KSERVE_MESH_CA_CERT", show_envvar=True,
+                                             help="PEM CA bundle an https:// mesh's certificate is checked against.",
+                                             show_default=False)),
+    "client_cert": (Optional[Path], typer.Option(None, "--client-cert", envvar="KSERVE_MESH_CLIENT_CERT",
+                                                 show_envvar=True, show_default=False,
+                                                 help="PEM client certificate (a mesh that requires mTLS).")),
+    "client_key": (Optional[Path], typer.Option(None, "--client-key", envvar="KSERVE_MESH_CLIENT_KEY",
+                                                show_envvar=True, show_default=False,
+                                                help="PEM key of --client-cert (if not in the same file).")),
+}
+_CONNECTION: dict[str, Any] = {}
 
-    return MeshClient(url)
+
+def with_connection_flags(fn: Any) -> Any:
+    """Give a client command the CONNECTION_FLAGS; ``_client`` uses what it was given."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, (kind, option) in CONNECTION_FLAGS.items()]
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        for name in CONNECTION_FLAGS:
+            value = kwargs.pop(name, None)
+            _CONNECTION[name] = "" if value is None else str(value)
+        return fn(*args, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
+    return command
+
+
+def _client(url: str):  # type: ignore[no-untyped-def]
+    from kserve_mesh.client import MeshClient, MeshClientError
+
+    try:
+        return MeshClient(url, **_CONNECTION)
+    except MeshClientError as exc:
+        _fail(exc.message)
 
 
 def _call(fn, *args: Any, **kwargs: Any) -> Any:  # type: ignore[no-untyped-def]
@@ -274,6 +314,7 @@ def runtime(ctx: typer.Context) -> None:
 
 
 @app.command()
+@with_connection_flags
 def register(
     model_id: str = typer.Argument(..., help="Model id."),
     model_type: str = typer.Option(..., "--type", help="sklearn | xgboost | lightgbm | onnx | string"),
@@ -296,6 +337,7 @@ def register(
 
 
 @app.command()
+@with_connection_flags
 def unregister(model_id: str, url: str = URL_OPTION) -> None:
     """Unregister a model (its copies are unloaded)."""
     with _client(url) as client:
@@ -304,6 +346,7 @@ def unregister(model_id: str, url: str = URL_OPTION) -> None:
 
 
 @app.command()
+@with_connection_flags
 def models(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help="table | json")) -> None:
     """List registered models: state, size, copies, last used."""
     with _client(url) as client:
@@ -325,6 +368,7 @@ def models(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
 
 
 @app.command()
+@with_connection_flags
 def infer(
     name: str = typer.Argument(..., help="Model or vmodel id."),
     data: Optional[str] = typer.Option(None, "-d", "--data", help="V2 request JSON; '-' reads stdin."),
@@ -347,6 +391,7 @@ def infer(
 
 
 @app.command()
+@with_connection_flags
 def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help="table | json")) -> None:
     """Show the instance: capacity, used, models, requests per minute."""
     with _client(url) as client:
@@ -389,6 +434,7 @@ def controller(ctx: typer.Context) -> None:
 
 
 @vmodel_app.command("set")
+@with_connection_flags
 def vmodel_set(vmodel_id: str, target: str, owner: str = "", force: bool = False, url: str = URL_OPTION) -> None:
     """Point a vmodel at a target model (it switches once the target is loaded)."""
     with _client(url) as client:
@@ -397,6 +443,7 @@ def vmodel_set(vmodel_id: str, target: str, owner: str = "", force: bool = False
 
 
 @vmodel_app.command("get")
+@with_connection_flags
 def vmodel_get(vmodel_id: str, url: str = URL_OPTION) -> None:
     """Show a vmodel's active and target models."""
     with _client(url) as client:
@@ -405,6 +452,7 @@ def vmodel_get(vmodel_id: str, url: str = URL_OPTION) -> None:
 
 
 @vmodel_app.command("delete")
+@with_connection_flags
 def vmodel_delete(vmodel_id: str, url: str = URL_OPTION) -> None:
     """Delete a vmodel."""
     with _client(url) as client:

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import httpx
 import typer
 
 KIND_ARG_HELP = "inferenceservices (isvc) | predictors | servingruntimes | clusterservingruntimes"
@@ -45,19 +44,15 @@ def _kind(text: str) -> tuple[str, str]:
 
 
 def _request(url: str, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        with httpx.Client(base_url=url.rstrip("/"), timeout=120.0) as http:
-            resp = http.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the mesh at {url}: {exc}")
-    try:
-        body = resp.json()
-    except ValueError:
-        body = {"error": resp.text.strip() or f"HTTP {resp.status_code}"}
-    if resp.status_code >= 400:
-        message = body.get("error") if isinstance(body, dict) else None
-        _fail(message or f"HTTP {resp.status_code}")
-    return body
+    """One call through the SDK (token and TLS options as the command was given them)."""
+    from kserve_mesh.cli import _client
+    from kserve_mesh.client import MeshClientError
+
+    with _client(url) as client:
+        try:
+            return client.call(method, path, **kwargs)
+        except MeshClientError as exc:
+            _fail(exc.message)
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -166,9 +161,10 @@ def _print_objects(items: list[dict[str, Any]], output: str, single: bool) -> No
 
 def register_commands(app: typer.Typer) -> None:
     """Add the KServe resource commands to the main CLI."""
-    from kserve_mesh.cli import URL_OPTION
+    from kserve_mesh.cli import URL_OPTION, with_connection_flags
 
     @app.command()
+    @with_connection_flags
     def apply(
         filename: list[Path] = typer.Option(..., "-f", "--filename",
                                             help="YAML/JSON file, a folder of them, or - for stdin (repeatable)."),
@@ -183,6 +179,7 @@ def register_commands(app: typer.Typer) -> None:
             typer.echo(f"{plural[:-1]}.serving.kserve.io/{r['name']} {r['action']}")
 
     @app.command()
+    @with_connection_flags
     def get(
         kind: str = typer.Argument(..., help=KIND_ARG_HELP),
         name: Optional[str] = typer.Argument(None, help="One resource (default: all)."),
@@ -211,6 +208,7 @@ def register_commands(app: typer.Typer) -> None:
             typer.echo(table(full_kind, items, all_namespaces=all_namespaces))
 
     @app.command()
+    @with_connection_flags
     def delete(
         kind: str = typer.Argument(..., help=KIND_ARG_HELP),
         name: str = typer.Argument(..., help="Name of the resource."),

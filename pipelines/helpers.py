@@ -111,9 +111,16 @@ def mesh_call(mesh_url: str, method: str, path: str, body: Any = None, content_t
     A non-2xx answer raises ``RuntimeError`` with the mesh's own ``error`` message and the HTTP
     status; a mesh that cannot be reached raises ``RuntimeError`` saying so. ``what`` says what was
     being done ("register model 'iris'") and starts the message.
+
+    Credentials come from the step's environment (mount them from a Kubernetes Secret, never pass
+    them as pipeline parameters, which are stored in the run): ``KSERVE_MESH_TOKEN`` (bearer
+    token), ``KSERVE_MESH_CA_CERT`` (PEM bundle an https:// mesh is checked against),
+    ``KSERVE_MESH_CLIENT_CERT`` / ``KSERVE_MESH_CLIENT_KEY`` (client certificate for mTLS).
     """
     import json
+    import os
     import socket
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -127,9 +134,23 @@ def mesh_call(mesh_url: str, method: str, path: str, body: Any = None, content_t
     headers = {"accept": "application/json"}
     if data is not None:
         headers["content-type"] = content_type
+    token = os.environ.get("KSERVE_MESH_TOKEN", "").strip()
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    context = None
+    if mesh_url.startswith("https://"):
+        ca_cert = os.environ.get("KSERVE_MESH_CA_CERT", "")
+        client_cert = os.environ.get("KSERVE_MESH_CLIENT_CERT", "")
+        try:
+            context = ssl.create_default_context(cafile=ca_cert or None)
+            if client_cert:
+                context.load_cert_chain(client_cert, os.environ.get("KSERVE_MESH_CLIENT_KEY") or None)
+        except (OSError, ssl.SSLError) as err:
+            raise ValueError(f"{doing}: cannot load the TLS files named by KSERVE_MESH_CA_CERT / "
+                             f"KSERVE_MESH_CLIENT_CERT: {err}") from None
     request = urllib.request.Request(mesh_url + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
             raw = resp.read()
     except urllib.error.HTTPError as err:
         raw = err.read()

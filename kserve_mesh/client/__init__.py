@@ -1,7 +1,7 @@
 """A light SDK over the mesh's REST API, for the CLI, the notebook widget and the pipeline steps.
 
     from kserve_mesh.client import connect
-    mesh = connect("http://127.0.0.1:8008")
+    mesh = connect("http://127.0.0.1:8008")     # or https://… with token= / ca_cert= (or KSERVE_MESH_* env)
     mesh.register("iris", "sklearn", "s3://models/iris")
     mesh.wait_until_loaded("iris", timeout=60)
     mesh.infer("iris", numpy_array)          # -> {"output-0": array([...])}
@@ -11,6 +11,7 @@ numpy and the standard library; pandas and pyyaml are imported when used.
 """
 
 from kserve_mesh.client.errors import (
+    AuthenticationError,
     CapacityError,
     ConflictError,
     InvalidInputError,
@@ -21,6 +22,7 @@ from kserve_mesh.client.errors import (
     ModelNotFoundError,
     NotFoundError,
     OverloadedError,
+    PermissionDeniedError,
     ServerError,
 )
 from kserve_mesh.client.rest import DEFAULT_URL, MeshClient, connect
@@ -28,6 +30,7 @@ from kserve_mesh.client.tensors import example_request
 
 __all__ = [
     "DEFAULT_URL",
+    "AuthenticationError",
     "CapacityError",
     "ConflictError",
     "InvalidInputError",
@@ -39,6 +42,7 @@ __all__ = [
     "ModelNotFoundError",
     "NotFoundError",
     "OverloadedError",
+    "PermissionDeniedError",
     "ServerError",
     "connect",
     "example_request",

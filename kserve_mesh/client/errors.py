@@ -11,6 +11,8 @@ message, so a notebook or a pipeline step can catch what it means rather than an
     ├── LoadTimeoutError            wait_until_loaded ran out of time (.model_id, .last_status)
     ├── CapacityError               507: larger than the whole capacity
     ├── OverloadedError             429: too much in flight (.retry_after seconds)
+    ├── AuthenticationError         401: no token, or one the mesh does not know
+    ├── PermissionDeniedError       403: the token's role may not do this (infer vs admin)
     └── ServerError                 500 and anything else unexpected
 
 The mesh's error body is ``{"error": "<message>"}``; when it also carries ``"type"`` (the name of
@@ -82,6 +84,14 @@ class OverloadedError(MeshClientError):
         self.retry_after = retry_after
 
 
+class AuthenticationError(MeshClientError):
+    pass
+
+
+class PermissionDeniedError(MeshClientError):
+    pass
+
+
 class ServerError(MeshClientError):
     pass
 
@@ -106,10 +116,14 @@ _BY_TYPE: dict[str, type[MeshClientError]] = {
     "Unavailable": MeshUnavailableError,
     "DeadlineExceeded": MeshUnavailableError,
     "InternalError": ServerError,
+    "Unauthenticated": AuthenticationError,
+    "PermissionDenied": PermissionDeniedError,
 }
 
 _BY_STATUS: dict[int, type[MeshClientError]] = {
     400: InvalidInputError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
     422: InvalidInputError,

@@ -13,6 +13,8 @@ typed errors of ``errors.py`` with the server's message. Routes used:
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,15 +46,54 @@ def _seg(value: str, what: str) -> str:
     return quote(value, safe="")
 
 
-class MeshClient:
-    """A connection to one mesh. Use as a context manager, or call ``close()``."""
+def _env(value: str | None, name: str) -> str:
+    """``value``, or when it is None the environment variable ``name`` (empty when unset)."""
+    return os.environ.get(name, "") if value is None else value
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 120.0, token: str | None = "") -> None:
+
+def tls_context(ca_cert: str = "", client_cert: str = "", client_key: str = "") -> ssl.SSLContext:
+    """A client TLS context: trust ``ca_cert`` (PEM bundle; default: the system's CAs) and present
+    ``client_cert`` / ``client_key`` (PEM; the key may be inside the certificate file) for mTLS."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_cert or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInputError(f"cannot load the CA bundle {ca_cert}: {exc}") from exc
+    if client_key and not client_cert:
+        raise InvalidInputError("a client key needs its client certificate (client_cert)")
+    if client_cert:
+        try:
+            ctx.load_cert_chain(client_cert, client_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidInputError(f"cannot load the client certificate {client_cert}: {exc}") from exc
+    return ctx
+
+
+class MeshClient:
+    """A connection to one mesh. Use as a context manager, or call ``close()``.
+
+    ``token`` is sent as ``Authorization: Bearer <token>``; ``ca_cert`` is the PEM bundle that an
+    ``https://`` mesh's certificate is checked against, ``client_cert``/``client_key`` a client
+    certificate for meshes that require one. Each left as None comes from the environment:
+    ``KSERVE_MESH_TOKEN``, ``KSERVE_MESH_CA_CERT``, ``KSERVE_MESH_CLIENT_CERT``, ``KSERVE_MESH_CLIENT_KEY``.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 120.0, token: str | None = None,
+                 ca_cert: str | os.PathLike[str] | None = None, client_cert: str | os.PathLike[str] | None = None,
+                 client_key: str | os.PathLike[str] | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise InvalidInputError(f"the mesh URL must start with http:// or https://, got {url!r}")
+        token = _env(token, "KSERVE_MESH_TOKEN").strip()
+        ca = _env(None if ca_cert is None else os.fspath(ca_cert), "KSERVE_MESH_CA_CERT")
+        cert = _env(None if client_cert is None else os.fspath(client_cert), "KSERVE_MESH_CLIENT_CERT")
+        key = _env(None if client_key is None else os.fspath(client_key), "KSERVE_MESH_CLIENT_KEY")
+        if token and not token.isprintable():
+            raise InvalidInputError("the token holds characters that cannot travel in a header")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if url.startswith("http://") and (ca or cert):
+            raise InvalidInputError(f"a CA bundle or client certificate is for https:// meshes; {url} is http://")
+        verify: ssl.SSLContext | bool = tls_context(ca, cert, key) if url.startswith("https://") else True
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, verify=verify)
         self._metadata: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def close(self) -> None:
@@ -74,7 +115,12 @@ class MeshClient:
         except httpx.TimeoutException as exc:
             raise MeshUnavailableError(f"the mesh at {self.url} did not answer {method} {path} in time") from exc
         except httpx.HTTPError as exc:
-            raise MeshUnavailableError(f"cannot reach the mesh at {self.url}: {exc}") from exc
+            hint = ""
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                hint = " (its certificate is not trusted: give its CA bundle, --ca-cert / KSERVE_MESH_CA_CERT)"
+            elif "CERTIFICATE_REQUIRED" in str(exc) or "certificate required" in str(exc):
+                hint = " (it requires a client certificate: --client-cert / KSERVE_MESH_CLIENT_CERT)"
+            raise MeshUnavailableError(f"cannot reach the mesh at {self.url}: {exc}{hint}") from exc
         if resp.status_code >= 400:
             try:
                 body: Any = resp.json()
@@ -98,6 +144,10 @@ class MeshClient:
             return None
         errors = _unique(status.get("errors") or [])
         return LoadFailedError(err.message, err.status, model_id=model_id, errors=errors, last_status=status)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any route of the mesh's REST API (``path`` from its root); the JSON answer, or None."""
+        return self._call(method, path, **kwargs)
 
     def _call(self, method: str, path: str, *, model_id: str = "", **kwargs: Any) -> Any:
         resp = self._send(method, path, model_id=model_id, **kwargs)
@@ -300,9 +350,12 @@ def _yaml_text(source: str | Path) -> str:
     return text
 
 
-def connect(url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 120.0) -> MeshClient:
-    """A client for the mesh at ``url`` (its REST address), with an optional bearer token."""
-    return MeshClient(url, timeout=timeout, token=token)
+def connect(url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 120.0,
+            ca_cert: str | os.PathLike[str] | None = None, client_cert: str | os.PathLike[str] | None = None,
+            client_key: str | os.PathLike[str] | None = None) -> MeshClient:
+    """A client for the mesh at ``url`` (its REST address); see :class:`MeshClient` for the options."""
+    return MeshClient(url, timeout=timeout, token=token, ca_cert=ca_cert, client_cert=client_cert,
+                      client_key=client_key)
 
 
 __all__ = ["DEFAULT_URL", "MeshClient", "MeshClientError", "ModelNotFoundError", "connect"]

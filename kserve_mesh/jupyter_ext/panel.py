@@ -52,6 +52,7 @@ class MeshPanel(widgets.VBox):
     """The mesh at ``url`` in a notebook. ``close()`` stops the background refresh."""
 
     def __init__(self, url: str = "http://127.0.0.1:8008", *, token: str | None = None,
+                 ca_cert: str | None = None, client_cert: str | None = None, client_key: str | None = None,
                  refresh_interval_s: float = 2.0, max_refresh_s: float = 1800.0, timeout_s: float = 60.0) -> None:
         url = url.strip()
         if "://" not in url:
@@ -115,8 +116,10 @@ class MeshPanel(widgets.VBox):
         self.example_button.on_click(lambda _: self._action(self.fill_example))
         self.run_button.on_click(lambda _: self._action(self.run_test))
 
-        self._client = MeshClient(url, token=token, timeout=timeout_s)
-        self._poll_client = MeshClient(url, token=token, timeout=min(timeout_s, 5.0))
+        # token / TLS files: given here, else KSERVE_MESH_TOKEN / _CA_CERT / _CLIENT_CERT / _CLIENT_KEY
+        tls = {"token": token, "ca_cert": ca_cert, "client_cert": client_cert, "client_key": client_key}
+        self._client = MeshClient(url, timeout=timeout_s, **tls)
+        self._poll_client = MeshClient(url, timeout=min(timeout_s, 5.0), **tls)
         # Count the views the frontend shows (ipywidgets keeps _view_count once it is a number).
         self._view_count = 0
         self.refresher = Refresher(self._background_refresh, self.visible, interval_s=refresh_interval_s,
