@@ -26,6 +26,8 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="kserve-mesh: a multi-model serving mesh for KServe.")
 vmodel_app = typer.Typer(no_args_is_help=True, help="Manage vmodels (stable names that move between models).")
 app.add_typer(vmodel_app, name="vmodel")
+token_app = typer.Typer(no_args_is_help=True, help="Make bearer tokens for a mesh's auth file (--auth-file).")
+app.add_typer(token_app, name="token")
 # Piped output (scripts, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console() if sys.stdout.isatty() else Console(width=200)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
@@ -90,6 +92,21 @@ _FLAG_TYPES: dict[str, Any] = {
     "tls_metrics": Optional[bool], "auth": Optional[str], "auth_file": Optional[Path],
     "peer_token_file": Optional[Path],
 }
+
+
+def _security_args(flags: dict[str, Any]) -> list[str]:
+    """The security flags a command was given, as command-line arguments for an instance process."""
+    args: list[str] = []
+    for name, value in _security(flags).items():
+        flag = SECURITY_FLAGS[name].param_decls[0].split("/")[0]
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag.removeprefix("--"))
+        elif isinstance(value, tuple):
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 def _security(flags: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +283,8 @@ def up(
         raise typer.Exit(run_cluster(instances, host=host, rest_port=rest_port, grpc_port=grpc_port,
                                      metrics_port=metrics_port, models=models, capacity=capacity,
                                      runtime="process" if runtime == "inprocess" else runtime,
-                                     storage_config=storage_config, console=console))
+                                     storage_config=storage_config, console=console,
+                                     extra_args=_security_args(flags)))
     settings = _settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
                          capacity_bytes=capacity, runtime=runtime, models_dir=models, load_models_at_start=load,
                          storage_config=storage_config, **_security(flags))
@@ -458,6 +476,60 @@ def vmodel_delete(vmodel_id: str, url: str = URL_OPTION) -> None:
     with _client(url) as client:
         _call(client.delete_vmodel, vmodel_id)
     console.print(f"{vmodel_id}: deleted")
+
+
+@token_app.command("create")
+def token_create(
+    role: str = typer.Option(..., "--role", help="admin (everything) or infer (inference and reads)."),
+    file: Path = typer.Option(Path("auth.yaml"), "--file", "-f", help="The auth file to add the token to "
+                              "(created, readable by you only, when missing)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Who the token is for (shown in logs; default "
+                                       "the role and a number)."),
+    store_plain: bool = typer.Option(False, "--store-plain", help="Keep the token itself in the file "
+                                     "instead of its SHA-256 digest (only where the file must hand it out)."),
+) -> None:
+    """Make a new random token with a role, add it to an auth file, and print it (once)."""
+    import hashlib
+    import secrets
+
+    import yaml
+
+    if role not in ("admin", "infer"):
+        _fail(f"--role must be admin or infer, got '{role}'")
+    doc: dict[str, Any] = {}
+    if file.exists():
+        try:
+            doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            _fail(f"cannot read the auth file {file}: {exc}")
+        if not isinstance(doc, dict) or not isinstance(doc.get("tokens", []), list):
+            _fail(f"{file} is not an auth file (a mapping with a 'tokens' list)")
+    tokens = doc.setdefault("tokens", []) or []
+    doc["tokens"] = tokens
+    taken = {t.get("name") for t in tokens if isinstance(t, dict)}
+    if name is None:
+        n = 1
+        while f"{role}-{n}" in taken:
+            n += 1
+        name = f"{role}-{n}"
+    elif name in taken:
+        _fail(f"{file} already has a token named '{name}'")
+    token = secrets.token_urlsafe(32)
+    entry: dict[str, str] = {"name": name, "role": role}
+    if store_plain:
+        entry["token"] = token
+    else:
+        entry["sha256"] = hashlib.sha256(token.encode()).hexdigest()
+    tokens.append(entry)
+    text = yaml.safe_dump(doc, sort_keys=False)
+    try:
+        if not file.exists():
+            file.touch(mode=0o600)
+        file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {file}: {exc.strerror or exc}")
+    err_console.print(f"added token '{name}' (role {role}) to {file}; it is shown once, keep it safe:")
+    print(token)
 
 
 def main() -> None:

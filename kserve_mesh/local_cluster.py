@@ -64,7 +64,10 @@ def _table(etcd_url: str, members: list[Member]) -> Table:
 
 
 def run(n: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int, models: Path | None,
-        capacity: int | None, runtime: str, storage_config: Path | None, console: Console) -> int:
+        capacity: int | None, runtime: str, storage_config: Path | None, console: Console,
+        extra_args: list[str] | None = None) -> int:
+    """Run etcd and ``n`` instances until SIGINT/SIGTERM; ``extra_args`` go to every instance
+    (security flags of ``up``: TLS, authentication, storage roots)."""
     from kserve_mesh.store.etcd_server import EtcdServer
 
     stop = threading.Event()
@@ -88,6 +91,7 @@ def run(n: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int,
                     args += ["--capacity-bytes", str(capacity)]
                 if storage_config is not None:
                     args += ["--storage-config", str(storage_config)]
+                args += extra_args or []
                 proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
                 member = Member(f"instance-{i}", proc)
