@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +26,10 @@ class MeshProcess:
     grpc: str
     metrics: str
     output: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every helper call (e.g. an ``authorization`` header for a mesh with auth on)."""
+    context: ssl.SSLContext | None = None
+    """Client TLS context of the helper calls, for a mesh that serves https."""
 
     @classmethod
     def start(cls, *args: str, timeout: float = 90.0, env: dict[str, str] | None = None,
@@ -72,9 +77,9 @@ class MeshProcess:
     def call(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         req = urllib.request.Request(self.rest + path, data=data, method=method,
-                                     headers={"content-type": "application/json"})
+                                     headers={"content-type": "application/json", **self.headers})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.context) as resp:
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as err:
@@ -85,7 +90,7 @@ class MeshProcess:
                 return err.code, raw.decode(errors="replace")
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(self.metrics, timeout=10) as resp:
+        with urllib.request.urlopen(self.metrics, timeout=10, context=self.context) as resp:
             return resp.read().decode()
 
     def wait_state(self, model_id: str, states: set[str], timeout: float = 60.0) -> dict[str, Any]:
