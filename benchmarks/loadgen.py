@@ -24,6 +24,9 @@ from __future__ import annotations
 import gc
 import http.client
 import json
+import os
+import re
+import ssl
 import sys
 import threading
 import time
@@ -38,17 +41,40 @@ CALL_TIMEOUT_S = 30.0
 Send = Callable[[], None]
 
 
+# TLS and authentication of the target, from the environment (benchmarks/tls.py sets them):
+# LOADGEN_CA (PEM bundle to trust), LOADGEN_CERT (PEM client certificate + key), LOADGEN_TOKEN.
+CA = os.environ.get("LOADGEN_CA", "")
+CLIENT_CERT = os.environ.get("LOADGEN_CERT", "")
+TOKEN = os.environ.get("LOADGEN_TOKEN", "")
+
+
+def _pem_parts(path: str) -> tuple[bytes, bytes]:
+    """(certificate chain, private key) from one PEM file holding both."""
+    blocks = [(m.group(1), m.group(0)) for m in
+              re.finditer(rb"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----\n?", Path(path).read_bytes(), re.S)]
+    cert = b"".join(block for kind, block in blocks if kind.endswith(b"CERTIFICATE"))
+    key = b"".join(block for kind, block in blocks if kind.endswith(b"PRIVATE KEY"))
+    return cert, key
+
+
 class GrpcClient:
     """One gRPC channel (its own HTTP/2 connection) sending the pre-encoded request."""
 
     def __init__(self, address: str, body: bytes) -> None:
         # A local subchannel pool gives every client its own connection, as separate clients have.
-        self.channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        if CA:
+            cert, key = _pem_parts(CLIENT_CERT) if CLIENT_CERT else (None, None)
+            creds = grpc.ssl_channel_credentials(Path(CA).read_bytes(), private_key=key, certificate_chain=cert)
+            self.channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
         self._call = self.channel.unary_unary(INFER_METHOD)  # no serializers: bytes in, bytes out
         self._body = body
+        self._metadata = (("authorization", f"Bearer {TOKEN}"),) if TOKEN else None
 
     def send(self) -> None:
-        self._call(self._body, timeout=CALL_TIMEOUT_S)
+        self._call(self._body, timeout=CALL_TIMEOUT_S, metadata=self._metadata)
 
     def reset(self) -> None:
         """Nothing to do: a gRPC channel reconnects by itself."""
@@ -61,11 +87,21 @@ class RestClient:
     """One keep-alive HTTP/1.1 connection posting the pre-encoded JSON body."""
 
     def __init__(self, address: str, model: str, body: bytes) -> None:
-        host, port = address.removeprefix("http://").rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=CALL_TIMEOUT_S)
+        secure = address.startswith("https://")
+        host, port = address.removeprefix("https://" if secure else "http://").rsplit(":", 1)
+        if secure:
+            ctx = ssl.create_default_context(cafile=CA or None)
+            if CLIENT_CERT:
+                ctx.load_cert_chain(CLIENT_CERT)
+            self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, int(port), timeout=CALL_TIMEOUT_S, context=ctx)
+        else:
+            self.conn = http.client.HTTPConnection(host, int(port), timeout=CALL_TIMEOUT_S)
         self._path = f"/v2/models/{model}/infer"
         self._body = body
         self._headers = {"content-type": "application/json"}
+        if TOKEN:
+            self._headers["authorization"] = f"Bearer {TOKEN}"
 
     def send(self) -> None:
         self.conn.request("POST", self._path, self._body, self._headers)

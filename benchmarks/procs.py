@@ -80,11 +80,12 @@ class ServerProcess:
 class LoadGenProcess:
     """A ``loadgen.py`` client process bound to one target and transport."""
 
-    def __init__(self, name: str, kind: str, address: str, model: str, body_file: Path) -> None:
+    def __init__(self, name: str, kind: str, address: str, model: str, body_file: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.proc = subprocess.Popen([sys.executable, str(LOADGEN), kind, address, model, str(body_file)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **(env or {})})
 
     def ask(self, **command: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -141,8 +142,9 @@ class Processes:
         self._owned.append(proc)
         return proc
 
-    def loadgen(self, name: str, kind: str, address: str, model: str, body_file: Path) -> LoadGenProcess:
-        proc = LoadGenProcess(name, kind, address, model, body_file)
+    def loadgen(self, name: str, kind: str, address: str, model: str, body_file: Path,
+                env: dict[str, str] | None = None) -> LoadGenProcess:
+        proc = LoadGenProcess(name, kind, address, model, body_file, env)
         self._owned.append(proc)
         return proc
 
