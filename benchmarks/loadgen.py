@@ -51,7 +51,7 @@ TOKEN = os.environ.get("LOADGEN_TOKEN", "")
 def _pem_parts(path: str) -> tuple[bytes, bytes]:
     """(certificate chain, private key) from one PEM file holding both."""
     blocks = [(m.group(1), m.group(0)) for m in
-              re.finditer(rb"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----\n?", Path(path).read_bytes(), re.S)]
+              re.finditer(rb"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----\n?", Path(path).read_bytes(), re.DOTALL)]
     cert = b"".join(block for kind, block in blocks if kind.endswith(b"CERTIFICATE"))
     key = b"".join(block for kind, block in blocks if kind.endswith(b"PRIVATE KEY"))
     return cert, key

@@ -38,11 +38,10 @@ ROOT = HERE.parent
 if importlib.util.find_spec("kserve_mesh") is None:  # run from a checkout without an install
     sys.path.insert(0, str(ROOT))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from latency import make_model  # noqa: E402
-from procs import Processes  # noqa: E402
+from latency import make_model
+from procs import Processes
+from rich.console import Console
+from rich.table import Table
 
 TOKEN = "benchmark-token-0123456789abcdef"
 READY = r"kserve-mesh ready: rest=(\S+) grpc=(\S+) metrics=(\S+)"
