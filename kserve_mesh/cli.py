@@ -64,7 +64,8 @@ SECURITY_FLAGS = {
     "tls_ca": _opt("--tls-ca", help="PEM CA bundle trusted for peers (default: --tls-client-ca, else --tls-cert)."),
     "tls_server_name": _opt("--tls-server-name", help="Name peers' certificates are checked against."),
     "tls_metrics": _opt("--tls-metrics/--no-tls-metrics", help="Serve the metrics port over TLS too."),
-    "auth": _opt("--auth", help="auto | on | off. auto: on whenever --host is not a loopback address."),
+    "auth": _opt("--auth", help="auto | on | off. auto: on with --auth-file, and whenever --host is not a "
+                 "loopback address."),
     "auth_file": _opt("--auth-file", help="Tokens and certificate identities with their roles (admin, infer)."),
     "peer_token_file": _opt("--peer-token-file", help="File with the token this instance presents to peers."),
 }

@@ -98,7 +98,7 @@ class MeshSettings(BaseSettings):
     # -- authentication ----------------------------------------------------------------------------
     auth: Literal["auto", "on", "off"] = Field(
         "auto", description="Bearer-token / client-certificate authentication: auto turns it on whenever "
-        "host is not a loopback address.")
+        "host is not a loopback address or an auth_file is given.")
     auth_file: Path | None = Field(None, description="YAML/JSON file of tokens and certificate identities "
                                    "with their roles (admin, infer); re-read when it changes.")
     peer_token_file: Path | None = Field(None, description="File holding the token this instance presents to "
@@ -118,6 +118,15 @@ class MeshSettings(BaseSettings):
                              "only over TLS)")
         if self.tls_metrics and self.tls_cert is None:
             raise ValueError("tls_metrics needs tls_cert and tls_key")
+        if self.tls_cert is None:
+            for name in ("tls_ca", "tls_server_name"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} is about TLS towards peers and needs tls_cert and tls_key")
+        if self.peer_token_file is not None and not self.etcd_endpoints:
+            raise ValueError("peer_token_file is what an instance presents to its peers: it needs a mesh of "
+                             "several instances (etcd_endpoints)")
+        if self.auth == "off" and self.auth_file is not None:
+            raise ValueError("auth=off and an auth_file contradict each other: drop one")
         if self.auth_enabled and self.auth_file is None:
             why = "auth=on" if self.auth == "on" else f"host {self.host} is not a loopback address, so authentication is on"
             raise ValueError(f"{why}: give auth_file (--auth-file, a file of tokens and roles; "
@@ -126,9 +135,10 @@ class MeshSettings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        """Whether callers must authenticate: ``auth=on``, or ``auto`` on a non-loopback address."""
+        """Whether callers must authenticate: ``auth=on``, or ``auto`` with an auth file or on a
+        non-loopback address."""
         if self.auth == "auto":
-            return not is_loopback(self.host)
+            return self.auth_file is not None or not is_loopback(self.host)
         return self.auth == "on"
 
     @property
