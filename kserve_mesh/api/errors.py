@@ -20,6 +20,7 @@ _TABLE: list[tuple[type[e.MeshError], grpc.StatusCode, int]] = [
     (e.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, 409),
     (e.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, 409),
     (e.CapacityExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED, 507),
+    (e.PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     (e.ModelLoadFailed, grpc.StatusCode.FAILED_PRECONDITION, 503),
     (e.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
     (e.Unavailable, grpc.StatusCode.UNAVAILABLE, 503),

@@ -21,6 +21,7 @@ trace) reaches a client.
     │       ├── StorageNotAllowed        a path outside the allowed folders, PVC claims or hosts
     │       └── DigestMismatch           the fetched files are not the ones the sha256 pins
     ├── CapacityExceeded           a model larger than the whole capacity of an instance
+    ├── PayloadTooLarge            a request body larger than the configured limit
     ├── Overloaded                 too much in flight; carries ``retry_after`` seconds
     ├── Unavailable                a dependency (runtime, store) cannot be reached right now
     ├── DeadlineExceeded
@@ -105,6 +106,10 @@ class DigestMismatch(StorageError):
 
 
 class CapacityExceeded(MeshError):
+    pass
+
+
+class PayloadTooLarge(MeshError):
     pass
 
 

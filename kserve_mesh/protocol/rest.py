@@ -57,20 +57,20 @@ except ImportError:  # pragma: no cover - exercised only where orjson is missing
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BINARY_CONTENT_TYPE",
     "HEADER_LENGTH",
     "JSON_CONTENT_TYPE",
-    "BINARY_CONTENT_TYPE",
     "ResponseOptions",
     "dumps",
     "loads",
     "parse_infer_request",
-    "render_infer_response",
-    "render_infer_request",
     "parse_infer_response",
-    "render_model_metadata",
-    "render_server_metadata",
-    "render_model_ready",
     "render_error",
+    "render_infer_request",
+    "render_infer_response",
+    "render_model_metadata",
+    "render_model_ready",
+    "render_server_metadata",
 ]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -81,6 +81,9 @@ BINARY_CONTENT_TYPE = "application/octet-stream"
 _BINARY_SIZE = "binary_data_size"
 _BINARY_OUTPUT = "binary_data"
 _BINARY_ALL = "binary_data_output"
+
+MAX_DIM = 2**63 - 1
+"""Largest shape dimension (shapes are int64 in the V2 protobuf messages)."""
 
 _INT_KINDS = "iu"
 _FLOAT_KINDS = "iuf"
@@ -141,7 +144,7 @@ class _NotText(InvalidArgument):
 class _Tensor:
     """One parsed JSON tensor, before it is written into a protobuf message."""
 
-    __slots__ = ("name", "datatype", "shape", "parameters", "raw", "array", "values")
+    __slots__ = ("array", "datatype", "name", "parameters", "raw", "shape", "values")
 
     def __init__(self, name: str, datatype: str, shape: list[int], parameters: dict) -> None:
         self.name = name
@@ -151,6 +154,12 @@ class _Tensor:
         self.raw: bytes | None = None  # binary extension: the raw V2 bytes
         self.array: np.ndarray | None = None  # JSON numbers, flat, in the datatype's dtype
         self.values: list[Any] | None = None  # flat values for the typed contents field
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut short for an error message."""
+    text = repr(value)
+    return text if len(text) <= 64 else text[:64] + "..."
 
 
 def _split_body(body: bytes, header_length: int | None) -> tuple[Any, memoryview]:
@@ -262,16 +271,25 @@ def _parse_tensor(
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"{kind} {index}: 'name' is missing or not a string")
-    what = f"{kind} '{name}'"
+    what = f"{kind} {_short(name)}"
     shape = entry.get("shape")
-    if not isinstance(shape, list) or any(type(dim) is not int for dim in shape):
-        raise InvalidArgument(f"{what}: 'shape' is missing or not a list of integers")
+    if shape is None:
+        raise InvalidArgument(f"{what}: 'shape' is missing")
+    if not isinstance(shape, list):
+        raise InvalidArgument(f"{what}: 'shape' must be a list of integers, got {type(shape).__name__}")
+    for dim in shape:
+        if type(dim) is not int:
+            raise InvalidArgument(f"{what}: 'shape' must be a list of integers, got {_short(dim)}")
+        if dim < 0:
+            raise InvalidArgument(f"{what}: shape {shape} has a negative dimension")
+        if dim > MAX_DIM:
+            raise InvalidArgument(f"{what}: shape dimension {dim} is out of range (0..{MAX_DIM})")
     datatype = entry.get("datatype")
     if datatype is None:
         raise InvalidArgument(f"{what}: 'datatype' is missing")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidArgument(
-            f"{what}: unknown datatype {datatype!r} (V2 datatypes: {', '.join(DATATYPES)})"
+            f"{what}: unknown datatype {_short(datatype)} (V2 datatypes: {', '.join(DATATYPES)})"
         )
     count = element_count(shape, what)
     parameters = _json_parameters(entry.get("parameters"), what)
@@ -320,7 +338,7 @@ def _parse_tensors(entries: Any, kind: str, binary: memoryview) -> list[_Tensor]
     for index, entry in enumerate(entries):
         tensor, offset = _parse_tensor(entry, index, kind, binary, offset)
         if tensor.name in names:
-            raise InvalidArgument(f"{kind} '{tensor.name}' is given more than once")
+            raise InvalidArgument(f"{kind} {_short(tensor.name)} is given more than once")
         names.add(tensor.name)
         tensors.append(tensor)
     if offset != len(binary):
@@ -394,7 +412,7 @@ def parse_infer_request(
             name = entry.get("name") if isinstance(entry, dict) else None
             if not isinstance(name, str) or not name:
                 raise InvalidArgument(f"output {index}: 'name' is missing or not a string")
-            what = f"output '{name}'"
+            what = f"output {_short(name)}"
             out_params = _json_parameters(entry.get("parameters"), what)
             if _BINARY_OUTPUT in out_params:
                 flag = out_params[_BINARY_OUTPUT]

@@ -29,23 +29,23 @@ from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.protocol import v2
 
 __all__ = [
-    "DATATYPES",
     "CONTENTS_FIELDS",
+    "DATATYPES",
     "datatype_of",
-    "dtype_of",
-    "element_count",
-    "serialize_bytes",
-    "deserialize_bytes",
-    "tensor_from_raw",
-    "tensor_from_contents",
-    "raw_bytes",
-    "fill_parameters",
-    "parameters_to_dict",
     "decode_inputs",
     "decode_outputs",
+    "deserialize_bytes",
+    "dtype_of",
+    "element_count",
     "encode_request",
     "encode_response",
+    "fill_parameters",
+    "parameters_to_dict",
+    "raw_bytes",
     "requested_outputs",
+    "serialize_bytes",
+    "tensor_from_contents",
+    "tensor_from_raw",
 ]
 
 DATATYPES: Mapping[str, np.dtype] = MappingProxyType(
@@ -123,11 +123,21 @@ def dtype_of(datatype: str) -> np.dtype:
         ) from None
 
 
+MAX_ELEMENTS = 2**48
+"""Most elements a tensor's shape may describe (counting only its non-zero dimensions, as numpy
+does when it sizes an array): far beyond any message, and far inside numpy's limits."""
+
+
 def element_count(shape: Sequence[int], what: str) -> int:
     """The number of elements of a shape; ``what`` names the tensor in the error message."""
+    nominal = 1
     for dim in shape:
         if dim < 0:
             raise InvalidArgument(f"{what}: shape {list(shape)} has a negative dimension")
+        if dim:
+            nominal *= dim
+    if nominal > MAX_ELEMENTS:
+        raise InvalidArgument(f"{what}: shape {list(shape)} describes more than {MAX_ELEMENTS} elements")
     return math.prod(shape)
 
 

@@ -7,6 +7,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kserve_mesh.core.errors import InternalError, InvalidArgument
 from kserve_mesh.protocol import rest, tensors, v2
@@ -138,8 +140,28 @@ INVALID = [
     (
         _body({"name": "a", "shape": [1.5], "datatype": "FP32", "data": [1]}),
         None,
-        "input 'a': 'shape' is missing or not a list of integers",
+        "input 'a': 'shape' must be a list of integers, got 1.5",
     ),
+    (
+        _body({"name": "a", "shape": 4, "datatype": "FP32", "data": [1]}),
+        None,
+        "input 'a': 'shape' must be a list of integers, got int",
+    ),
+    (
+        b'{"inputs": [{"name": "a", "shape": [18446744073709551616, 4], "datatype": "FP32", "data": [1]}]}',
+        None,
+        "input 'a': 'shape' must be a list of integers, got 1.8446744073709552e+19",
+    ),
+    (
+        _body({"name": "a", "shape": [2**64 - 1, 4], "datatype": "FP32", "data": [1]}),
+        None,
+        f"input 'a': shape dimension {2**64 - 1} is out of range (0..{2**63 - 1})",
+    ),
+    (_body({"name": "a", "shape": [True], "datatype": "FP32", "data": [1]}), None, "got True"),
+    (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1e999]}]}', None,
+     "body is not valid JSON: number is infinity"),
+    (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [NaN]}]}', None,
+     "body is not valid JSON"),
     (_body({"name": "a", "shape": [1], "data": [1]}), None, "input 'a': 'datatype' is missing"),
     (
         _body({"name": "a", "shape": [1], "datatype": "FLOAT", "data": [1]}),
@@ -382,7 +404,7 @@ def test_non_utf8_bytes_output_needs_binary() -> None:
     response = tensors.encode_response("m", {"s": np.array([b"\xff"], dtype=object)})
     with pytest.raises(InvalidArgument, match="output 's': BYTES values are not UTF-8 text"):
         rest.render_infer_response(response)
-    body, headers = rest.render_infer_response(response, rest.ResponseOptions(binary_default=True))
+    body, _headers = rest.render_infer_response(response, rest.ResponseOptions(binary_default=True))
     assert body.endswith(b"\x01\0\0\0\xff")
 
 
@@ -451,3 +473,51 @@ def test_metadata_and_small_renderers() -> None:
     assert rest.render_model_ready("m", True) == {"name": "m", "ready": True}
     assert rest.render_error(InvalidArgument("bad")) == {"error": "bad"}
     assert rest.loads(rest.dumps({"a": np.arange(3), "b": np.float32(0.5)})) == {"a": [0, 1, 2], "b": 0.5}
+
+
+# -- fuzzing: whatever a client sends, the parser answers with a request or InvalidArgument --------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=20,
+)
+_inputs = st.fixed_dictionaries(
+    {"name": st.text(max_size=6) | _json_values, "shape": st.lists(st.integers(-2, 2**64), max_size=3) | _json_values,
+     "datatype": st.sampled_from([*tensors.DATATYPES, "FP99", ""]) | _json_values,
+     "data": st.lists(_json_values, max_size=6) | _json_values},
+    optional={"parameters": st.dictionaries(st.sampled_from(["binary_data_size", "x"]), _json_values, max_size=2)},
+)
+_bodies = st.fixed_dictionaries({"inputs": st.lists(_inputs, max_size=3) | _json_values},
+                                optional={"outputs": _json_values, "parameters": _json_values, "id": _json_values})
+
+
+def _parse_or_invalid(body: bytes, header_length: int | None = None) -> None:
+    try:
+        rest.parse_infer_request(body, "m", header_length=header_length)
+    except InvalidArgument:
+        pass
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_bodies)
+def test_any_json_body_parses_or_is_an_invalid_argument(doc: dict) -> None:
+    _parse_or_invalid(json.dumps(doc).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.none() | st.integers(-5, 250))
+def test_any_bytes_parse_or_are_an_invalid_argument(body: bytes, header_length: int | None) -> None:
+    _parse_or_invalid(body, header_length)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_valid_bodies_parse_or_are_an_invalid_argument(data: st.DataObject) -> None:
+    body, header_length = _binary_body(8, b"\x00" * 8, shape=[2])
+    mutated = bytearray(body)
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[at] = data.draw(st.integers(0, 255))
+    _parse_or_invalid(bytes(mutated), header_length)

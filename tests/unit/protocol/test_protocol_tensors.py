@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.protocol import tensors, v2
@@ -250,3 +252,45 @@ def test_bytes_helpers() -> None:
     assert raw == b"\0\0\0\0\x03\0\0\0abc\x02\0\0\0\xc3\xa9\x02\0\0\x0012"
     assert tensors.deserialize_bytes(raw, 4, "t") == [b"", b"abc", b"\xc3\xa9", b"12"]
     assert tensors.deserialize_bytes(b"", 0, "t") == []
+
+
+# -- fuzzing: any tensors a client sends decode or raise InvalidArgument, nothing else -------------
+
+_DIMS = st.integers(min_value=-3, max_value=2**63 - 1) | st.integers(0, 4)
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="m")
+    raw = draw(st.booleans())
+    for index in range(draw(st.integers(0, 3))):
+        tensor = request.inputs.add(name=draw(st.sampled_from(["a", "b", ""])) or f"t{index}",
+                                    datatype=draw(st.sampled_from([*tensors.DATATYPES, "FP99", ""])),
+                                    shape=draw(st.lists(_DIMS, max_size=3)))
+        if raw:
+            request.raw_input_contents.append(draw(st.binary(max_size=40)))
+        else:
+            field = draw(st.sampled_from([None, *tensors.CONTENTS_FIELDS.values()]))
+            if field == "bytes_contents":
+                tensor.contents.bytes_contents.extend(draw(st.lists(st.binary(max_size=4), max_size=6)))
+            elif field in ("fp32_contents", "fp64_contents"):
+                getattr(tensor.contents, field).extend(draw(st.lists(st.floats(width=32), max_size=6)))
+            elif field == "bool_contents":
+                tensor.contents.bool_contents.extend(draw(st.lists(st.booleans(), max_size=6)))
+            elif field is not None:
+                low, high = {"int_contents": (-(2**31), 2**31 - 1), "int64_contents": (-(2**63), 2**63 - 1),
+                             "uint_contents": (0, 2**32 - 1), "uint64_contents": (0, 2**64 - 1)}[field]
+                getattr(tensor.contents, field).extend(draw(st.lists(st.integers(low, high), max_size=6)))
+    if raw and draw(st.booleans()):
+        request.raw_input_contents.append(b"extra")
+    return request
+
+
+@settings(max_examples=400, deadline=None)
+@given(_requests())
+def test_any_request_tensors_decode_or_are_an_invalid_argument(request: v2.ModelInferRequest) -> None:
+    try:
+        arrays = tensors.decode_inputs(request)
+    except InvalidArgument:
+        return
+    assert list(arrays) == [t.name for t in request.inputs]
