@@ -36,7 +36,7 @@ from kserve_mesh.mesh.cluster import Cluster
 from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.registry import Registry
-from kserve_mesh.mesh.runtime_process import RuntimeProcess
+from kserve_mesh.mesh.runtime_process import RuntimeProcess, RuntimeSupervisor
 from kserve_mesh.mesh.tls import TlsFiles, TlsMaterial
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
 from kserve_mesh.settings import MeshSettings
@@ -113,6 +113,7 @@ class MeshServer:
         self.store: Store = MemoryStore() if not settings.etcd_endpoints else _etcd_store(settings.etcd_endpoints)
         self.runtime: ModelRuntime | None = None
         self.runtime_process: RuntimeProcess | None = None
+        self.supervisor: RuntimeSupervisor | None = None
         self.instance: Instance | None = None
         self.telemetry: Telemetry | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -161,23 +162,49 @@ class MeshServer:
 
         address = s.runtime_address
         if s.runtime == "process":
+            # On a Unix socket in a private folder (mesh/runtime_process.py), never a loopback port.
             self.runtime_process = RuntimeProcess(child_args(s, self._cache_dir() / "runtime"))
             address = await self.runtime_process.start()
         return GrpcRuntimeClient(address)
 
     async def _wait_runtime_ready(self, runtime: ModelRuntime) -> CacheConfig:
+        """Poll runtimeStatus (each call bounded) until READY; fail at once if the child exits."""
+        s = self.settings
         deadline = self.clock.monotonic() + RUNTIME_READY_TIMEOUT_S
+        pause = 0.1
         while True:
             try:
-                status = await runtime.runtime_status()
+                status = await asyncio.wait_for(runtime.runtime_status(), s.runtime_check_timeout_s)
                 if status.state is RuntimeState.READY:
                     return CacheConfig(status.capacity_bytes, status.max_loading_concurrency,
                                        status.model_loading_timeout_ms / 1000, status.default_model_size_bytes)
-            except MeshError as exc:
-                log.info("runtime not ready yet: %s", exc)
+            except (MeshError, TimeoutError) as exc:
+                log.info("runtime not ready yet: %s", exc or "no answer to runtimeStatus")
+            child = self.runtime_process
+            if child is not None and child.returncode is not None:
+                from kserve_mesh.mesh.runtime_process import describe_exit
+
+                raise Unavailable(f"the runtime process exited ({describe_exit(child.returncode)})")
             if self.clock.monotonic() > deadline:
                 raise Unavailable(f"the runtime was not READY within {RUNTIME_READY_TIMEOUT_S:g} s")
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(pause)
+            pause = min(2.0, pause * 2)
+
+    def _start_supervision(self) -> None:
+        """Watch a runtime reached over gRPC: restart a dead or hung child, follow a remote one."""
+        s = self.settings
+        if s.runtime == "inprocess" or self.instance is None or self.runtime is None:
+            return
+        self.supervisor = RuntimeSupervisor(
+            self.runtime, self.runtime_process,  # type: ignore[arg-type]  # a GrpcRuntimeClient
+            on_lost=self.instance.runtime_lost, on_back=self.instance.runtime_back,
+            check_interval_s=s.runtime_check_interval_s, check_timeout_s=s.runtime_check_timeout_s,
+            backoff_max_s=s.runtime_restart_backoff_max_s)
+        self.supervisor.start()
+
+    async def _stop_supervision(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
 
     # -- security --------------------------------------------------------------------------------
     def _load_security(self) -> None:
@@ -262,6 +289,7 @@ class MeshServer:
                                  metrics=self.telemetry)
         self.telemetry.bind(self.instance, asyncio.get_running_loop())
         await self.instance.start()
+        self._start_supervision()
 
         options = [("grpc.max_send_message_length", s.grpc_max_message_bytes),
                    ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
@@ -390,6 +418,7 @@ class MeshServer:
             "modelTypes": ["sklearn", "xgboost", "lightgbm", "onnx", "string"],
             "endpoints": dataclasses.asdict(self.endpoints) if self.endpoints else {},
             "pid": os.getpid(),
+            "runtimePid": self.runtime_process.pid if self.runtime_process is not None else 0,
             "shuttingDown": self.shutting_down,
             "leader": bool(self.cluster and self.cluster.is_leader),
             "instances": [instance_json(r) for r in sorted(self.cluster.instances.values(), key=lambda r: r.instance_id)]
@@ -411,6 +440,7 @@ class MeshServer:
     async def stop(self) -> None:
         if self.instance is not None:
             self.instance.ready = False
+        await self._stop_supervision()  # first: nothing restarts the runtime while it is stopped
         if self._reload_task is not None:
             self._reload_task.cancel()
             await asyncio.gather(self._reload_task, return_exceptions=True)
@@ -439,6 +469,7 @@ class MeshServer:
             await self.runtime.close()
         if self.runtime_process is not None:
             await self.runtime_process.stop()
+            self.runtime_process.cleanup()
         await self.store.close()
         if self._tmp is not None:
             self._tmp.cleanup()

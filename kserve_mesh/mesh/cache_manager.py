@@ -7,6 +7,13 @@ recently used copies and waiting for their unloads if needed), calls the runtime
 timeout, then corrects the reservation to the measured size. Every waiter of that copy wakes when
 the one load finishes, so concurrent requests for a loading model cause exactly one load.
 
+When the runtime dies or hangs (``runtime_lost``, from the runtime's supervisor) every copy goes
+with it at once: its bytes are released, requests waiting for a load fail with ``Unavailable``
+naming the model, loaded copies are reported unloaded (so the registry stops listing this instance
+and, in a mesh, other instances take over), and no load starts until ``runtime_back``. A load that
+fails because the runtime could not be reached (``Unavailable``, ``Cancelled``) is reported with
+``runtime_fault``: the runtime failed, not the model, so it never counts as the model's failure.
+
 Locking: there is no lock on the request path. The event loop is the only thread touching the
 ledger and the copies map, and each check-then-act on them happens without an ``await`` in between
 (the "re-check after waking" pattern), which is what a per-model lock would buy.
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from kserve_mesh.core.cache import CacheLedger, EvictionPolicy
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.errors import (
+    Cancelled,
     CapacityExceeded,
     DeadlineExceeded,
     MeshError,
@@ -39,6 +47,7 @@ log = logging.getLogger(__name__)
 PREDICT_SIZE_TIMEOUT_S = 0.5
 UNLOAD_DRAIN_TIMEOUT_S = 30.0
 UNLOAD_ATTEMPTS = 3
+ORPHAN_UNLOAD_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,11 @@ class LoadOutcome:
     error: MeshError | None = None
     size_bytes: int = 0
     duration_s: float = 0.0
+    runtime_fault: bool = False  # the runtime could not be reached: not the model's failure
+
+
+class _CopyLost(Exception):
+    """Inside a load: the copy was dropped with its runtime (``runtime_lost``) meanwhile."""
 
 
 class CacheManager:
@@ -87,6 +101,8 @@ class CacheManager:
         self._on_load = on_load
         self._on_unload = on_unload
         self._closed = False
+        self._runtime_down = ""  # why the runtime cannot be used now; "" while it serves
+        self._orphans: set[ModelId] = set()  # copies dropped with a runtime that may still hold them
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,6 +128,58 @@ class CacheManager:
     @property
     def queued_loads(self) -> int:
         return len(self._queue)
+
+    @property
+    def runtime_available(self) -> bool:
+        """False between ``runtime_lost`` and ``runtime_back``."""
+        return not self._runtime_down
+
+    # -- the runtime's life ----------------------------------------------------------------------
+    def runtime_lost(self, reason: str) -> int:
+        """The runtime died or hangs: drop every copy now, refuse loads until ``runtime_back``.
+
+        ``reason`` completes "model 'x' is not available on this instance: ..." (e.g. "runtime
+        restarting: the runtime process (pid 12) exited (killed by signal SIGKILL)"). Returns how
+        many copies were dropped.
+        """
+        self._runtime_down = reason or "the runtime is unavailable"
+        dropped = list(self.copies.values())
+        for copy in dropped:
+            self._drop_lost(copy)
+        for task in list(self._tasks):  # loads and unloads talking to the lost runtime
+            task.cancel()
+        self._space_changed.set()
+        return len(dropped)
+
+    def _drop_lost(self, copy: LocalCopy) -> None:
+        model_id = copy.model_id
+        del self.copies[model_id]
+        self._queue.remove(model_id)
+        self._infos.pop(model_id, None)
+        entry = self.ledger.release(model_id)
+        phase, copy.phase = copy.phase, Phase.UNLOADING
+        if not copy.ready.done():
+            copy.ready.set_exception(Unavailable(f"model '{model_id}' is not available on this instance: "
+                                                 f"{self._runtime_down}"))
+        copy.gone.set()
+        if phase is not Phase.QUEUED:
+            self._orphans.add(model_id)  # a runtime that comes back by itself may still hold it
+        if phase in (Phase.LOADED, Phase.UNLOADING) and entry is not None and self._on_unload is not None:
+            self._on_unload(model_id, entry.last_used_ms, 0.0)
+
+    async def runtime_back(self, *, fresh: bool) -> None:
+        """The runtime serves again; loads may start. ``fresh``: a new process holding nothing;
+        otherwise (the same remote runtime) the copies it may still hold are unloaded first,
+        best effort and bounded, so its memory is not held by models this cache forgot."""
+        orphans, self._orphans = self._orphans, set()
+        if orphans and not fresh:
+            results = await asyncio.gather(*(asyncio.wait_for(self.runtime.unload_model(m), ORPHAN_UNLOAD_TIMEOUT_S)
+                                             for m in orphans), return_exceptions=True)
+            for model_id, result in zip(orphans, results, strict=True):
+                if isinstance(result, BaseException) and not isinstance(result, MeshError | TimeoutError):
+                    log.warning("unloading %s from the recovered runtime failed: %r", model_id, result)
+        self._runtime_down = ""
+        self._wake_dispatcher.set()
 
     # -- the request path ------------------------------------------------------------------------
     def try_enter(self, model_id: ModelId) -> LocalCopy | None:
@@ -158,6 +226,8 @@ class CacheManager:
             return copy
         if copy is not None:  # unloading: the new copy waits for the old to go
             raise Unavailable(f"model '{model_id}' is being unloaded; retry")
+        if self._runtime_down:
+            raise Unavailable(f"model '{model_id}' cannot be loaded on this instance now: {self._runtime_down}")
         self.ledger.check_fits_at_all(model_id, 1)
         copy = LocalCopy(model_id, asyncio.get_running_loop(), self.clock.monotonic())
         # Nobody may be awaiting this future (a background load); don't warn about its exception.
@@ -197,18 +267,23 @@ class CacheManager:
         reserved = False
         try:
             size = await self._predict_size(model_id, info)
+            self._check_owned(copy)
             deadline = copy.load_started_at + self.config.load_timeout_s
             await self._make_room(model_id, size, deadline, lambda: self.ledger.try_reserve(model_id, size, last_used_ms))
+            self._check_owned(copy)
             reserved = True
             remaining = max(0.001, deadline - self.clock.monotonic())
             try:
                 result = await asyncio.wait_for(self.runtime.load_model(model_id, info), remaining)
             except TimeoutError:
+                self._check_owned(copy)
                 await self._unload_quietly(model_id)
                 raise ModelLoadFailed(
                     f"loading model '{model_id}' timed out after {self.config.load_timeout_s:g} s"
                 ) from None
+            self._check_owned(copy)
             measured = result.size_bytes or await self._measure(model_id, size)
+            self._check_owned(copy)
             if measured > self.config.capacity_bytes:
                 await self._unload_quietly(model_id)
                 raise CapacityExceeded(
@@ -217,40 +292,64 @@ class CacheManager:
                 )
             await self._make_room(model_id, measured - size, deadline + 30.0,
                                   lambda: self.ledger.resize(model_id, measured))
+            self._check_owned(copy)
             self.ledger.mark_loaded(model_id, self.clock.now_ms())
             copy.size_bytes = measured
             copy.phase = Phase.LOADED
             copy.ready.set_result(None)
             self._report(LoadOutcome(model_id, True, size_bytes=measured,
                                      duration_s=self.clock.monotonic() - copy.load_started_at))
+        except _CopyLost:
+            pass  # runtime_lost released it and failed its waiters
         except asyncio.CancelledError:
-            if reserved:
-                self.ledger.release(model_id)
-            self.copies.pop(model_id, None)
+            if self._owns(copy):
+                if reserved:
+                    self.ledger.release(model_id)
+                del self.copies[model_id]
+                copy.gone.set()
+                self._space_changed.set()
             if not copy.ready.done():
                 copy.ready.set_exception(Unavailable(f"loading model '{model_id}' was cancelled"))
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reported MeshError
-            error = exc if isinstance(exc, MeshError) else ModelLoadFailed(f"loading model '{model_id}' failed: {exc}")
-            if not isinstance(exc, MeshError):
+        except Exception as exc:  # every failure becomes a reported MeshError
+            if not self._owns(copy):
+                return  # dropped with its runtime meanwhile: runtime_lost did the rest
+            runtime_fault = isinstance(exc, Unavailable | Cancelled)
+            if runtime_fault:
+                error: MeshError = Unavailable(f"model '{model_id}' could not be loaded: the runtime is "
+                                               f"unavailable ({exc})")
+            elif isinstance(exc, MeshError):
+                error = exc
+            else:
                 log.exception("unexpected error loading %s", model_id)
+                error = ModelLoadFailed(f"loading model '{model_id}' failed: {exc}")
+            log.warning("loading model %s failed%s: %s", model_id,
+                        " (the runtime's fault, not counted against the model)" if runtime_fault else "", error)
             if reserved:
                 self.ledger.release(model_id)
-            self.copies.pop(model_id, None)
+            del self.copies[model_id]
             copy.ready.set_exception(error)
             copy.gone.set()
             self._space_changed.set()
-            self._report(LoadOutcome(model_id, False, error=error,
+            self._report(LoadOutcome(model_id, False, error=error, runtime_fault=runtime_fault,
                                      duration_s=self.clock.monotonic() - copy.load_started_at))
         finally:
             self._loading -= 1
             self._wake_dispatcher.set()
 
+    def _owns(self, copy: LocalCopy) -> bool:
+        """Whether ``copy`` is still this cache's copy of its model (not dropped by runtime_lost)."""
+        return self.copies.get(copy.model_id) is copy
+
+    def _check_owned(self, copy: LocalCopy) -> None:
+        if not self._owns(copy):
+            raise _CopyLost
+
     def _report(self, outcome: LoadOutcome) -> None:
         if self._on_load is not None:
             try:
                 self._on_load(outcome)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("load listener failed for %s", outcome.model_id)
 
     async def _predict_size(self, model_id: ModelId, info: ModelInfo) -> int:
@@ -326,13 +425,13 @@ class CacheManager:
                     log.warning("unload of %s failed (attempt %d): %s", model_id, attempt + 1, exc)
                     await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
         finally:
-            self.ledger.release(model_id)
-            if self.copies.get(model_id) is copy:
+            if self._owns(copy):  # else runtime_lost released and reported it already
+                self.ledger.release(model_id)
                 del self.copies[model_id]
+                self._space_changed.set()
+                if self._on_unload is not None and entry is not None:
+                    self._on_unload(model_id, entry.last_used_ms, self.clock.monotonic() - started)
             copy.gone.set()
-            self._space_changed.set()
-            if self._on_unload is not None and entry is not None:
-                self._on_unload(model_id, entry.last_used_ms, self.clock.monotonic() - started)
 
     async def _unload_quietly(self, model_id: ModelId) -> None:
         try:

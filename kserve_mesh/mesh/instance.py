@@ -121,15 +121,30 @@ class Instance:
 
     @property
     def serving_ready(self) -> bool:
-        """Readiness as probes see it. A new instance is not ready while another instance is shutting
-        down (staggers rolling updates, as ModelMesh does); once ready, it stays ready."""
-        if not self.ready:
+        """Readiness as probes see it. Not ready while the runtime is lost (dead, hung, restarting).
+        A new instance is not ready while another instance is shutting down (staggers rolling
+        updates, as ModelMesh does); once ready, it stays ready."""
+        if not self.ready or not self.cache.runtime_available:
             return False
-        if not self._was_ready and self.cluster is not None:
-            if any(r.shutting_down for i, r in self.cluster.instances.items() if i != self.instance_id):
-                return False
+        if not self._was_ready and self.cluster is not None and any(
+                r.shutting_down for i, r in self.cluster.instances.items() if i != self.instance_id):
+            return False
         self._was_ready = True
         return True
+
+    # -- the runtime's life (told by its supervisor) -------------------------------------------------
+    def runtime_lost(self, reason: str) -> None:
+        """The runtime died or hangs: every local copy is lost (waiters fail with ``Unavailable``,
+        the model records stop listing this instance, so other instances take over) and this
+        instance is not ready until ``runtime_back``. Not a load failure of any model."""
+        dropped = self.cache.runtime_lost(reason)
+        log.warning("runtime lost (%s): %d local copies dropped; not ready until it serves again", reason, dropped)
+
+    async def runtime_back(self, fresh: bool) -> None:
+        """The runtime serves again (``fresh``: a new process holding no models): ready again,
+        models load on demand."""
+        await self.cache.runtime_back(fresh=fresh)
+        log.info("runtime serving again: ready; models load again on demand")
 
     def attach(self, cluster: Cluster, peers: PeerPool) -> None:
         """Join a mesh of several instances: route misses through the cluster, follow the store."""
@@ -511,8 +526,8 @@ class Instance:
                                failures=tuple(f for f in r.failures if f.instance != me))
         else:
             self.stats.load_failures += 1
-            if rec is None:
-                return
+            if rec is None or outcome.runtime_fault:
+                return  # the runtime could not be reached: not a failure of this model (no LOADING_FAILED)
             message = str(outcome.error)
 
             def change(r: ModelRecord) -> ModelRecord:

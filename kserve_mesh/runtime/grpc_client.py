@@ -6,6 +6,11 @@ adapter. gRPC failures come back as core errors (``grpc_errors``); every call ha
 (loads: the runtime's model loading timeout plus a margin). Inference is the hot path: one
 channel, multicallables built once, and ``infer_bytes`` for callers that forward a request as
 opaque bytes without decoding it.
+
+A runtime child that died is restarted by its supervisor (``mesh/runtime_process.py``), which then
+calls ``reconnect``: a fresh channel, so no reconnect backoff of the dead one delays the new child.
+The channel also retries a lost connection after at most ``MAX_RECONNECT_BACKOFF_MS`` (gRPC's
+default grows to two minutes), for runtimes that come back on their own (``--runtime remote``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ _RUNTIME = "/mmesh.ModelRuntime/"
 # Extra time a load may take beyond the runtime's own loading timeout (queueing, transfer).
 LOAD_DEADLINE_MARGIN_S = 10.0
 DEFAULT_LOAD_TIMEOUT_S = 90.0
+MAX_RECONNECT_BACKOFF_MS = 2_000
+# How long calls still running on a replaced channel may finish before it is closed (closing a
+# grpc.aio channel cancels its calls, and their callers see CancelledError).
+OLD_CHANNEL_GRACE_S = 30.0
 
 
 class GrpcRuntimeClient:
@@ -56,12 +65,21 @@ class GrpcRuntimeClient:
         self.infer_deadline_s = infer_deadline_s
         self._load_timeout_s = load_timeout_s
         self._status_timeout_s: float | None = None
-        channel_options = [
+        self._options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             *(options or []),
         ]
-        self._channel = grpc.aio.insecure_channel(target, options=channel_options)
+        self._closing: dict[asyncio.Task[None], grpc.aio.Channel] = {}  # old channels being closed
+        self._open(target)
+
+    def _open(self, target: str) -> None:
+        """A channel to ``target`` and the multicallables on it."""
+        self.target = target
+        self._channel = grpc.aio.insecure_channel(target, options=self._options)
         call = self._channel.unary_unary
         self._load = call(_RUNTIME + "loadModel", request_serializer=pb.LoadModelRequest.SerializeToString,
                           response_deserializer=pb.LoadModelResponse.FromString)
@@ -87,8 +105,9 @@ class GrpcRuntimeClient:
 
     # -- ModelRuntime -------------------------------------------------------------------------
 
-    async def runtime_status(self) -> RuntimeStatus:
-        resp = await self._call("runtimeStatus", self._status, pb.RuntimeStatusRequest(), self.deadline_s)
+    async def runtime_status(self, *, timeout: float | None = None) -> RuntimeStatus:
+        """runtimeStatus, with ``timeout`` (default ``deadline_s``) as its deadline."""
+        resp = await self._call("runtimeStatus", self._status, pb.RuntimeStatusRequest(), timeout or self.deadline_s)
         if resp.modelLoadingTimeoutMs:
             self._status_timeout_s = resp.modelLoadingTimeoutMs / 1000
         state = RuntimeState(resp.status) if resp.status in (0, 1, 2) else RuntimeState.FAILING
@@ -175,8 +194,23 @@ class GrpcRuntimeClient:
                 raise Unavailable(f"runtime at {self.target} not ready after {timeout_s:g} s: {last}")
             await asyncio.sleep(interval_s)
 
+    async def reconnect(self, target: str | None = None) -> None:
+        """Talk to ``target`` (default: the same address, e.g. a restarted child's socket) over a
+        fresh channel. Calls still running on the old channel get ``OLD_CHANNEL_GRACE_S`` to end."""
+        old = self._channel
+        self._open(target or self.target)
+        task = asyncio.create_task(old.close(OLD_CHANNEL_GRACE_S), name="runtime-channel-close")
+        self._closing[task] = old
+        task.add_done_callback(lambda t: self._closing.pop(t, None))
+
     async def close(self) -> None:
         await self._channel.close()
+        closing, self._closing = dict(self._closing), {}
+        for task in closing:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
+        for old in closing.values():
+            await old.close()  # no more grace: the client is closing
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -195,5 +229,6 @@ class GrpcRuntimeClient:
         details = exc.details() or ""
         if not kind and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                                  grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
-            details = f"runtime at {self.target}: {method} failed ({code.name}): {details}"
+            what = f"{method} of model '{model_id}'" if model_id else method
+            details = f"runtime at {self.target}: {what} failed ({code.name}): {details}"
         return error_of(code, details, kind=kind, method=method, model_id=model_id)

@@ -9,6 +9,12 @@ import all of kserve. Errors leave as a status code and a message (``grpc_errors
 traceback.
 
     python -m kserve_mesh.runtime.server --port 8085 --capacity-bytes 2Gi
+    python -m kserve_mesh.runtime.server --listen unix:/run/mesh/runtime.sock
+
+A mesh instance starts its child runtime on a Unix domain socket in a private folder: a loopback
+TCP port can be reached by every local user, and ``loadModel`` loads whatever path it is given.
+The socket file is made owner-only (0600) as well. ``--host``/``--port`` serve the runtime
+container of a Kubernetes pod, which its mesh container reaches over the pod's loopback.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
@@ -159,10 +166,12 @@ class _Service:
 class RuntimeServer:
     """A running runtime server: the gRPC server and the runtime behind it."""
 
-    def __init__(self, server: grpc.aio.Server, runtime: ModelRuntime, port: int, owns_runtime: bool) -> None:
+    def __init__(self, server: grpc.aio.Server, runtime: ModelRuntime, port: int, owns_runtime: bool,
+                 address: str = "") -> None:
         self.grpc_server = server
         self.runtime = runtime
-        self.port = port
+        self.port = port  # 0 on a Unix domain socket
+        self.address = address  # what a client dials: ``host:port`` or ``unix:/path``
         self._owns_runtime = owns_runtime
 
     async def stop(self, grace: float | None = 5.0) -> None:
@@ -183,8 +192,10 @@ async def serve(
     runtime: ModelRuntime | None = None,
     fetcher: Fetcher | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    listen: str = "",
 ) -> tuple[RuntimeServer, int]:
-    """Start a runtime server on ``host:port`` (0: an ephemeral port); returns it and the bound port.
+    """Start a runtime server on ``host:port`` (0: an ephemeral port), or on ``listen`` when given
+    (``unix:/path`` or ``host:port``); returns it and the bound port (0 for a Unix socket).
 
     Without ``runtime`` a ``BuiltinRuntime(config, fetcher)`` is created and closed with the server.
     """
@@ -196,16 +207,41 @@ async def serve(
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(handlers=_Service(rt).generic_handlers(), options=options)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = listen or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    socket_path = address[len("unix:"):] if address.startswith("unix:") else ""
     try:
+        if socket_path:
+            _remove_stale_socket(socket_path)
         bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
+        if bound == 0:
+            raise RuntimeError("nothing was bound")
+        if socket_path:
+            os.chmod(socket_path, 0o600)  # owner only, besides the folder's own permissions
+    except (RuntimeError, OSError) as exc:
         if owns:
             await rt.close()
         raise OSError(f"cannot listen on {address}: {exc}") from exc
     await server.start()
-    logger.info("runtime gRPC server listening on %s:%d", host, bound)
-    return RuntimeServer(server, rt, bound, owns), bound
+    if socket_path:
+        bound, where = 0, address
+    else:
+        host_part = address.rsplit(":", 1)[0]
+        where = f"{host_part}:{bound}"
+    logger.info("runtime gRPC server listening on %s", where)
+    return RuntimeServer(server, rt, bound, owns, where), bound
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a runtime that was killed; refuse to remove anything else."""
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path} exists and is not a socket")
+    os.unlink(path)
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -225,6 +261,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kserve-mesh runtime", description="Run the built-in model runtime (gRPC).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=8085, help="port to listen on, 0 for any (default %(default)s)")
+    p.add_argument("--listen", default="", metavar="unix:PATH|HOST:PORT",
+                   help="where to listen instead of --host/--port, e.g. unix:/run/mesh/runtime.sock (a Unix "
+                        "domain socket, made owner-only)")
+    p.add_argument("--parent-pid", type=int, default=0, metavar="PID",
+                   help="stop when this process (the mesh instance that started the runtime) ends")
     p.add_argument("--capacity-bytes", type=parse_bytes, default=d.capacity_bytes,
                    help="memory for models, e.g. 2Gi (default %(default)s)")
     p.add_argument("--max-loading-concurrency", type=int, default=d.max_loading_concurrency)
@@ -254,13 +295,14 @@ async def _run(args: argparse.Namespace) -> int:
         default_model_size_bytes=args.default_model_size_bytes,
     )
     server, port = await serve(
-        config, args.host, args.port, fetcher=_fetcher(args), max_message_bytes=args.max_message_bytes
+        config, args.host, args.port, fetcher=_fetcher(args), max_message_bytes=args.max_message_bytes,
+        listen=args.listen,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"runtime listening on {args.host}:{port}", flush=True)
+    print(f"runtime listening on {server.address if args.listen else f'{args.host}:{port}'}", flush=True)
     try:
         await stop.wait()
     finally:
@@ -273,11 +315,27 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``kserve-mesh runtime`` and ``python -m kserve_mesh.runtime.server``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.parent_pid:
+        _stop_with_parent(args.parent_pid)
     try:
         return asyncio.run(_run(args))
     except (OSError, ValueError, MeshError) as exc:
         print(f"kserve-mesh runtime: {exc}", file=sys.stderr)
         return 1
+
+
+def _stop_with_parent(parent_pid: int) -> None:
+    """Get SIGTERM when the parent ends, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``). Set here,
+    not in a ``preexec_fn`` of the parent: Python code between fork and exec in a process full of
+    gRPC threads can deadlock, and without one the parent spawns the child with vfork."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent ended before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 if __name__ == "__main__":
