@@ -26,7 +26,8 @@ async def run(settings: ControllerSettings) -> None:
     ctl = Controller(settings)
     registry = build_registry(ctl)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    scope = dict(namespaces=[settings.namespace]) if settings.namespace_scope else dict(clusterwide=True)
+    scope: dict[str, object] = ({"namespaces": [settings.namespace]} if settings.namespace_scope
+                                else {"clusterwide": True})
     log.info("kserve-mesh controller: %s, mesh at %s, runtime Deployments %s",
              f"namespace {settings.namespace}" if settings.namespace_scope else "cluster scope",
              settings.mesh_address, "managed" if settings.manage_deployments else "not managed")

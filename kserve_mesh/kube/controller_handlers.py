@@ -32,10 +32,12 @@ import kopf
 
 from kserve_mesh.core.clock import Clock, SystemClock
 from kserve_mesh.core.errors import DeadlineExceeded, MeshError, Unavailable
-from kserve_mesh.kube.controller_kube import KubeApi, KubeHttp
+from kserve_mesh.kube.controller_kube import KubeApi, KubeHttp, Warnings
 from kserve_mesh.kube.controller_model import ModelReconcile
+from kserve_mesh.kube.controller_secrets import NamespaceSecrets
 from kserve_mesh.kube.controller_settings import ControllerSettings
 from kserve_mesh.kube.controller_sync import ConfigSource, RuntimeSync
+from kserve_mesh.kube.deploy import service_urls
 from kserve_mesh.kube.deploy_config import ServingConfig
 from kserve_mesh.kube.errors import InvalidSpec
 from kserve_mesh.kube.mesh_adapters import GrpcMesh
@@ -67,7 +69,8 @@ class Controller:
         self._kube: KubeHttp | None = None
         self._kube_for: kopf.ConnectionInfo | None = None
         self._stale: list[KubeHttp] = []
-        self._meshes: dict[str, GrpcMesh] = {}
+        self._meshes: dict[tuple[str, str], GrpcMesh] = {}  # (address, namespace) -> client
+        self._stale_meshes: list[GrpcMesh] = []
         self._locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._checked_at: dict[tuple[str, str, str], float] = {}
         self._settled: dict[tuple[str, str, str], bool] = {}
@@ -75,9 +78,12 @@ class Controller:
         self.indices: dict[str, Any] = {}
         self.served_namespaces: dict[str, bool] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.warnings = Warnings(self)
+        self.secrets = NamespaceSecrets(self, self.warnings)
         self.config = ConfigSource(self, settings.controller_namespace, settings.config_map,
-                                   image=settings.instance_image)
-        self.sync = RuntimeSync(self, self.config, self.runtime_docs, interval_s=settings.sync_interval_s)
+                                   image=settings.instance_image, warnings=self.warnings)
+        self.sync = RuntimeSync(self, self.config, self.runtime_docs, interval_s=settings.sync_interval_s,
+                                secrets=self.secrets)
         self.models = ModelReconcile(self.clock, self.endpoints_for)
         self._serving_config = ServingConfig()
 
@@ -108,18 +114,23 @@ class Controller:
         await self._client().delete(path)
 
     # -- the mesh of a namespace -----------------------------------------------------------------
-    def mesh_for(self, namespace: str) -> GrpcMesh:
+    async def mesh_for(self, namespace: str) -> GrpcMesh:
+        """The management client of ``namespace``'s mesh, with the credentials its Secrets hold now
+        (a rotated token or certificate gives a new client; the old one closes at shutdown)."""
         config = self._serving_config
         address = self.settings.mesh_address_for(namespace, config.service_name, config.grpc_port)
-        mesh = self._meshes.get(address)
-        if mesh is None:
-            mesh = self._meshes[address] = GrpcMesh(address, deadline_s=self.settings.mesh_deadline_s)
+        credentials = await self.secrets.credentials(config, namespace)
+        mesh = self._meshes.get((address, namespace))
+        if mesh is None or mesh.credentials != credentials:
+            if mesh is not None:
+                self._stale_meshes.append(mesh)  # a call may still be using it
+            mesh = self._meshes[(address, namespace)] = GrpcMesh(
+                address, deadline_s=self.settings.mesh_deadline_s, credentials=credentials)
         return mesh
 
     def endpoints_for(self, namespace: str) -> ServiceEndpoints:
-        config = self._serving_config
-        host = f"{config.service_name}.{namespace}"
-        return ServiceEndpoints(grpc=f"{host}:{config.grpc_port}", rest=f"http://{host}:{config.rest_port}")
+        urls = service_urls(self._serving_config, namespace, "")
+        return ServiceEndpoints(grpc=urls["grpcUrl"].removeprefix("grpc://"), rest=urls["restUrl"])
 
     def start_background(self) -> None:
         """Start the tasks the controller owns next to kopf (the Deployment sync)."""
@@ -135,9 +146,10 @@ class Controller:
 
     async def close(self) -> None:
         await self.stop_background()
-        for mesh in self._meshes.values():
+        for mesh in [*self._meshes.values(), *self._stale_meshes]:
             await mesh.close()
         self._meshes.clear()
+        self._stale_meshes.clear()
         for client in [*self._stale, *([self._kube] if self._kube else [])]:
             await client.close()
         self._stale.clear()
@@ -211,9 +223,9 @@ class Controller:
                 loop.time() - self._checked_at.get(key, float("-inf")) < self.settings.settled_interval_s:
             return
         self._serving_config = await self.config()
+        mesh = await self.mesh_for(namespace)
         async with self._locks[key]:
-            result = await self.models.reconcile(self.mesh_for(namespace), _raw(body), self.runtimes_for(namespace),
-                                                 observe=timer)
+            result = await self.models.reconcile(mesh, _raw(body), self.runtimes_for(namespace), observe=timer)
         self._checked_at[key] = loop.time()
         self._settled[key] = result.settled
         if result.patch:
@@ -227,15 +239,16 @@ class Controller:
         elif result.settled:  # recovered: the same failure later is news again
             self._warned.pop(key, None)
         if self.settings.manage_deployments:
-            self.sync.use(namespace, f"{kind}/{name}", result.runtime)
+            self.sync.use(namespace, f"{kind}/{name}", result.runtime, result.claim)
 
     async def remove_model(self, body: kopf.Body) -> None:
         kind, namespace, name = body["kind"], body.metadata.namespace or "default", body.metadata.name
         key = (kind, namespace, name)
         if self.enabled(namespace):
+            mesh = await self.mesh_for(namespace)
             async with self._locks[key]:
                 try:
-                    await self.models.remove(self.mesh_for(namespace), kind, name)
+                    await self.models.remove(mesh, kind, name)
                 except (Unavailable, DeadlineExceeded) as exc:
                     raise kopf.TemporaryError(f"vmodel {name} not deleted yet: {exc}", delay=5) from exc
         self._locks.pop(key, None)

@@ -1,5 +1,5 @@
 """The few Kubernetes API calls the controller makes beyond kopf's own (Deployments, Services,
-ConfigMaps), on the credentials kopf logged in with.
+ConfigMaps, Secrets, PVCs, Events), on the credentials kopf logged in with.
 
 kopf watches and patches the resources it handles with its own aiohttp client; it has no public
 client for other objects. ``KubeHttp`` is a small aiohttp client built from the same
@@ -9,12 +9,17 @@ kmock, FACTS.md). ``KubeApi`` is the port the rest of the controller uses; tests
 
 Every call has a deadline; API errors come back as ``KubeApiError`` with the status and the API
 server's message (404 on ``get`` is ``None``).
+
+``Warnings`` posts Warning Events about objects the controller does not get from kopf (the
+ConfigMap, a Secret) and logs them, once per distinct problem.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import logging
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -26,7 +31,10 @@ import kopf
 
 from kserve_mesh.core.errors import MeshError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TIMEOUT_S = 15.0
+COMPONENT = "kserve-mesh-controller"
 
 
 class KubeApiError(MeshError):
@@ -63,6 +71,66 @@ def services_path(namespace: str, name: str = "") -> str:
 
 def configmap_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{namespace}/configmaps/{name}"
+
+
+def secrets_path(namespace: str, name: str = "") -> str:
+    return f"/api/v1/namespaces/{namespace}/secrets" + (f"/{name}" if name else "")
+
+
+def pvc_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"
+
+
+def events_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/events"
+
+
+def object_ref(kind: str, namespace: str, name: str, *, api_version: str = "v1", uid: str = "") -> dict[str, str]:
+    """An Event's ``involvedObject`` (the object need not exist: a missing Secret is named too)."""
+    ref = {"apiVersion": api_version, "kind": kind, "namespace": namespace, "name": name}
+    if uid:
+        ref["uid"] = uid
+    return ref
+
+
+class Warnings:
+    """Warning Events (and log lines) about objects outside kopf's handlers, once per problem.
+
+    ``warn(key, ...)`` posts unless ``key`` already carries the same reason and message; ``clear``
+    forgets a key (the problem is gone, so its return is news again). Posting is best effort: an API
+    error is logged, never raised (the problem itself is logged either way)."""
+
+    def __init__(self, kube: KubeApi) -> None:
+        self.kube = kube
+        self._posted: dict[str, tuple[str, str]] = {}
+
+    async def warn(self, key: str, involved: Mapping[str, str], reason: str, message: str) -> bool:
+        if self._posted.get(key) == (reason, message):
+            return False
+        self._posted[key] = (reason, message)
+        namespace = involved["namespace"]
+        log.warning("%s %s/%s: %s: %s", involved["kind"], namespace, involved["name"], reason, message)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": dict(involved), "reason": reason, "message": message[:1024], "type": "Warning",
+            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            await self.kube.create(events_path(namespace), body)
+        except MeshError as exc:
+            log.warning("Event %s on %s %s/%s not posted: %s", reason, involved["kind"], namespace,
+                        involved["name"], exc)
+        return True
+
+    def clear(self, key: str) -> None:
+        self._posted.pop(key, None)
+
+    def clear_prefix(self, prefix: str) -> None:
+        for key in [k for k in self._posted if k.startswith(prefix)]:
+            del self._posted[key]
 
 
 # -- the aiohttp adapter -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from kserve_mesh.kube.errors import InvalidSpec, RuntimeSelectionError
 from kserve_mesh.kube.reconcile import MeshManagement, Reconciler
 from kserve_mesh.kube.resources import InferenceService, Predictor, ServingRuntime, parse
 from kserve_mesh.kube.status import LOADED, PENDING, UP_TO_DATE, PredictorState, ServiceEndpoints
-from kserve_mesh.kube.translate import translate
+from kserve_mesh.kube.translate import pvc_claim, translate
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class ModelResult:
     """Merge patch from the previous status to the new one ({} when unchanged)."""
     runtime: str | None
     """The runtime the resource resolves to (None: none can serve it, or its spec is invalid)."""
+    claim: str | None
+    """The PVC its model is read from (None: not from a PVC), for the runtime pods to mount."""
     warning: tuple[str, str] | None
     """(reason, message) of a failure that is new since the previous status."""
     settled: bool
@@ -93,12 +95,14 @@ class ModelReconcile:
         previous = doc.get("status") if isinstance(doc.get("status"), Mapping) else {}
         reconciler = Reconciler(mesh, self.endpoints_for(namespace), self.clock)
         runtime: str | None = None
+        claim: str | None = None
         try:
             resource = parse(dict(doc), default_namespace=namespace)
         except InvalidSpec as exc:
             state = await self._guarded(reconciler.invalid(kind, name, exc))
         else:
             assert isinstance(resource, InferenceService | Predictor)
+            claim = pvc_claim(resource.model)
             try:
                 runtime = translate(resource, runtimes).runtime
             except RuntimeSelectionError:
@@ -109,7 +113,7 @@ class ModelReconcile:
         warning = None
         if failure is not None and not _same_failure(failure, _failure(kind, previous)):
             warning = (str(failure.get("reason") or "Failed"), str(failure.get("message") or ""))
-        return ModelResult(status, merge_patch(previous, status), runtime, warning, _settled(state))
+        return ModelResult(status, merge_patch(previous, status), runtime, claim, warning, _settled(state))
 
     @staticmethod
     async def _apply(reconciler: Reconciler, resource: InferenceService | Predictor,

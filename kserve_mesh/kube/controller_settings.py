@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
                             "the mesh, run the runtime Deployments, write status.")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
     p.add_argument("--mesh-address", help="management gRPC of the mesh: host:port or a template with "
-                                          "{namespace} {service} {port} (default %s)" % DEFAULT_MESH_ADDRESS)
+                                          f"{{namespace}} {{service}} {{port}} (default {DEFAULT_MESH_ADDRESS})")
     p.add_argument("--namespace-scope", action="store_true", help="watch one namespace only")
     p.add_argument("--namespace", help="the namespace to watch (implies --namespace-scope)")
     p.add_argument("--controller-namespace", help="namespace of the controller and its ConfigMap")

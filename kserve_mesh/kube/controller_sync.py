@@ -4,7 +4,10 @@ Model handlers tell ``RuntimeSync`` which runtime each InferenceService / Predic
 (``use`` / ``drop``) and poke the namespace; one owned background task syncs poked namespaces at
 once and every namespace it knows periodically (that pass is what scales an unused runtime to zero
 after its grace period). A sync reads the ConfigMap, the runtimes (from kopf's indexes, handed in
-as a callable) and our Deployments, plans with ``deploy_plan.plan_namespace`` and applies the plan.
+as a callable) and our Deployments, checks what the pods depend on (the auth Secret, made when
+absent; the TLS Secret; the PVC claims: ``controller_secrets.NamespaceSecrets``), plans with
+``deploy_plan.plan_namespace`` and applies the plan. A missing or unusable Secret becomes a Warning
+Event and leaves the namespace's Deployments as they are: no pod is made that could not start.
 
 Usage lives in memory: a restarted controller rebuilds it from kopf's resume handlers, which run
 for every existing resource before the first sync of their namespace matters.
@@ -22,9 +25,18 @@ from dataclasses import replace
 from typing import Any
 
 from kserve_mesh.core.errors import MeshError
-from kserve_mesh.kube.controller_kube import KubeApi, configmap_path, deployments_path, services_path
+from kserve_mesh.kube.controller_kube import (
+    KubeApi,
+    Warnings,
+    configmap_path,
+    deployments_path,
+    object_ref,
+    services_path,
+)
+from kserve_mesh.kube.controller_secrets import NamespaceSecrets
 from kserve_mesh.kube.deploy_config import ServingConfig
 from kserve_mesh.kube.deploy_plan import Create, Delete, Patch, managed_deployments, plan_namespace
+from kserve_mesh.kube.deploy_security import PodInputs, SecretProblem
 
 log = logging.getLogger(__name__)
 
@@ -34,33 +46,45 @@ RuntimeDocs = Callable[[str], Mapping[str, Mapping[str, Any]]]
 class RuntimeSync:
     def __init__(self, kube: KubeApi, config_source: Callable[[], Awaitable[ServingConfig]],
                  runtime_docs: RuntimeDocs, *,
-                 interval_s: float = 10.0, wall_clock: Callable[[], float] = time.time) -> None:
+                 interval_s: float = 10.0, wall_clock: Callable[[], float] = time.time,
+                 secrets: NamespaceSecrets | None = None) -> None:
         self.kube = kube
         self._config_source = config_source
         self._runtime_docs = runtime_docs
         self.interval_s = interval_s
         self._now = wall_clock
-        self._usage: dict[str, dict[str, str]] = defaultdict(dict)  # namespace -> resource key -> runtime
+        self.secrets = secrets or NamespaceSecrets(kube, Warnings(kube))
+        # namespace -> resource key -> (runtime, the PVC claim its model is read from)
+        self._usage: dict[str, dict[str, tuple[str, str | None]]] = defaultdict(dict)
         self._known: set[str] = set()
         self._poked: set[str] = set()
         self._wake = asyncio.Event()
 
     # -- what the model handlers report ----------------------------------------------------------
-    def use(self, namespace: str, resource: str, runtime: str | None) -> None:
-        """``resource`` (``kind/name``) in ``namespace`` uses ``runtime`` (None: none right now)."""
+    def use(self, namespace: str, resource: str, runtime: str | None, claim: str | None = None) -> None:
+        """``resource`` (``kind/name``) in ``namespace`` uses ``runtime`` (None: none right now), its
+        model read from PVC ``claim`` (None: not from a PVC)."""
         before = self._usage[namespace].get(resource)
-        if runtime is None:
+        now = None if runtime is None else (runtime, claim)
+        if now is None:
             self._usage[namespace].pop(resource, None)
         else:
-            self._usage[namespace][resource] = runtime
-        if before != runtime:
+            self._usage[namespace][resource] = now
+        if before != now:
             self.poke(namespace)
 
     def drop(self, namespace: str, resource: str) -> None:
         self.use(namespace, resource, None)
 
     def in_use(self, namespace: str) -> set[str]:
-        return set(self._usage.get(namespace, {}).values())
+        return {runtime for runtime, _ in self._usage.get(namespace, {}).values()}
+
+    def claims(self, namespace: str) -> dict[str, set[str]]:
+        """Runtime in use -> the PVC claims its models name."""
+        out: dict[str, set[str]] = {}
+        for runtime, claim in self._usage.get(namespace, {}).values():
+            out.setdefault(runtime, set()).update([claim] if claim else [])
+        return out
 
     def poke(self, namespace: str | None = None) -> None:
         """Sync ``namespace`` (None: every known one) soon."""
@@ -91,11 +115,23 @@ class RuntimeSync:
     async def sync_namespace(self, namespace: str) -> list[Create | Patch | Delete]:
         config = await self._config_source()
         runtimes = self._runtime_docs(namespace)
+        in_use = self.in_use(namespace)
+        inputs: dict[str, PodInputs] = {}
+        needed = {r: c for r, c in self.claims(namespace).items() if r in runtimes}
+        if needed:  # pods will run: what they mount must be there first
+            problem_key = f"{namespace}/pods-blocked"
+            try:
+                inputs = await self.secrets.pod_inputs(config, namespace, needed)
+            except SecretProblem as exc:
+                await self.secrets.warnings.warn(problem_key, object_ref("Secret", namespace, exc.secret),
+                                                 exc.reason, exc.message)
+                return []
+            self.secrets.warnings.clear(problem_key)
         listed = await self.kube.list(deployments_path(namespace))
         ours = managed_deployments(config, listed)
         service = await self.kube.get(services_path(namespace, config.service_name))
-        actions = plan_namespace(config, namespace, runtimes, self.in_use(namespace), ours,
-                                 service is not None, self._now())
+        actions = plan_namespace(config, namespace, runtimes, in_use, ours,
+                                 service is not None, self._now(), inputs)
         for action in actions:
             await self._apply(namespace, action)
         return actions
@@ -115,33 +151,46 @@ class RuntimeSync:
 
 class ConfigSource:
     """The model-serving-config ConfigMap, read at most every ``ttl_s`` seconds; a bad one keeps the
-    last good config (and logs why)."""
+    last good config. A bad ConfigMap, and every key of a good one that has no effect, is a Warning
+    Event on the ConfigMap (and a log line), once each."""
 
-    def __init__(self, kube: KubeApi, namespace: str, name: str, *, image: str = "", ttl_s: float = 10.0) -> None:
+    def __init__(self, kube: KubeApi, namespace: str, name: str, *, image: str = "", ttl_s: float = 10.0,
+                 warnings: Warnings | None = None) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
         self.image = image
         self.ttl_s = ttl_s
+        self.warnings = warnings or Warnings(kube)
         self._config: ServingConfig | None = None
         self._read_at = float("-inf")
+        self._warned: set[str] = set()
 
     async def __call__(self) -> ServingConfig:
         loop = asyncio.get_running_loop()
         if self._config is not None and loop.time() - self._read_at < self.ttl_s:
             return self._config
         self._read_at = loop.time()
+        doc: dict[str, Any] | None = None
         try:
             doc = await self.kube.get(configmap_path(self.namespace, self.name))
             config = ServingConfig.from_configmap((doc or {}).get("data"))
         except MeshError as exc:
-            log.warning("ConfigMap %s/%s not used: %s", self.namespace, self.name, exc)
             config = self._config or ServingConfig()
+            await self._report(doc, [("invalid", "InvalidConfig", f"not used (the last good config stays): {exc}")])
         else:
-            if config.ignored_keys and (self._config is None or self._config.ignored_keys != config.ignored_keys):
-                log.info("ConfigMap %s/%s: keys with no effect here: %s", self.namespace, self.name,
-                         ", ".join(config.ignored_keys))
+            await self._report(doc, [(w.key, "ConfigKeyHasNoEffect", str(w)) for w in config.warnings])
         if self.image:
             config = replace(config, image=self.image)
         self._config = config
         return config
+
+    async def _report(self, doc: Mapping[str, Any] | None, problems: list[tuple[str, str, str]]) -> None:
+        uid = str(((doc or {}).get("metadata") or {}).get("uid") or "")
+        ref = object_ref("ConfigMap", self.namespace, self.name, uid=uid)
+        now = {f"config/{key}" for key, _, _ in problems}
+        for key in self._warned - now:
+            self.warnings.clear(key)
+        self._warned = now
+        for key, reason, message in problems:
+            await self.warnings.warn(f"config/{key}", ref, reason, message)

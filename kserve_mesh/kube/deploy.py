@@ -8,9 +8,11 @@ We keep that shape:
 - container ``mm``: ``kserve-mesh instance --runtime remote --runtime-address 127.0.0.1:<port>`` on
   the gRPC (8033), REST (8008) and metrics (2112) ports, with readiness/liveness probes on
   ``/v2/health/ready`` and ``/v2/health/live``; the store is etcd, the storage-config Secret is
-  mounted for model pulls, and pulled models land on an emptyDir the runtime reads too;
+  mounted for model pulls, and pulled models land on an emptyDir the runtime reads too. It binds
+  0.0.0.0, so it authenticates callers (the namespace's auth Secret), and serves TLS when
+  ``tls.secretName`` is set (``kube/deploy_security.py``);
 - the ServingRuntime's own ``spec.containers`` (its image, args, env, resources), with the shared
-  models volume mounted;
+  models volume and the PVC claims mounted;
 - ``terminationGracePeriodSeconds`` long enough for an instance to migrate its models away on
   shutdown (the instance does that on SIGTERM).
 
@@ -29,6 +31,16 @@ from typing import Any
 
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.kube.deploy_config import ServingConfig
+from kserve_mesh.kube.deploy_security import (
+    NO_INPUTS,
+    PodInputs,
+    health_probe,
+    instance_mounts,
+    instance_security_args,
+    pod_annotations,
+    pod_volumes,
+    pvc_mounts,
+)
 
 GROUP = "serving.kserve.io"
 RUNTIME_API_VERSION = f"{GROUP}/v1alpha1"
@@ -112,7 +124,8 @@ def _instance_runtime_args(spec: Mapping[str, Any]) -> list[str]:
     return ["--runtime", "remote", "--runtime-address", runtime_address(spec)]
 
 
-def adapter_containers(config: ServingConfig, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+def adapter_containers(config: ServingConfig, spec: Mapping[str, Any],
+                       inputs: PodInputs = NO_INPUTS) -> list[dict[str, Any]]:
     """The ModelRuntime adapter in front of a third-party server (``builtInAdapter``), if any.
 
     For ``serverType: mlserver`` it is ``python -m kserve_mesh.runtime.mlserver`` attached to the
@@ -137,7 +150,8 @@ def adapter_containers(config: ServingConfig, spec: Mapping[str, Any]) -> list[d
                  "--attach-repository", f"{MODELS_PATH}/_mlserver_models", "--storage-config", STORAGE_CONFIG_PATH],
         "resources": copy.deepcopy(dict(config.instance_resources)),
         "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": MODELS_PATH},
-                         {"name": STORAGE_CONFIG_VOLUME, "mountPath": STORAGE_CONFIG_PATH, "readOnly": True}],
+                         {"name": STORAGE_CONFIG_VOLUME, "mountPath": STORAGE_CONFIG_PATH, "readOnly": True},
+                         *pvc_mounts(inputs.pvc_claims)],
     }]
 
 
@@ -150,9 +164,10 @@ def _str_map(spec: Mapping[str, Any], key: str) -> dict[str, str]:
     return dict(value)
 
 
-def _probe(path: str, port: int, *, delay: int, period: int, failures: int) -> dict[str, Any]:
+def _probe(config: ServingConfig, inputs: PodInputs, path: str, *, delay: int, period: int,
+           failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+        **health_probe(config, inputs, path),
         "initialDelaySeconds": delay,
         "periodSeconds": period,
         "timeoutSeconds": 5,
@@ -161,7 +176,7 @@ def _probe(path: str, port: int, *, delay: int, period: int, failures: int) -> d
 
 
 def instance_container(config: ServingConfig, runtime: RuntimeRef, namespace: str,
-                       spec: Mapping[str, Any]) -> dict[str, Any]:
+                       spec: Mapping[str, Any], inputs: PodInputs = NO_INPUTS) -> dict[str, Any]:
     """The mesh instance (``kserve-mesh instance``) in front of the runtime containers."""
     args = [
         "instance", "--host", "0.0.0.0",
@@ -170,6 +185,7 @@ def instance_container(config: ServingConfig, runtime: RuntimeRef, namespace: st
         "--metrics-port", str(config.metrics_port),
         *_instance_runtime_args(spec),
         "--storage-config", STORAGE_CONFIG_PATH,
+        *instance_security_args(config, namespace, inputs),
     ]
     ports = [
         {"name": "grpc", "containerPort": config.grpc_port, "protocol": "TCP"},
@@ -203,18 +219,20 @@ def instance_container(config: ServingConfig, runtime: RuntimeRef, namespace: st
         "env": env,
         "ports": ports,
         "resources": copy.deepcopy(dict(config.instance_resources)),
-        "readinessProbe": _probe("/v2/health/ready", config.rest_port, delay=2, period=5, failures=3),
-        "livenessProbe": _probe("/v2/health/live", config.rest_port, delay=30, period=10, failures=6),
+        "readinessProbe": _probe(config, inputs, "/v2/health/ready", delay=2, period=5, failures=3),
+        "livenessProbe": _probe(config, inputs, "/v2/health/live", delay=30, period=10, failures=6),
         "volumeMounts": [
             {"name": MODELS_VOLUME, "mountPath": MODELS_PATH},
             {"name": STORAGE_CONFIG_VOLUME, "mountPath": STORAGE_CONFIG_PATH, "readOnly": True},
+            *instance_mounts(inputs),
         ],
     }
 
 
-def runtime_containers(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+def runtime_containers(spec: Mapping[str, Any], inputs: PodInputs = NO_INPUTS) -> list[dict[str, Any]]:
     """The ServingRuntime's ``spec.containers``, each with the shared models volume and the
-    storage-config Secret mounted (a runtime may pull models itself)."""
+    storage-config Secret mounted (a runtime may pull models itself), and the PVC claims (a model on
+    a PVC is read in place)."""
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise InvalidServingRuntime("spec.containers must list at least one container")
@@ -225,9 +243,12 @@ def runtime_containers(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         if container["name"] == INSTANCE_CONTAINER:
             raise InvalidServingRuntime(f"spec.containers[{i}].name {INSTANCE_CONTAINER!r} is reserved")
         c = copy.deepcopy(dict(container))
-        mounts = [m for m in c.get("volumeMounts") or [] if m.get("name") not in (MODELS_VOLUME, STORAGE_CONFIG_VOLUME)]
+        ours = pvc_mounts(inputs.pvc_claims)
+        reserved = {MODELS_VOLUME, STORAGE_CONFIG_VOLUME, *(m["name"] for m in ours)}
+        mounts = [m for m in c.get("volumeMounts") or [] if m.get("name") not in reserved]
         c["volumeMounts"] = [*mounts, {"name": MODELS_VOLUME, "mountPath": MODELS_PATH},
-                             {"name": STORAGE_CONFIG_VOLUME, "mountPath": STORAGE_CONFIG_PATH, "readOnly": True}]
+                             {"name": STORAGE_CONFIG_VOLUME, "mountPath": STORAGE_CONFIG_PATH, "readOnly": True},
+                             *ours]
         out.append(c)
     return out
 
@@ -249,8 +270,12 @@ def owner_reference(runtime: RuntimeRef) -> list[dict[str, Any]]:
 
 
 def runtime_deployment(config: ServingConfig, runtime: Mapping[str, Any], namespace: str,
-                       replicas: int) -> dict[str, Any]:
-    """The Deployment that runs ``runtime`` (a ServingRuntime or ClusterServingRuntime) in ``namespace``."""
+                       replicas: int, inputs: PodInputs = NO_INPUTS) -> dict[str, Any]:
+    """The Deployment that runs ``runtime`` (a ServingRuntime or ClusterServingRuntime) in ``namespace``.
+
+    ``inputs`` is what the controller checked in the namespace: the TLS Secret (None: no TLS, even
+    when the config names one; the controller does not build a Deployment until it is usable) and
+    the PVC claims. The auth Secret is mounted by its name (the controller makes it first)."""
     ref = RuntimeRef.of(runtime)
     spec = runtime.get("spec")
     if not isinstance(spec, Mapping):
@@ -261,18 +286,20 @@ def runtime_deployment(config: ServingConfig, runtime: Mapping[str, Any], namesp
     selector = {LABEL_SERVICE: config.service_name, "name": name}
     labels = {**common_labels(config), "name": name, LABEL_RUNTIME: ref.name}
     pod_labels = {**config.runtime_pod_labels, **_str_map(spec, "labels"), **labels}
-    pod_annotations = {**config.runtime_pod_annotations, **_str_map(spec, "annotations")}
+    annotations = {**config.runtime_pod_annotations, **_str_map(spec, "annotations"), **pod_annotations(inputs)}
     if config.metrics_enabled:
-        pod_annotations.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(config.metrics_port),
-                                "prometheus.io/path": "/metrics"})
+        scheme = "https" if config.tls_metrics and inputs.tls is not None else "http"
+        annotations.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(config.metrics_port),
+                                "prometheus.io/path": "/metrics", "prometheus.io/scheme": scheme})
     pod_spec: dict[str, Any] = {
-        "containers": [instance_container(config, ref, namespace, spec), *adapter_containers(config, spec),
-                       *runtime_containers(spec)],
+        "containers": [instance_container(config, ref, namespace, spec, inputs),
+                       *adapter_containers(config, spec, inputs), *runtime_containers(spec, inputs)],
         "terminationGracePeriodSeconds": config.termination_grace_seconds,
         "volumes": [
             {"name": MODELS_VOLUME, "emptyDir": {}},
             {"name": STORAGE_CONFIG_VOLUME,
              "secret": {"secretName": config.storage_secret_name, "optional": True}},
+            *pod_volumes(config, inputs),
         ],
     }
     for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
@@ -294,7 +321,7 @@ def runtime_deployment(config: ServingConfig, runtime: Mapping[str, Any], namesp
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "75%", "maxUnavailable": "15%"}},
             "template": {
-                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "metadata": {"labels": pod_labels, "annotations": annotations},
                 "spec": pod_spec,
             },
         },
@@ -343,10 +370,11 @@ def desired_replicas(config: ServingConfig, runtime_spec: Mapping[str, Any], in_
 
 
 def service_urls(config: ServingConfig, namespace: str, name: str) -> dict[str, str]:
-    """The in-cluster URLs of an InferenceService served through the namespace's Service."""
+    """The in-cluster URLs of an InferenceService served through the namespace's Service (REST over
+    https when ``tls.secretName`` is set; gRPC URLs keep ModelMesh's ``grpc://`` either way)."""
     host = f"{config.service_name}.{namespace}"
     return {
         "grpcUrl": f"grpc://{host}:{config.grpc_port}",
-        "restUrl": f"http://{host}:{config.rest_port}",
+        "restUrl": f"{'https' if config.tls_enabled else 'http'}://{host}:{config.rest_port}",
         "url": f"grpc://{host}:{config.grpc_port}",
     }

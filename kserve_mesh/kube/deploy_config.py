@@ -3,13 +3,18 @@
 ModelMesh Serving reads one ConfigMap, ``model-serving-config``, whose ``config.yaml`` key overrides
 its defaults (pods per runtime, ports, scale to zero, gRPC message size, ...). The controller reads
 it once per reconcile and passes the frozen :class:`ServingConfig` to the pure builders in
-``kube/deploy.py``. The keys keep ModelMesh's camelCase names so an existing ConfigMap works; keys
-ModelMesh had and we do not use are accepted and reported, anything else is an error naming it.
+``kube/deploy.py``. The keys keep ModelMesh's camelCase names so an existing ConfigMap works.
+
+Every key either has an effect or is reported: ModelMesh keys whose job is done differently here
+(a REST proxy, a storage helper, payload processors...) are accepted, and each one whose value would
+ask for something we do not do becomes a :class:`ConfigWarning` naming the key and why (the
+controller posts it as a Warning Event on the ConfigMap and logs it). Anything else is an error
+naming the key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,13 +26,44 @@ CONFIGMAP_NAME = "model-serving-config"
 CONFIGMAP_KEY = "config.yaml"
 MiB = 1 << 20
 
-# ModelMesh Serving keys that have no meaning here (their job is done differently): accepted, ignored.
-IGNORED_KEYS = frozenset({
-    "restProxy.enabled", "restProxy.image", "restProxy.resources", "storageHelperImage",
-    "storageHelperResources", "payloadProcessors", "metrics.scheme", "builtInServerTypes",
-    "internalModelMeshEnvVars", "allowAnyPVC", "enableAccessLogging", "tls.secretName", "tls.clientAuth",
-    "modelMeshImage.command",
-})
+TLS_CLIENT_AUTH = ("", "none", "optional", "require")
+METRICS_SCHEMES = ("http", "https")
+
+
+def _always(_: Any) -> bool:
+    return False
+
+
+# ModelMesh Serving keys whose job is done differently here: accepted; (why it has no effect, and
+# which values ask for nothing we fail to do, so that those values are not reported).
+_NO_PROXY = "there is no REST proxy container: REST is served natively by the mesh container"
+_NO_HELPER = "there is no storage helper container: the mesh container pulls models itself"
+IGNORED_KEYS: Mapping[str, tuple[str, Callable[[Any], bool]]] = {
+    "restProxy.enabled": (f"{_NO_PROXY} of every runtime pod, and cannot be turned off", lambda v: v is True),
+    "restProxy.image": (_NO_PROXY, _always),
+    "restProxy.resources": (f"{_NO_PROXY} (meshResources sizes it)", _always),
+    "storageHelperImage": (_NO_HELPER, _always),
+    "storageHelperResources": (f"{_NO_HELPER} (meshResources sizes it)", _always),
+    "payloadProcessors": ("payload processors are not supported: no request or response is sent to them",
+                          lambda v: v in (None, "", [])),
+    "builtInServerTypes": ("each ServingRuntime's spec.builtInAdapter.serverType chooses its adapter "
+                           + "(supported: mlserver), not this list", _always),
+    "internalModelMeshEnvVars": ("these are environment variables of ModelMesh's Java server; the mesh "
+                                 + "container takes KSERVE_MESH_* settings", lambda v: v in (None, [], {})),
+    "enableAccessLogging": ("there is no per-request access log", lambda v: v is False),
+    "modelMeshImage.command": ("the mesh container always runs `kserve-mesh instance`", _always),
+}
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """A key of the ConfigMap that was accepted but has no effect, and why."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
 
 
 class InvalidServingConfig(InvalidArgument):
@@ -74,8 +110,30 @@ class ServingConfig:
     service_account_name: str = ""
     runtime_pod_labels: Mapping[str, str] = field(default_factory=dict)
     runtime_pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    tls_secret_name: str = ""
+    """``tls.secretName``: a Secret (tls.crt, tls.key, optional ca.crt) in each served namespace that
+    secures every port of the mesh and the links between its pods (mutual TLS); "" = plain text."""
+    tls_client_auth: str = ""
+    """``tls.clientAuth``: "" / "none" (peers' certificates are still checked when sent), "optional",
+    or "require" (every client presents a certificate signed by the Secret's CA)."""
+    allow_any_pvc: bool = False
+    """``allowAnyPVC``: also mount the PVCs that the namespace's models name (pvc://claim/...),
+    not only the claims named by ``pvc`` entries of the storage-config Secret."""
+    metrics_scheme: str = "http"
+    """``metrics.scheme``: https serves the metrics port over TLS (needs ``tls.secretName``)."""
     ignored_keys: tuple[str, ...] = ()
-    """Keys of the ConfigMap that were accepted but have no effect here (for a log line)."""
+    """Keys of the ConfigMap that were accepted but are not used here."""
+    warnings: tuple[ConfigWarning, ...] = ()
+    """What the controller reports about this config: keys with no effect, and why."""
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_secret_name)
+
+    @property
+    def tls_metrics(self) -> bool:
+        """Whether the metrics port is served over TLS (``metrics.scheme: https`` with TLS on)."""
+        return self.tls_enabled and self.metrics_scheme == "https"
 
     @classmethod
     def from_configmap(cls, data: Mapping[str, str] | None) -> ServingConfig:
@@ -122,12 +180,33 @@ class ServingConfig:
             service_account_name=reader.text("serviceAccountName", ""),
             runtime_pod_labels=reader.str_map("runtimePodLabels"),
             runtime_pod_annotations=reader.str_map("runtimePodAnnotations"),
+            tls_secret_name=reader.text("tls.secretName", ""),
+            tls_client_auth=reader.choice("tls.clientAuth", "", TLS_CLIENT_AUTH),
+            allow_any_pvc=reader.flag("allowAnyPVC", cls.allow_any_pvc),
+            metrics_scheme=reader.choice("metrics.scheme", cls.metrics_scheme, METRICS_SCHEMES),
         )
         unknown = reader.unread()
-        bad = [k for k in unknown if not any(k == i or k.startswith(i + ".") for i in IGNORED_KEYS)]
-        if bad:
-            raise InvalidServingConfig(f"{CONFIGMAP_NAME}: unknown key {bad[0]!r}")
-        return replace(config, ignored_keys=tuple(unknown))
+        ignored: dict[str, None] = {}
+        for key in unknown:
+            prefix = next((i for i in IGNORED_KEYS if key == i or key.startswith(i + ".")), None)
+            if prefix is None:
+                raise InvalidServingConfig(f"{CONFIGMAP_NAME}: unknown key {key!r}")
+            ignored[prefix] = None
+        warnings = [ConfigWarning(key, IGNORED_KEYS[key][0]) for key in ignored
+                    if not IGNORED_KEYS[key][1](reader.peek(key))]
+        warnings += _cross_field_warnings(config)
+        return replace(config, ignored_keys=tuple(unknown), warnings=tuple(warnings))
+
+
+def _cross_field_warnings(config: ServingConfig) -> list[ConfigWarning]:
+    out = []
+    if config.tls_client_auth not in ("", "none") and not config.tls_enabled:
+        out.append(ConfigWarning("tls.clientAuth", "has no effect without tls.secretName (no TLS, so no client "
+                                 "certificates)"))
+    if config.metrics_scheme == "https" and not config.tls_enabled:
+        out.append(ConfigWarning("metrics.scheme", "https needs tls.secretName (the certificate to serve); "
+                                 "metrics are served over http"))
+    return out
 
 
 class _Reader:
@@ -175,6 +254,21 @@ class _Reader:
         if not isinstance(value, bool):
             raise self._fail(key, "true or false", value)
         return value
+
+    def peek(self, key: str) -> Any:
+        """The value at ``key`` without marking it read (None when absent)."""
+        node: Any = self._doc
+        for part in key.split("."):
+            if not isinstance(node, Mapping):
+                return None
+            node = node.get(part)
+        return node
+
+    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(key, default)
+        if value.lower() not in allowed:
+            raise self._fail(key, "one of " + ", ".join(repr(a) for a in allowed), value)
+        return value.lower()
 
     def text(self, key: str, default: str) -> str:
         value = self._get(key)

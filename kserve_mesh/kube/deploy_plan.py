@@ -2,8 +2,9 @@
 
 Input: the runtimes a namespace can use (raw ServingRuntime / ClusterServingRuntime documents, a
 namespaced one already overriding a cluster one of the same name), the names in use, the runtime
-Deployments we manage there, whether the Service exists, and ``now``. Output: a list of
-``Create`` / ``Patch`` / ``Delete`` actions for the controller to carry out.
+Deployments we manage there, whether the Service exists, ``now``, and what the controller checked
+in the namespace for each runtime's pods (the TLS Secret, the PVC claims: ``PodInputs``). Output:
+a list of ``Create`` / ``Patch`` / ``Delete`` actions for the controller to carry out.
 
 - A runtime in use gets its Deployment (created, or patched when what we would build differs:
   a hash of the built spec is kept in an annotation, so defaults the API server adds do not count
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ from kserve_mesh.kube.deploy import (
     runtime_service,
 )
 from kserve_mesh.kube.deploy_config import ServingConfig
+from kserve_mesh.kube.deploy_security import PodInputs
 
 ANNOTATION_SPEC_HASH = "modelmesh-serving.kserve.io/spec-hash"
 
@@ -71,10 +74,11 @@ def _annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
 
 
 def plan_namespace(config: ServingConfig, namespace: str, runtimes: Mapping[str, Mapping[str, Any]],
-                   in_use: Set[str], deployments: Mapping[str, Mapping[str, Any]], service_exists: bool,
-                   now: float) -> list[Action]:
+                   in_use: AbstractSet[str], deployments: Mapping[str, Mapping[str, Any]], service_exists: bool,
+                   now: float, inputs: Mapping[str, PodInputs] | None = None) -> list[Action]:
     """Actions for ``namespace``. ``deployments`` maps runtime name -> our Deployment of it;
-    ``now`` is epoch seconds (stored in the unused-since annotation)."""
+    ``now`` is epoch seconds (stored in the unused-since annotation); ``inputs`` maps runtime name ->
+    what its pods get besides the config (absent: ``PodInputs()``)."""
     actions: list[Action] = []
     for name in sorted(in_use):
         runtime = runtimes.get(name)
@@ -82,7 +86,8 @@ def plan_namespace(config: ServingConfig, namespace: str, runtimes: Mapping[str,
             continue  # the runtime vanished; its predictors report RuntimeNotRecognized
         spec = runtime.get("spec") or {}
         desired = runtime_deployment(config, runtime, namespace,
-                                     desired_replicas(config, spec, True, None, now))
+                                     desired_replicas(config, spec, True, None, now),
+                                     (inputs or {}).get(name, PodInputs()))
         digest = spec_hash(desired)
         desired["metadata"]["annotations"] = {ANNOTATION_SPEC_HASH: digest}
         existing = deployments.get(name)

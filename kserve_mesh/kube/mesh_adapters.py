@@ -5,13 +5,18 @@
 - ``GrpcMesh``: speaks ModelMesh's management API (``mmesh.ModelMesh``) to a mesh Service over
   gRPC, each call with a deadline; gRPC failures come back as mesh errors (``Unavailable``,
   ``AlreadyExists``...). The controller uses it; so could anything that managed ModelMesh.
+  ``MeshCredentials`` make it present a bearer token (metadata ``authorization``) and speak TLS
+  (the mesh's CA, the name in its certificate, and a client certificate for mutual TLS); a mesh
+  that refuses them answers ``Unavailable`` naming why, as an unreachable one does.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 
-from kserve_mesh.core.errors import MeshError
+from kserve_mesh.core.errors import MeshError, Unavailable
 from kserve_mesh.core.ids import ModelId, VModelId
 from kserve_mesh.core.records import ModelInfo, ModelState, VModelState
 from kserve_mesh.core.vmodel import SetVModel
@@ -21,6 +26,37 @@ from kserve_mesh.protos import model_mesh_pb2_grpc as pb_grpc
 from kserve_mesh.runtime.grpc_errors import error_of
 
 DEFAULT_DEADLINE_S = 10.0
+
+
+@dataclass(frozen=True)
+class MeshTls:
+    """TLS towards a mesh: what to trust, the name its certificate carries, our client certificate."""
+
+    root_pem: bytes
+    server_name: str
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
+
+
+@dataclass(frozen=True)
+class MeshCredentials:
+    """How to call a mesh whose instances authenticate: a bearer token and/or TLS."""
+
+    token: str | None = None
+    tls: MeshTls | None = None
+
+    def __repr__(self) -> str:  # never show the token or the key
+        return f"MeshCredentials(token={'***' if self.token else None}, tls={bool(self.tls)})"
+
+
+def _channel(target: str, credentials: MeshCredentials | None) -> grpc.aio.Channel:
+    tls = credentials.tls if credentials else None
+    if tls is None:
+        return grpc.aio.insecure_channel(target)
+    creds = grpc.ssl_channel_credentials(root_certificates=tls.root_pem, private_key=tls.key_pem,
+                                         certificate_chain=tls.cert_pem)
+    # The Service's DNS name is in the certificate; a fixed --mesh-address may dial another name.
+    return grpc.aio.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", tls.server_name)])
 
 
 class InstanceMesh:
@@ -66,12 +102,15 @@ class GrpcMesh:
     """``MeshManagement`` over gRPC (``mmesh.ModelMesh``); ``target`` is ``host:port``."""
 
     def __init__(self, target: str, *, deadline_s: float = DEFAULT_DEADLINE_S,
-                 channel: grpc.aio.Channel | None = None) -> None:
+                 channel: grpc.aio.Channel | None = None, credentials: MeshCredentials | None = None) -> None:
         self.target = target
         self.deadline_s = deadline_s
-        self._channel = channel or grpc.aio.insecure_channel(target)
+        self.credentials = credentials
+        self._channel = channel or _channel(target, credentials)
         self._owns_channel = channel is None
         self._stub = pb_grpc.ModelMeshStub(self._channel)
+        token = credentials.token if credentials else None
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     async def close(self) -> None:
         if self._owns_channel:
@@ -79,10 +118,14 @@ class GrpcMesh:
 
     async def _call(self, method: str, request, model_id: str = ""):  # type: ignore[no-untyped-def]
         try:
-            return await getattr(self._stub, method)(request, timeout=self.deadline_s)
+            return await getattr(self._stub, method)(request, timeout=self.deadline_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
-            err: MeshError = error_of(exc.code(), exc.details() or "", method=method, model_id=model_id)
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                raise Unavailable(f"mesh at {self.target} refused the controller's credentials ({code.name}): "
+                                  f"{exc.details()}") from exc
+            err: MeshError = error_of(code, exc.details() or "", method=method, model_id=model_id)
+            if code == grpc.StatusCode.UNAVAILABLE:
                 err = type(err)(f"mesh at {self.target} unavailable: {exc.details()}")
             raise err from exc
 

@@ -35,8 +35,8 @@ from kserve_mesh.kube.status import (
     ServiceEndpoints,
     SpecProblem,
     isvc_status,
-    predictor_status,
     predictor_state,
+    predictor_status,
 )
 from kserve_mesh.kube.translate import MeshModelSpec, concrete_model_id, owner_of, translate
 from kserve_mesh.mesh.instance import ModelStatus, VModelStatus

@@ -93,6 +93,14 @@ def storage_location(source: ModelSource) -> tuple[str, dict[str, str]]:
     return path, params
 
 
+def pvc_claim(source: ModelSource) -> str | None:
+    """The PVC a model is read from (``pvc://claim/...`` or storage parameters ``type: pvc`` with a
+    ``name``), as ModelMesh-serving collected them for ``allowAnyPVC``; None for any other storage."""
+    _, params = storage_location(source)
+    name = params.get("name")
+    return name if params.get("type") == "pvc" and name else None
+
+
 def model_key(source: ModelSource) -> str:
     _, params = storage_location(source)
     model_type: dict[str, str] = {"name": source.format.name}

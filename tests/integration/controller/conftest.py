@@ -150,8 +150,10 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
-    """A real mesh with no models of its own: the controller registers them."""
-    proc = MeshProcess.start("--models", str(tmp_path_factory.mktemp("no-models")))
+    """A real mesh with no models of its own: the controller registers them (local paths under the
+    test's temporary folders; a mesh reads no other local path)."""
+    proc = MeshProcess.start("--models", str(tmp_path_factory.mktemp("no-models")),
+                             "--allow-local-path", str(tmp_path_factory.getbasetemp()))
     try:
         yield proc
     finally:

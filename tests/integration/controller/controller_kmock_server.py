@@ -109,6 +109,7 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "v1/events": ("Event", True, set()),
     "v1/configmaps": ("ConfigMap", True, set()),
     "v1/secrets": ("Secret", True, set()),
+    "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True, set()),
     "v1/services": ("Service", True, set()),
     "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
     "events.k8s.io/v1/events": ("Event", True, set()),

@@ -1,15 +1,19 @@
 """The controller against the most real Kubernetes API that runs here (kmock, FACTS.md) and a real
 mesh: InferenceServices become vmodels with status, runtime Deployments and a Service appear,
 Serverless InferenceServices and namespaces not labelled modelmesh-enabled are left alone, load
-failures become Warning Events, deletion removes the vmodel and scales the runtime to zero."""
+failures become Warning Events, deletion removes the vmodel and scales the runtime to zero; each
+namespace gets its tokens Secret before its runtime pods, tls.secretName gates the pods on a usable
+TLS Secret and secures them, and config keys without effect are Warning Events."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 from conftest import ROOT, Controller, Kube, wait_for
 from mesh_process import MeshProcess
@@ -45,8 +49,21 @@ def controller(kube: Kube, start_controller: Callable[..., Controller]) -> Contr
     kube.namespace(CONTROLLER_NS, enabled=False)
     kube.create(f"/api/v1/namespaces/{CONTROLLER_NS}/configmaps", {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "model-serving-config"},
-        "data": {"config.yaml": "podsPerRuntime: 1\nscaleToZero: {enabled: true, gracePeriodSeconds: 0}\n"}})
+        "data": {"config.yaml": "podsPerRuntime: 1\nscaleToZero: {enabled: true, gracePeriodSeconds: 0}\n"
+                                "enableAccessLogging: true\n"}})
     return start_controller("--controller-namespace", CONTROLLER_NS)
+
+
+def decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def mm_container(dep: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "mm")
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
 
 
 def test_modelmesh_isvc_is_served_with_status_and_runtime_deployment(
@@ -92,6 +109,26 @@ def test_modelmesh_isvc_is_served_with_status_and_runtime_deployment(
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "ClusterServingRuntime"
     svc = wait_for("the Service", lambda: kube.get(f"/api/v1/namespaces/{ns}/services/modelmesh-serving"))
     assert {p["port"] for p in svc["spec"]["ports"]} == {8033, 8008, 2112}
+
+    # The namespace's tokens Secret exists, and the instance authenticates with it.
+    secret = kube.get(f"/api/v1/namespaces/{ns}/secrets/modelmesh-serving-auth")
+    tokens = decoded(secret)
+    assert set(tokens) == {"auth.yaml", "admin-token", "infer-token", "peer-token"}
+    assert len({tokens["admin-token"], tokens["infer-token"], tokens["peer-token"].strip()}) == 3
+    assert tokens["admin-token"] in tokens["auth.yaml"]
+    mm = mm_container(dep)
+    assert flag(mm["args"], "--host") == "0.0.0.0" and flag(mm["args"], "--auth") == "on"
+    assert flag(mm["args"], "--auth-file") == "/etc/kserve-mesh/auth/auth.yaml"
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["mesh-auth"]["secret"]["secretName"] == "modelmesh-serving-auth"
+    assert not any(a.startswith("--tls") for a in mm["args"])  # no tls.secretName in this config
+    # The config key with no effect was reported on the ConfigMap, once.
+    reported = wait_for("a Warning Event on the ConfigMap", lambda: [
+        e for e in events_for(kube, CONTROLLER_NS, "model-serving-config") if e["reason"] == "ConfigKeyHasNoEffect"],
+        log=controller.log)
+    assert len(reported) == 1 and reported[0]["message"].startswith("enableAccessLogging:")
+    assert reported[0]["type"] == "Warning" and reported[0]["involvedObject"]["kind"] == "ConfigMap"
+    assert "enableAccessLogging" in controller.log()
 
     # The Serverless InferenceService was never touched: no status, no finalizer, no annotation, no vmodel.
     other = kube.get(f"{path}/iris-serverless")
@@ -194,3 +231,52 @@ def test_namespace_scope_serves_its_namespace_only_with_namespaced_runtimes(
     other = kube.get(f"{ISVCS.format(ns='scoped-other')}/iris-scoped-other")
     assert "status" not in other and "finalizers" not in other["metadata"]
     assert mesh.call("GET", "/mesh/v1/vmodels/iris-scoped-other")[0] == 404
+
+
+def test_tls_secret_gates_the_runtime_pods_and_secures_them(
+        kube: Kube, controller: Controller, start_controller: Callable[..., Controller], models_dir: Path) -> None:
+    """A second controller, scoped to one namespace, whose config names a TLS Secret with mutual TLS."""
+    ns = "secure"
+    kube.namespace(ns, enabled=False)  # the cluster-scope controller leaves it alone
+    kube.create(f"/api/v1/namespaces/{CONTROLLER_NS}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "secure-config"},
+        "data": {"config.yaml": "podsPerRuntime: 1\ntls: {secretName: mesh-tls, clientAuth: require}\n"}})
+    runtime = yaml.safe_load((ROOT / "manifests/base/runtimes/kserve-mesh-python.yaml").read_text())
+    runtime["kind"] = "ServingRuntime"
+    runtime["metadata"]["namespace"] = ns
+    kube.create(f"/apis/serving.kserve.io/v1alpha1/namespaces/{ns}/servingruntimes", runtime)
+    scoped = start_controller("--namespace", ns, "--controller-namespace", CONTROLLER_NS,
+                              "--config-map", "secure-config")
+    kube.create(ISVCS.format(ns=ns), isvc("iris-secure", ns, str(models_dir / "sklearn-iris")))
+    deployment = f"/apis/apps/v1/namespaces/{ns}/deployments/modelmesh-serving-kserve-mesh-python"
+
+    # No TLS Secret yet: a Warning Event naming it, and no runtime pods that could not start.
+    event = wait_for("a TLSSecretMissing Event", lambda: [
+        e for e in events_for(kube, ns, "mesh-tls") if e["reason"] == "TLSSecretMissing"], log=scoped.log)[0]
+    assert event["type"] == "Warning" and "mesh-tls" in event["message"]
+    assert kube.get(deployment) is None
+    assert kube.get(f"/api/v1/namespaces/{ns}/secrets/modelmesh-serving-auth") is not None  # made first
+
+    # The Secret arrives (as cert-manager would make it): the Deployment follows, with mutual TLS.
+    ca = trustme.CA()
+    cert = ca.issue_cert(f"modelmesh-serving.{ns}")
+    data = {"tls.crt": cert.cert_chain_pems[0].bytes(), "tls.key": cert.private_key_pem.bytes(),
+            "ca.crt": ca.cert_pem.bytes()}
+    kube.create(f"/api/v1/namespaces/{ns}/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "mesh-tls"},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()}})
+    dep = wait_for("the runtime Deployment", lambda: kube.get(deployment), timeout=90, log=scoped.log)
+    mm = mm_container(dep)
+    args = mm["args"]
+    assert flag(args, "--tls-cert") == "/etc/kserve-mesh/tls/tls.crt"
+    assert flag(args, "--tls-client-ca") == flag(args, "--tls-ca") == "/etc/kserve-mesh/tls/ca.crt"
+    assert flag(args, "--tls-client-auth") == "require"
+    assert flag(args, "--tls-server-name") == f"modelmesh-serving.{ns}"
+    assert "exec" in mm["readinessProbe"]  # the kubelet has no client certificate
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["mesh-tls"]["secret"]["secretName"] == "mesh-tls"
+    svc = wait_for("the Service", lambda: kube.get(f"/api/v1/namespaces/{ns}/services/modelmesh-serving"))
+    assert {p["port"] for p in svc["spec"]["ports"]} == {8033, 8008, 2112}  # ports unchanged
+    rest = wait_for("the https restUrl", lambda: (((kube.get(f"{ISVCS.format(ns=ns)}/iris-secure") or {}).get(
+        "status") or {}).get("components") or {}).get("predictor", {}).get("restUrl"), log=scoped.log)
+    assert rest == f"https://modelmesh-serving.{ns}:8008"

@@ -82,7 +82,7 @@ def test_deployment_runs_an_instance_next_to_the_runtime_container() -> None:
     assert mm["args"][mm["args"].index("--storage-config") + 1] == "/storage-config"
     pod = dep["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 90
-    assert {v["name"] for v in pod["volumes"]} == {"models-dir", "storage-config"}
+    assert {v["name"] for v in pod["volumes"]} == {"models-dir", "storage-config", "mesh-auth"}
     secret = next(v for v in pod["volumes"] if v["name"] == "storage-config")["secret"]
     assert secret["secretName"] == "storage-config"
     # Pods are selected by the Deployment and by the namespace's Service.

@@ -50,9 +50,9 @@ allowAnyPVC: true
     assert c.instance_resources == {"requests": {"cpu": "100m"}}
     assert c.runtime_pod_labels == {"team": "a"}
     assert c.etcd_endpoints == "http://etcd.mesh:2379"
-    # ModelMesh keys with no meaning here are accepted and reported.
-    assert not c.headless_service
-    assert "allowAnyPVC" in c.ignored_keys and "restProxy.enabled" in c.ignored_keys
+    assert not c.headless_service and c.allow_any_pvc
+    # restProxy.enabled: true is what happens anyway (REST is served natively): accepted, no warning.
+    assert c.ignored_keys == ("restProxy.enabled",) and c.warnings == ()
 
 
 def test_the_shipped_model_serving_config_reads_cleanly() -> None:
@@ -62,6 +62,54 @@ def test_the_shipped_model_serving_config_reads_cleanly() -> None:
     assert c.headless_service and c.scale_to_zero and c.scale_to_zero_grace_seconds == 60
     assert c.etcd_endpoints.startswith("http://") and c.etcd_root_prefix
     assert c.termination_grace_seconds >= 30
+    # Our own config says only what is true: no key in it is without effect.
+    assert c.warnings == ()
+    assert not c.tls_enabled and not c.allow_any_pvc and c.metrics_scheme == "http"
+
+
+def test_tls_allow_any_pvc_and_metrics_scheme_are_read() -> None:
+    c = ServingConfig.from_configmap({"config.yaml": """
+tls: {secretName: mesh-tls, clientAuth: Require}
+allowAnyPVC: true
+metrics: {scheme: https}
+"""})
+    assert (c.tls_secret_name, c.tls_client_auth, c.allow_any_pvc) == ("mesh-tls", "require", True)
+    assert c.tls_enabled and c.tls_metrics and c.warnings == () and c.ignored_keys == ()
+    plain = ServingConfig.from_configmap({"config.yaml": "tls: {secretName: '', clientAuth: ''}\nallowAnyPVC: false"})
+    assert not plain.tls_enabled and not plain.allow_any_pvc and plain.warnings == ()
+
+
+def test_settings_that_cannot_take_effect_alone_are_reported() -> None:
+    c = ServingConfig.from_configmap({"config.yaml": "tls: {clientAuth: require}\nmetrics: {scheme: https}"})
+    assert not c.tls_enabled and not c.tls_metrics
+    assert [w.key for w in c.warnings] == ["tls.clientAuth", "metrics.scheme"]
+    assert "without tls.secretName" in c.warnings[0].message
+    assert "served over http" in c.warnings[1].message
+
+
+@pytest.mark.parametrize(("text", "key", "why"), [
+    ("restProxy: {enabled: false}", "restProxy.enabled", "cannot be turned off"),
+    ("restProxy: {image: {name: kserve/rest-proxy}}", "restProxy.image", "no REST proxy container"),
+    ("restProxy: {resources: {requests: {cpu: 1}}}", "restProxy.resources", "meshResources"),
+    ("storageHelperImage: {name: x, tag: y}", "storageHelperImage", "pulls models itself"),
+    ("storageHelperResources: {limits: {memory: 1Gi}}", "storageHelperResources", "storage helper"),
+    ("payloadProcessors: [http://proc]", "payloadProcessors", "not supported"),
+    ("builtInServerTypes: [triton, mlserver]", "builtInServerTypes", "builtInAdapter.serverType"),
+    ("internalModelMeshEnvVars: [{name: MM_X, value: '1'}]", "internalModelMeshEnvVars", "KSERVE_MESH_"),
+    ("enableAccessLogging: true", "enableAccessLogging", "no per-request access log"),
+    ("modelMeshImage: {command: [java]}", "modelMeshImage.command", "kserve-mesh instance"),
+])
+def test_each_accepted_key_without_effect_is_a_warning_naming_it_and_why(text: str, key: str, why: str) -> None:
+    c = ServingConfig.from_configmap({"config.yaml": text})
+    assert [w.key for w in c.warnings] == [key]
+    assert why in c.warnings[0].message
+    assert str(c.warnings[0]).startswith(f"{key}: ")
+
+
+def test_accepted_keys_whose_value_asks_for_nothing_we_lack_are_quiet() -> None:
+    text = "restProxy: {enabled: true}\npayloadProcessors: []\nenableAccessLogging: false\ninternalModelMeshEnvVars: []"
+    c = ServingConfig.from_configmap({"config.yaml": text})
+    assert c.warnings == () and len(c.ignored_keys) == 4
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -75,6 +123,9 @@ def test_the_shipped_model_serving_config_reads_cleanly() -> None:
     ("etcd: {endpoints: http://x}", "etcd.endpoints must be a list of strings"),
     ("- a list", "must be a mapping"),
     ("a: [unclosed", "not valid YAML"),
+    ("tls: {clientAuth: maybe}", "tls.clientAuth must be one of"),
+    ("metrics: {scheme: ftp}", "metrics.scheme must be one of"),
+    ("allowAnyPVC: yes please", "allowAnyPVC must be true or false"),
 ])
 def test_bad_configs_name_the_key(text: str, message: str) -> None:
     with pytest.raises(InvalidServingConfig, match=message.replace("[", r"\[")):

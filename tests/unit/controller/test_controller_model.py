@@ -163,6 +163,20 @@ async def test_no_runtime_and_invalid_spec_are_status_not_errors() -> None:
     assert "storageUri" in invalid.status["modelStatus"]["lastFailureInfo"]["message"]
 
 
+async def test_the_pvc_a_model_is_read_from_is_named_for_the_runtime_pods() -> None:
+    mesh = FakeMesh()
+    assert (await reconciler().reconcile(mesh, isvc(), runtimes())).claim is None  # s3
+    doc = isvc()
+    doc["spec"]["predictor"]["model"]["storageUri"] = "pvc://models-pvc/iris/model.joblib"
+    assert (await reconciler().reconcile(mesh, doc, runtimes())).claim == "models-pvc"
+    doc = isvc()
+    del doc["spec"]["predictor"]["model"]["storageUri"]
+    doc["spec"]["predictor"]["model"]["storage"] = {"path": "iris", "parameters": {"type": "pvc", "name": "p2"}}
+    assert (await reconciler().reconcile(mesh, doc, runtimes())).claim == "p2"
+    mesh.down = True  # known even while the mesh cannot be reached: the pods must mount it first
+    assert (await reconciler().reconcile(mesh, doc, runtimes())).claim == "p2"
+
+
 async def test_remove_deletes_the_vmodel_of_the_right_owner() -> None:
     mesh = FakeMesh()
     rec = reconciler()

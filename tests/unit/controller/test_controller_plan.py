@@ -42,7 +42,8 @@ class FakeKube:
 
     async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append(("POST", path))
-        name = body["metadata"]["name"]
+        meta = body["metadata"]
+        name = meta.get("name") or f"{meta['generateName']}{len(self.objects)}"
         if f"{path}/{name}" in self.objects:
             raise KubeApiError(409, "exists")
         self.objects[f"{path}/{name}"] = copy.deepcopy(dict(body))

@@ -9,7 +9,11 @@ import pytest
 import yaml
 from manifests_checks import KUSTOMIZATIONS, OVERLAYS, containers_of, one, pod_spec, render
 
+from kserve_mesh.kube.deploy_config import ServingConfig
+from kserve_mesh.kube.deploy_security import auth_secret_name
 from kserve_mesh.storage.config import StorageConfig
+
+SUGGESTED_TLS_SECRET = "modelmesh-serving-tls"
 
 # What the controller may do, per (apiGroup, resource): the whole grant, nothing more.
 CONTROLLER_GRANTS = {
@@ -25,7 +29,8 @@ CONTROLLER_GRANTS = {
     ("", "services"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    ("", "secrets"): {"get"},
+    ("", "secrets"): {"get", "create"},
+    ("", "persistentvolumeclaims"): {"get"},
     ("", "configmaps"): {"get", "list", "watch"},
     ("coordination.k8s.io", "leases"): {"create", "get", "watch", "update", "patch"},
 }
@@ -68,17 +73,25 @@ def test_rbac_has_no_wildcards_and_no_more_than_the_controller_needs(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_secrets_and_configmaps_are_read_only_and_named(overlay):
+def test_secrets_and_configmaps_are_read_by_name_and_secrets_only_ever_created(overlay):
     for role in roles(render(overlay)):
         for rule in role["rules"]:
             if {"secrets", "configmaps"} & set(rule["resources"]):
+                assert rule["resources"] in (["secrets"], ["configmaps"]), rule
+                if rule["verbs"] == ["create"] and rule["resources"] == ["secrets"]:
+                    continue  # the mesh's tokens, made once per namespace (create cannot be limited by name)
                 assert not WRITE_VERBS & set(rule["verbs"]), rule
                 assert "list" not in rule["verbs"] or "configmaps" in rule["resources"], rule
                 assert rule.get("resourceNames"), f"{rule['resources']} not limited by name"
     secret_rules = [r for role in roles(render(overlay)) for r in role["rules"]
                     if "secrets" in r["resources"]]
-    assert [r["resourceNames"] for r in secret_rules] == [["storage-config"]]
-    assert [r["verbs"] for r in secret_rules] == [["get"]]
+    assert [r["verbs"] for r in secret_rules] == [["get"], ["create"]]
+    # The Secrets read are the ones the shipped config names: storage-config, the mesh's tokens, and
+    # the TLS Secret name the config suggests.
+    config = ServingConfig.from_configmap({"config.yaml": yaml.safe_dump(config_yaml())})
+    assert secret_rules[0]["resourceNames"] == [config.storage_secret_name, auth_secret_name(config),
+                                                SUGGESTED_TLS_SECRET]
+    assert f"secretName: {SUGGESTED_TLS_SECRET}" in config_text()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -125,9 +138,13 @@ def test_probes_point_at_declared_ports(kustomization):
                     assert "exec" in probe, f"{obj['metadata']['name']} {probe_name}"
 
 
-def config_yaml() -> dict:
+def config_text() -> str:
     config_map = one(render("overlays/cluster-scope"), "ConfigMap", "model-serving-config")
-    return yaml.safe_load(config_map["data"]["config.yaml"])
+    return config_map["data"]["config.yaml"]
+
+
+def config_yaml() -> dict:
+    return yaml.safe_load(config_text())
 
 
 def test_model_serving_config_has_modelmesh_defaults():
