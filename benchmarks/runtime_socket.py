@@ -84,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                 res.round_p50_ms.append(float(np.median(answer["samples_ns"])) / 1e6)
                 res.errors += answer["errors"]
         counts = {k: [0, 0.0] for k in gens}
+        runs: dict[str, list[float]] = {k: [] for k in gens}
         for r in range(args.tput_rounds):  # alternating order: tcp, unix, unix, tcp, ...
             for key in (list(gens) if r % 2 == 0 else list(gens)[::-1]):
                 answer = gens[key].ask(op="tput", concurrency=args.concurrency, seconds=args.duration)
                 counts[key][0] += answer["count"]
                 counts[key][1] += answer["seconds"]
+                runs[key].append(answer["count"] / answer["seconds"])
                 results[key].errors += answer["errors"]
         for key, (count, seconds) in counts.items():
             results[key].throughput_rps = count / seconds
@@ -103,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{res.key:6} {res.p50_ms:8.3f} {res.p90_ms:8.3f} {res.p99_ms:8.3f} {res.mean_ms:8.3f} "
                   f"{res.throughput_rps:8.0f} {res.errors:7d}")
         per_round = [u - t for t, u in zip(tcp.round_p50_ms, unix.round_p50_ms, strict=True)]
+        ratios = [u / t for t, u in zip(runs["tcp"], runs["unix"], strict=True)]
         print(f"unix - tcp at p50: {unix.p50_ms - tcp.p50_ms:+.3f} ms (per round {min(per_round):+.3f} .. "
-              f"{max(per_round):+.3f}); throughput unix/tcp {unix.throughput_rps / tcp.throughput_rps:.2f}")
+              f"{max(per_round):+.3f}); throughput unix/tcp {unix.throughput_rps / tcp.throughput_rps:.2f} "
+              f"(per run pair {min(ratios):.2f} .. {max(ratios):.2f})")
         if args.json is not None:
             args.json.write_text(json.dumps({k: {f: v for f, v in vars(r).items() if f != "raw_ns"}
                                              for k, r in results.items()}, indent=1) + "\n")

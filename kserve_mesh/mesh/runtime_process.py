@@ -224,6 +224,9 @@ class RuntimeSupervisor:
             return f"no answer to runtimeStatus within {self.check_timeout_s:g} s"
         except MeshError as exc:
             return f"runtimeStatus failed: {exc}"
+        except Exception as exc:  # any other failure is a failed check, not the end of supervision
+            log.debug("runtimeStatus raised", exc_info=True)
+            return f"runtimeStatus failed: {exc!r}"
         if status.state is not RuntimeState.READY:
             return f"runtimeStatus says {status.state.name}"
         return ""

@@ -30,7 +30,7 @@ from kserve_mesh.protocol import v2
 
 pytestmark = pytest.mark.integration
 
-CHECK_FLAGS = ("--runtime-check-interval-s", "0.5", "--runtime-check-timeout-s", "1")
+CHECK_FLAGS = ("--runtime-check-interval-s", "0.5", "--runtime-check-timeout-s", "3")  # exits are seen at once
 # A stopped child is found hung after two checks of 1 + 2 s: the deadline errors come first.
 SLOW_CHECK_FLAGS = ("--runtime-check-interval-s", "1", "--runtime-check-timeout-s", "2")
 ENV = {"KSERVE_MESH_RUNTIME_RESTART_BACKOFF_MAX_S": "2"}
