@@ -316,8 +316,13 @@ class MeshServer:
         asgi = serve_infer_first(app)
         if self.auth is not None:
             asgi = guard_asgi(asgi, self.auth)
+        from kserve_mesh.api.http_limits import limited_protocol
+
         config = uvicorn.Config(asgi, host=s.host, port=s.rest_port, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=5)
+                                lifespan="on", timeout_graceful_shutdown=5,
+                                http=limited_protocol(max_body_bytes=s.rest_max_body_bytes,
+                                                      header_timeout_s=s.http_header_timeout_s,
+                                                      body_timeout_s=s.http_body_timeout_s))
         if self.tls is not None:
             config.load()
             config.ssl = self.tls.server_context()  # always the current certificate (see mesh/tls.py)

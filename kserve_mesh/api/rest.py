@@ -11,7 +11,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -20,13 +21,23 @@ from fastapi.responses import JSONResponse, Response
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from kserve_mesh.api.errors import http_status, to_mesh_error
+from kserve_mesh.api.grpc_v2 import (
+    EXTENSIONS,
+    INFER_METHOD,
+    SERVER_NAME,
+    check_routing,
+    raise_load_failed,
+    repository_state,
+)
+from kserve_mesh.api.openapi_v2 import add_inference_routes
+from kserve_mesh.api.rest_decode import OFFLOAD_BYTES, JsonDecoder
 from kserve_mesh.api.telemetry import Telemetry
-from kserve_mesh.api.grpc_v2 import EXTENSIONS, INFER_METHOD, SERVER_NAME, raise_load_failed, repository_state
 from kserve_mesh.core.errors import InvalidArgument
-from kserve_mesh.core.ids import ModelId, VModelId
+from kserve_mesh.core.ids import ModelId, VModelId, check_id
 from kserve_mesh.core.records import InstanceRecord, ModelInfo
 from kserve_mesh.core.vmodel import SetVModel
 from kserve_mesh.mesh.http_peer import FORWARD_PATH, FORWARDED, PROTOBUF, TIMEOUT_HEADER, carried_headers, header_safe
@@ -45,6 +56,8 @@ HTTP_CODES = {200: "OK", 400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "FAILED
 
 
 def error_response(exc: BaseException) -> JSONResponse:
+    if isinstance(exc, ClientDisconnect):  # nobody to answer (the client left, or a body limit closed it)
+        return JSONResponse({"error": "the client disconnected"}, status_code=499)
     err = to_mesh_error(exc)
     return JSONResponse({"error": err.message, "type": type(err).__name__}, status_code=http_status(err))
 
@@ -130,10 +143,12 @@ class RestHop:
     over HTTP to a peer's REST port (no decoding here at all); the gRPC hop is the fallback when
     the model id cannot travel in an HTTP header."""
 
-    __slots__ = ("instance", "model_id", "body", "length", "path", "carried", "req", "options")
+    __slots__ = ("body", "carried", "decoder", "instance", "length", "model_id", "options", "path", "req")
 
-    def __init__(self, instance: Instance, model_id: ModelId, body: bytes, length: int | None, request: Request) -> None:
+    def __init__(self, instance: Instance, model_id: ModelId, body: bytes, length: int | None, request: Request,
+                 decoder: JsonDecoder) -> None:
         self.instance, self.model_id, self.body, self.length = instance, model_id, body, length
+        self.decoder = decoder
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         self.path = raw_path.decode("latin-1") if raw_path.isascii() else ""
         self.carried = carried_headers(request.headers)
@@ -141,8 +156,15 @@ class RestHop:
         self.options: Any = None
 
     def prepare(self) -> None:
-        if self.req is None:
+        """Decode a small body now (so a bad request fails before it causes a load); a large one
+        is decoded by ``run`` in a decoding process, never on the event loop (``rest_decode.py``)."""
+        if self.req is None and len(self.body) < OFFLOAD_BYTES:
             self.req, self.options = codec.parse_infer_request(self.body, self.model_id, header_length=self.length)
+
+    async def _decode(self) -> None:
+        self.prepare()
+        if self.req is None:
+            self.req, self.options = await self.decoder.decode(self.body, self.model_id, self.length)
 
     def _render(self, resp: Any) -> Response:
         payload, headers = codec.render_infer_response(resp, self.options)
@@ -151,7 +173,10 @@ class RestHop:
         return Response(payload, media_type=media, headers=headers)
 
     async def run(self) -> Response:
-        self.prepare()
+        if self.req is None:
+            self.prepare()
+            if self.req is None:
+                await self._decode()
         self.req.model_name = self.model_id
         return self._render(await self.instance.runtime.infer(self.req))
 
@@ -159,7 +184,8 @@ class RestHop:
         peers = self.instance.peers
         assert peers is not None
         if not (self.path and header_safe(self.model_id)):
-            self.prepare()
+            if self.req is None:
+                await self._decode()
             return self._render(await peers.infer(peer.endpoint, self.model_id, self.req, timeout_s, load=load))
         answer = await peers.infer_http(peer, self.model_id, self.path, self.body, self.carried, timeout_s, load=load)
         headers = {"mm-model-id": self.model_id}
@@ -170,7 +196,17 @@ class RestHop:
 
 def build_app(instance: Instance, version: str, *, extra_status: Any = None,
               telemetry: Telemetry | None = None, routers: Sequence[APIRouter] = ()) -> FastAPI:
-    app = FastAPI(title="kserve-mesh", version=version, docs_url="/docs", redoc_url=None)
+    decoder = JsonDecoder()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await decoder.close()
+
+    app = FastAPI(title="kserve-mesh", version=version, docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.state.decoder = decoder
     for router in routers:
         app.include_router(router)
 
@@ -209,8 +245,9 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
 
     async def target(request: Request, name: str, *, forwarded: bool = False) -> ModelId:
         h = request.headers
-        return await instance.lookup(name, model_id=h.get("mm-model-id", ""), vmodel_id=h.get("mm-vmodel-id", ""),
-                                     forwarded=forwarded)
+        model_id, vmodel_id = h.get("mm-model-id", ""), h.get("mm-vmodel-id", "")
+        check_routing(name, model_id, vmodel_id)
+        return await instance.lookup(name, model_id=model_id, vmodel_id=vmodel_id, forwarded=forwarded)
 
     # -- models ----------------------------------------------------------------------------------
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
@@ -250,7 +287,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
                 length = int(header_length) if header_length is not None else None
             except ValueError:
                 raise InvalidArgument(f"header Inference-Header-Content-Length must be an integer, got '{header_length}'") from None
-            hop = RestHop(instance, model_id, body, length, request)
+            hop = RestHop(instance, model_id, body, length, request, decoder)
             return await instance.dispatch(model_id, hop, _timeout_s(h), forwarded=forwarded,
                                            balanced=h.get("mm-balanced") == "true")
         except Exception as exc:  # noqa: BLE001
@@ -266,7 +303,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
             if FORWARDED not in h or not h.get("mm-model-id"):
                 raise InvalidArgument(f"{FORWARD_PATH} takes requests forwarded by a mesh instance "
                                       "(mm-forwarded and mm-model-id headers)")
-            model_id = await instance.lookup(model_id=h["mm-model-id"], forwarded=True)
+            model_id = await instance.lookup(model_id=check_id(h["mm-model-id"], "header mm-model-id"), forwarded=True)
             try:
                 req = v2.ModelInferRequest.FromString(await request.body())
             except DecodeError as exc:
@@ -349,6 +386,10 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
 
     @app.get("/mesh/v1/models/{model_id}")
     async def get_model(model_id: str) -> Response:
+        try:
+            check_id(model_id)
+        except InvalidArgument as exc:
+            return error_response(exc)
         status = instance.model_status(model_id)
         code = 404 if status.state.name == "NOT_FOUND" else 200
         body = model_status_json(status)
@@ -359,7 +400,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
     @app.delete("/mesh/v1/models/{model_id}")
     async def unregister(model_id: str) -> Response:
         try:
-            await instance.unregister(model_id)
+            await instance.unregister(check_id(model_id))
             return JSONResponse({})
         except Exception as exc:  # noqa: BLE001
             return error_response(exc)
@@ -368,7 +409,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
     async def ensure_loaded(model_id: str, body: EnsureLoadedBody | None = None) -> Response:
         body = body or EnsureLoadedBody()
         try:
-            status = await instance.ensure_loaded(model_id, last_used_ms=body.lastUsedTime, sync=body.sync)
+            status = await instance.ensure_loaded(check_id(model_id), last_used_ms=body.lastUsedTime, sync=body.sync)
             return JSONResponse(model_status_json(status))
         except Exception as exc:  # noqa: BLE001
             return error_response(exc)
@@ -392,6 +433,10 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
 
     @app.get("/mesh/v1/vmodels/{vmodel_id}")
     async def get_vmodel(vmodel_id: str, owner: str = "") -> Response:
+        try:
+            check_id(vmodel_id, "vmodel id")
+        except InvalidArgument as exc:
+            return error_response(exc)
         status = instance.vmodel_status(vmodel_id, owner)
         body = vmodel_status_json(status)
         if status.state.name == "NOT_FOUND":
@@ -402,7 +447,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
     @app.delete("/mesh/v1/vmodels/{vmodel_id}")
     async def delete_vmodel(vmodel_id: str, owner: str = "") -> Response:
         try:
-            await instance.delete_vmodel(vmodel_id, owner)
+            await instance.delete_vmodel(check_id(vmodel_id, "vmodel id"), owner)
             return JSONResponse({})
         except Exception as exc:  # noqa: BLE001
             return error_response(exc)
@@ -411,6 +456,7 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
     async def status() -> dict[str, Any]:
         return extra_status() if extra_status is not None else {}
 
+    add_inference_routes(app)
     return app
 
 

@@ -28,7 +28,7 @@ from kserve_mesh.core.errors import (
 from kserve_mesh.core.copies import wants_second_copy
 from kserve_mesh.core.failures import FailurePolicy
 from kserve_mesh.core.rates import RateCounter
-from kserve_mesh.core.ids import InstanceId, ModelId, VModelId
+from kserve_mesh.core.ids import InstanceId, ModelId, VModelId, check_ids
 from kserve_mesh.core.records import (
     NEW_MODEL_AGE_LAZY_MS,
     NEW_MODEL_AGE_LOAD_NOW_MS,
@@ -316,6 +316,7 @@ class Instance:
     async def register(self, model_id: str, info: ModelInfo, *, load_now: bool = False, sync: bool = False,
                        last_used_ms: int = 0, auto_delete: bool = False, min_copies: int = 0,
                        max_copies: int = 0) -> ModelStatus:
+        check_ids(model_id=model_id)
         if not model_id:
             raise InvalidArgument("modelId must not be empty")
         if not info.type:
@@ -433,6 +434,7 @@ class Instance:
 
     async def set_vmodel(self, req: vrules.SetVModel, *, model_info: ModelInfo | None = None,
                          auto_delete: bool = False, load_now: bool = False, sync: bool = False) -> VModelStatus:
+        check_ids(vmodel_id=req.vmodel_id, model_id=req.target)
         if not req.vmodel_id:
             raise InvalidArgument("vModelId must not be empty")
         existing = self.registry.vmodels.get(req.vmodel_id)

@@ -22,14 +22,15 @@ import numpy as np
 from kserve_mesh.core.errors import ModelLoadFailed
 from kserve_mesh.runtime.builtin.models import (
     BYTES_DATATYPES,
+    INPUT_ALIASES,
     LIGHTGBM,
-    NUMERIC_DATATYPES,
     ONNX,
     SKLEARN,
     STRING,
     XGBOOST,
     LoadedModel,
     TensorSpec,
+    accepted_datatypes,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def _datatype_of_numpy(dtype: np.dtype) -> str:
 
 def _features_input(n_features: int, dtype: Any) -> TensorSpec:
     dt = np.dtype(dtype)
-    return TensorSpec(INPUT, _datatype_of_numpy(dt), (-1, n_features), NUMERIC_DATATYPES, dt)
+    datatype = _datatype_of_numpy(dt)
+    return TensorSpec(INPUT, datatype, (-1, n_features), accepted_datatypes(datatype), dt, INPUT_ALIASES)
 
 
 class SklearnModel(LoadedModel):
@@ -149,8 +151,8 @@ class OnnxModel(LoadedModel):
             if arg.type not in _ONNX_TYPES:
                 raise ModelLoadFailed(f"ONNX input '{arg.name}' has unsupported type {arg.type}")
             datatype, dt = _ONNX_TYPES[arg.type]
-            accepts = BYTES_DATATYPES if datatype == "BYTES" else NUMERIC_DATATYPES
-            specs.append(TensorSpec(arg.name, datatype, _onnx_shape(arg.shape), accepts, np.dtype(dt)))
+            specs.append(TensorSpec(arg.name, datatype, _onnx_shape(arg.shape), accepted_datatypes(datatype),
+                                    np.dtype(dt)))
         self.inputs = tuple(specs)
         outs = []
         for arg in session.get_outputs():
@@ -180,7 +182,7 @@ class StringModel(LoadedModel):
 
     def __init__(self, text: bytes) -> None:
         self._text = text
-        self.inputs = (TensorSpec(INPUT, "BYTES", (-1,), BYTES_DATATYPES, None),)
+        self.inputs = (TensorSpec(INPUT, "BYTES", (-1,), BYTES_DATATYPES, None, INPUT_ALIASES),)
         self.outputs = (TensorSpec(OUTPUT, "BYTES", (-1,)),)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -255,5 +257,5 @@ def load_model_file(model_type: str, path: Path) -> LoadedModel:
         raise
     except ImportError as exc:
         raise ModelLoadFailed(f"cannot load {model_type} models here: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any library error is a load failure of this file
+    except Exception as exc:  # any library error is a load failure of this file
         raise ModelLoadFailed(f"cannot load {model_type} model '{path.name}': {type(exc).__name__}: {exc}") from exc

@@ -60,7 +60,33 @@ _ALIASES = {
 NUMERIC_DATATYPES = frozenset(
     {"BOOL", "FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 )
+INTEGER_DATATYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 BYTES_DATATYPES = frozenset({"BYTES"})
+_DTYPES = {"BOOL": np.bool_, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "INT8": np.int8,
+           "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16,
+           "UINT32": np.uint32, "UINT64": np.uint64}
+
+INPUT_ALIASES = frozenset({"input-0", "input_0", "input__0", "predict"})
+"""Names an input answers to when its name is ours, not the model file's (sklearn, xgboost, lightgbm
+and string models do not name their inputs): KServe's examples say ``input-0``, ModelMesh's and
+MLServer's ``predict``, Triton's ``input__0``."""
+
+
+def accepted_datatypes(datatype: str) -> frozenset[str]:
+    """The request datatypes an input of ``datatype`` takes (each cast to the model's dtype).
+
+    Floating-point inputs take FP32 and FP64 (clients produce either by default) and integers;
+    FP16 inputs take FP16, FP32 and FP64; integer inputs take the integer datatypes that cast to
+    theirs without loss; BOOL and BYTES take only themselves. Anything else (a BOOL or FP16
+    tensor for an FP64 model, say) is a request meant for another model and is refused."""
+    if datatype in ("FP32", "FP64"):
+        return frozenset({"FP32", "FP64"}) | INTEGER_DATATYPES
+    if datatype == "FP16":
+        return frozenset({"FP16", "FP32", "FP64"})
+    if datatype in INTEGER_DATATYPES:
+        target = _DTYPES[datatype]
+        return frozenset(d for d in INTEGER_DATATYPES if np.can_cast(_DTYPES[d], target, "safe"))
+    return frozenset({datatype})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +94,8 @@ class TensorSpec:
     """One input or output in a model's V2 metadata.
 
     ``shape`` uses -1 for a variable dimension (the batch). ``accepts`` lists the request datatypes
-    the model takes for this input (numeric inputs are cast to ``dtype``).
+    the model takes for this input (numeric inputs are cast to ``dtype``). ``aliases`` are other
+    names a request may give this input (``INPUT_ALIASES`` where the name is ours).
     """
 
     name: str
@@ -76,6 +103,7 @@ class TensorSpec:
     shape: tuple[int, ...]
     accepts: frozenset[str] = frozenset()
     dtype: Any = None
+    aliases: frozenset[str] = frozenset()
 
 
 class LoadedModel:

@@ -1,7 +1,9 @@
 """Checking an inference request against a loaded model's V2 metadata, and that metadata itself.
 
 The runtime runs this before every predict, so loaders can assume well-formed inputs and every bad
-request gets an ``InvalidArgument`` naming the input and what was expected.
+request gets an ``InvalidArgument`` naming the input and what was expected: an unknown or missing
+input, a datatype the input does not take (``models.accepted_datatypes``), a shape the model does
+not take, or an empty tensor (a dimension of 0: nothing to predict).
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ def validate_inputs(
 ) -> dict[str, np.ndarray]:
     """Match request tensors to the model's inputs, check datatypes and shapes, cast numerics.
 
-    A model with one input takes a request with one input whatever its name (clients of
-    ModelMesh/MLServer name it freely, e.g. ``predict``); otherwise names must match.
+    Names must match the model's input names; an input whose name is ours rather than the model
+    file's also answers to its ``aliases`` (``predict``, as ModelMesh's examples send, etc.).
     """
     specs = model.inputs
     if len(specs) == 1 and len(arrays) == 1:
-        pairs = [(specs[0], next(iter(arrays)))]
+        spec, name = specs[0], next(iter(arrays))
+        if name != spec.name and name not in spec.aliases:
+            others = sorted(spec.aliases - {spec.name})
+            also = f" (or {', '.join(others)})" if others else ""
+            raise InvalidArgument(f"model '{model_id}' has no input '{name}': its input is '{spec.name}'{also}")
+        pairs = [(spec, name)]
     else:
         names = {s.name for s in specs}
         for name in arrays:
@@ -43,10 +50,17 @@ def validate_inputs(
         arr = arrays[name]
         datatype = declared.get(name, "")
         if spec.accepts and datatype not in spec.accepts:
+            others = sorted(spec.accepts - {spec.datatype})
+            also = f" (or {', '.join(others)})" if others else ""
             raise InvalidArgument(
-                f"input '{name}' of model '{model_id}' has datatype {datatype}; the model expects {spec.datatype}"
+                f"input '{name}' of model '{model_id}' has datatype {datatype}; the model expects {spec.datatype}{also}"
             )
         check_shape(model_id, name, spec.shape, arr.shape)
+        if 0 in arr.shape:
+            raise InvalidArgument(
+                f"input '{name}' of model '{model_id}' has shape {list(arr.shape)}: a dimension of 0 leaves "
+                "nothing to predict"
+            )
         if spec.dtype is not None and arr.dtype != spec.dtype:
             arr = arr.astype(spec.dtype)
         feed[spec.name] = arr

@@ -80,10 +80,10 @@ async def test_load_infer_unload_every_example_model(
         assert bool(response.raw_output_contents) == raw
         assert_outputs(response, sample, make_models)
     assert set(runtime.loaded_models()) == set(samples)
-    for model_id in samples:
+    for model_id, sample in samples.items():
         await runtime.unload_model(model_id)
         with pytest.raises(ModelNotFound, match=f"'{model_id}' is not loaded"):
-            await runtime.infer(request_for(model_id, samples[model_id], make_models))
+            await runtime.infer(request_for(model_id, sample, make_models))
     assert runtime.loaded_models() == {}
 
 
@@ -148,7 +148,8 @@ async def test_bad_inputs_are_invalid_arguments_naming_the_input(
     cases = [
         (v2.ModelInferRequest(model_name="sk"), r"missing input 'input-0' \(FP64 \[-1, 4\]\)"),
         (tensors.encode_request("sk", {"input-0": np.ones((2, 3))}), "'input-0' of model 'sk' has 3 features; the model expects 4"),
-        (tensors.encode_request("sk", {"x": np.ones(4)}), r"'x' of model 'sk' has shape \[4\]; the model expects \[-1, 4\]"),
+        (tensors.encode_request("sk", {"input-0": np.ones(4)}), r"'input-0' of model 'sk' has shape \[4\]; the model expects \[-1, 4\]"),
+        (tensors.encode_request("sk", {"x": np.ones((1, 4))}), "model 'sk' has no input 'x': its input is 'input-0'"),
         (tensors.encode_request("sk", {"input-0": np.array([b"a", b"b"], dtype=object)}), "datatype BYTES; the model expects FP64"),
         (tensors.encode_request("str", {"input-0": np.ones(2, dtype=np.float32)}), "'input-0' of model 'str' has datatype FP32; the model expects BYTES"),
         (tensors.encode_request("sk", {"a": np.ones((1, 4)), "b": np.ones((1, 4))}), "model 'sk' has no input 'a'"),
@@ -156,7 +157,7 @@ async def test_bad_inputs_are_invalid_arguments_naming_the_input(
     for request, message in cases:
         with pytest.raises(InvalidArgument, match=message):
             await runtime.infer(request)
-    # one input under another name is accepted (clients of ModelMesh name it freely), ints cast
+    # the input under a name ModelMesh's examples use is accepted, ints cast
     response = await runtime.infer(tensors.encode_request("sk", {"predict": np.ones((1, 4), dtype=np.int32)}))
     assert tensors.decode_outputs(response)["output-0"].shape == (1,)
 
