@@ -148,7 +148,7 @@ def measure(args: argparse.Namespace, console: Console, work: Path,
 
     console.print(f"starting etcd and {n_inst} instances (capacity {capacity / (1 << 20):.0f} MiB each)")
     with DensityMesh(n_inst, capacity, work / "logs", max_loading_concurrency=args.max_loading_concurrency,
-                     etcd_fsync=not args.etcd_no_fsync, launcher=launcher) as mesh:
+                     etcd_fsync=not args.etcd_no_fsync, launcher=launcher, models_dir=work / "models") as mesh:
         mem: dict[str, dict[str, Any]] = {i.name: {"start": i.rss()} for i in mesh.instances}
         mem["etcd"] = {"start": mesh.etcd_rss()}
 

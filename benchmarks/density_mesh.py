@@ -116,8 +116,10 @@ class DensityMesh:
     """etcd + ``count`` instances (in-process runtime), started in ``__enter__``, stopped in ``__exit__``."""
 
     def __init__(self, count: int, capacity_bytes: int, log_dir: Path, *, max_loading_concurrency: int = 8,
-                 etcd_fsync: bool = True, launcher: tuple[str, ...] = (sys.executable, "-m", "kserve_mesh.cli")) -> None:
+                 etcd_fsync: bool = True, launcher: tuple[str, ...] = (sys.executable, "-m", "kserve_mesh.cli"),
+                 models_dir: Path | None = None) -> None:
         self.count = count
+        self.models_dir = models_dir  # the folder the registered model paths are in (--allow-local-path)
         self.launcher = launcher  # how an instance is started (an experiment may wrap the CLI)
         self.capacity_bytes = capacity_bytes
         self.log_dir = log_dir
@@ -146,6 +148,8 @@ class DensityMesh:
                    "--instance-id", name, "--rest-port", "0", "--grpc-port", "0", "--metrics-port", "0",
                    "--capacity-bytes", str(self.capacity_bytes), "--runtime", "inprocess",
                    "--max-loading-concurrency", str(self.max_loading_concurrency), "--shutdown-grace-s", "0"]
+            if self.models_dir is not None:
+                cmd += ["--allow-local-path", str(self.models_dir)]
             servers.append((name, self.procs.server(name, cmd, READY, self.log_dir / f"{name}.log",
                                                     env={"KSERVE_MESH_LOG_LEVEL": "WARNING"})))
         for name, server in servers:

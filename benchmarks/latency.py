@@ -206,7 +206,7 @@ def measure_inprocess(model: str, model_type: str, model_path: Path, grpc_body: 
     from kserve_mesh.runtime.builtin.fetch import LocalFetcher
 
     async def run() -> list[int]:
-        runtime = BuiltinRuntime(RuntimeConfig(), LocalFetcher())
+        runtime = BuiltinRuntime(RuntimeConfig(), LocalFetcher([model_path.parent]))
         try:
             await runtime.load_model(model, ModelInfo(model_type, str(model_path)))
             request = v2.ModelInferRequest.FromString(grpc_body)

@@ -40,6 +40,7 @@ from kserve_mesh.mesh.runtime_process import RuntimeProcess, RuntimeSupervisor
 from kserve_mesh.mesh.tls import TlsFiles, TlsMaterial
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
 from kserve_mesh.settings import MeshSettings
+from kserve_mesh.storage import StoragePolicy, model_check
 from kserve_mesh.store.base import Store
 from kserve_mesh.store.keys import Keys
 from kserve_mesh.store.memory import MemoryStore
@@ -75,7 +76,7 @@ def child_args(s: MeshSettings, cache_dir: Path) -> list[str]:
             "--cache-dir", str(cache_dir)]
     if s.storage_config is not None:
         args += ["--storage-config", str(s.storage_config)]
-    return args
+    return args + StoragePolicy.from_settings(s).flags()  # the same folders, claims and hosts
 
 
 def _etcd_store(endpoints: str) -> Store:
@@ -139,7 +140,7 @@ class MeshServer:
     def _fetcher(self):  # type: ignore[no-untyped-def]
         from kserve_mesh.storage import make_fetcher
 
-        return make_fetcher(self.settings.storage_config, self._cache_dir())
+        return make_fetcher(self.settings.storage_config, self._cache_dir(), StoragePolicy.from_settings(self.settings))
 
     def _cache_dir(self) -> Path:
         """Where downloaded models go: the configured folder, or a temp dir removed at stop."""
@@ -285,8 +286,8 @@ class MeshServer:
         cache = await self._wait_runtime_ready(self.runtime)
         self.telemetry = Telemetry(self.clock, per_model=s.per_model_metrics)
         registry = Registry(self.store, Keys.for_namespace(s.namespace))
-        self.instance = Instance(self.instance_id, registry, self.runtime, cache, self.clock,
-                                 metrics=self.telemetry)
+        self.instance = Instance(self.instance_id, registry, self.runtime, cache, self.clock, metrics=self.telemetry,
+                                 check_model=model_check(s.storage_config, StoragePolicy.from_settings(s)))
         self.telemetry.bind(self.instance, asyncio.get_running_loop())
         await self.instance.start()
         self._start_supervision()

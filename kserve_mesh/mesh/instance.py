@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -101,8 +102,12 @@ class Instance:
         *,
         failure_policy: FailurePolicy | None = None,
         metrics=None,  # type: ignore[no-untyped-def]
+        check_model: Callable[[ModelInfo], None] | None = None,
     ) -> None:
+        """``check_model`` vets a new registration's info before it is stored (the storage policy:
+        which paths a model may name); it raises ``InvalidArgument`` to refuse it."""
         self.instance_id = instance_id
+        self.check_model = check_model
         self.registry = registry
         self.runtime = runtime
         self.clock = clock
@@ -327,6 +332,8 @@ class Instance:
             if existing.info != info:
                 raise AlreadyExists(f"model '{model_id}' is already registered with different type/path/key")
         else:
+            if self.check_model is not None:
+                self.check_model(info)
             now = self.clock.now_ms()
             age = NEW_MODEL_AGE_LOAD_NOW_MS if load_now else NEW_MODEL_AGE_LAZY_MS
             rec = ModelRecord(mid, info, last_used_ms or now - age, auto_delete=auto_delete,

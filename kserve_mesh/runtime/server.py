@@ -28,7 +28,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -41,6 +41,9 @@ from kserve_mesh.runtime.builtin import BuiltinRuntime, RuntimeConfig
 from kserve_mesh.runtime.builtin.fetch import Fetcher
 from kserve_mesh.runtime.grpc_errors import ERROR_KIND_KEY, code_of
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
+
+if TYPE_CHECKING:
+    from kserve_mesh.storage import StoragePolicy
 
 logger = logging.getLogger(__name__)
 
@@ -275,16 +278,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-config", type=Path, default=None,
                    help="storage-config Secret as a JSON file or a mounted directory (one file per key)")
     p.add_argument("--cache-dir", type=Path, default=None, help="where downloaded models go (default: a temp dir)")
+    add_storage_policy_flags(p)
     p.add_argument("--log-level", default="INFO")
     return p
 
 
-def _fetcher(args: argparse.Namespace) -> Fetcher | None:
-    if args.storage_config is None and args.cache_dir is None:
-        return None
+def add_storage_policy_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the storage policy (which local folders, PVC claims and hosts models may come
+    from), as ``kserve-mesh instance`` names them; the instance passes its own to a runtime child."""
+    g = p.add_argument_group("storage policy (what model paths may name)")
+    g.add_argument("--allow-local-path", type=Path, action="append", default=[], metavar="DIR",
+                   help="a folder local model paths may point into (repeat for more); none: local paths are refused")
+    g.add_argument("--pvc-mount-root", type=Path, default=Path("/pvc_mounts"),
+                   help="where PVCs are mounted: pvc://claim/path reads ROOT/claim/path (default %(default)s)")
+    g.add_argument("--allow-any-pvc", action="store_true",
+                   help="pvc:// paths of any claim (else only claims named by a pvc entry of the storage-config)")
+    g.add_argument("--http-allowed-host", action="append", default=[], metavar="HOST",
+                   help="a host http(s) model paths may name, '.example.com' for its subdomains "
+                        "(repeat for more; none: any host)")
+
+
+def storage_policy(args: argparse.Namespace) -> StoragePolicy:
+    """The ``StoragePolicy`` of :func:`add_storage_policy_flags`' flags."""
+    from kserve_mesh.storage import StoragePolicy
+
+    return StoragePolicy.of(allow_local_paths=args.allow_local_path, pvc_mount_root=args.pvc_mount_root,
+                            allow_any_pvc=args.allow_any_pvc, http_allowed_hosts=args.http_allowed_host)
+
+
+def _fetcher(args: argparse.Namespace) -> Fetcher:
     from kserve_mesh.storage import make_fetcher
 
-    return make_fetcher(args.storage_config, args.cache_dir)
+    return make_fetcher(args.storage_config, args.cache_dir, storage_policy(args))
 
 
 async def _run(args: argparse.Namespace) -> int:

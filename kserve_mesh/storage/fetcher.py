@@ -3,20 +3,27 @@
 :class:`ModelFetcher` turns (model id, model path, modelKey) into a local path:
 
 =============================  ==============================================================
-``/abs/path``, ``rel/path``    local file or folder, used in place (relative → ``local_root``)
-``file:///abs``, ``file://rel`` the same
-``pvc://claim/sub/path``       ``pvc_root/claim/sub/path``, used in place
+``/abs/path``, ``rel/path``    local file or folder inside an allowed root, used in place
+``file:///abs``, ``file://rel`` the same (a relative path: the current folder, then each root)
+``pvc://claim/sub/path``       ``pvc_mount_root/claim/sub/path``, used in place
 ``s3://bucket/key``            downloaded (one object, or every object under a "folder" prefix)
 ``http(s)://host/file``        downloaded, streamed with a size cap
 bare path + modelKey/config    the storage entry's type decides (s3 bucket, pvc ``name``,
                                http ``url`` base), as ModelMesh-serving's puller does
 =============================  ==============================================================
 
+Every path is checked against the :class:`~.policy.StoragePolicy` (allowed local roots, PVC
+claims, http hosts) when it is resolved; local folders are also checked for symbolic links that
+lead outside the roots on every fetch. :meth:`ModelFetcher.check` is the same check for a
+registration: refusals become ``InvalidArgument`` there.
+
 Downloads land in ``cache_dir/<safe name of model id>/`` atomically: they are written into a
 temporary sibling directory and renamed into place only when complete, so a crash never leaves a
-half model that looks whole. A downloaded ``.tar.gz``/``.tgz``/``.tar``/``.zip`` is extracted
-safely (see :mod:`.archive`). Fetches of different models run in parallel; fetches of the same
-model are serialised by a per-model lock. ``release`` deletes what ``fetch`` downloaded and never
+half model that looks whole. A ``.tar.gz``/``.tgz``/``.tar``/``.zip``, downloaded or local, is
+extracted safely (see :mod:`.archive`) into the cache, never next to a local archive. When the
+modelKey pins a ``sha256`` (see :mod:`.digest`), what was fetched (an archive before unpacking)
+must match it. Fetches of different models run in parallel; fetches of the same model are
+serialised by a per-model lock. ``release`` deletes what ``fetch`` put in the cache and never
 touches in-place paths.
 
 ``fetch`` blocks; async callers run it in a worker thread (``asyncio.to_thread``).
@@ -33,23 +40,27 @@ import shutil
 import tempfile
 import threading
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from kserve_mesh.core.errors import StorageError, StorageNotFound
+from kserve_mesh.core.records import ModelInfo
 
 from .archive import DEFAULT_MAX_MEMBERS, archive_kind, unpack_in_place
-from .config import StorageConfig, StorageEntry
+from .config import StorageConfig
+from .digest import verify_digest
 from .http import HttpPuller, parse_headers
-from .modelkey import ModelKey, parse_model_key, resolve_entry
+from .policy import StoragePolicy
+from .resolve import Source, StorageResolver
 from .s3 import S3Options, S3Puller
 
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_UNSUPPORTED = {"gs": "gcs", "gcs": "gcs", "wasb": "azure", "wasbs": "azure", "abfs": "azure",
-                "abfss": "azure", "hdfs": "hdfs", "webhdfs": "hdfs", "hf": "huggingface"}
+
+__all__ = ["GiB", "ModelFetcher", "Source", "disk_usage", "make_fetcher", "model_check", "safe_name"]
+
+Produce = Callable[[Path], Path]  # fills a temporary folder, returns what it fetched
 
 
 def safe_name(model_id: str) -> str:
@@ -73,47 +84,28 @@ def disk_usage(path: Path) -> int:
     return total
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a model's files are: ``kind`` is local | s3 | http; the other fields per kind."""
-
-    kind: str
-    location: str  # local path, s3 key, or URL
-    bucket: str = ""
-    entry: StorageEntry | None = None
-    in_place: bool = False
-
-
-def _secure_join(root: Path, rel: str, what: str) -> Path:
-    base = os.path.realpath(root)
-    candidate = os.path.realpath(os.path.join(base, rel.lstrip("/")))
-    if candidate != base and not candidate.startswith(base + os.sep):
-        raise StorageError(f"{what} escapes its root directory")
-    return Path(candidate)
-
-
 class ModelFetcher:
-    """Fetches model files to local disk. Thread-safe; one per process is enough."""
+    """Fetches model files to local disk under a :class:`StoragePolicy`. Thread-safe; one per
+    process is enough. Without a policy nothing local is allowed (no roots)."""
 
     def __init__(
         self,
         config: StorageConfig,
         cache_dir: Path,
         *,
+        policy: StoragePolicy | None = None,
         max_bytes: int = 4 * GiB,
         max_members: int = DEFAULT_MAX_MEMBERS,
-        local_root: Path | None = None,
-        pvc_root: Path = Path("/pvc_mounts"),
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_attempts: int = 3,
     ) -> None:
         self.config = config
+        self.policy = policy if policy is not None else StoragePolicy()
+        self.resolver = StorageResolver(config, self.policy)
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes
         self.max_members = max_members
-        self.local_root = Path(local_root) if local_root is not None else None
-        self.pvc_root = Path(pvc_root)
         self._s3_options = S3Options(connect_timeout, read_timeout, max_attempts)
         self._http_timeout = max(connect_timeout, read_timeout)
         self._attempts = max_attempts
@@ -124,15 +116,15 @@ class ModelFetcher:
     # -- public API -------------------------------------------------------------------------
 
     def fetch(self, model_id: str, path: str, key: str = "") -> Path:
-        """Return a local path holding the model's files, downloading them if needed."""
+        """Return a local path holding the model's files, downloading or unpacking them if needed."""
         source = self.resolve(path, key)
-        if source.in_place:
-            return self._check_local(source.location, path)
+        if source.kind == "local":
+            return self._fetch_local(model_id, source, path)
         with self._lock_for(model_id):
-            return self._download(model_id, source)
+            return self._into_cache(model_id, source, self._puller(source))
 
     def release(self, model_id: str) -> None:
-        """Delete what ``fetch`` downloaded for ``model_id`` (no-op for in-place paths)."""
+        """Delete what ``fetch`` put in the cache for ``model_id`` (no-op for in-place paths)."""
         with self._lock_for(model_id):
             target = self.cache_path(model_id)
             if target.exists():
@@ -147,97 +139,35 @@ class ModelFetcher:
         return self.cache_dir / safe_name(model_id)
 
     def resolve(self, path: str, key: str = "") -> Source:
-        """Decide where ``path`` lives, given the modelKey ``key``. Pure apart from config reads."""
-        model_key = parse_model_key(key)
-        path = path.strip()
-        match = _SCHEME.match(path)
-        if match:
-            return self._resolve_uri(match.group(1).lower(), path, model_key)
-        entry = None if model_key.is_empty else resolve_entry(self.config, model_key)
-        if entry is None:
-            return Source("local", self._local_path(path), in_place=True)
-        return self._resolve_with_entry(entry, path)
+        """Decide where ``path`` lives, given the modelKey ``key``, under the policy."""
+        return self.resolver.resolve(path, key)
 
-    # -- resolution -------------------------------------------------------------------------
+    def check(self, path: str, key: str = "") -> None:
+        """The registration check (see :meth:`StorageResolver.check`)."""
+        self.resolver.check(path, key)
 
-    def _resolve_uri(self, scheme: str, uri: str, model_key: ModelKey) -> Source:
-        parts = urllib.parse.urlsplit(uri)
-        if scheme == "file":
-            host = parts.netloc if parts.netloc not in ("", "localhost") else ""
-            raw = urllib.parse.unquote(host + parts.path) if host else urllib.parse.unquote(parts.path)
-            return Source("local", self._local_path(raw), in_place=True)
-        if scheme == "pvc":
-            claim = parts.netloc
-            return Source("local", self._pvc_path(claim, urllib.parse.unquote(parts.path)),
-                          in_place=True)
-        if scheme == "s3":
-            entry = self._entry_of_type(model_key, "s3") or StorageEntry("anonymous", "s3")
-            return Source("s3", urllib.parse.unquote(parts.path).lstrip("/"),
-                          bucket=parts.netloc, entry=entry)
-        if scheme in ("http", "https"):
-            entry = self._entry_of_type(model_key, "http") or self._entry_of_type(model_key, "https")
-            return Source("http", uri, entry=entry)
-        if scheme in _UNSUPPORTED:
-            raise StorageError(
-                f"storage scheme '{scheme}://' ({_UNSUPPORTED[scheme]}) in '{uri}' is recognised "
-                "but not supported for pulling by this mesh"
-            )
-        raise StorageError(f"unknown storage scheme '{scheme}://' in '{uri}'")
+    # -- local files ------------------------------------------------------------------------
 
-    def _entry_of_type(self, model_key: ModelKey, storage_type: str) -> StorageEntry | None:
-        """The modelKey's entry if it has this type, else ``default_<type>``/``default``."""
-        if not model_key.is_empty:
-            entry = resolve_entry(self.config, model_key)
-            if entry is not None and entry.type == storage_type:
-                return entry
-        entry = self.config.default(storage_type) or self.config.default()
-        return entry if entry is not None and entry.type == storage_type else None
-
-    def _resolve_with_entry(self, entry: StorageEntry, path: str) -> Source:
-        if entry.type == "s3":
-            return Source("s3", path.lstrip("/"), bucket=entry.bucket, entry=entry)
-        if entry.type == "pvc":
-            claim = entry.get("name")
-            if not claim:
-                raise StorageError(f"pvc storage entry '{entry.key}' has no 'name' (claim name)")
-            return Source("local", self._pvc_path(claim, path), in_place=True)
-        if entry.type in ("http", "https"):
-            base = entry.get("url")
-            if not base:
-                raise StorageError(f"http storage entry '{entry.key}' has no 'url'")
-            url = base.rstrip("/") + "/" + path.lstrip("/") if path else base
-            return Source("http", url, entry=entry)
-        raise StorageError(
-            f"storage type '{entry.type}' (storage key '{entry.key}') is not supported for pulling"
-        )
-
-    def _local_path(self, raw: str) -> str:
-        if not raw:
-            raise StorageError("empty model path")
-        candidate = Path(raw)
-        root = self.local_root
-        if candidate.is_absolute():
-            if candidate.exists() or root is None:
-                return str(candidate)
-            # ModelMesh quirk: "/models/x" is often meant relative to the storage root.
-            return str(_secure_join(root, raw, f"model path '{raw}'"))
-        if root is None:
-            return str(Path.cwd() / candidate)
-        return str(_secure_join(root, raw, f"model path '{raw}'"))
-
-    def _pvc_path(self, claim: str, sub: str) -> str:
-        if not claim or "/" in claim or claim in (".", ".."):
-            raise StorageError(f"invalid PVC claim name '{claim}'")
-        claim_root = self.pvc_root / claim
-        return str(_secure_join(claim_root, sub, f"path '{sub}' in PVC '{claim}'"))
-
-    @staticmethod
-    def _check_local(resolved: str, original: str) -> Path:
-        local = Path(resolved)
+    def _fetch_local(self, model_id: str, source: Source, original: str) -> Path:
+        local = Path(source.location)
         if not local.exists():
-            shown = original if original == resolved else f"{original} (looked at {resolved})"
+            shown = original if original == source.location else f"{original} (looked at {local})"
             raise StorageNotFound(f"model path {shown} does not exist")
+        self.policy.check_links_inside(local, source.roots, original)
+        if local.is_file() and archive_kind(local.name):
+            with self._lock_for(model_id):
+                return self._into_cache(model_id, source, lambda tmp: self._copy_archive(local, tmp))
+        verify_digest(local, source.sha256, original)
         return local
+
+    def _copy_archive(self, archive: Path, tmp: Path) -> Path:
+        """A private copy of a local archive: the bytes checked are the bytes unpacked."""
+        size = archive.stat().st_size
+        if size > self.max_bytes:
+            raise StorageError(f"archive {archive.name} is {size} bytes, more than the limit {self.max_bytes}")
+        target = tmp / archive.name
+        shutil.copyfile(archive, target)
+        return target
 
     # -- downloads --------------------------------------------------------------------------
 
@@ -245,7 +175,9 @@ class ModelFetcher:
         with self._guard:
             return self._locks.setdefault(model_id, threading.Lock())
 
-    def _s3(self, entry: StorageEntry) -> S3Puller:
+    def _s3(self, source: Source) -> S3Puller:
+        entry = source.entry
+        assert entry is not None
         ident = json.dumps([entry.key, entry.type, dict(entry.params)], sort_keys=True, default=str)
         with self._guard:
             puller = self._s3_clients.get(ident)
@@ -255,16 +187,20 @@ class ModelFetcher:
                 puller = self._s3_clients.setdefault(ident, puller)
         return puller
 
-    def _download(self, model_id: str, source: Source) -> Path:
+    def _puller(self, source: Source) -> Produce:
+        if source.kind == "s3":
+            return lambda tmp: self._s3(source).pull(source.bucket, source.location, tmp, self.max_bytes)
+        return lambda tmp: self._pull_http(source, tmp)
+
+    def _into_cache(self, model_id: str, source: Source, produce: Produce) -> Path:
+        """Run ``produce(tmp)`` in a fresh temporary folder of the cache, check the pinned digest,
+        unpack an archive, then move the folder into place at once."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         final = self.cache_path(model_id)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=self.cache_dir))
         try:
-            if source.kind == "s3":
-                assert source.entry is not None
-                got = self._s3(source.entry).pull(source.bucket, source.location, tmp, self.max_bytes)
-            else:
-                got = self._pull_http(source, tmp)
+            got = produce(tmp)
+            verify_digest(got, source.sha256, model_id)
             if got.is_file() and archive_kind(got.name):
                 got = unpack_in_place(got, max_bytes=self.max_bytes, max_members=self.max_members)
             relative = got.relative_to(tmp)
@@ -284,6 +220,7 @@ class ModelFetcher:
             attempts=self._attempts,
             headers=parse_headers(entry.params.get("headers")) if entry else None,
             certificate=entry.get("certificate") if entry else "",
+            check_url=self.policy.check_url,
         )
         name = Path(urllib.parse.unquote(urllib.parse.urlsplit(source.location).path)).name
         if name in ("", ".", ".."):
@@ -291,13 +228,17 @@ class ModelFetcher:
         return puller.pull(source.location, tmp / name, self.max_bytes)
 
 
-def make_fetcher(storage_config: Path | None, cache_dir: Path | None) -> ModelFetcher:
+def make_fetcher(storage_config: Path | None, cache_dir: Path | None,
+                 policy: StoragePolicy | None = None) -> ModelFetcher:
     """A fetcher from process settings: ``storage_config`` as for ``StorageConfig.load``; downloads
-    under ``cache_dir`` (a new temp dir when None)."""
-    import tempfile
-
-    from .config import StorageConfig
-
+    under ``cache_dir`` (a new temp dir when None); ``policy`` says what may be read (default: no
+    local path, only configured PVC claims, any http host)."""
     cache = cache_dir or Path(tempfile.mkdtemp(prefix="kserve-mesh-models-"))
     cache.mkdir(parents=True, exist_ok=True)
-    return ModelFetcher(StorageConfig.load(storage_config), cache)
+    return ModelFetcher(StorageConfig.load(storage_config), cache, policy=policy)
+
+
+def model_check(storage_config: Path | None, policy: StoragePolicy) -> Callable[[ModelInfo], None]:
+    """The registration check of a mesh instance (``Instance(check_model=...)``): refuses, as
+    ``InvalidArgument``, a model whose path the policy refuses or whose modelKey is malformed."""
+    return StorageResolver(StorageConfig.load(storage_config), policy).check_model

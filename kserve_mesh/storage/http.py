@@ -3,6 +3,8 @@
 Used for ``http(s)://`` storage URIs and for ``type: http`` storage entries (a ``url`` base plus
 the model path, optional ``headers`` object, optional ``certificate`` PEM). Connect/read timeouts
 are short and transient failures (connection errors, 5xx) are retried a bounded number of times.
+Every redirect is checked too (``check_url``: the host allow-list of the storage policy), and the
+entry's own headers (credentials) are not sent on to another host.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kserve_mesh.core.errors import (
@@ -29,13 +31,20 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without user info or query string (which may hold tokens)."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port:
+        host = f"{host}:{port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+_redact = redact_url
 
 
 def parse_headers(raw: object) -> dict[str, str]:
@@ -52,6 +61,35 @@ def parse_headers(raw: object) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL that ``check_url`` accepts; drops the entry's headers when
+    the host changes (they may carry credentials meant for the first host only)."""
+
+    def __init__(self, check_url: Callable[[str, str], None], own_headers: Mapping[str, str]) -> None:
+        super().__init__()
+        self._check_url = check_url
+        self._own = {k.lower() for k in own_headers}
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is None:
+            return None
+        try:
+            self._check_url(new.full_url, f"{redact_url(new.full_url)} (redirected from {redact_url(req.full_url)})")
+        except StorageError:
+            fp.close()
+            raise
+        old_host = urllib.parse.urlsplit(req.full_url).hostname
+        if urllib.parse.urlsplit(new.full_url).hostname != old_host:
+            for name in [k for k in new.headers if k.lower() in self._own]:
+                del new.headers[name]
+        return new
+
+
+def _any_url(url: str, shown: str) -> None:
+    return None
+
+
 class HttpPuller:
     """Streams a URL to a file. One instance per fetch; holds no connections between calls."""
 
@@ -63,14 +101,17 @@ class HttpPuller:
         backoff: float = 0.2,
         headers: Mapping[str, str] | None = None,
         certificate: str = "",
+        check_url: Callable[[str, str], None] = _any_url,
     ) -> None:
         self._timeout = timeout
         self._attempts = max(1, attempts)
         self._backoff = backoff
         self._headers = dict(headers or {})
-        self._context: ssl.SSLContext | None = None
+        context: ssl.SSLContext | None = None
         if certificate:
-            self._context = ssl.create_default_context(cadata=certificate)
+            context = ssl.create_default_context(cadata=certificate)
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
+                                                   _CheckedRedirects(check_url, self._headers))
 
     def pull(self, url: str, target: Path, max_bytes: int) -> Path:
         shown = _redact(url)
@@ -91,7 +132,7 @@ class HttpPuller:
     def _pull_once(self, url: str, shown: str, target: Path, max_bytes: int) -> None:
         request = urllib.request.Request(url, headers=self._headers)
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout, context=self._context) as resp:
+            with self._opener.open(request, timeout=self._timeout) as resp:
                 length = resp.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise StorageError(f"{shown} is {length} bytes, more than the limit {max_bytes}")
@@ -129,3 +170,5 @@ class HttpPuller:
             raise
         except OSError as exc:
             raise StorageError(f"cannot download {shown} to local disk: {exc}") from exc
+        except ValueError as exc:  # http.client.InvalidURL and friends: a malformed host or port
+            raise StorageError(f"cannot download {shown}: not a valid URL ({exc})") from exc

@@ -7,6 +7,9 @@ adapter's ``ModelKeyInfo``)::
      "bucket": "b", "model_type": {"name": "sklearn", "version": "1"},
      "schema_path": "schemas/s.json", "disk_size_bytes": 1234}
 
+kserve-mesh adds one optional field: ``"sha256": "<64 hex digits>"`` pins the model's files (see
+:mod:`.digest`); a malformed digest is ``InvalidArgument``.
+
 Every field is optional, and an empty key is fine: with no key at all a bare path is local;
 with any JSON key (even ``{}``) the storage entry is chosen as ModelMesh-serving's puller does.
 :func:`resolve_entry` reproduces the adapter's choice: an explicit ``storage_key`` must exist;
@@ -27,6 +30,7 @@ from typing import Any
 from kserve_mesh.core.errors import InvalidArgument
 
 from .config import StorageConfig, StorageEntry
+from .digest import parse_digest
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class ModelKey:
     model_type: Mapping[str, Any] | None = None
     schema_path: str | None = None
     disk_size_bytes: int | None = None
+    sha256: str | None = None  # the pinned digest (lower-case hex), see .digest
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     present: bool = False  # False when no key was given at all (empty string or None)
 
@@ -81,6 +86,8 @@ def parse_model_key(key: str | Mapping[str, Any] | None) -> ModelKey:
         model_type = {"name": str(model_type)}
     schema_path = data.pop("schema_path", None)
     size = data.pop("disk_size_bytes", None)
+    pinned = data.pop("sha256", None)
+    sha256 = parse_digest(pinned) if pinned is not None else None
     try:
         disk_size = int(size) if size is not None else None
     except (TypeError, ValueError) as exc:
@@ -92,6 +99,7 @@ def parse_model_key(key: str | Mapping[str, Any] | None) -> ModelKey:
         model_type=MappingProxyType(dict(model_type)) if model_type is not None else None,
         schema_path=str(schema_path) if schema_path else None,
         disk_size_bytes=disk_size,
+        sha256=sha256,
         extra=MappingProxyType(data),
         present=True,
     )

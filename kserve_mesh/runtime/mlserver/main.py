@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from kserve_mesh.core.errors import MeshError
@@ -24,7 +27,13 @@ from kserve_mesh.runtime.builtin.runtime import RuntimeConfig
 from kserve_mesh.runtime.mlserver.config import VENV_ENV, MLServerConfig
 from kserve_mesh.runtime.mlserver.process import MLServerEndpoint
 from kserve_mesh.runtime.mlserver.runtime import MLServerRuntime
-from kserve_mesh.runtime.server import DEFAULT_MAX_MESSAGE_BYTES, parse_bytes, serve
+from kserve_mesh.runtime.server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    add_storage_policy_flags,
+    parse_bytes,
+    serve,
+    storage_policy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-config", type=Path, default=None,
                    help="storage-config Secret as a JSON file or a mounted directory (one file per key)")
     p.add_argument("--cache-dir", type=Path, default=None, help="where downloaded models go")
+    add_storage_policy_flags(p)
     attach = p.add_argument_group("attach to a running MLServer instead of starting one")
     attach.add_argument("--attach-http", default=None, help="its REST URL, e.g. http://127.0.0.1:8080")
     attach.add_argument("--attach-grpc", default=None, help="its gRPC host:port, e.g. 127.0.0.1:8081")
@@ -73,12 +83,16 @@ def _config(args: argparse.Namespace) -> MLServerConfig:
     )
 
 
-def _fetcher(args: argparse.Namespace) -> Fetcher | None:
-    if args.storage_config is None and args.cache_dir is None:
-        return None
+def _fetcher(args: argparse.Namespace) -> Fetcher:
+    """The storage fetcher under the flags' storage policy; without --cache-dir downloads go to a
+    temporary folder removed at exit."""
     from kserve_mesh.storage import make_fetcher
 
-    return make_fetcher(args.storage_config, args.cache_dir)
+    cache = args.cache_dir
+    if cache is None:
+        cache = Path(tempfile.mkdtemp(prefix="kserve-mesh-mlserver-cache-"))
+        atexit.register(shutil.rmtree, cache, True)
+    return make_fetcher(args.storage_config, cache, storage_policy(args))
 
 
 async def _runtime(args: argparse.Namespace) -> MLServerRuntime:

@@ -27,10 +27,11 @@ def kube_models(kube_workdir: Path) -> tuple[Path, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def kube_mesh(kube_workdir: Path, kube_models: tuple[Path, dict[str, Any]]) -> Iterator[MeshProcess]:
-    """A mesh with no models of its own: everything comes from applied InferenceServices."""
+    """A mesh with no models of its own: everything comes from applied InferenceServices, whose
+    local paths may point into the example models only (``--allow-local-path``)."""
     empty = kube_workdir / "no-models"
     empty.mkdir()
-    proc = MeshProcess.start("--models", str(empty), cwd=kube_workdir)
+    proc = MeshProcess.start("--models", str(empty), "--allow-local-path", str(kube_models[0]), cwd=kube_workdir)
     try:
         yield proc
     finally:

@@ -124,7 +124,7 @@ def test_apply_get_infer_transition_delete(kube_mesh: MeshProcess, kube_models: 
         w.start()
     try:
         time.sleep(0.5)
-        v2 = tmp_path / "sklearn-iris-v2"
+        v2 = models / "sklearn-iris-v2"  # inside the folder the mesh allows local paths from
         shutil.copytree(v1, v2)
         manifests = tmp_path / "manifests"
         manifests.mkdir()

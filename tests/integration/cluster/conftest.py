@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cluster_support import Mesh, start_mesh
@@ -21,11 +22,12 @@ def etcd() -> Iterator[EtcdServer]:
 
 
 @pytest.fixture()
-def mesh_factory(etcd: EtcdServer) -> Iterator:
+def mesh_factory(etcd: EtcdServer, tmp_path: Path) -> Iterator:
+    """Starts meshes whose instances may serve the test's own models (under its ``tmp_path``)."""
     started: list[Mesh] = []
 
     def make(n: int = 3, *args: str) -> Mesh:
-        mesh = start_mesh(etcd, n, *args)
+        mesh = start_mesh(etcd, n, "--allow-local-path", str(tmp_path), *args)
         started.append(mesh)
         return mesh
 

@@ -20,6 +20,7 @@ from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.registry import Registry
 from kserve_mesh.protocol import v2
 from kserve_mesh.runtime.builtin.runtime import BuiltinRuntime, RuntimeConfig
+from kserve_mesh.storage import StoragePolicy, make_fetcher, model_check
 from kserve_mesh.store.keys import Keys
 from kserve_mesh.store.memory import MemoryStore
 
@@ -47,9 +48,11 @@ def _request(model_id: str) -> v2.ModelInferRequest:
 async def instance(tmp_path: Path) -> AsyncIterator[Instance]:
     store = MemoryStore()
     store.start()
-    runtime = BuiltinRuntime(RuntimeConfig(capacity_bytes=64 << 20, max_loading_concurrency=1))
+    policy = StoragePolicy.of(allow_local_paths=[tmp_path])  # the models of these tests, nothing else
+    runtime = BuiltinRuntime(RuntimeConfig(capacity_bytes=64 << 20, max_loading_concurrency=1),
+                             make_fetcher(None, tmp_path / ".cache", policy))
     inst = Instance(InstanceId("test"), Registry(store, Keys.for_namespace("t")), runtime,
-                    CacheConfig(64 << 20, 1, 30.0, 1 << 20), SystemClock())
+                    CacheConfig(64 << 20, 1, 30.0, 1 << 20), SystemClock(), check_model=model_check(None, policy))
     await inst.start()
     try:
         yield inst

@@ -50,8 +50,10 @@ def model_size(model_dir: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def small_mesh(model_dir: Path, model_size: int) -> Iterator[MeshProcess]:
-    proc = MeshProcess.start("--models", str(model_dir), "--capacity-bytes", str(N * model_size))
+def small_mesh(model_dir: Path, model_size: int, example_models: tuple[Path, dict]) -> Iterator[MeshProcess]:
+    # The example models (the too-big onnx model) are allowed besides the --models folder.
+    proc = MeshProcess.start("--models", str(model_dir), "--capacity-bytes", str(N * model_size),
+                             "--allow-local-path", str(example_models[0]))
     try:
         yield proc
     finally:

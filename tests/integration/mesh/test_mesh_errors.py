@@ -116,8 +116,9 @@ def test_grpc_missing_inputs_and_unknown_vmodel_header(mesh: MeshProcess) -> Non
     assert resp.model_name == "sklearn-iris"
 
 
-def test_missing_path_is_loading_failed_with_the_storage_error(mesh: MeshProcess, tmp_path: Path) -> None:
-    missing = tmp_path / "does-not-exist"
+def test_missing_path_is_loading_failed_with_the_storage_error(mesh: MeshProcess,
+                                                               example_models: tuple[Path, dict]) -> None:
+    missing = example_models[0] / "does-not-exist"  # inside the --models folder: allowed, but missing
     status, body = mesh.call("PUT", "/mesh/v1/models/ghost-path",
                              {"modelInfo": {"type": "sklearn", "path": str(missing)}, "loadNow": True, "sync": True})
     assert status == 200

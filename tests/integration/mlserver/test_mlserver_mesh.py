@@ -37,13 +37,14 @@ class Adapter:
 
 
 @pytest.fixture
-def adapter(mlserver_venv: Path, tmp_path: Path) -> Iterator[Adapter]:
-    """The adapter as a runtime process; its log (stderr) goes to a file so it never blocks on a pipe."""
+def adapter(mlserver_venv: Path, tmp_path: Path, sklearn_model: tuple[Path, dict[str, Any]]) -> Iterator[Adapter]:
+    """The adapter as a runtime process; its log (stderr) goes to a file so it never blocks on a pipe.
+    It may read the test model's folder (``--allow-local-path``), as the mesh in front of it may."""
     log_path = tmp_path / "adapter.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [PYTHON, "-m", "kserve_mesh.runtime.mlserver", "--port", "0", "--capacity-bytes", "256Mi",
-             "--log-level", "INFO"],
+             "--log-level", "INFO", "--allow-local-path", str(sklearn_model[0].parent)],
             stdout=subprocess.PIPE, stderr=log, text=True, env=child_env(mlserver_venv), cwd=ROOT,
         )
     try:
@@ -105,7 +106,8 @@ def test_mesh_serves_an_sklearn_model_from_mlserver(
 
     # A model MLServer cannot serve here fails to load with a message naming the type.
     status, body = mesh.call("PUT", "/mesh/v1/models/onnx-one",
-                             {"modelInfo": {"type": "onnx", "path": "/nowhere"}, "loadNow": True, "sync": True})
+                             {"modelInfo": {"type": "onnx", "path": str(sklearn_model[0].parent / "nowhere")},
+                              "loadNow": True, "sync": True})
     assert status == 200 and body["status"] == "LOADING_FAILED", body
     assert "cannot serve model type 'onnx'" in body["errors"][0]
 

@@ -33,16 +33,24 @@ from kserve_mesh.runtime.builtin.sizing import disk_size_bytes
 from kserve_mesh.runtime.mlserver import MLServerConfig, MLServerRuntime
 from kserve_mesh.runtime.mlserver.memory import tree_rss_bytes
 from kserve_mesh.runtime.spi import RuntimeState
+from kserve_mesh.storage import ModelFetcher, StoragePolicy, make_fetcher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]  # the first run builds the venv
 
 MiB = 1 << 20
 
 
+def local_fetcher(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> ModelFetcher:
+    """A fetcher that may read the session's temporary folders (the models, each test's tmp_path)."""
+    return make_fetcher(None, cache, StoragePolicy.of(allow_local_paths=[tmp_path_factory.getbasetemp()]))
+
+
 @pytest.fixture
-async def runtime(mlserver_venv: Path, tmp_path: Path) -> AsyncIterator[MLServerRuntime]:
+async def runtime(mlserver_venv: Path, tmp_path: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MLServerRuntime]:
     config = MLServerConfig(capacity_bytes=256 * MiB, model_loading_timeout_ms=60_000, start_timeout_s=90)
-    rt = await MLServerRuntime.start(config, venv=mlserver_venv, work_dir=tmp_path / "work")
+    rt = await MLServerRuntime.start(config, venv=mlserver_venv, work_dir=tmp_path / "work",
+                                     fetcher=local_fetcher(tmp_path_factory, tmp_path / "cache"))
     try:
         yield rt
     finally:
@@ -107,7 +115,8 @@ async def test_load_infer_unload_an_sklearn_model(
 
 
 async def test_failures_are_core_errors_with_mlservers_message(
-    runtime: MLServerRuntime, sklearn_model: tuple[Path, dict[str, Any]], tmp_path: Path
+    runtime: MLServerRuntime, sklearn_model: tuple[Path, dict[str, Any]], tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     path, sample = sklearn_model
     with pytest.raises(ModelNotFound, match="'ghost' is not loaded") as not_found:
@@ -155,7 +164,8 @@ async def test_failures_are_core_errors_with_mlservers_message(
 
     # A runtime attached to the same MLServer, with a capacity too small for any model.
     tiny = MLServerConfig(capacity_bytes=1024)
-    attached = await MLServerRuntime.attach(runtime.endpoint, tiny, formats=runtime.formats)
+    attached = await MLServerRuntime.attach(runtime.endpoint, tiny, formats=runtime.formats,
+                                            fetcher=local_fetcher(tmp_path_factory, tmp_path / "attached-cache"))
     try:
         with pytest.raises(CapacityExceeded, match="more than the runtime's whole capacity of 1024 bytes"):
             await attached.load_model("too-big", ModelInfo(type="sklearn", path=str(path)))

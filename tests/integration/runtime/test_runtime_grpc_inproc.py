@@ -24,7 +24,7 @@ class BuggyRuntime(BuiltinRuntime):
 
 
 async def test_a_bug_answers_internal_without_details_and_the_server_keeps_serving(models_dir: Path) -> None:
-    runtime = BuggyRuntime(RuntimeConfig(), LocalFetcher())
+    runtime = BuggyRuntime(RuntimeConfig(), LocalFetcher([models_dir]))
     server, port = await serve(RuntimeConfig(), port=0, runtime=runtime)
     client = GrpcRuntimeClient(f"127.0.0.1:{port}", deadline_s=5)
     try:

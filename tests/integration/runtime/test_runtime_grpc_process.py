@@ -28,11 +28,12 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def runtime_process() -> Iterator[tuple[subprocess.Popen[str], int]]:
+def runtime_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], int]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "kserve_mesh.runtime.server", "--port", "0", "--capacity-bytes", "512Mi",
-         "--model-loading-timeout-ms", "30000", "--log-level", "WARNING"],
+         "--model-loading-timeout-ms", "30000", "--log-level", "WARNING",
+         "--allow-local-path", str(tmp_path_factory.getbasetemp())],  # the models and each test's tmp_path
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     try:
@@ -129,7 +130,7 @@ async def test_sigterm_stops_the_process_cleanly(models_dir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kserve_mesh.runtime.server", "--port", "0", "--log-level", "WARNING",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
+        "--allow-local-path", str(models_dir), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
     )
     try:
         assert proc.stdout is not None

@@ -59,8 +59,8 @@ def test_register_wait_until_loaded_then_unregister(mesh: MeshClient, client_mod
     assert err.value.status == 404 and err.value.model_id == "client-reg"
 
 
-def test_wait_until_loaded_raises_load_failed_with_the_mesh_errors(mesh: MeshClient, tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-model"
+def test_wait_until_loaded_raises_load_failed_with_the_mesh_errors(mesh: MeshClient, client_models: Models) -> None:
+    missing = client_models[0] / "no-such-model"  # inside the mesh's --models folder, so registration accepts it
     mesh.register("client-broken", "sklearn", str(missing))
     try:
         with pytest.raises(LoadFailedError) as err:

@@ -222,9 +222,10 @@ def test_invalid_yaml_and_empty_form_are_lines_in_the_panel(make_panel: Callable
 
 
 def test_a_failed_load_shows_in_the_table_and_on_run(make_panel: Callable[..., MeshPanel], panel_mesh: MeshProcess,
-                                                      tmp_path: Path) -> None:
+                                                      panel_models: Models) -> None:
     panel = make_panel(panel_mesh.rest)
-    panel.name.value, panel.storage_uri.value = "panel-broken", str(tmp_path / "missing")
+    # Inside the mesh's --models folder (registration accepts it), but not there: the load fails.
+    panel.name.value, panel.storage_uri.value = "panel-broken", str(panel_models[0] / "missing")
     panel.register_button.click()
     assert panel.error == ""
 

@@ -26,6 +26,7 @@ from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.registry import Registry
 from kserve_mesh.protocol import v2
 from kserve_mesh.runtime.builtin.runtime import BuiltinRuntime, RuntimeConfig
+from kserve_mesh.storage import StoragePolicy, make_fetcher, model_check
 from kserve_mesh.store.keys import Keys
 from kserve_mesh.store.memory import MemoryStore
 
@@ -65,10 +66,12 @@ async def store() -> AsyncIterator[MemoryStore]:
 
 
 @pytest.fixture()
-async def instance(store: MemoryStore) -> AsyncIterator[Instance]:
-    runtime = BuiltinRuntime(RuntimeConfig(capacity_bytes=64 << 20, max_loading_concurrency=2))
+async def instance(store: MemoryStore, tmp_path: Path) -> AsyncIterator[Instance]:
+    policy = StoragePolicy.of(allow_local_paths=[tmp_path])  # the tests' models, nothing else
+    runtime = BuiltinRuntime(RuntimeConfig(capacity_bytes=64 << 20, max_loading_concurrency=2),
+                             make_fetcher(None, tmp_path / ".cache", policy))
     inst = Instance(InstanceId("test"), Registry(store, KEYS), runtime, CacheConfig(64 << 20, 2, 30.0, 1 << 20),
-                    SystemClock())
+                    SystemClock(), check_model=model_check(None, policy))
     await inst.start()
     try:
         yield inst
@@ -308,3 +311,11 @@ async def test_unreachable_mesh_stores_the_resource_and_says_why(store: MemorySt
             await svc.get("InferenceService", "default", "u")
     finally:
         await mesh.close()
+
+
+@pytest.mark.parametrize("uri", ["/etc/passwd", "file:///proc/self/environ", "../../../../etc/hostname"])
+async def test_an_isvc_outside_the_allowed_folders_is_refused(service: KubeService, instance: Instance,
+                                                               uri: str) -> None:
+    with pytest.raises(InvalidArgument, match="refused.*--allow-local-path"):
+        await service.apply([isvc("leak", uri)])
+    assert not [m for m in instance.registry.models if m.startswith("leak__")]

@@ -16,7 +16,7 @@ from kserve_mesh.kube.resources import InferenceService, ModelFormat, ModelSourc
 from kserve_mesh.kube.runtimes import BUILTIN_RUNTIME, BUILTIN_RUNTIMES
 from kserve_mesh.kube.translate import concrete_model_id, model_info, spec_hash, storage_location, translate
 from kserve_mesh.runtime.builtin.models import resolve_model_spec
-from kserve_mesh.storage import ModelFetcher, StorageConfig, parse_model_key
+from kserve_mesh.storage import ModelFetcher, StorageConfig, StoragePolicy, parse_model_key
 
 
 def res(text: str) -> InferenceService | Predictor:
@@ -109,9 +109,10 @@ def test_the_builtin_runtime_accepts_the_model_info(fmt: str) -> None:
 
 
 def test_the_storage_layer_resolves_the_model_info(tmp_path: Path) -> None:
+    policy = StoragePolicy.of(allow_local_paths=[tmp_path, Path.cwd() / "examples" / "models"], allow_any_pvc=True)
     fetcher = ModelFetcher(StorageConfig.from_mapping({
         "localMinIO": {"type": "s3", "endpoint_url": "http://minio:9000", "bucket": "default-bucket"},
-    }), tmp_path)
+    }), tmp_path, policy=policy)
     uri = model_info(res(QUICKSTART_STORAGE_URI).model)
     src = fetcher.resolve(uri.path, uri.key)
     assert (src.kind, src.bucket, src.location) == ("s3", "modelmesh-example-models", "sklearn/mnist-svm.joblib")

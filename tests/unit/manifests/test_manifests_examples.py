@@ -195,6 +195,7 @@ def test_local_example_loads_and_predicts_without_a_cluster(tmp_path, monkeypatc
     from kserve_mesh.runtime.builtin.models import find_model_file
     from kserve_mesh.storage.config import StorageConfig
     from kserve_mesh.storage.fetcher import ModelFetcher
+    from kserve_mesh.storage.policy import StoragePolicy
 
     (_, isvc), = [e for e in examples_of("InferenceService") if e[0] == "local-sklearn.yaml"]
     fmt, model = model_of(isvc)
@@ -204,7 +205,8 @@ def test_local_example_loads_and_predicts_without_a_cluster(tmp_path, monkeypatc
     entry = make_models_module().make_sklearn(models_dir)
     assert (tmp_path / uri).is_dir()
     monkeypatch.chdir(tmp_path)
-    fetcher = ModelFetcher(StorageConfig.empty(), tmp_path / "cache")
+    policy = StoragePolicy.of(models_dir=models_dir)  # as `kserve-mesh up --models examples/models` allows
+    fetcher = ModelFetcher(StorageConfig.empty(), tmp_path / "cache", policy=policy)
     local = fetcher.fetch(isvc["metadata"]["name"], uri)
     loaded = load_model_file(fmt, find_model_file(local, fmt))
     request = entry["request"]["inputs"][0]

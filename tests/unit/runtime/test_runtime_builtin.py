@@ -31,7 +31,8 @@ class GatedFetcher(LocalFetcher):
     """A local fetcher whose fetch waits for ``gate`` (to hold a load in flight) and that records
     releases."""
 
-    def __init__(self) -> None:
+    def __init__(self, roots: list[Path]) -> None:
+        super().__init__(roots)
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.released: list[str] = []
@@ -46,8 +47,9 @@ class GatedFetcher(LocalFetcher):
 
 
 @pytest.fixture
-async def runtime() -> Any:
-    rt = BuiltinRuntime(RuntimeConfig(capacity_bytes=1 << 30), LocalFetcher())
+async def runtime(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    # Local paths anywhere under this session's temporary folders (the models, each test's tmp_path).
+    rt = BuiltinRuntime(RuntimeConfig(capacity_bytes=1 << 30), LocalFetcher([tmp_path_factory.getbasetemp()]))
     yield rt
     await rt.close()
 
@@ -163,7 +165,7 @@ async def test_bad_inputs_are_invalid_arguments_naming_the_input(
 
 
 async def test_large_requests_predict_off_the_loop(models_dir: Path) -> None:
-    rt = BuiltinRuntime(RuntimeConfig(inline_infer_max_elements=8), LocalFetcher())
+    rt = BuiltinRuntime(RuntimeConfig(inline_infer_max_elements=8), LocalFetcher([models_dir]))
     try:
         await rt.load_model("sk", ModelInfo(type="sklearn", path=str(models_dir / "sklearn-iris")))
         response = await rt.infer(tensors.encode_request("sk", {"input-0": np.tile([5.1, 3.5, 1.4, 0.2], (100, 1))}))
@@ -184,7 +186,7 @@ async def test_load_failures_are_clear_and_leave_nothing(runtime: BuiltinRuntime
 
 
 async def test_a_model_larger_than_the_capacity_is_refused(models_dir: Path) -> None:
-    rt = BuiltinRuntime(RuntimeConfig(capacity_bytes=1000), LocalFetcher())
+    rt = BuiltinRuntime(RuntimeConfig(capacity_bytes=1000), LocalFetcher([models_dir]))
     try:
         with pytest.raises(CapacityExceeded, match="more than the runtime's whole capacity of 1000 bytes"):
             await rt.load_model("big", ModelInfo(type="xgboost", path=str(models_dir / "xgboost-iris")))
@@ -194,7 +196,7 @@ async def test_a_model_larger_than_the_capacity_is_refused(models_dir: Path) -> 
 
 
 async def test_a_cancelled_load_leaves_nothing_loaded(models_dir: Path) -> None:
-    fetcher = GatedFetcher()
+    fetcher = GatedFetcher([models_dir])
     rt = BuiltinRuntime(RuntimeConfig(), fetcher)
     try:
         task = asyncio.create_task(rt.load_model("m", ModelInfo(type="sklearn", path=str(models_dir / "sklearn-iris"))))
@@ -213,7 +215,7 @@ async def test_a_cancelled_load_leaves_nothing_loaded(models_dir: Path) -> None:
 
 
 async def test_a_load_past_its_timeout_fails_and_is_dropped(models_dir: Path) -> None:
-    fetcher = GatedFetcher()
+    fetcher = GatedFetcher([models_dir])
     rt = BuiltinRuntime(RuntimeConfig(model_loading_timeout_ms=100), fetcher)
     try:
         with pytest.raises(DeadlineExceeded, match="loading model 'm' timed out after 100 ms"):
@@ -227,7 +229,7 @@ async def test_a_load_past_its_timeout_fails_and_is_dropped(models_dir: Path) ->
 
 
 async def test_an_unload_during_a_load_wins_and_shared_loads_see_it(models_dir: Path) -> None:
-    fetcher = GatedFetcher()
+    fetcher = GatedFetcher([models_dir])
     rt = BuiltinRuntime(RuntimeConfig(), fetcher)
     info = ModelInfo(type="string", path=str(models_dir / "string-1"))
     try:
@@ -248,7 +250,7 @@ async def test_an_unload_during_a_load_wins_and_shared_loads_see_it(models_dir: 
 
 
 async def test_shared_load_returns_the_same_result(models_dir: Path) -> None:
-    rt = BuiltinRuntime(RuntimeConfig(), LocalFetcher())
+    rt = BuiltinRuntime(RuntimeConfig(), LocalFetcher([models_dir]))
     info = ModelInfo(type="string", path=str(models_dir / "string-2"))
     try:
         a, b = await asyncio.gather(rt.load_model("m", info), rt.load_model("m", info))

@@ -74,8 +74,8 @@ def test_good_zip_is_extracted(tmp_path: Path) -> None:
         ([_file("/etc/evil")], {"/etc/evil": b"x"}, "'/etc/evil' has an absolute path"),
         ([_link("out", "/etc/passwd")], None, "'out' is a symlink to an absolute path"),
         ([_link("out", "../../outside")], None, "'out' is a symlink pointing outside"),
-        ([_link("hard", "/etc/passwd", tarfile.LNKTYPE)], None, "'hard' is a hardlink to an absolute"),
-        ([_link("hard", "../outside", tarfile.LNKTYPE)], None, "'hard' is a hardlink escaping"),
+        ([_link("hard", "/etc/passwd", tarfile.LNKTYPE)], None, "'hard' is a hard link"),
+        ([_link("hard", "../outside", tarfile.LNKTYPE)], None, "'hard' is a hard link"),
     ],
 )
 def test_malicious_tar_is_refused(tmp_path: Path, members: list, data: dict | None, message: str) -> None:
@@ -92,13 +92,13 @@ def test_symlink_chain_through_extracted_link_is_refused(tmp_path: Path) -> None
         extract_archive(archive, tmp_path / "out", max_bytes=LIMIT)
 
 
-def test_write_through_inside_symlink_stays_inside(tmp_path: Path) -> None:
+def test_write_through_a_symlink_is_refused_even_inside(tmp_path: Path) -> None:
     sub = tarfile.TarInfo("sub")
     sub.type = tarfile.DIRTYPE
     archive = _tar(tmp_path / "via.tar.gz", [sub, _link("lnk", "sub"), _file("lnk/x")], {"lnk/x": b"x"})
-    out = extract_archive(archive, tmp_path / "out", max_bytes=LIMIT)
-    assert (out / "lnk").is_symlink()
-    assert (out / "sub" / "x").read_bytes() == b"x"
+    with pytest.raises(UnsafeArchive, match="'lnk/x' goes through the symbolic link 'lnk'"):
+        extract_archive(archive, tmp_path / "out", max_bytes=LIMIT)
+    assert not (tmp_path / "out" / "sub" / "x").exists()
 
 
 def test_device_file_is_refused(tmp_path: Path) -> None:

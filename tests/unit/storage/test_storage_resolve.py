@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from kserve_mesh.core.errors import StorageError, StorageNotFound
-from kserve_mesh.storage import ModelFetcher, StorageConfig, disk_usage, safe_name
+from kserve_mesh.core.errors import StorageError, StorageNotAllowed, StorageNotFound
+from kserve_mesh.storage import ModelFetcher, StorageConfig, StoragePolicy, disk_usage, safe_name
 
 CONFIG = StorageConfig.from_mapping({
     "minio": json.dumps({"type": "s3", "bucket": "models", "endpoint_url": "http://127.0.0.1:1"}),
@@ -25,7 +25,8 @@ def tree(tmp_path: Path) -> Path:
 
 
 def fetcher(tree: Path, config: StorageConfig = CONFIG) -> ModelFetcher:
-    return ModelFetcher(config, tree / "cache", local_root=tree / "root", pvc_root=tree / "pvc")
+    policy = StoragePolicy.of(allow_local_paths=[tree / "root"], pvc_mount_root=tree / "pvc")
+    return ModelFetcher(config, tree / "cache", policy=policy)
 
 
 def test_local_paths_are_used_in_place(tree: Path) -> None:
@@ -40,26 +41,30 @@ def test_local_paths_are_used_in_place(tree: Path) -> None:
     assert not (tree / "cache").exists()
 
 
-def test_leading_slash_quirk_falls_back_to_root(tree: Path) -> None:
-    assert fetcher(tree).fetch("m", "/sk/model") == tree / "root" / "sk" / "model"
+def test_an_absolute_path_is_never_re_rooted(tree: Path) -> None:
+    # "/sk/model" is /sk/model, not root/sk/model: an absolute path outside the roots is refused.
+    with pytest.raises(StorageNotAllowed, match="'/sk/model' refused: it is outside the allowed folders"):
+        fetcher(tree).fetch("m", "/sk/model")
 
 
 def test_missing_local_path_names_it(tree: Path) -> None:
-    with pytest.raises(StorageNotFound, match="'?nope/model'? .*does not exist|nope/model"):
+    with pytest.raises(StorageNotFound, match="nope/model .*does not exist"):
         fetcher(tree).fetch("m", "nope/model")
-    with pytest.raises(StorageNotFound, match="/abs/missing"):
+    with pytest.raises(StorageNotAllowed, match="'/abs/missing' refused: local paths are not allowed"):
         ModelFetcher(StorageConfig.empty(), tree / "cache").fetch("m", "/abs/missing")
 
 
 def test_relative_path_cannot_escape_root(tree: Path) -> None:
-    with pytest.raises(StorageError, match="escapes its root"):
+    with pytest.raises(StorageNotAllowed, match="'../pvc' refused: it contains '..'"):
         fetcher(tree).fetch("m", "../pvc")
 
 
-def test_relative_path_without_root_uses_cwd(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tree / "root")
-    f = ModelFetcher(StorageConfig.empty(), tree / "cache")
-    assert f.fetch("m", "sk/model") == tree / "root" / "sk" / "model"
+def test_relative_path_is_looked_up_in_the_current_folder_first(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tree / "root" / "sk" / "sk" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tree / "root" / "sk")  # cwd/sk/model exists and is inside the root: it wins
+    assert fetcher(tree).fetch("m", "sk/model") == tree / "root" / "sk" / "sk" / "model"
+    monkeypatch.chdir(tree)  # cwd/sk/model is outside every root: the root's sk/model is used
+    assert fetcher(tree).fetch("m", "sk/model") == tree / "root" / "sk" / "model"
 
 
 def test_pvc_uri_and_pvc_entry(tree: Path) -> None:
@@ -69,9 +74,9 @@ def test_pvc_uri_and_pvc_entry(tree: Path) -> None:
     assert f.fetch("m", "/models/onnx", key='{"storage_key": "claims"}') == expected
     with pytest.raises(StorageNotFound, match="does not exist"):
         f.fetch("m", "pvc://claim-a/absent")
-    with pytest.raises(StorageError, match="escapes its root"):
+    with pytest.raises(StorageNotAllowed, match="contains '..'"):
         f.fetch("m", "pvc://claim-a/../../root")
-    with pytest.raises(StorageError, match="invalid PVC claim name ''"):
+    with pytest.raises(StorageNotAllowed, match="invalid PVC claim name ''"):
         f.fetch("m", "pvc:///x")
 
 
