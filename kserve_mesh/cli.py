@@ -340,15 +340,18 @@ def register(
     path: str = typer.Option(..., "--path", help="Local path, file://, s3://bucket/path or http(s):// URL."),
     key: str = typer.Option("", "--key", help="Storage key JSON (ModelMesh modelKey)."),
     load: bool = typer.Option(False, "--load", help="Load now (and wait for it)."),
+    sha256: str = typer.Option("", "--sha256", help="Pin the model's files to this digest (`kserve-mesh digest "
+                               "PATH`); a load of other bytes fails."),
     url: str = URL_OPTION,
 ) -> None:
     """Register a model with a running mesh."""
     with _client(url) as client:
         if load:
             with console.status(f"loading {model_id}"):
-                status = _call(client.register, model_id, model_type, path, key, load_now=True, sync=True)
+                status = _call(client.register, model_id, model_type, path, key, load_now=True, sync=True,
+                               sha256=sha256)
         else:
-            status = _call(client.register, model_id, model_type, path, key)
+            status = _call(client.register, model_id, model_type, path, key, sha256=sha256)
     state = status["status"]
     console.print(f"{model_id}: {state}")
     if state == "LOADING_FAILED":
@@ -477,6 +480,20 @@ def vmodel_delete(vmodel_id: str, url: str = URL_OPTION) -> None:
     with _client(url) as client:
         _call(client.delete_vmodel, vmodel_id)
     console.print(f"{vmodel_id}: deleted")
+
+
+@app.command()
+def digest(path: Path = typer.Argument(..., help="A model file, archive or folder.")) -> None:
+    """Print the sha256 that pins a model's files (for `register --sha256` or a modelKey's "sha256")."""
+    from kserve_mesh.core.errors import MeshError
+    from kserve_mesh.storage import model_digest
+
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    try:
+        print(model_digest(path))
+    except MeshError as exc:
+        _fail(str(exc))
 
 
 @token_app.command("create")

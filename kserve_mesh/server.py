@@ -217,9 +217,6 @@ class MeshServer:
         if s.auth_enabled:
             assert s.auth_file is not None  # settings refuse auth without a file
             self.auth = Authenticator(s.auth_file)
-        elif s.auth_file is not None:
-            log.warning("--auth-file is given but authentication is off (auth=%s on %s): nobody is asked "
-                        "for credentials", s.auth, s.host)
         if s.peer_token_file is not None:
             try:
                 self._peer_token = s.peer_token_file.read_text(encoding="utf-8").strip()
@@ -400,7 +397,11 @@ class MeshServer:
                 log.warning("skipping %s: %s", path, exc)
                 continue
             model_id = path.stem if path.is_file() else path.name
-            await self.instance.register(model_id, ModelInfo(model_type, str(path.resolve())), load_now=load_now)
+            try:
+                await self.instance.register(model_id, ModelInfo(model_type, str(path.resolve())), load_now=load_now)
+            except InvalidArgument as exc:  # e.g. a link that leads out of the models folder
+                log.warning("skipping %s: %s", path, exc)
+                continue
             count += 1
         log.info("registered %d models from %s", count, folder)
         return count

@@ -172,13 +172,13 @@ class RestHop:
         media = headers.pop("content-type", "application/json")
         return Response(payload, media_type=media, headers=headers)
 
-    async def run(self) -> Response:
+    async def run(self, timeout_s: float) -> Response:
         if self.req is None:
             self.prepare()
             if self.req is None:
                 await self._decode()
         self.req.model_name = self.model_id
-        return self._render(await self.instance.runtime.infer(self.req))
+        return self._render(await self.instance.runtime.infer(self.req, timeout=timeout_s))
 
     async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> Response:
         peers = self.instance.peers

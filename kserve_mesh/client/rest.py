@@ -169,10 +169,13 @@ class MeshClient:
         return self._call("GET", f"/mesh/v1/models/{_seg(model_id, 'model id')}", model_id=model_id)
 
     def register(self, model_id: str, model_type: str, path: str = "", key: str = "", *, load_now: bool = False,
-                 sync: bool = False) -> dict[str, Any]:
-        """Register ``model_id`` (type from the runtime's list, storage URI or path, storage key)."""
+                 sync: bool = False, sha256: str = "") -> dict[str, Any]:
+        """Register ``model_id`` (type from the runtime's list, storage URI or path, storage key).
+        ``sha256`` pins the model's files (``kserve-mesh digest PATH``): a load of other bytes fails."""
         if not model_type:
             raise InvalidInputError("a model type is required (e.g. sklearn, xgboost, lightgbm, onnx)")
+        if sha256:
+            key = with_sha256(key, sha256)
         body = {"modelInfo": {"type": model_type, "path": path, "key": key}, "loadNow": load_now, "sync": sync}
         return self._call("PUT", f"/mesh/v1/models/{_seg(model_id, 'model id')}", json=body, model_id=model_id)
 
@@ -348,6 +351,17 @@ def _yaml_text(source: str | Path) -> str:
         if not isinstance(doc, dict) or "kind" not in doc:
             raise InvalidInputError(f"YAML document {i} is not a Kubernetes object (no 'kind')")
     return text
+
+
+def with_sha256(key: str, sha256: str) -> str:
+    """The modelKey JSON ``key`` (may be empty) with ``"sha256"`` added."""
+    try:
+        doc = json.loads(key) if key.strip() else {}
+    except ValueError as exc:
+        raise InvalidInputError(f"the storage key must be a JSON object to add a sha256 pin to it: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidInputError("the storage key must be a JSON object to add a sha256 pin to it")
+    return json.dumps({**doc, "sha256": sha256.strip()})
 
 
 def connect(url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 120.0,

@@ -235,11 +235,13 @@ class Instance:
             if self.cluster is not None and not forwarded:
                 return await route(self, model_id, hop, timeout_s)
             hop.prepare()  # a bad request fails before it causes a load
+            started = self.clock.monotonic()
             copy = await self._enter_slow(model_id, timeout_s)
+            timeout_s = max(0.001, timeout_s - (self.clock.monotonic() - started))  # what the load left
         if self.cluster is not None:
             self._count(model_id)
         try:
-            return await hop.run()
+            return await hop.run(timeout_s)
         finally:
             copy.leave()
 

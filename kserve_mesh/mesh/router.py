@@ -44,8 +44,8 @@ class Hop(Protocol[T_co]):
     def prepare(self) -> None:
         """Check and decode the request for serving here (raises InvalidArgument); idempotent."""
 
-    async def run(self) -> T_co:
-        """Serve it with the local copy (entered by the caller)."""
+    async def run(self, timeout_s: float) -> T_co:
+        """Serve it with the local copy (entered by the caller) within ``timeout_s``."""
 
     async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> T_co:
         """Send it to ``peer`` (``load``: the peer was chosen to load the model). Raises
@@ -64,9 +64,9 @@ class GrpcHop:
     def prepare(self) -> None:
         pass
 
-    async def run(self) -> v2.ModelInferResponse:
+    async def run(self, timeout_s: float) -> v2.ModelInferResponse:
         self.request.model_name = self.model_id
-        return await self.inst.runtime.infer(self.request)
+        return await self.inst.runtime.infer(self.request, timeout=timeout_s)
 
     async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> v2.ModelInferResponse:
         assert self.inst.peers is not None
@@ -79,6 +79,8 @@ async def route(inst: Instance, model_id: ModelId, hop: Hop[T], timeout_s: float
     clock = inst.clock
     deadline = clock.monotonic() + timeout_s
     exclude: set[InstanceId] = set()
+    if not inst.cache.runtime_available:  # restarting its runtime: peers serve and load meanwhile
+        exclude.add(inst.instance_id)
     last_error: MeshError | None = None
     for _ in range(MAX_ITERATIONS):
         remaining = deadline - clock.monotonic()

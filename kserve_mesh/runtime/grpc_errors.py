@@ -23,6 +23,7 @@ _TO_CODE: tuple[tuple[type[e.MeshError], grpc.StatusCode], ...] = (
     (e.ModelLoadFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (e.CapacityExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (e.PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (e.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (e.Cancelled, grpc.StatusCode.CANCELLED),
@@ -34,7 +35,8 @@ _KINDS: dict[str, type[e.MeshError]] = {
     for cls in (
         e.InvalidArgument, e.NotFound, e.ModelNotFound, e.VModelNotFound, e.AlreadyExists,
         e.FailedPrecondition, e.ModelLoadFailed, e.StorageError, e.StorageNotFound,
-        e.StorageAccessDenied, e.StorageUnreachable, e.UnsafeArchive, e.CapacityExceeded,
+        e.StorageAccessDenied, e.StorageUnreachable, e.UnsafeArchive, e.StorageNotAllowed, e.DigestMismatch,
+        e.PayloadTooLarge, e.CapacityExceeded,
         e.Overloaded, e.Unavailable, e.DeadlineExceeded, e.Cancelled, e.InternalError,
     )
 }

@@ -62,8 +62,9 @@ class ModelRuntime(Protocol):
 
     async def model_size(self, model_id: str) -> int: ...
 
-    async def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
-        """Run inference; ``request.model_name`` is the concrete id of a loaded model."""
+    async def infer(self, request: v2.ModelInferRequest, *, timeout: float | None = None) -> v2.ModelInferResponse:
+        """Run inference; ``request.model_name`` is the concrete id of a loaded model. ``timeout``
+        is the caller's remaining time: past it the call raises ``DeadlineExceeded``."""
         ...
 
     async def model_metadata(self, model_id: str) -> v2.ModelMetadataResponse: ...

@@ -341,7 +341,7 @@ class BuiltinRuntime:
 
     # -- inference -----------------------------------------------------------------------------
 
-    async def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
+    async def infer(self, request: v2.ModelInferRequest, *, timeout: float | None = None) -> v2.ModelInferResponse:
         model_id = request.model_name
         loaded = self._get(model_id)
         feed = validate_inputs(model_id, loaded.model, request, tensors.decode_inputs(request))
@@ -350,7 +350,11 @@ class BuiltinRuntime:
             outputs = _predict(model_id, loaded.model, feed)
         else:
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._work_pool, _predict, model_id, loaded.model, feed)
+            work = loop.run_in_executor(self._work_pool, _predict, model_id, loaded.model, feed)
+            try:
+                outputs = await asyncio.wait_for(work, timeout)
+            except TimeoutError:  # the predict finishes in its thread; the caller is answered now
+                raise DeadlineExceeded(f"model '{model_id}' did not answer within {timeout:g} s") from None
         return tensors.encode_response(
             model_id,
             outputs,

@@ -428,12 +428,13 @@ class MLServerRuntime:
 
     # -- inference ------------------------------------------------------------------------------
 
-    async def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
+    async def infer(self, request: v2.ModelInferRequest, *, timeout: float | None = None) -> v2.ModelInferResponse:
         model_id = request.model_name
         self._get(model_id)
         tensors.decode_inputs(request)  # InvalidArgument naming the tensor: MLServer would say INTERNAL
         try:
-            response = await self._infer(request, timeout=self.config.infer_timeout_s)
+            response = await self._infer(request, timeout=min(timeout or self.config.infer_timeout_s,
+                                                              self.config.infer_timeout_s))
         except grpc.aio.AioRpcError as exc:
             raise self._grpc_error(exc, "ModelInfer", model_id) from exc
         if response.raw_output_contents:

@@ -62,8 +62,9 @@ def area(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _string_model(models, "hello")
     (models / "passwd").mkdir()  # registered at start (a folder inside), its model file leads outside
     (models / "passwd" / "model.string").symlink_to("/etc/passwd")
-    (models / "nest").mkdir()  # one level down: the --models scan would follow a top-level link out
+    (models / "nest").mkdir()  # one level down: registered by hand below
     (models / "nest" / "to-outside").symlink_to(root / "outside")
+    (models / "top-link").symlink_to(root / "outside" / "secret")  # the --models scan skips it, with a warning
     _string_model(root / "outside", "secret", "top secret:")
     _exploit_tar(models / "exploit.tar.gz")
     with zipfile.ZipFile(models / "zipped.zip", "w") as zf:
@@ -144,6 +145,13 @@ def test_a_folder_inside_whose_model_file_leads_outside_is_not_served(confined: 
     _assert_not_served(confined, "passwd")
     body = confined.wait_state("passwd", {"LOADING_FAILED"})
     assert "'model.string' in it is a symbolic link leading outside the allowed folders" in body["errors"][0], body
+
+
+def test_the_models_folder_scan_skips_a_link_that_leads_out(confined: MeshProcess) -> None:
+    status, _ = confined.call("GET", "/mesh/v1/models/top-link")
+    assert status == 404  # not registered, and the mesh started all the same
+    assert "skipping" in confined.log() and "top-link" in confined.log()
+    _assert_not_served(confined, "top-link")
 
 
 def test_registration_over_grpc_is_invalid_argument(confined: MeshProcess) -> None:

@@ -79,7 +79,7 @@ class FakeRuntime:
     async def model_size(self, model_id: str) -> int:
         return 2 * MiB
 
-    async def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
+    async def infer(self, request: v2.ModelInferRequest, *, timeout: float | None = None) -> v2.ModelInferResponse:
         if request.model_name not in self.loaded:
             raise ModelNotFound(request.model_name)
         return v2.ModelInferResponse(model_name=request.model_name)

@@ -63,12 +63,17 @@ class FakeProcess:
 
 class FakeClient:
     def __init__(self) -> None:
-        self.mode = "ok"  # ok | down | hung
+        self.mode = "ok"  # ok | down | down-once | hung
         self.targets: list[str | None] = []
         self.checks = 0
+        self.failed_once = asyncio.Event()
 
     async def runtime_status(self, *, timeout: float | None = None) -> RuntimeStatus:
         self.checks += 1
+        if self.mode == "down-once":  # one failed check, then healthy again: no race with the test
+            self.mode = "ok"
+            self.failed_once.set()
+            raise Unavailable("runtime at unix:/fake: runtimeStatus failed (UNAVAILABLE): connection refused")
         if self.mode == "down":
             raise Unavailable("runtime at unix:/fake: runtimeStatus failed (UNAVAILABLE): connection refused")
         if self.mode == "hung":
@@ -157,12 +162,12 @@ async def test_one_failed_check_is_not_a_hang(parts) -> None:  # type: ignore[no
     proc, client, events, _ = parts
     _supervisor(parts)
     await asyncio.sleep(0.1)
-    client.mode = "down"
+    client.mode = "down-once"
+    await asyncio.wait_for(client.failed_once.wait(), 10)
     checks = client.checks
-    while client.checks == checks:
-        await asyncio.sleep(0.005)
-    client.mode = "ok"
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(10):
+        while client.checks < checks + 3:  # three good checks after the failed one
+            await asyncio.sleep(0.01)
     assert events.lost == [] and proc.kills == 0
 
 
