@@ -7,7 +7,6 @@ Management routes live under ``/mesh/v1`` and mirror ``mmesh.ModelMesh`` one to 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -38,6 +37,7 @@ from kserve_mesh.api.rest_decode import OFFLOAD_BYTES, JsonDecoder
 from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.core.ids import ModelId, VModelId, check_id
+from kserve_mesh.core.limits import loads_json, redacted_path
 from kserve_mesh.core.records import InstanceRecord, ModelInfo
 from kserve_mesh.core.vmodel import SetVModel
 from kserve_mesh.mesh.http_peer import FORWARD_PATH, FORWARDED, PROTOBUF, TIMEOUT_HEADER, carried_headers, header_safe
@@ -74,7 +74,8 @@ def model_status_json(s: ModelStatus) -> dict[str, Any]:
         "copies": sum(1 for c in s.copies if c.state.name == "LOADED"),
     }
     if s.info is not None:
-        out["modelInfo"] = {"type": s.info.type, "path": s.info.path, "key": s.info.key}
+        # Whoever may read a listing (the infer role too) sees no credentials in a model URL.
+        out["modelInfo"] = {"type": s.info.type, "path": redacted_path(s.info.path), "key": s.info.key}
     return out
 
 
@@ -334,7 +335,9 @@ def build_app(instance: Instance, version: str, *, extra_status: Any = None,
         ready_only = False
         if raw.strip():
             try:
-                body = json.loads(raw)
+                body = loads_json(raw, "the repository index body")
+            except InvalidArgument as exc:
+                return error_response(exc)
             except ValueError:
                 return error_response(InvalidArgument("repository index body must be JSON"))
             ready_only = bool(body.get("ready", False)) if isinstance(body, dict) else False

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 BUILTIN_ANNOTATION = "serving.kserve-mesh.io/built-in"
 RESOURCES_SEGMENT = "kuberesources"
 MODEL_KINDS = ("InferenceService", "Predictor")
+MAX_STORED_BYTES = 1 << 20
+"""Largest resource stored, as JSON (Kubernetes stores at most 1.5 MiB per object in etcd)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,9 @@ class KubeService:
         parsed: list[tuple[dict[str, Any], Resource]] = []
         for i, doc in enumerate(docs):
             try:
-                parsed.append((doc, self._parse(doc)))
+                res = self._parse(doc)
+                _normalized(doc, res)  # refuses a resource too large to store, before anything is stored
+                parsed.append((doc, res))
             except InvalidSpec as exc:
                 raise InvalidSpec(exc.path, f"{exc.problem} (document {i + 1}{_label(doc)})") from exc
         if not parsed:
@@ -309,8 +313,11 @@ def _normalized(doc: dict[str, Any], res: Resource) -> dict[str, Any]:
         meta["labels"] = dict(res.meta.labels)
     if res.meta.annotations:
         meta["annotations"] = dict(res.meta.annotations)
-    return {"apiVersion": doc["apiVersion"], "kind": res.kind, "metadata": meta,
-            "spec": json.loads(json.dumps(doc.get("spec")))}
+    text = json.dumps({"apiVersion": doc["apiVersion"], "kind": res.kind, "metadata": meta, "spec": doc.get("spec")})
+    if len(text) > MAX_STORED_BYTES:
+        raise InvalidSpec("", f"the resource is {len(text)} bytes as JSON; at most {MAX_STORED_BYTES} bytes are "
+                          "stored per resource")
+    return json.loads(text)
 
 
 def _builtin_json(rt: ServingRuntime) -> dict[str, Any]:

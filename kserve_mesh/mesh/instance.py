@@ -323,7 +323,7 @@ class Instance:
     async def register(self, model_id: str, info: ModelInfo, *, load_now: bool = False, sync: bool = False,
                        last_used_ms: int = 0, auto_delete: bool = False, min_copies: int = 0,
                        max_copies: int = 0) -> ModelStatus:
-        check_ids(model_id=model_id)
+        check_ids(model_id=model_id, info=info)  # ids and modelInfo bounds, before any policy check
         if not model_id:
             raise InvalidArgument("modelId must not be empty")
         if not info.type:

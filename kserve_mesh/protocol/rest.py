@@ -39,12 +39,16 @@ from kserve_mesh.protocol import v2
 from kserve_mesh.protocol.tensors import (
     CONTENTS_FIELDS,
     DATATYPES,
+    MAX_DIMS,
+    check_dims,
     deserialize_bytes,
     element_count,
     fill_parameters,
     parameters_to_dict,
     raw_bytes,
     serialize_bytes,
+    shape_text,
+    short,
     tensor_from_contents,
     tensor_from_raw,
 )
@@ -156,10 +160,7 @@ class _Tensor:
         self.values: list[Any] | None = None  # flat values for the typed contents field
 
 
-def _short(value: Any) -> str:
-    """``repr(value)`` cut short for an error message."""
-    text = repr(value)
-    return text if len(text) <= 64 else text[:64] + "..."
+_short = short  # ``repr(value)`` cut short for an error message
 
 
 def _split_body(body: bytes, header_length: int | None) -> tuple[Any, memoryview]:
@@ -189,20 +190,31 @@ def _json_parameters(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _flatten(data: list[Any], out: list[Any]) -> None:
-    for item in data:
-        if type(item) is list:
-            _flatten(item, out)
-        else:
+def _flatten(data: list[Any], out: list[Any], what: str) -> None:
+    """Append the leaves of nested lists ``data`` to ``out``, in order (iterative: lists nested
+    deeper than a tensor's ``MAX_DIMS`` dimensions are refused, never a ``RecursionError``)."""
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                if len(stack) >= MAX_DIMS:
+                    raise InvalidArgument(
+                        f"{what}: 'data' is nested more than {MAX_DIMS} levels deep (a tensor has "
+                        f"at most {MAX_DIMS} dimensions)"
+                    )
+                stack.append(iter(item))
+                break
             out.append(item)
+        else:
+            stack.pop()
 
 
 def _json_bytes(tensor: _Tensor, data: list[Any], count: int, what: str) -> None:
     flat: list[Any] = []
-    _flatten(data, flat)
+    _flatten(data, flat, what)
     if len(flat) != count:
         raise InvalidArgument(
-            f"{what}: shape {tensor.shape} needs {count} elements, got {len(flat)}"
+            f"{what}: shape {shape_text(tensor.shape)} needs {count} elements, got {len(flat)}"
         )
     try:
         tensor.values = [item.encode("utf-8") for item in flat]
@@ -213,9 +225,9 @@ def _json_bytes(tensor: _Tensor, data: list[Any], count: int, what: str) -> None
         ) from None
 
 
-def _uint64_array(data: list[Any], arr: np.ndarray) -> np.ndarray:
+def _uint64_array(data: list[Any], arr: np.ndarray, what: str) -> np.ndarray:
     flat: list[Any] = []
-    _flatten(data, flat)
+    _flatten(data, flat, what)
     if any(type(item) is not int for item in flat):
         return arr
     try:
@@ -228,16 +240,18 @@ def _json_numbers(tensor: _Tensor, data: list[Any], count: int, what: str) -> No
     datatype = tensor.datatype
     try:
         arr = np.array(data)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidArgument(f"{what}: 'data' is not a regular (non-ragged) list") from None
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise InvalidArgument(
+            f"{what}: 'data' is not a regular (non-ragged) list of at most {MAX_DIMS} dimensions"
+        ) from None
     if arr.size != count:
         raise InvalidArgument(
-            f"{what}: shape {tensor.shape} needs {count} elements, got {arr.size}"
+            f"{what}: shape {shape_text(tensor.shape)} needs {count} elements, got {arr.size}"
         )
     dt = DATATYPES[datatype]
     flat = arr.ndim == 1
     if datatype == "UINT64" and arr.dtype.kind in "fO":
-        arr = _uint64_array(data, arr)  # numpy promotes int64 + uint64 values to float64
+        arr = _uint64_array(data, arr, what)  # numpy promotes int64 + uint64 values to float64
     if count:
         kind = arr.dtype.kind
         if datatype == "BOOL":
@@ -277,11 +291,13 @@ def _parse_tensor(
         raise InvalidArgument(f"{what}: 'shape' is missing")
     if not isinstance(shape, list):
         raise InvalidArgument(f"{what}: 'shape' must be a list of integers, got {type(shape).__name__}")
+    if len(shape) > MAX_DIMS:  # before anything loops over it or shows it
+        check_dims(shape, what)
     for dim in shape:
         if type(dim) is not int:
             raise InvalidArgument(f"{what}: 'shape' must be a list of integers, got {_short(dim)}")
         if dim < 0:
-            raise InvalidArgument(f"{what}: shape {shape} has a negative dimension")
+            raise InvalidArgument(f"{what}: shape {shape_text(shape)} has a negative dimension")
         if dim > MAX_DIM:
             raise InvalidArgument(f"{what}: shape dimension {dim} is out of range (0..{MAX_DIM})")
     datatype = entry.get("datatype")
@@ -313,7 +329,7 @@ def _parse_tensor(
             deserialize_bytes(chunk, count, what)
         elif size != count * DATATYPES[datatype].itemsize:
             raise InvalidArgument(
-                f"{what}: '{_BINARY_SIZE}' is {size} but {datatype} shape {shape} needs "
+                f"{what}: '{_BINARY_SIZE}' is {size} but {datatype} shape {shape_text(shape)} needs "
                 f"{count * DATATYPES[datatype].itemsize} bytes"
             )
         tensor.raw = bytes(chunk)
@@ -437,7 +453,7 @@ def _render_tensors(
     blobs: list[bytes] = []
     for index, message in enumerate(messages):
         name = message.name
-        what = f"{kind} '{name}'"
+        what = f"{kind} {_short(name)}"
         datatype = message.datatype
         shape = list(message.shape)
         if raws:

@@ -12,7 +12,10 @@ BYTES tensors are numpy ``object`` arrays of ``bytes``; ``str`` / ``np.str_`` / 
 arrays encode as BYTES too (strings as UTF-8). FP16 has no typed field, so a message holding an
 FP16 tensor is always written in raw form.
 
-Every malformed tensor raises ``InvalidArgument`` with a message naming the tensor.
+Every malformed tensor raises ``InvalidArgument`` with a message naming the tensor. A tensor has at
+most ``MAX_DIMS`` dimensions (numpy's own limit), checked before anything else; messages show a
+shape's first dimensions only (``shape_text``) and a name or datatype cut short, so an error about a
+20,000-dimension shape or a 1 MiB name stays small (gRPC refuses error details over 16 KiB).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from kserve_mesh.protocol import v2
 __all__ = [
     "CONTENTS_FIELDS",
     "DATATYPES",
+    "MAX_DIMS",
+    "check_dims",
     "datatype_of",
     "decode_inputs",
     "decode_outputs",
@@ -44,6 +49,8 @@ __all__ = [
     "raw_bytes",
     "requested_outputs",
     "serialize_bytes",
+    "shape_text",
+    "short",
     "tensor_from_contents",
     "tensor_from_raw",
 ]
@@ -102,6 +109,41 @@ _BY_KIND_SIZE = {
 _LENGTH = struct.Struct("<I")
 
 
+def _numpy_max_dims() -> int:
+    try:
+        np.empty((1,) * 64)
+    except ValueError:  # numpy 1.x: 32
+        return 32
+    return 64
+
+
+MAX_DIMS = _numpy_max_dims()
+"""Most dimensions a tensor may have: 64 (numpy 2's limit; 32 under numpy 1.x, whose limit it is)."""
+
+SHOWN_DIMS = 8
+"""How many dimensions of a shape an error message shows."""
+
+
+def short(value: Any, limit: int = 64) -> str:
+    """``repr(value)`` cut to about ``limit`` characters for an error message."""
+    text = repr(value[: limit + 1] if isinstance(value, str | bytes) else value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def shape_text(shape: Sequence[int], limit: int = SHOWN_DIMS) -> str:
+    """A shape for an error message: its first ``limit`` dimensions and how many there are."""
+    if len(shape) <= limit:
+        return str(list(shape))
+    return "[" + ", ".join(str(dim) for dim in shape[:limit]) + f", ... ({len(shape)} dimensions)]"
+
+
+def check_dims(shape: Sequence[int], what: str) -> None:
+    """Refuse a shape of more than ``MAX_DIMS`` dimensions (``what`` names the tensor)."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(f"{what}: shape {shape_text(shape)} has too many dimensions; a tensor has at "
+                              f"most {MAX_DIMS}")
+
+
 def datatype_of(dtype: Any) -> str:
     """The V2 datatype of a numpy dtype (or anything ``np.dtype`` accepts); strings map to BYTES."""
     dt = np.dtype(dtype)
@@ -119,7 +161,7 @@ def dtype_of(datatype: str) -> np.dtype:
         return DATATYPES[datatype]
     except (KeyError, TypeError):
         raise InvalidArgument(
-            f"unknown datatype {datatype!r} (V2 datatypes: {', '.join(DATATYPES)})"
+            f"unknown datatype {short(datatype)} (V2 datatypes: {', '.join(DATATYPES)})"
         ) from None
 
 
@@ -129,15 +171,17 @@ does when it sizes an array): far beyond any message, and far inside numpy's lim
 
 
 def element_count(shape: Sequence[int], what: str) -> int:
-    """The number of elements of a shape; ``what`` names the tensor in the error message."""
+    """The number of elements of a shape; ``what`` names the tensor in the error message. A shape
+    of more than ``MAX_DIMS`` dimensions is refused first."""
+    check_dims(shape, what)
     nominal = 1
     for dim in shape:
         if dim < 0:
-            raise InvalidArgument(f"{what}: shape {list(shape)} has a negative dimension")
+            raise InvalidArgument(f"{what}: shape {shape_text(shape)} has a negative dimension")
         if dim:
             nominal *= dim
     if nominal > MAX_ELEMENTS:
-        raise InvalidArgument(f"{what}: shape {list(shape)} describes more than {MAX_ELEMENTS} elements")
+        raise InvalidArgument(f"{what}: shape {shape_text(shape)} describes more than {MAX_ELEMENTS} elements")
     return math.prod(shape)
 
 
@@ -206,7 +250,7 @@ def tensor_from_raw(
     needed = count * dt.itemsize
     if len(raw) != needed:
         raise InvalidArgument(
-            f"{what}: raw contents hold {len(raw)} bytes, {datatype} shape {list(shape)} "
+            f"{what}: raw contents hold {len(raw)} bytes, {datatype} shape {shape_text(shape)} "
             f"needs {needed}"
         )
     return np.frombuffer(raw, dtype=dt).reshape(shape)
@@ -237,7 +281,7 @@ def tensor_from_contents(
     values = getattr(contents, field)
     if len(values) != count:
         raise InvalidArgument(
-            f"{what}: shape {list(shape)} needs {count} elements, got {len(values)}"
+            f"{what}: shape {shape_text(shape)} needs {count} elements, got {len(values)}"
         )
     if datatype == "BYTES":
         return _object_array(list(values), shape)
@@ -306,7 +350,7 @@ def _decode_tensors(tensors: Any, raws: Sequence[bytes], kind: str) -> dict[str,
     out: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(tensors):
         name = tensor.name
-        what = f"{kind} '{name}'"
+        what = f"{kind} {short(name)}"
         if not name:
             raise InvalidArgument(f"{kind} {index} has no name")
         if name in out:
@@ -393,9 +437,10 @@ def encode_response(
         selected: dict[str, Any] = {}
         for name in requested:
             if name not in outputs:
+                names = ", ".join(outputs) or "none"
                 raise InvalidArgument(
-                    f"requested output '{name}' is not an output of model '{model_name}' "
-                    f"(outputs: {', '.join(outputs) or 'none'})"
+                    f"requested output {short(name)} is not an output of model {short(model_name)} "
+                    f"(outputs: {names if len(names) <= 512 else names[:512] + '...'})"
                 )
             selected[name] = outputs[name]
         outputs = selected
