@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -54,6 +55,8 @@ SECURITY_FLAGS = {
     "rest_max_body_bytes": _opt("--rest-max-body-bytes", help="Largest REST request body (default 16 MiB)."),
     "http_header_timeout_s": _opt("--http-header-timeout-s", help="Seconds a client may take to send headers."),
     "http_body_timeout_s": _opt("--http-body-timeout-s", help="Longest pause while a request body arrives."),
+    "grpc_max_concurrent_rpcs": _opt("--grpc-max-concurrent-rpcs", help="gRPC calls served at once (default "
+                                     "256); more are answered RESOURCE_EXHAUSTED."),
     "runtime_check_interval_s": _opt("--runtime-check-interval-s", help="Seconds between runtime status checks."),
     "runtime_check_timeout_s": _opt("--runtime-check-timeout-s", help="A runtime silent this long is hung "
                                     "(a child runtime is restarted)."),
@@ -87,6 +90,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "allow_local_paths": Optional[list[Path]], "pvc_mount_root": Optional[Path], "allow_any_pvc": Optional[bool],
     "http_allowed_hosts": Optional[list[str]], "rest_max_body_bytes": Optional[int],
     "http_header_timeout_s": Optional[float], "http_body_timeout_s": Optional[float],
+    "grpc_max_concurrent_rpcs": Optional[int],
     "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
     "tls_cert": Optional[Path], "tls_key": Optional[Path], "tls_client_ca": Optional[Path],
     "tls_client_auth": Optional[str], "tls_ca": Optional[Path], "tls_server_name": Optional[str],
@@ -117,7 +121,7 @@ def _security(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
+    err_console.print(f"[red]error:[/red] {escape(message)}")  # server text is never rich markup
     raise typer.Exit(code)
 
 
@@ -353,7 +357,7 @@ def register(
         else:
             status = _call(client.register, model_id, model_type, path, key, sha256=sha256)
     state = status["status"]
-    console.print(f"{model_id}: {state}")
+    console.print(f"{escape(model_id)}: {escape(state)}")
     if state == "LOADING_FAILED":
         _fail("; ".join(status.get("errors") or ["load failed"]))
 
@@ -364,7 +368,7 @@ def unregister(model_id: str, url: str = URL_OPTION) -> None:
     """Unregister a model (its copies are unloaded)."""
     with _client(url) as client:
         _call(client.unregister, model_id)
-    console.print(f"{model_id}: unregistered")
+    console.print(f"{escape(model_id)}: unregistered")
 
 
 @app.command()
@@ -383,9 +387,9 @@ def models(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
     colors = {"LOADED": "green", "LOADING": "yellow", "LOADING_FAILED": "red"}
     for m in rows:
         state = m["status"]
-        table.add_row(m["modelId"], (m.get("modelInfo") or {}).get("type", ""),
-                      f"[{colors.get(state, 'white')}]{state}[/]", _human(m["sizeBytes"]) if m["sizeBytes"] else "-",
-                      str(m["copies"]), _ago(m["lastUsedTime"]), (m["errors"] or [""])[0][:60])
+        table.add_row(escape(m["modelId"]), escape((m.get("modelInfo") or {}).get("type", "")),
+                      f"[{colors.get(state, 'white')}]{escape(state)}[/]", _human(m["sizeBytes"]) if m["sizeBytes"] else "-",
+                      str(m["copies"]), _ago(m["lastUsedTime"]), escape((m["errors"] or [""])[0][:60]))
     console.print(table)
 
 
@@ -399,7 +403,10 @@ def infer(
 ) -> None:
     """Send a V2 inference request (JSON in) and print the response (JSON out)."""
     if file is not None:
-        text = file.read_text()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read the request file {file}: {getattr(exc, 'strerror', None) or exc}")
     elif data == "-" or data is None:
         text = sys.stdin.read()
     else:
@@ -408,6 +415,8 @@ def infer(
         request = json.loads(text)
     except ValueError as exc:
         _fail(f"the request is not valid JSON: {exc}")
+    if not isinstance(request, dict):
+        _fail(f"the request must be a JSON object (a V2 inference request), got {type(request).__name__}")
     with _client(url) as client:
         print(json.dumps(_call(client.infer_json, name, request), indent=2))
 
@@ -429,7 +438,7 @@ def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
         state = "shutting down" if inst["shuttingDown"] else "serving"
         if inst["instanceId"] == info["instanceId"]:
             state += " (this)" + (" leader" if info.get("leader") else "")
-        table.add_row(inst["instanceId"], inst["grpc"], _human(cap), f"{_human(used)} ({100 * used / cap:.0f}%)",
+        table.add_row(escape(inst["instanceId"]), escape(inst["grpc"]), _human(cap), f"{_human(used)} ({100 * used / cap:.0f}%)",
                       str(inst["models"]), str(inst["requestsPerMinute"]),
                       _ago(inst["lruTime"]).replace(" ago", "") if inst["models"] else "-",
                       state)
@@ -443,7 +452,7 @@ def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
         where.add_column("COPIES")
         where.add_column("INSTANCES")
         for model_id, holders in sorted(placements.items()):
-            where.add_row(model_id, str(len(holders)), ", ".join(holders))
+            where.add_row(escape(model_id), str(len(holders)), escape(", ".join(holders)))
         console.print(where)
 
 
@@ -461,7 +470,7 @@ def vmodel_set(vmodel_id: str, target: str, owner: str = "", force: bool = False
     """Point a vmodel at a target model (it switches once the target is loaded)."""
     with _client(url) as client:
         st = _call(client.set_vmodel, vmodel_id, target, owner=owner, force=force)
-    console.print(f"{vmodel_id}: {st['status']} active={st['activeModelId']} target={st['targetModelId']}")
+    console.print(escape(f"{vmodel_id}: {st['status']} active={st['activeModelId']} target={st['targetModelId']}"))
 
 
 @vmodel_app.command("get")
@@ -470,7 +479,7 @@ def vmodel_get(vmodel_id: str, url: str = URL_OPTION) -> None:
     """Show a vmodel's active and target models."""
     with _client(url) as client:
         st = _call(client.vmodel, vmodel_id)
-    console.print(f"{vmodel_id}: {st['status']} active={st['activeModelId']} target={st['targetModelId']}")
+    console.print(escape(f"{vmodel_id}: {st['status']} active={st['activeModelId']} target={st['targetModelId']}"))
 
 
 @vmodel_app.command("delete")
@@ -479,7 +488,7 @@ def vmodel_delete(vmodel_id: str, url: str = URL_OPTION) -> None:
     """Delete a vmodel."""
     with _client(url) as client:
         _call(client.delete_vmodel, vmodel_id)
-    console.print(f"{vmodel_id}: deleted")
+    console.print(f"{escape(vmodel_id)}: deleted")
 
 
 @app.command()

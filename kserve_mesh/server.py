@@ -25,6 +25,8 @@ import uvicorn
 from kserve_mesh import __version__
 from kserve_mesh.api import grpc_mgmt, grpc_v2
 from kserve_mesh.api.auth import Authenticator, GuardedServer, Role, guard_asgi, with_tls_identity
+from kserve_mesh.api.browser_guard import guard_browsers
+from kserve_mesh.core.net import is_loopback
 from kserve_mesh.api.rest import build_app, serve_infer_first
 from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.clock import SystemClock
@@ -291,8 +293,10 @@ class MeshServer:
 
         options = [("grpc.max_send_message_length", s.grpc_max_message_bytes),
                    ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
-                   ("grpc.so_reuseport", 0)]
-        self._grpc = grpc.aio.server(options=options)
+                   ("grpc.so_reuseport", 0),
+                   # a client that never finishes its TLS handshake / HTTP/2 preface is dropped in time
+                   ("grpc.server_handshake_timeout_ms", int(s.http_header_timeout_s * 1000))]
+        self._grpc = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs)
         services = GuardedServer(self._grpc, self.auth) if self.auth is not None else self._grpc
         services.add_generic_rpc_handlers((grpc_v2.handler(grpc_v2.V2Servicer(self.instance, __version__, self.telemetry)),))
         grpc_mgmt.add_to_server(self.instance, services)
@@ -314,6 +318,12 @@ class MeshServer:
         asgi = serve_infer_first(app)
         if self.auth is not None:
             asgi = guard_asgi(asgi, self.auth)
+        # Web pages must not drive the mesh through a browser (CSRF, and DNS rebinding of a loopback mesh).
+        asgi = guard_browsers(asgi, check_host=self.auth is None and is_loopback(s.host),
+                              extra_hosts=[s.advertise_host, socket.gethostname()])
+        if self.tls is not None:
+            # asyncio gives a TLS handshake 60 s; a client must finish it within the header timeout.
+            asyncio.constants.SSL_HANDSHAKE_TIMEOUT = s.http_header_timeout_s  # type: ignore[attr-defined]
         from kserve_mesh.api.http_limits import limited_protocol
 
         config = uvicorn.Config(asgi, host=s.host, port=s.rest_port, log_level="warning", access_log=False,

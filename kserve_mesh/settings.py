@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kserve_mesh.core.net import is_loopback
+
 MiB = 1 << 20
 
 
@@ -51,6 +53,9 @@ class MeshSettings(BaseSettings):
     storage_config: Path | None = Field(None, description="storage-config: a folder (mounted Secret) or a JSON/YAML file.")
     cache_dir: Path | None = Field(None, description="Where downloaded models are kept (default: a temp dir).")
     grpc_max_message_bytes: int = Field(16 * MiB, gt=0, description="Largest gRPC message accepted or sent.")
+    grpc_max_concurrent_rpcs: int = Field(256, gt=0, description="gRPC calls served at once; more are answered "
+                                          "RESOURCE_EXHAUSTED. Bounds what unauthenticated callers can make an "
+                                          "instance buffer (this many x grpc_max_message_bytes).")
     per_model_metrics: bool = Field(False, description="Label metrics with modelId/vModelId.")
     log_level: str = Field("INFO", description="Python logging level.")
 
@@ -144,16 +149,3 @@ class MeshSettings(BaseSettings):
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps a port on this machine only (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
-    name = host.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False  # a host name or a wildcard ('' / 0.0.0.0 / ::) reaches beyond this machine

@@ -168,7 +168,8 @@ ADMIN_GRPC_V2 = frozenset({"/inference.GRPCInferenceService/RepositoryModelLoad"
                            "/inference.GRPCInferenceService/RepositoryModelUnload"})
 INFER_GRPC_MESH = frozenset({"/mmesh.ModelMesh/getModelStatus", "/mmesh.ModelMesh/getVModelStatus"})
 OPEN_REST = frozenset({"/v2/health/live", "/v2/health/ready"})
-INFER_REST_POST = frozenset({"/v2/repository/index", "/mesh/v1/forward/infer"})
+INFER_REST_POST = frozenset({"/v2/repository/index"})
+FORWARDED = b"mm-forwarded"  # a hop from a peer: served here, never placed; only peers (admin) send it
 
 
 def grpc_role(method: str) -> Role | None:
@@ -188,7 +189,7 @@ def rest_role(method: str, path: str) -> Role | None:
         return None if path in OPEN_REST else Role.INFER
     if method == "POST" and (path in INFER_REST_POST or (path.startswith("/v2/models/") and path.endswith("/infer"))):
         return Role.INFER
-    return Role.ADMIN
+    return Role.ADMIN  # management, the peers' forwarding route, and anything unknown
 
 
 # -- checking ---------------------------------------------------------------------------------------
@@ -344,12 +345,13 @@ def guard_asgi(app: ASGIApp, auth: Authenticator) -> ASGIApp:
                 authorization = None
                 for name, value in scope["headers"]:
                     if name == b"authorization":
-                        authorization = value
-                        break
+                        authorization = authorization or value
+                    elif name == FORWARDED:
+                        need = Role.ADMIN  # a peer's hop: it skips routing, so only peers may say so
                 names = (scope.get("extensions") or {}).get("tls", {}).get("client_identities", ())
                 client = scope.get("client")
                 try:
-                    auth.check(need, authorization, names, f"{scope['method']} {scope['path'][:200]}",
+                    auth.check(need, authorization, names, f"{scope['method']} {printable(scope['path'][:200])}",
                                f"{client[0]}:{client[1]}" if client else "")
                 except MeshError as exc:
                     await _refuse(send, exc)
@@ -359,10 +361,19 @@ def guard_asgi(app: ASGIApp, auth: Authenticator) -> ASGIApp:
     return guarded
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so that what a caller sent cannot start a log line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 async def _refuse(send: Any, exc: MeshError) -> None:
     status = 401 if isinstance(exc, Unauthenticated) else 403
     body = json.dumps({"error": exc.message, "type": type(exc).__name__}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    # The connection closes after the answer: a refused caller's body is never read on.
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="kserve-mesh"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -381,13 +392,15 @@ def _guard_behavior(behavior: Callable[..., Any], need: Role, method: str, auth:
                     streaming_response: bool) -> Callable[..., Any]:
     def check(context: grpc.aio.ServicerContext) -> MeshError | None:
         authorization = None
+        required = need
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
-                authorization = value
-                break
+                authorization = authorization or value
+            elif key == "mm-forwarded":
+                required = Role.ADMIN  # a peer's hop (see FORWARDED)
         try:
-            auth.check(need, authorization, _grpc_identities(context) if authorization is None else (),
-                       method, context.peer())
+            auth.check(required, authorization, _grpc_identities(context) if authorization is None else (),
+                       printable(method[:200]), context.peer())
         except MeshError as exc:
             return exc
         return None
@@ -443,11 +456,13 @@ class _GuardedGeneric(grpc.GenericRpcHandler):
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        if method in self._cache:
-            return self._cache[method]
+        guarded = self._cache.get(method)
+        if guarded is not None:
+            return guarded
         handler = self.inner.service(handler_call_details)
-        guarded = None if handler is None else _guard_handler(handler, method, self.auth)
-        self._cache[method] = guarded  # a method's handler never changes: wrap it once
+        if handler is None:
+            return None  # not ours (UNIMPLEMENTED): nothing kept for names callers make up
+        guarded = self._cache[method] = _guard_handler(handler, method, self.auth)  # wrapped once per method
         return guarded
 
 

@@ -86,14 +86,19 @@ class MeshClient:
         ca = _env(None if ca_cert is None else os.fspath(ca_cert), "KSERVE_MESH_CA_CERT")
         cert = _env(None if client_cert is None else os.fspath(client_cert), "KSERVE_MESH_CLIENT_CERT")
         key = _env(None if client_key is None else os.fspath(client_key), "KSERVE_MESH_CLIENT_KEY")
-        if token and not token.isprintable():
-            raise InvalidInputError("the token holds characters that cannot travel in a header")
+        if token and not (token.isascii() and token.isprintable()):
+            raise InvalidInputError("the token holds characters that cannot travel in an HTTP header "
+                                    "(printable ASCII only)")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if url.startswith("http://") and (ca or cert):
             raise InvalidInputError(f"a CA bundle or client certificate is for https:// meshes; {url} is http://")
         verify: ssl.SSLContext | bool = tls_context(ca, cert, key) if url.startswith("https://") else True
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, verify=verify)
+        try:
+            self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, verify=verify)
+            self._http.build_request("GET", "/")  # a malformed URL fails here, not at the first call
+        except httpx.InvalidURL as exc:
+            raise InvalidInputError(f"the mesh URL {url!r} is not a valid URL: {exc}") from exc
         self._metadata: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def close(self) -> None:
@@ -112,6 +117,8 @@ class MeshClient:
     def _send(self, method: str, path: str, *, model_id: str = "", **kwargs: Any) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kwargs)
+        except httpx.InvalidURL as exc:
+            raise InvalidInputError(f"cannot call {method} {path}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise MeshUnavailableError(f"the mesh at {self.url} did not answer {method} {path} in time") from exc
         except httpx.HTTPError as exc:
@@ -269,6 +276,8 @@ class MeshClient:
 
     def infer_json(self, name: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """Send a V2 JSON request as is and return the V2 JSON response as is."""
+        if not isinstance(request, Mapping):
+            raise InvalidInputError(f"a V2 inference request is a JSON object (a mapping), got {type(request).__name__}")
         return self._call("POST", f"/v2/models/{_seg(name, 'model name')}/infer", json=dict(request), model_id=name)
 
     def example_request(self, name: str) -> dict[str, Any]:

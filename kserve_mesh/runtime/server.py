@@ -34,6 +34,7 @@ import grpc
 
 from kserve_mesh import __version__
 from kserve_mesh.core.errors import MeshError, ModelNotFound
+from kserve_mesh.core.net import is_loopback
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import v2
 from kserve_mesh.protos import model_runtime_pb2 as pb
@@ -279,8 +280,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="storage-config Secret as a JSON file or a mounted directory (one file per key)")
     p.add_argument("--cache-dir", type=Path, default=None, help="where downloaded models go (default: a temp dir)")
     add_storage_policy_flags(p)
+    add_listen_guard_flag(p)
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def add_listen_guard_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-non-loopback", action="store_true",
+                   help="listen on an address other machines can reach although the runtime API has no "
+                        "authentication (only where a network policy lets nothing but the mesh reach it)")
+
+
+def check_listen(host: str, listen: str, allow_non_loopback: bool) -> None:
+    """Refuse to serve the runtime API where others can reach it, unless told to on purpose: it has no
+    authentication, and ``loadModel`` of a pickled model from any URL runs that model's code."""
+    if listen.startswith("unix:") or allow_non_loopback:
+        return
+    where = listen.rsplit(":", 1)[0] if listen else host
+    if not is_loopback(where):
+        raise ValueError(f"refusing to listen on {where}: the runtime API has no authentication, and anyone who "
+                         "reaches it can load any model file (a pickled model runs its code). Listen on loopback "
+                         "(--host 127.0.0.1) or a Unix socket (--listen unix:PATH) beside the mesh instance, or "
+                         "pass --allow-non-loopback where a network policy lets only the mesh reach this port")
 
 
 def add_storage_policy_flags(p: argparse.ArgumentParser) -> None:
@@ -340,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``kserve-mesh runtime`` and ``python -m kserve_mesh.runtime.server``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        check_listen(args.host, args.listen, args.allow_non_loopback)
+    except ValueError as exc:
+        print(f"kserve-mesh runtime: {exc}", file=sys.stderr)
+        return 2
     if args.parent_pid:
         _stop_with_parent(args.parent_pid)
     try:

@@ -29,7 +29,9 @@ from kserve_mesh.runtime.mlserver.process import MLServerEndpoint
 from kserve_mesh.runtime.mlserver.runtime import MLServerRuntime
 from kserve_mesh.runtime.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    add_listen_guard_flag,
     add_storage_policy_flags,
+    check_listen,
     parse_bytes,
     serve,
     storage_policy,
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="storage-config Secret as a JSON file or a mounted directory (one file per key)")
     p.add_argument("--cache-dir", type=Path, default=None, help="where downloaded models go")
     add_storage_policy_flags(p)
+    add_listen_guard_flag(p)
     attach = p.add_argument_group("attach to a running MLServer instead of starting one")
     attach.add_argument("--attach-http", default=None, help="its REST URL, e.g. http://127.0.0.1:8080")
     attach.add_argument("--attach-grpc", default=None, help="its gRPC host:port, e.g. 127.0.0.1:8081")
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per MLServer call otherwise
     try:
+        check_listen(args.host, "", args.allow_non_loopback)
         return asyncio.run(_run(args))
     except (OSError, ValueError, MeshError) as exc:
         print(f"kserve-mesh mlserver runtime: {exc}", file=sys.stderr)

@@ -1,9 +1,7 @@
 """Every reproducer of issue 9 ("A mesh that is safe to expose", section "Why") against real
 ``kserve-mesh up`` processes on ephemeral loopback ports, asserting the refusal and that nothing was
 read or written outside the cache and the allowed folders; then what an attacker who reaches the
-ports tried on top of them. Reproducers of bugs still open are marked ``xfail(strict=True)`` with
-the bug in the reason: they document it without failing CI, and turn red (XPASS) once fixed, when
-the marker goes.
+ports tried on top of them: each bug that attack found has its reproducer here, fixed since.
 
 Instances (module-scoped where tests can share them, each stopped by its handle):
 
@@ -403,9 +401,6 @@ def test_a_non_loopback_address_without_an_auth_file_refuses_to_start(area: Path
 
 
 # (first of the tests on secure_mesh: refusals are logged at most once per 10 s)
-@pytest.mark.xfail(strict=True, reason="log forging without credentials: the refusal log line embeds the decoded "
-                   "request path, so %0A starts a line of the attacker's choosing (api/auth.py guard_asgi; model "
-                   "paths with newlines forge lines of the load-failure WARNING the same way)")
 def test_a_refused_path_cannot_forge_log_lines(secure_mesh: MeshProcess) -> None:
     forged = "2031-01-01 00:00:00,000 WARNING kserve_mesh.api.auth: FORGED-LINE"
     path = "/mesh/v1/models/x%0A" + urllib.parse.quote(forged)
@@ -483,7 +478,8 @@ def test_internal_and_documentation_routes_need_a_token(secure_mesh: MeshProcess
         with contextlib.suppress(OSError):
             while chunk := sock.recv(65536):
                 answer += chunk
-    assert re.findall(rb"HTTP/1.1 (\d+)", answer) == [b"200", b"401", b"401"], answer[:500]
+    # The connection closes after the refusal: the third request is never read (nor served).
+    assert re.findall(rb"HTTP/1.1 (\d+)", answer) == [b"200", b"401"], answer[:500]
     # gRPC metadata variants
     for metadata in ((("authorization-bin", f"Bearer {ADMIN}".encode()),), (("x-authorization", f"Bearer {ADMIN}"),),
                      (("mm-forwarded", "true"),), (("authorization", f"Basic {ADMIN}"),)):
@@ -723,7 +719,7 @@ def test_ids_over_256_bytes_or_with_control_characters_are_400(open_mesh: MeshPr
     assert status == 200 and len(text) < 50_000 and all(len(m["modelId"]) <= 256 for m in _json(text)["models"])
 
 
-# == 7. Bugs found attacking the above (xfail strict: remove the marker with the fix) ==============
+# == 7. Bugs found attacking the above, fixed since (each test names how it was broken) ==========
 
 CSRF_ISVC = """apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
@@ -739,10 +735,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="cross-site request forgery: a loopback mesh without auth takes POST "
-                   "/mesh/v1/apply (and infer, repository load/unload) as a 'simple' cross-origin request "
-                   "(Content-Type text/plain, foreign Origin), so any web page its user visits can deploy a model "
-                   "from any URL and load it: with an sklearn pickle that is code execution on the host")
 def test_a_cross_origin_text_plain_apply_is_refused(open_mesh: MeshProcess) -> None:
     try:
         status, text = _request(open_mesh, "POST", "/mesh/v1/apply", CSRF_ISVC.encode(),
@@ -753,9 +745,6 @@ def test_a_cross_origin_text_plain_apply_is_refused(open_mesh: MeshProcess) -> N
         _request(open_mesh, "DELETE", "/mesh/v1/inferenceservices/default/csrf")
 
 
-@pytest.mark.xfail(strict=True, reason="DNS rebinding: a loopback mesh without auth serves any Host header, so a "
-                   "page on attacker.example whose name re-resolves to 127.0.0.1 drives the management API "
-                   "same-origin (register, unregister, apply)")
 def test_a_foreign_host_header_is_refused_by_a_loopback_mesh(open_mesh: MeshProcess) -> None:
     try:
         status, text = _request(open_mesh, "PUT", "/mesh/v1/models/rebound",
@@ -765,8 +754,6 @@ def test_a_foreign_host_header_is_refused_by_a_loopback_mesh(open_mesh: MeshProc
         open_mesh.call("DELETE", "/mesh/v1/models/rebound")
 
 
-@pytest.mark.xfail(strict=True, reason="a tensor of more than 64 dimensions is 500 InternalError (REST) / INTERNAL "
-                   "(gRPC): numpy's reshape raises ValueError in protocol/tensors.py tensor_from_contents")
 def test_a_tensor_of_65_dimensions_is_a_user_error(open_mesh: MeshProcess) -> None:
     status, text = _request(open_mesh, "POST", "/v2/models/sklearn-iris/infer",
                             {"inputs": [{"name": "input-0", "shape": [1] * 65, "datatype": "FP64", "data": [1.0]}]})
@@ -777,9 +764,6 @@ def test_a_tensor_of_65_dimensions_is_a_user_error(open_mesh: MeshProcess) -> No
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
 
 
-@pytest.mark.xfail(strict=True, reason="error messages echo a whole shape: 20,000 dimensions make a 60 KB "
-                   "message, over gRPC's 16 KiB metadata limit, so the client gets RESOURCE_EXHAUSTED 'Stream "
-                   "removed' instead of INVALID_ARGUMENT (REST answers 60 KB)")
 def test_errors_about_a_huge_shape_stay_small(open_mesh: MeshProcess) -> None:
     req = v2.ModelInferRequest(model_name="sklearn-iris")
     req.inputs.add(name="input-0", datatype="FP64", shape=[1] * 20_000)
@@ -790,9 +774,6 @@ def test_errors_about_a_huge_shape_stay_small(open_mesh: MeshProcess) -> None:
     assert status == 400 and len(text) < 4096, (status, len(text))
 
 
-@pytest.mark.xfail(strict=True, reason="deeply nested JSON/YAML is 500 RecursionError on POST /v2/repository/index "
-                   "(api/rest.py repository_index: json.loads) and POST /mesh/v1/apply (kube/manifest.py "
-                   "load_documents); inference bodies get 400")
 @pytest.mark.parametrize(("path", "content_type", "body"), [
     ("/v2/repository/index", "application/json", b"[" * 100_000 + b"]" * 100_000),
     ("/mesh/v1/apply", "application/json", b"[" * 100_000 + b"]" * 100_000),
@@ -811,10 +792,6 @@ def _alias_bomb(levels: int) -> bytes:
             f"    env: {{ {', '.join(anchors)} }}\n").encode()
 
 
-@pytest.mark.xfail(strict=True, reason="YAML alias expansion ('billion laughs') in POST /mesh/v1/apply: a 500-byte "
-                   "ServingRuntime becomes 1e6 strings (7 MB stored and listed, 0.4 s on the event loop); 7 levels "
-                   "blocked every request for 8 s, 9 levels exhaust memory (kube/manifest.py load_documents, "
-                   "kube/standalone.py _normalized)")
 def test_yaml_aliases_cannot_expand_a_small_apply(open_mesh: MeshProcess) -> None:
     body = _alias_bomb(6)
     assert len(body) < 1024
@@ -829,9 +806,6 @@ def test_yaml_aliases_cannot_expand_a_small_apply(open_mesh: MeshProcess) -> Non
         _request(open_mesh, "DELETE", "/mesh/v1/servingruntimes/default/laughs")
 
 
-@pytest.mark.xfail(strict=True, reason="a model path of many components is resolved (realpath, quadratic) on the "
-                   "event loop at registration: a 300 KB 'a/a/a/...' path freezes every REST and gRPC request "
-                   "for ~8 s, a 2 MB one (within the 2 MiB body limit) for minutes (storage/policy.py local_path)")
 def test_a_long_model_path_does_not_stall_the_instance(open_mesh: MeshProcess) -> None:
     path = "a/" * 150_000  # 300 KB, well within the 1 MiB limit of management bodies: ~8 s on 2 cores
     started = time.monotonic()
@@ -842,8 +816,6 @@ def test_a_long_model_path_does_not_stall_the_instance(open_mesh: MeshProcess) -
     assert took < 1.5, f"registration took {took:.1f} s (status {status})"
 
 
-@pytest.mark.xfail(strict=True, reason="modelInfo type/path/key are unbounded: a 1 MiB type (or key) registers "
-                   "over gRPC, and every listing then carries it (ids are capped at 256 bytes, these are not)")
 def test_model_info_fields_are_bounded(open_mesh: MeshProcess) -> None:
     try:
         code, _ = _grpc(open_mesh, "/mmesh.ModelMesh/registerModel", mm.RegisterModelRequest(
@@ -858,9 +830,6 @@ def _rss_kib(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-@pytest.mark.xfail(strict=True, reason="unauthenticated memory growth: _GuardedGeneric.service (api/auth.py) caches "
-                   "every gRPC method name it is asked for, known or not, forever: 8,000 calls to made-up 4 KB "
-                   "method names keep ~30 MB (an instance without auth keeps none)")
 def test_unknown_grpc_methods_do_not_grow_memory(secure_mesh: MeshProcess, pki: Pki) -> None:
     def flood(tag: str, n: int) -> None:
         with _channel(secure_mesh, pki) as channel:
@@ -881,9 +850,6 @@ def test_unknown_grpc_methods_do_not_grow_memory(secure_mesh: MeshProcess, pki: 
     assert grown_mib < 10, f"RSS grew {grown_mib:.0f} MiB"
 
 
-@pytest.mark.xfail(strict=True, reason="--http-header-timeout-s does not cover the TLS handshake: the deadline "
-                   "starts in connection_made, which asyncio calls after the handshake, so a client that never "
-                   "finishes its ClientHello holds the connection for asyncio's 60 s default")
 def test_an_unfinished_tls_handshake_is_closed_within_the_header_timeout(secure_mesh: MeshProcess) -> None:
     socks = []
     try:
@@ -907,10 +873,6 @@ def test_an_unfinished_tls_handshake_is_closed_within_the_header_timeout(secure_
             sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason="after answering 401 to a request whose body is still coming, the server "
-                   "keeps reading it for as long as the client dribbles a byte per --http-body-timeout-s (a pause "
-                   "timeout, not a deadline): an unauthenticated client holds a connection for Content-Length "
-                   "pauses, 16 MiB of them on an inference route (api/http_limits.py, api/auth.py _refuse)")
 def test_an_unauthenticated_dribbled_body_does_not_hold_the_connection(secure_mesh: MeshProcess, pki: Pki) -> None:
     raw = socket.create_connection(_address(secure_mesh), timeout=5)
     with pki.context().wrap_socket(raw, server_hostname="127.0.0.1") as sock:
@@ -933,10 +895,6 @@ def test_an_unauthenticated_dribbled_body_does_not_hold_the_connection(secure_me
     assert closed, "the connection is still open 6 s after the 401"
 
 
-@pytest.mark.xfail(strict=True, reason="`kserve-mesh runtime --host 0.0.0.0` (the documented --runtime remote "
-                   "set-up) serves the ModelRuntime SPI without TLS or authentication and starts without a word; "
-                   "anyone who reaches it can loadModel an sklearn pickle from any http URL: remote code execution "
-                   "(runtime/server.py main/serve: no auth, no refusal off loopback, no http allow-list by default)")
 def test_a_runtime_on_a_non_loopback_address_without_credentials_refuses_to_start() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "kserve_mesh.cli", "runtime", "--host", "0.0.0.0", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -967,9 +925,6 @@ def test_a_runtime_on_a_non_loopback_address_without_credentials_refuses_to_star
                 proc.wait(10)
 
 
-@pytest.mark.xfail(strict=True, reason="credentials in a model URL (user:password@, presigned query) are redacted in "
-                   "errors and logs but returned whole in modelInfo.path by GET /mesh/v1/models[/id] to any caller "
-                   "with the read-only infer role (api/rest.py model_status_json)")
 def test_the_infer_role_does_not_read_credentials_in_model_urls(secure_mesh: MeshProcess) -> None:
     url = "http://alice:S3cret-pw@127.0.0.1:9/model.string?X-Amz-Signature=0123abcd"
     try:
@@ -989,7 +944,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]
 
 
 def _cli_bug(case: str, args: tuple[str, ...], bug: str) -> Any:
-    return pytest.param(args, id=case, marks=pytest.mark.xfail(strict=True, reason=bug))
+    """A CLI error path that once ended in a traceback (``bug`` says how); now it must not."""
+    return pytest.param(args, id=case)
 
 
 CLI_CASES = [

@@ -124,13 +124,14 @@ def test_roles_of_rest_routes() -> None:
     for method, path in [("GET", "/v2"), ("GET", "/v2/models/m"), ("POST", "/v2/models/m/infer"),
                          ("POST", "/v2/models/m/versions/1/infer"), ("POST", "/v2/repository/index"),
                          ("GET", "/mesh/v1/models"), ("GET", "/mesh/v1/status"), ("GET", "/openapi.json"),
-                         ("POST", "/mesh/v1/forward/infer"), ("GET", "/mesh/v1/inferenceservices")]:
+                         ("GET", "/mesh/v1/inferenceservices")]:
         assert rest_role(method, path) is Role.INFER, (method, path)
     for method, path in [("PUT", "/mesh/v1/models/m"), ("DELETE", "/mesh/v1/models/m"),
                          ("POST", "/mesh/v1/models/m/ensure-loaded"), ("PUT", "/mesh/v1/vmodels/v"),
                          ("DELETE", "/mesh/v1/vmodels/v"), ("POST", "/v2/repository/models/m/load"),
                          ("POST", "/v2/repository/models/m/unload"), ("POST", "/mesh/v1/apply"),
-                         ("DELETE", "/mesh/v1/inferenceservices/ns/n"), ("PATCH", "/anything")]:
+                         ("DELETE", "/mesh/v1/inferenceservices/ns/n"), ("PATCH", "/anything"),
+                         ("POST", "/mesh/v1/forward/infer")]:  # peers only
         assert rest_role(method, path) is Role.ADMIN, (method, path)
 
 
