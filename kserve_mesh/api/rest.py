@@ -37,7 +37,7 @@ from kserve_mesh.api.rest_decode import OFFLOAD_BYTES, JsonDecoder
 from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.core.ids import ModelId, VModelId, check_id
-from kserve_mesh.core.limits import loads_json, redacted_path
+from kserve_mesh.core.limits import loads_json, redacted_key, redacted_path
 from kserve_mesh.core.records import InstanceRecord, ModelInfo
 from kserve_mesh.core.vmodel import SetVModel
 from kserve_mesh.mesh.http_peer import FORWARD_PATH, FORWARDED, PROTOBUF, TIMEOUT_HEADER, carried_headers, header_safe
@@ -75,7 +75,7 @@ def model_status_json(s: ModelStatus) -> dict[str, Any]:
     }
     if s.info is not None:
         # Whoever may read a listing (the infer role too) sees no credentials in a model URL.
-        out["modelInfo"] = {"type": s.info.type, "path": redacted_path(s.info.path), "key": s.info.key}
+        out["modelInfo"] = {"type": s.info.type, "path": redacted_path(s.info.path), "key": redacted_key(s.info.key)}
     return out
 
 

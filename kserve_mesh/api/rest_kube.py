@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from kserve_mesh.api.errors import http_status, to_mesh_error
+from kserve_mesh.core.limits import redacted_path
 from kserve_mesh.kube.manifest import load_documents
 from kserve_mesh.kube.resources import KINDS, is_namespaced
 from kserve_mesh.kube.standalone import KubeService
@@ -31,6 +32,16 @@ MAX_BODY_BYTES = 8 << 20
 def _error(exc: BaseException) -> JSONResponse:
     err = to_mesh_error(exc)
     return JSONResponse({"error": err.message, "type": type(err).__name__}, status_code=http_status(err))
+
+
+def shown(obj: Any) -> Any:
+    """A resource as readers see it (the infer role too): no credentials in a storage URI."""
+    if isinstance(obj, dict):
+        return {k: (redacted_path(v) if k in ("storageUri", "path", "url") and isinstance(v, str) else shown(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [shown(v) for v in obj]
+    return obj
 
 
 def router(service: KubeService) -> APIRouter:
@@ -62,13 +73,13 @@ def _routes(r: APIRouter, service: KubeService, kind: str, plural: str) -> None:
 
     async def list_items(namespace: str | None = None) -> Any:
         try:
-            return {"kind": f"{kind}List", "items": await service.list(kind, namespace or None)}
+            return {"kind": f"{kind}List", "items": [shown(o) for o in await service.list(kind, namespace or None)]}
         except Exception as exc:  # noqa: BLE001
             return _error(exc)
 
     async def get_item(namespace: str, name: str) -> Any:
         try:
-            return await service.get(kind, namespace, name)
+            return shown(await service.get(kind, namespace, name))
         except Exception as exc:  # noqa: BLE001
             return _error(exc)
 

@@ -6,7 +6,8 @@ running the parser (or whatever walks the result) out of Python stack.
 
 ``redacted_path`` is a model path as a status listing shows it: in a URL, user info becomes
 ``***@``, the value of each query parameter ``***`` (presigned URLs carry their signature there)
-and a fragment ``***``. Registration stores and uses the whole path.
+and a fragment ``***``; ``redacted_key`` does the same for a modelKey's ``storage_params``.
+Registration stores and uses the whole path and key.
 """
 
 from __future__ import annotations
@@ -95,3 +96,25 @@ def redacted_path(path: str) -> str:
     if hash_mark:
         tail += "#" + (REDACTED if fragment else "")
     return scheme + authority + tail
+
+
+# storage_params fields that say where a model is, not how to get in: shown as they are.
+_PLAIN_PARAMS = frozenset({"type", "bucket", "default_bucket", "endpoint_url", "region", "name", "url"})
+
+
+def redacted_key(key: str) -> str:
+    """A modelKey as a listing may show it: the values of ``storage_params`` (which may override a
+    storage entry's credentials or headers) other than where-to-look fields become ``***``, and URLs
+    in them lose their credentials. A key that is not a JSON object is shown as it is (a bare
+    storage key name)."""
+    if "storage_params" not in key:
+        return key
+    try:
+        doc = json.loads(key)
+    except (ValueError, RecursionError):
+        return key
+    params = doc.get("storage_params") if isinstance(doc, dict) else None
+    if not isinstance(params, dict):
+        return key
+    doc["storage_params"] = {k: (redacted_path(str(v)) if k in _PLAIN_PARAMS else REDACTED) for k, v in params.items()}
+    return json.dumps(doc)

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,9 @@ from kserve_mesh.core.errors import (
     NotFound,
     Unavailable,
 )
-from kserve_mesh.kube.errors import InvalidSpec
+from kserve_mesh.core.ids import check_ids
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.kube.errors import InvalidSpec, RuntimeSelectionError
 from kserve_mesh.kube.mesh_adapters import InstanceMesh
 from kserve_mesh.kube.reconcile import Reconciler
 from kserve_mesh.kube.resources import (
@@ -47,6 +49,7 @@ from kserve_mesh.kube.resources import (
 )
 from kserve_mesh.kube.runtimes import BUILTIN_RUNTIME, builtin_runtime
 from kserve_mesh.kube.status import ServiceEndpoints, rfc3339
+from kserve_mesh.kube.translate import translate
 from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.store.base import Store
 from kserve_mesh.store.keys import Keys, encode_segment
@@ -75,7 +78,11 @@ class KubeService:
     """Apply, read and delete KServe resources on one mesh (the REST routes call this)."""
 
     def __init__(self, store: Store, keys: Keys, reconciler: Reconciler, clock: Clock, *,
-                 default_namespace: str = "default", builtin_runtimes: Sequence[str] = (BUILTIN_RUNTIME,)) -> None:
+                 default_namespace: str = "default", builtin_runtimes: Sequence[str] = (BUILTIN_RUNTIME,),
+                 vet: Callable[[str, ModelInfo], None] | None = None) -> None:
+        """``vet(model_id, info)`` refuses a model the mesh would refuse to register (bounds, storage
+        policy); an apply runs it before storing anything, so a refused resource is not kept."""
+        self.vet = vet
         self.store = store
         self.keys = keys
         self.reconciler = reconciler
@@ -86,7 +93,12 @@ class KubeService:
 
     @classmethod
     def for_instance(cls, instance: Instance, store: Store, keys: Keys, clock: Clock, **kw: Any) -> KubeService:
-        return cls(store, keys, Reconciler(InstanceMesh(instance), None, clock), clock, **kw)
+        def vet(model_id: str, info: ModelInfo) -> None:
+            check_ids(model_id=model_id, info=info)
+            if instance.check_model is not None:
+                instance.check_model(info)
+
+        return cls(store, keys, Reconciler(InstanceMesh(instance), None, clock), clock, vet=vet, **kw)
 
     def set_endpoints(self, *, grpc: str, rest: str) -> None:
         """Where clients reach this mesh (``host:port`` for gRPC, ``http://host:port`` for REST)."""
@@ -147,6 +159,8 @@ class KubeService:
                 raise InvalidSpec(exc.path, f"{exc.problem} (document {i + 1}{_label(doc)})") from exc
         if not parsed:
             raise InvalidArgument("no resources to apply (the input holds no documents)")
+        if self.vet is not None:
+            await self._vet(parsed)
         async with self._lock:
             await self._check_names([r for _, r in parsed if isinstance(r, InferenceService | Predictor)])
             results: dict[int, Applied] = {}
@@ -165,6 +179,22 @@ class KubeService:
             if runtimes_changed:
                 await self._reconcile_all(runtimes, runtimes_changed)
         return [results[i] for i in range(len(parsed))]
+
+    async def _vet(self, parsed: Sequence[tuple[dict[str, Any], Resource]]) -> None:
+        """Refuse, before anything is stored, a model resource whose model the mesh would refuse."""
+        assert self.vet is not None
+        runtimes = [*await self.runtimes(), *(r for _, r in parsed if isinstance(r, ServingRuntime))]
+        for i, (doc, res) in enumerate(parsed):
+            if not isinstance(res, InferenceService | Predictor):
+                continue
+            try:
+                spec = translate(res, runtimes)
+            except RuntimeSelectionError:
+                continue  # not an error of the spec: its status will say so
+            try:
+                self.vet(spec.model_id, spec.info)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"{exc.message} (document {i + 1}{_label(doc)})") from None
 
     async def _check_names(self, resources: Sequence[InferenceService | Predictor]) -> None:
         seen: dict[str, str] = {}

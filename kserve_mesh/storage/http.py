@@ -68,7 +68,7 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, check_url: Callable[[str, str], None], own_headers: Mapping[str, str]) -> None:
         super().__init__()
         self._check_url = check_url
-        self._own = {k.lower() for k in own_headers}
+        self._own = {k.lower() for k in own_headers} | {"authorization"}  # also a URL's user:password
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -88,6 +88,21 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
 def _any_url(url: str, shown: str) -> None:
     return None
+
+
+def _userinfo_as_header(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """``http://user:password@host/…`` as the URL without them and a Basic ``Authorization`` header
+    (``urllib`` would take ``user:password@host`` for a host, and quote it in its error)."""
+    import base64
+
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, dict(headers)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()).decode()
+    clean = urllib.parse.urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    return clean, {**headers, "Authorization": f"Basic {token}"}
 
 
 class HttpPuller:
@@ -130,7 +145,8 @@ class HttpPuller:
         raise last
 
     def _pull_once(self, url: str, shown: str, target: Path, max_bytes: int) -> None:
-        request = urllib.request.Request(url, headers=self._headers)
+        url, headers = _userinfo_as_header(url, self._headers)
+        request = urllib.request.Request(url, headers=headers)
         try:
             with self._opener.open(request, timeout=self._timeout) as resp:
                 length = resp.headers.get("Content-Length")
@@ -170,5 +186,5 @@ class HttpPuller:
             raise
         except OSError as exc:
             raise StorageError(f"cannot download {shown} to local disk: {exc}") from exc
-        except ValueError as exc:  # http.client.InvalidURL and friends: a malformed host or port
-            raise StorageError(f"cannot download {shown}: not a valid URL ({exc})") from exc
+        except ValueError:  # http.client.InvalidURL and friends (their text may quote the netloc: secrets)
+            raise StorageError(f"cannot download {shown}: not a valid URL (host or port)") from None

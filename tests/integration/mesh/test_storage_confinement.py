@@ -171,7 +171,9 @@ def test_an_inference_service_outside_the_roots_is_refused(confined: MeshProcess
             "spec": {"predictor": {"model": {"modelFormat": {"name": "string"}, "storageUri": "/etc/passwd"}}}}
     status, body = confined.call("POST", "/mesh/v1/apply", isvc)
     assert status == 400 and "'file:///etc/passwd' refused" in body["error"], body  # storageUri as file://
+    assert "document 1" in body["error"]
     _assert_not_served(confined, "leak")
+    assert confined.call("GET", "/mesh/v1/inferenceservices/default/leak")[0] == 404  # nothing was kept
 
 
 def test_pvc_claims_not_in_the_storage_config_are_refused(confined: MeshProcess) -> None:

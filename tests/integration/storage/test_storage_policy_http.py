@@ -122,3 +122,17 @@ def test_a_download_must_match_its_pin(sites: tuple[Site, Site], tmp_path: Path)
     with pytest.raises(DigestMismatch, match=f"expected {'a' * 64}, got {hashlib.sha256(b'onnx-bytes').hexdigest()}"):
         f.fetch("m", f"{a.url}/model.onnx", json.dumps({"sha256": "a" * 64}))
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_user_and_password_in_a_url_travel_as_basic_auth_and_never_follow_a_redirect(
+        sites: tuple[Site, Site], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import base64
+
+    a, b = sites
+    a.redirect_to = f"{b.url}/model.onnx"
+    url = f"http://alice:S3cret%40pw@127.0.0.1:{a.port}/go"
+    got = _fetcher(tmp_path, ["127.0.0.1", "localhost"]).fetch("m", url)
+    assert got.read_bytes() == b"onnx-bytes"
+    assert a.seen[0]["authorization"] == "Basic " + base64.b64encode(b"alice:S3cret@pw").decode()
+    assert "authorization" not in b.seen[0]  # the other host never sees the password
+    assert "S3cret" not in caplog.text

@@ -178,3 +178,18 @@ def test_redacted_path_never_shows_user_info_or_query_values(rest: str) -> None:
     if "?" in out.split("#")[0]:
         query = out.split("#")[0].split("?", 1)[1]
         assert all(item in ("", "***") or item.endswith(("=***", "=")) for item in query.split("&"))
+
+
+def test_a_listed_model_key_hides_storage_param_secrets() -> None:
+    import json as _json
+
+    from kserve_mesh.core.limits import redacted_key
+
+    key = _json.dumps({"storage_key": "s3", "storage_params": {
+        "type": "s3", "bucket": "models", "secret_access_key": "TOPSECRET", "headers": '{"Authorization": "x"}',
+        "endpoint_url": "http://user:pw@minio:9000"}})
+    shown = _json.loads(redacted_key(key))
+    assert shown["storage_key"] == "s3"
+    assert shown["storage_params"] == {"type": "s3", "bucket": "models", "secret_access_key": "***",
+                                       "headers": "***", "endpoint_url": "http://***@minio:9000"}
+    assert redacted_key("myStorage") == "myStorage" and redacted_key('{"storage_key": "a"}') == '{"storage_key": "a"}'
