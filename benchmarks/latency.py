@@ -141,6 +141,7 @@ def start_servers(procs: Processes, models_dir: Path, logs: Path) -> dict[str, S
     return {
         "a": procs.server("runtime process (a)", [py, "-m", "kserve_mesh.runtime.server", "--host", "127.0.0.1",
                                                   "--port", "0", "--log-level", "WARNING",
+                                                  "--allow-local-path", str(models_dir),
                                                   "--cache-dir", str(logs.parent / "runtime-a-cache")],
                           r"runtime listening on (\S+)", logs / "runtime-a.log", quiet),
         "b": procs.server("mesh (b)", mesh, ready, logs / "mesh-b.log", quiet),
