@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         body.write_bytes(request.SerializeToString())
         py = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        common = ["--log-level", "WARNING"]
+        common = ["--log-level", "WARNING", "--allow-local-path", str(models)]
         servers = {
             "tcp": procs.server("runtime tcp", [py, "-m", "kserve_mesh.runtime.server", "--host", "127.0.0.1",
                                                 "--port", "0", *common, "--cache-dir", str(work / "c1")],
