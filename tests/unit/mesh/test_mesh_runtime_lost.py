@@ -134,8 +134,9 @@ async def test_lost_runtime_drops_every_copy_and_fails_its_waiters(cache) -> Non
     assert manager.ledger.used_bytes == 4 * MiB
     runtime.hold_loads = {"c"}
     loading = asyncio.create_task(manager.enter(ModelId("c"), INFO, 0, 5.0))   # LOADING (held)
+    await _until(lambda: "c" in runtime.load_calls)  # c holds the one slot before d asks for it
     queued = asyncio.create_task(manager.enter(ModelId("d"), INFO, 0, 5.0))    # QUEUED (1 slot)
-    await _until(lambda: "c" in runtime.load_calls and ModelId("d") in manager.copies)
+    await _until(lambda: ModelId("d") in manager.copies)
     assert manager.copies[ModelId("c")].phase is Phase.LOADING
     assert manager.copies[ModelId("d")].phase is Phase.QUEUED
 
