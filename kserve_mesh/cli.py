@@ -57,6 +57,8 @@ SECURITY_FLAGS = {
     "http_body_timeout_s": _opt("--http-body-timeout-s", help="Longest pause while a request body arrives."),
     "grpc_max_concurrent_rpcs": _opt("--grpc-max-concurrent-rpcs", help="gRPC calls served at once (default "
                                      "256); more are answered RESOURCE_EXHAUSTED."),
+    "payload_processors": _opt("--payload-processors", help="Space-separated http(s):// URLs that receive every "
+                               "inference request and response as CloudEvents (?modelId=ID: only that model)."),
     "runtime_check_interval_s": _opt("--runtime-check-interval-s", help="Seconds between runtime status checks."),
     "runtime_check_timeout_s": _opt("--runtime-check-timeout-s", help="A runtime silent this long is hung "
                                     "(a child runtime is restarted)."),
@@ -90,7 +92,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "allow_local_paths": Optional[list[Path]], "pvc_mount_root": Optional[Path], "allow_any_pvc": Optional[bool],
     "http_allowed_hosts": Optional[list[str]], "rest_max_body_bytes": Optional[int],
     "http_header_timeout_s": Optional[float], "http_body_timeout_s": Optional[float],
-    "grpc_max_concurrent_rpcs": Optional[int],
+    "grpc_max_concurrent_rpcs": Optional[int], "payload_processors": Optional[str],
     "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
     "tls_cert": Optional[Path], "tls_key": Optional[Path], "tls_client_ca": Optional[Path],
     "tls_client_auth": Optional[str], "tls_ca": Optional[Path], "tls_server_name": Optional[str],

@@ -57,6 +57,11 @@ class MeshSettings(BaseSettings):
                                           "RESOURCE_EXHAUSTED. Bounds what unauthenticated callers can make an "
                                           "instance buffer (this many x grpc_max_message_bytes).")
     per_model_metrics: bool = Field(False, description="Label metrics with modelId/vModelId.")
+    payload_processors: str = Field("", description="Space-separated http(s):// URLs that receive every "
+                                    "inference request and response as CloudEvents (ModelMesh's "
+                                    "payloadProcessors); a URL ending in ?modelId=ID receives only that model's.")
+    payload_queue_size: int = Field(10_000, gt=0, description="Payload events held for the sinks; when they "
+                                    "fall behind, newer events are dropped (and counted), never inference slowed.")
     log_level: str = Field("INFO", description="Python logging level.")
 
     # -- storage confinement (who may make this process read which files) ------------------------
