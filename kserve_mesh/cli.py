@@ -461,7 +461,7 @@ def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def controller(ctx: typer.Context) -> None:
     """Run the Kubernetes controller (flags: see `kserve-mesh controller --help`)."""
-    from kserve_mesh.kube.controller import main as controller_main
+    from kserve_mesh.kube import controller_main
 
     raise typer.Exit(controller_main(list(ctx.args)) or 0)
 

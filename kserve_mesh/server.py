@@ -310,7 +310,7 @@ class MeshServer:
         await self._grpc.start()
 
         from kserve_mesh.api.rest_kube import router as kube_router
-        from kserve_mesh.kube.standalone import KubeService
+        from kserve_mesh.kube import KubeService
 
         self.kube = KubeService.for_instance(self.instance, self.store, Keys.for_namespace(s.namespace), self.clock)
         app = build_app(self.instance, __version__, extra_status=self.status, telemetry=self.telemetry,

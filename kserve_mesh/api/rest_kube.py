@@ -22,9 +22,7 @@ from fastapi.responses import JSONResponse
 
 from kserve_mesh.api.errors import http_status, to_mesh_error
 from kserve_mesh.core.limits import redacted_path
-from kserve_mesh.kube.manifest import load_documents
-from kserve_mesh.kube.resources import KINDS, is_namespaced
-from kserve_mesh.kube.standalone import KubeService
+from kserve_mesh.kube import KINDS, KubeService, is_namespaced, load_documents
 
 MAX_BODY_BYTES = 8 << 20
 

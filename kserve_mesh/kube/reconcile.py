@@ -1,15 +1,17 @@
 """Reconcile one model resource with the mesh: the same code for the controller and a standalone mesh.
 
-``Reconciler`` talks to the mesh through a small port, ``MeshManagement`` (the management calls it
-needs), with two adapters in ``kube/mesh_adapters.py``: in-process (a standalone mesh applies
-resources to its own ``Instance``) and gRPC (the controller talks ``mmesh.ModelMesh`` to the mesh
-Service). A reconcile:
+This is the one piece both sides drive, so it sits between them: it uses the pure KServe model
+(``kube/core/``) and talks to the mesh through a small port declared here, ``MeshManagement`` (the
+management calls it needs), and imports neither side. Each side brings its adapter: the controller
+talks ``mmesh.ModelMesh`` over gRPC to the mesh Service (``controller/mesh_client.py``, ``GrpcMesh``);
+a standalone mesh applies resources to its own ``Instance`` (``standalone/instance_mesh.py``,
+``InstanceMesh``). A reconcile:
 
-1. translates the resource (``translate.py``), choosing its runtime;
+1. translates the resource (``core/translate.py``), choosing its runtime;
 2. ``setVModel(name, owner, target=<name>__<owner>-<hash>, modelInfo, autoDeleteTargetModel,
    loadNow)``: idempotent; a changed spec starts a transition, the old model is deleted once the
    new one serves;
-3. reads the vmodel back and maps it to the resource's status (``status.py``).
+3. reads the vmodel back and maps it to the resource's status (``core/status.py``).
 
 Runtime-selection failures and a name owned by another source do not raise: they become the
 status (``lastFailureInfo``), as ModelMesh reported them. Mesh errors (unreachable, deadline) raise,
@@ -25,9 +27,10 @@ from typing import Any, Protocol
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.errors import AlreadyExists, Unavailable
 from kserve_mesh.core.records import ModelInfo, VModelState
-from kserve_mesh.kube.errors import InvalidSpec, RuntimeSelectionError
-from kserve_mesh.kube.resources import InferenceService, Predictor, ServingRuntime, is_modelmesh, parse
-from kserve_mesh.kube.status import (
+from kserve_mesh.kube.core.errors import InvalidSpec, RuntimeSelectionError
+from kserve_mesh.kube.core.parse import parse
+from kserve_mesh.kube.core.resources import InferenceService, Predictor, ServingRuntime, is_modelmesh
+from kserve_mesh.kube.core.status import (
     INVALID_PREDICTOR_SPEC,
     RUNTIME_UNHEALTHY,
     FailureInfo,
@@ -38,8 +41,8 @@ from kserve_mesh.kube.status import (
     predictor_state,
     predictor_status,
 )
-from kserve_mesh.kube.translate import MeshModelSpec, concrete_model_id, owner_of, translate
-from kserve_mesh.mesh.instance import ModelStatus, VModelStatus
+from kserve_mesh.kube.core.translate import MeshModelSpec, concrete_model_id, owner_of, translate
+from kserve_mesh.kube.core.views import ModelStatusInfo, VModelStatusInfo
 
 ModelResource = InferenceService | Predictor
 
@@ -47,16 +50,16 @@ ModelResource = InferenceService | Predictor
 class MeshManagement(Protocol):
     """The management calls a reconcile needs (a subset of ``mmesh.ModelMesh``)."""
 
-    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatus: ...
+    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatusInfo: ...
 
     async def set_vmodel(self, vmodel_id: str, owner: str, target: str, info: ModelInfo | None, *,
-                         auto_delete: bool = True, load_now: bool = False) -> VModelStatus: ...
+                         auto_delete: bool = True, load_now: bool = False) -> VModelStatusInfo: ...
 
     async def delete_vmodel(self, vmodel_id: str, owner: str) -> None: ...
 
-    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatus: ...
+    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatusInfo: ...
 
-    async def model_status(self, model_id: str) -> ModelStatus: ...
+    async def model_status(self, model_id: str) -> ModelStatusInfo: ...
 
     async def unregister(self, model_id: str) -> None: ...
 
@@ -148,7 +151,7 @@ class Reconciler:
         outcome = await self.apply(resource, runtimes)
         return self.render(kind, outcome.state, previous=previous, generation=generation)
 
-    async def _vmodel(self, name: str, owner: str) -> VModelStatus | None:
+    async def _vmodel(self, name: str, owner: str) -> VModelStatusInfo | None:
         vm = await self.mesh.vmodel_status(name, owner)
         return None if vm.state is VModelState.NOT_FOUND else vm
 

@@ -8,6 +8,8 @@ Every key the mesh writes is built and parsed here, so the layout can change in 
     <root>/leader                      leader election
     <root>/config                      mesh-wide configuration
     <root>/isvcs/<namespace>/<name>    KServe InferenceService bookkeeping
+    <root>/kuberesources/<plural>/<namespace or "_">/<name>
+                                       the other KServe resources a standalone mesh keeps
 
 ``root`` is one per Kubernetes namespace, e.g. ``kserve-mesh/default``. Ids are percent-encoded
 (every byte outside ``A-Za-z0-9-_.~``), so an id holding ``/``, ``%`` or spaces stays one path
@@ -51,6 +53,7 @@ class KeyKind(enum.Enum):
     VMODEL = "vmodels"
     INSTANCE = "instances"
     ISVC = "isvcs"
+    KUBE_RESOURCE = "kuberesources"
     LEADER = "leader"
     CONFIG = "config"
 
@@ -140,6 +143,17 @@ class Keys:
         if len(parts) != 2:
             raise InvalidArgument(f"key {key!r} is not an InferenceService key of {self.root!r}")
         return decode_segment(parts[0]), decode_segment(parts[1])
+
+    # ---- other KServe resources (Predictors, ServingRuntimes...) of a standalone mesh ----
+
+    def kube_resource(self, plural: str, namespace: str, name: str) -> str:
+        """Key of one resource; a cluster-scoped one (``namespace=""``) is under ``_``."""
+        return f"{self.kube_resources_prefix(plural, namespace)}{encode_segment(name)}"
+
+    def kube_resources_prefix(self, plural: str, namespace: str | None = None) -> str:
+        """Prefix of every resource of ``plural``, or of those in ``namespace``."""
+        base = f"{self.root}/{KeyKind.KUBE_RESOURCE.value}/{encode_segment(plural)}/"
+        return base if namespace is None else f"{base}{encode_segment(namespace or '_')}/"
 
     # ---- any key ----
 

@@ -243,10 +243,10 @@ def test_servingruntime_predictor_and_grpc_adapter(kube_mesh: MeshProcess, kube_
     async def controller_path() -> None:
         from kserve_mesh.core.clock import SystemClock
         from kserve_mesh.core.errors import Unavailable
-        from kserve_mesh.kube.mesh_adapters import GrpcMesh
+        from kserve_mesh.kube.controller.mesh_client import GrpcMesh
+        from kserve_mesh.kube.core.runtimes import BUILTIN_RUNTIMES
+        from kserve_mesh.kube.core.status import ServiceEndpoints
         from kserve_mesh.kube.reconcile import Reconciler
-        from kserve_mesh.kube.runtimes import BUILTIN_RUNTIMES
-        from kserve_mesh.kube.status import ServiceEndpoints
 
         mesh = GrpcMesh(kube_mesh.grpc)
         reconciler = Reconciler(mesh, ServiceEndpoints("modelmesh-serving.ns:8033", "http://modelmesh-serving.ns:8008"),

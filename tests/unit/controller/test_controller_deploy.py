@@ -1,4 +1,4 @@
-"""The runtime Deployment and Service builders (kube/deploy.py): shape, probes, ports, replicas,
+"""The runtime Deployment and Service builders (kube/controller/deploy/objects.py): shape, probes, ports, replicas,
 scale to zero, namespaced vs cluster runtimes; every object validates against the Kubernetes schema."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from kserve_mesh.kube.deploy import (
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.objects import (
     InvalidServingRuntime,
     RuntimeRef,
     deployment_name,
@@ -18,7 +19,6 @@ from kserve_mesh.kube.deploy import (
     runtime_service,
     service_urls,
 )
-from kserve_mesh.kube.deploy_config import ServingConfig
 
 K8S_VERSION = "1.30.0"
 

@@ -1,4 +1,4 @@
-"""The model-serving-config ConfigMap (kube/deploy_config.py): defaults, ModelMesh keys, bad values."""
+"""The model-serving-config ConfigMap (kube/controller/deploy/config.py): defaults, ModelMesh keys, bad values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kserve_mesh.kube.deploy_config import InvalidServingConfig, ServingConfig
+from kserve_mesh.kube.controller.deploy.config import InvalidServingConfig, ServingConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -1,4 +1,4 @@
-"""One controller reconcile (kube/controller_model.py) on a fake mesh: the runtime is known even when
+"""One controller reconcile (kube/controller/model_reconcile.py) on a fake mesh: the runtime is known even when
 the mesh is down, status patches drop vanished keys, Events only for new failures, refreshes only
 observe, ignored and invalid resources."""
 
@@ -9,10 +9,11 @@ from typing import Any
 from kserve_mesh.core.clock import ManualClock
 from kserve_mesh.core.errors import Unavailable
 from kserve_mesh.core.records import ModelInfo, ModelState, VModelState
-from kserve_mesh.kube.controller_model import ModelReconcile, merge_patch
-from kserve_mesh.kube.resources import ServingRuntime, parse
-from kserve_mesh.kube.status import ServiceEndpoints
-from kserve_mesh.mesh.instance import CopyView, ModelStatus, VModelStatus
+from kserve_mesh.kube.controller.model_reconcile import ModelReconcile, merge_patch
+from kserve_mesh.kube.core.parse import parse
+from kserve_mesh.kube.core.resources import ServingRuntime
+from kserve_mesh.kube.core.status import ServiceEndpoints
+from kserve_mesh.kube.core.views import CopyInfo, ModelStatusInfo, VModelStatusInfo
 
 RUNTIME = {
     "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterServingRuntime",
@@ -55,32 +56,32 @@ class FakeMesh:
         if self.down:
             raise Unavailable("mesh at x:8033 unavailable: connection refused")
 
-    def _model(self, model_id: str) -> ModelStatus:
-        copies = (CopyView("pod-1", self.state, 5),)
-        return ModelStatus(model_id, self.state, self.errors, copies)
+    def _model(self, model_id: str) -> ModelStatusInfo:
+        copies = (CopyInfo("pod-1", self.state, 5),)
+        return ModelStatusInfo(model_id, self.state, self.errors, copies)
 
     async def set_vmodel(self, vmodel_id: str, owner: str, target: str, info: ModelInfo | None, *,
-                         auto_delete: bool = True, load_now: bool = False) -> VModelStatus:
+                         auto_delete: bool = True, load_now: bool = False) -> VModelStatusInfo:
         self._check("set_vmodel")
         self.vmodels[vmodel_id] = (owner, target)
         return await self.vmodel_status(vmodel_id, owner)
 
-    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatus:
+    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatusInfo:
         self._check("vmodel_status")
         if vmodel_id not in self.vmodels:
-            return VModelStatus(vmodel_id, VModelState.NOT_FOUND)
+            return VModelStatusInfo(vmodel_id, VModelState.NOT_FOUND)
         own, target = self.vmodels[vmodel_id]
         model = self._model(target)
-        return VModelStatus(vmodel_id, VModelState.DEFINED, target, target, own, model, model)
+        return VModelStatusInfo(vmodel_id, VModelState.DEFINED, target, target, own, model, model)
 
     async def delete_vmodel(self, vmodel_id: str, owner: str) -> None:
         self._check("delete_vmodel")
         self.vmodels.pop(vmodel_id, None)
 
-    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatus:
+    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatusInfo:
         raise AssertionError("not used")
 
-    async def model_status(self, model_id: str) -> ModelStatus:
+    async def model_status(self, model_id: str) -> ModelStatusInfo:
         return self._model(model_id)
 
     async def unregister(self, model_id: str) -> None:

@@ -1,5 +1,5 @@
-"""Runtime Deployment planning (kube/deploy_plan.py) and the sync that carries plans out
-(kube/controller_sync.py) on a fake Kubernetes API: create, leave alone, update on change, mark
+"""Runtime Deployment planning (kube/controller/deploy/plan.py) and the sync that carries plans out
+(kube/controller/runtime_sync.py) on a fake Kubernetes API: create, leave alone, update on change, mark
 unused, scale to zero after the grace period, come back, delete when the runtime is gone."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from kserve_mesh.kube.controller_kube import KubeApiError
-from kserve_mesh.kube.controller_sync import ConfigSource, RuntimeSync
-from kserve_mesh.kube.deploy import ANNOTATION_LAST_USED
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.deploy_plan import ANNOTATION_SPEC_HASH, Create, Delete, Patch, plan_namespace
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.objects import ANNOTATION_LAST_USED
+from kserve_mesh.kube.controller.deploy.plan import ANNOTATION_SPEC_HASH, Create, Delete, Patch, plan_namespace
+from kserve_mesh.kube.controller.kube_api import KubeApiError
+from kserve_mesh.kube.controller.runtime_sync import ConfigSource, RuntimeSync
 
 RT = {
     "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterServingRuntime",

@@ -1,4 +1,4 @@
-"""What the controller reads and makes in a namespace before its runtime pods (kube/controller_secrets.py
+"""What the controller reads and makes in a namespace before its runtime pods (kube/controller/namespace_secrets.py
 through the sync, on a fake Kubernetes API): the auth Secret made once and never overwritten, the TLS
 Secret checked (missing or unusable: a Warning Event and no Deployment), PVC claims from the
 storage-config and, with allowAnyPVC, from the models; config keys without effect as Events; and the
@@ -18,12 +18,12 @@ import yaml
 from test_controller_plan import RT, FakeKube
 
 from kserve_mesh.core.errors import Unavailable
-from kserve_mesh.kube.controller_kube import KubeApiError, Warnings
-from kserve_mesh.kube.controller_secrets import NamespaceSecrets
-from kserve_mesh.kube.controller_sync import ConfigSource, RuntimeSync
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.deploy_security import PEER_TOKEN_ANNOTATION, secret_data
-from kserve_mesh.kube.mesh_adapters import GrpcMesh, MeshCredentials, MeshTls
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.security import PEER_TOKEN_ANNOTATION, secret_data
+from kserve_mesh.kube.controller.kube_api import KubeApiError, Warnings
+from kserve_mesh.kube.controller.mesh_client import GrpcMesh, MeshCredentials, MeshTls
+from kserve_mesh.kube.controller.namespace_secrets import NamespaceSecrets
+from kserve_mesh.kube.controller.runtime_sync import ConfigSource, RuntimeSync
 from kserve_mesh.protos import model_mesh_pb2 as pb
 from kserve_mesh.protos import model_mesh_pb2_grpc as pb_grpc
 

@@ -1,6 +1,7 @@
-"""What makes runtime pods safe to expose (kube/deploy_security.py through kube/deploy.py): the auth
-Secret and its mounts, TLS and mutual TLS from tls.secretName, PVC mounts with and without
-allowAnyPVC, and container args that the real ``kserve-mesh instance`` command line accepts."""
+"""What makes runtime pods safe to expose (kube/controller/deploy/security.py through
+kube/controller/deploy/objects.py): the auth Secret and its mounts, TLS and mutual TLS from
+tls.secretName, PVC mounts with and without allowAnyPVC, and container args that the real
+``kserve-mesh instance`` command line accepts."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from test_controller_deploy import K8S_VERSION, containers, serving_runtime
 from typer.testing import CliRunner
 
 from kserve_mesh.core.errors import InvalidArgument
-from kserve_mesh.kube.deploy import runtime_deployment, service_urls
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.deploy_security import (
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.objects import runtime_deployment, service_urls
+from kserve_mesh.kube.controller.deploy.security import (
     PodInputs,
     SecretProblem,
     TlsSecret,
@@ -259,7 +260,7 @@ def test_the_mounted_secrets_load_in_the_instances_own_auth_and_tls_code(tmp_pat
 
     from kserve_mesh import cli
     from kserve_mesh.api.auth import Authenticator, Role
-    from kserve_mesh.kube.deploy_security import AUTH_PATH, TLS_PATH
+    from kserve_mesh.kube.controller.deploy.security import AUTH_PATH, TLS_PATH
     from kserve_mesh.mesh.tls import TlsFiles, TlsMaterial
 
     config = ServingConfig(tls_secret_name="mesh-tls", tls_client_auth="require")

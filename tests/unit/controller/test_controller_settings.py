@@ -1,5 +1,5 @@
-"""Flags and environment of ``kserve-mesh controller`` (kube/controller_settings.py), and its one-line
-errors (kube/controller.py main)."""
+"""Flags and environment of ``kserve-mesh controller`` (kube/controller/settings.py), and its one-line
+errors (kube/controller/main.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kserve_mesh.kube.controller import main
-from kserve_mesh.kube.controller_settings import ControllerSettings, InvalidControllerSettings
+from kserve_mesh.kube.controller.main import main
+from kserve_mesh.kube.controller.settings import ControllerSettings, InvalidControllerSettings
 
 
 def test_defaults_are_cluster_scope_with_a_mesh_per_namespace() -> None:

@@ -13,10 +13,11 @@ import pytest
 
 from kserve_mesh.core.clock import SystemClock
 from kserve_mesh.core.limits import MAX_NESTING
-from kserve_mesh.kube.errors import InvalidSpec
-from kserve_mesh.kube.manifest import load_documents
-from kserve_mesh.kube.standalone import MAX_STORED_BYTES, KubeService
+from kserve_mesh.kube.core.errors import InvalidSpec
+from kserve_mesh.kube.core.manifest import load_documents
+from kserve_mesh.kube.standalone.service import MAX_STORED_BYTES, KubeService
 from kserve_mesh.store.keys import Keys
+from kserve_mesh.store.kube_resources import KubeResourceStore
 from kserve_mesh.store.memory import MemoryStore
 
 YAML = "application/yaml"
@@ -109,7 +110,7 @@ def _runtime(name: str, env_value: str) -> dict[str, Any]:
 
 async def test_a_resource_too_large_to_store_is_refused_and_nothing_is_applied(store: MemoryStore) -> None:
     keys = Keys.for_namespace("t")
-    service = KubeService(store, keys, _NoReconciler(), SystemClock())  # type: ignore[arg-type]
+    service = KubeService(KubeResourceStore(store, keys), _NoReconciler(), SystemClock())  # type: ignore[arg-type]
     with pytest.raises(InvalidSpec, match=rf"the resource is \d+ bytes as JSON; at most {MAX_STORED_BYTES} bytes "
                                           r"are stored per resource \(document 2: ServingRuntime big\)"):
         await service.apply([_runtime("small", "x"), _runtime("big", "y" * MAX_STORED_BYTES)])

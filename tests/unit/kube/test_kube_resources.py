@@ -18,16 +18,16 @@ from kube_docs_examples import (
     TENSORFLOW_FULL,
 )
 
-from kserve_mesh.kube.errors import InvalidSpec
-from kserve_mesh.kube.manifest import load_documents
-from kserve_mesh.kube.resources import (
+from kserve_mesh.kube.core.errors import InvalidSpec
+from kserve_mesh.kube.core.manifest import load_documents
+from kserve_mesh.kube.core.parse import parse
+from kserve_mesh.kube.core.resources import (
     InferenceService,
     ModelFormat,
     Predictor,
     ServingRuntime,
     is_modelmesh,
     kind_of_plural,
-    parse,
 )
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from kserve_mesh.kube.errors import NoSupportingRuntime, RuntimeNotRecognized
-from kserve_mesh.kube.resources import ModelFormat, ModelSource, ObjectMeta, ServingRuntime, SupportedModelFormat
-from kserve_mesh.kube.runtimes import (
+from kserve_mesh.kube.core.errors import NoSupportingRuntime, RuntimeNotRecognized
+from kserve_mesh.kube.core.resources import ModelFormat, ModelSource, ObjectMeta, ServingRuntime, SupportedModelFormat
+from kserve_mesh.kube.core.runtimes import (
     BUILTIN_RUNTIME,
     BUILTIN_RUNTIMES,
     MLSERVER_RUNTIME,

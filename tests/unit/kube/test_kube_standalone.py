@@ -15,12 +15,12 @@ from kserve_mesh.core.clock import SystemClock
 from kserve_mesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from kserve_mesh.core.ids import InstanceId, ModelId
 from kserve_mesh.core.records import ModelState
-from kserve_mesh.kube.errors import InvalidSpec
-from kserve_mesh.kube.mesh_adapters import InstanceMesh
+from kserve_mesh.kube.core.errors import InvalidSpec
+from kserve_mesh.kube.core.resources import InferenceService
+from kserve_mesh.kube.core.status import ServiceEndpoints
 from kserve_mesh.kube.reconcile import Reconciler
-from kserve_mesh.kube.resources import InferenceService
-from kserve_mesh.kube.standalone import KubeService
-from kserve_mesh.kube.status import ServiceEndpoints
+from kserve_mesh.kube.standalone.instance_mesh import InstanceMesh
+from kserve_mesh.kube.standalone.service import KubeService
 from kserve_mesh.mesh.cache_manager import CacheConfig
 from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.registry import Registry
@@ -28,6 +28,7 @@ from kserve_mesh.protocol import v2
 from kserve_mesh.runtime.builtin.runtime import BuiltinRuntime, RuntimeConfig
 from kserve_mesh.storage import StoragePolicy, make_fetcher, model_check
 from kserve_mesh.store.keys import Keys
+from kserve_mesh.store.kube_resources import KubeResourceStore
 from kserve_mesh.store.memory import MemoryStore
 
 KEYS = Keys.for_namespace("t")
@@ -210,7 +211,7 @@ async def test_owner_conflict_from_another_source_becomes_status(instance: Insta
     await instance.register("other-model", ModelInfo("string", str(folder)))
     await instance.set_vmodel(SetVModel("o", ModelId("other-model"), owner="someone"))  # type: ignore[arg-type]
     reconciler = Reconciler(InstanceMesh(instance), ServiceEndpoints("h:1", "http://h:2"), SystemClock())
-    from kserve_mesh.kube.resources import parse
+    from kserve_mesh.kube.core.parse import parse
 
     res = parse(isvc("o", folder))
     assert isinstance(res, InferenceService)
@@ -223,7 +224,7 @@ async def test_owner_conflict_from_another_source_becomes_status(instance: Insta
 
 
 async def _builtins():  # type: ignore[no-untyped-def]
-    from kserve_mesh.kube.runtimes import BUILTIN_RUNTIMES
+    from kserve_mesh.kube.core.runtimes import BUILTIN_RUNTIMES
 
     return BUILTIN_RUNTIMES
 
@@ -295,12 +296,12 @@ async def test_unreachable_mesh_stores_the_resource_and_says_why(store: MemorySt
     import json
 
     from kserve_mesh.core.errors import Unavailable
-    from kserve_mesh.kube.mesh_adapters import GrpcMesh
+    from kserve_mesh.kube.controller.mesh_client import GrpcMesh
 
     mesh = GrpcMesh("127.0.0.1:1", deadline_s=1.0)
     try:
-        svc = KubeService(store, KEYS, Reconciler(mesh, ServiceEndpoints("h:1", "http://h:2"), SystemClock()),
-                          SystemClock())
+        reconciler = Reconciler(mesh, ServiceEndpoints("h:1", "http://h:2"), SystemClock())
+        svc = KubeService(KubeResourceStore(store, KEYS), reconciler, SystemClock())
         assert (await svc.apply([isvc("u", string_model(tmp_path, "u"))]))[0].action == "created"
         kv = await store.get(KEYS.isvc("default", "u"))
         assert kv is not None

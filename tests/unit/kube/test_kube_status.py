@@ -4,7 +4,7 @@ wrote them (quick start's `kubectl describe isvc` output is the reference)."""
 from __future__ import annotations
 
 from kserve_mesh.core.records import ModelState, VModelState
-from kserve_mesh.kube.status import (
+from kserve_mesh.kube.core.status import (
     PredictorState,
     ServiceEndpoints,
     SpecProblem,
@@ -13,23 +13,23 @@ from kserve_mesh.kube.status import (
     predictor_status,
     rfc3339,
 )
-from kserve_mesh.mesh.instance import CopyView, ModelStatus, VModelStatus
+from kserve_mesh.kube.core.views import CopyInfo, ModelStatusInfo, VModelStatusInfo
 
 NOW = 1_700_000_000_000
 EP = ServiceEndpoints("modelmesh-serving.modelmesh-serving:8033", "http://modelmesh-serving.modelmesh-serving:8008")
 A, B = "m__isvc-aaaaaaaaaa", "m__isvc-bbbbbbbbbb"
 
 
-def ms(model_id: str, state: ModelState, *copies: CopyView, errors: tuple[str, ...] = ()) -> ModelStatus:
-    return ModelStatus(model_id, state, errors, copies)
+def ms(model_id: str, state: ModelState, *copies: CopyInfo, errors: tuple[str, ...] = ()) -> ModelStatusInfo:
+    return ModelStatusInfo(model_id, state, errors, copies)
 
 
-def loaded(model_id: str, n: int = 1) -> ModelStatus:
-    return ms(model_id, ModelState.LOADED, *(CopyView(f"pod-{i}", ModelState.LOADED, NOW) for i in range(n)))
+def loaded(model_id: str, n: int = 1) -> ModelStatusInfo:
+    return ms(model_id, ModelState.LOADED, *(CopyInfo(f"pod-{i}", ModelState.LOADED, NOW) for i in range(n)))
 
 
-def vm(state: VModelState, active: ModelStatus, target: ModelStatus | None = None) -> VModelStatus:
-    return VModelStatus("m", state, active.model_id, (target or active).model_id, "isvc", active, target)
+def vm(state: VModelState, active: ModelStatusInfo, target: ModelStatusInfo | None = None) -> VModelStatusInfo:
+    return VModelStatusInfo("m", state, active.model_id, (target or active).model_id, "isvc", active, target)
 
 
 def test_quickstart_describe_output() -> None:
@@ -56,7 +56,7 @@ def test_model_states_map_like_modelmesh_serving() -> None:
 
 
 def test_no_vmodel_is_pending_and_not_ready() -> None:
-    for vmodel in (None, VModelStatus("m", VModelState.NOT_FOUND)):
+    for vmodel in (None, VModelStatusInfo("m", VModelState.NOT_FOUND)):
         state = predictor_state(vmodel)
         assert state == PredictorState()
         status = isvc_status(state, EP, now_ms=NOW)
@@ -68,13 +68,13 @@ def test_no_vmodel_is_pending_and_not_ready() -> None:
 
 def test_transition_in_progress_shows_the_target_state() -> None:
     state = predictor_state(vm(VModelState.TRANSITIONING, loaded(A), ms(B, ModelState.LOADING,
-                                                                         CopyView("pod-0", ModelState.LOADING, NOW))))
+                                                                         CopyInfo("pod-0", ModelState.LOADING, NOW))))
     assert (state.active_state, state.target_state, state.transition) == ("Loaded", "Loading", "InProgress")
     assert state.available and state.total_copies == 1 and state.failure is None
 
 
 def test_failed_target_blocks_the_transition_with_failure_info() -> None:
-    failed = ms(B, ModelState.LOADING_FAILED, CopyView("pod-1", ModelState.LOADING_FAILED, NOW - 5000),
+    failed = ms(B, ModelState.LOADING_FAILED, CopyInfo("pod-1", ModelState.LOADING_FAILED, NOW - 5000),
                 errors=("model file is corrupt",))
     state = predictor_state(vm(VModelState.TRANSITION_FAILED, loaded(A), failed))
     assert (state.active_state, state.target_state, state.transition) == ("Loaded", "FailedToLoad",
@@ -88,7 +88,7 @@ def test_failed_target_blocks_the_transition_with_failure_info() -> None:
 
 
 def test_failed_only_model_is_not_ready() -> None:
-    failed = ms(A, ModelState.LOADING_FAILED, CopyView("pod-0", ModelState.LOADING_FAILED, NOW), errors=("boom",))
+    failed = ms(A, ModelState.LOADING_FAILED, CopyInfo("pod-0", ModelState.LOADING_FAILED, NOW), errors=("boom",))
     state = predictor_state(vm(VModelState.DEFINED, failed))
     assert state.active_state == "FailedToLoad" and not state.available
     status = isvc_status(state, EP, now_ms=NOW)
@@ -141,7 +141,7 @@ def test_observed_generation_and_no_endpoints() -> None:
 
 
 def test_predictor_status_fields() -> None:
-    failed = ms(B, ModelState.LOADING_FAILED, CopyView("pod-1", ModelState.LOADING_FAILED, NOW), errors=("bad",))
+    failed = ms(B, ModelState.LOADING_FAILED, CopyInfo("pod-1", ModelState.LOADING_FAILED, NOW), errors=("bad",))
     state = predictor_state(vm(VModelState.TRANSITION_FAILED, loaded(A, 2), failed))
     status = predictor_status(state, EP, now_ms=NOW)
     assert status == {

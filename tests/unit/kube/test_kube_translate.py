@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from kube_docs_examples import PREDICTOR, QUICKSTART_STORAGE_SPEC, QUICKSTART_STORAGE_URI, TENSORFLOW_FULL
 
-from kserve_mesh.kube.errors import RuntimeNotRecognized
-from kserve_mesh.kube.manifest import load_documents
-from kserve_mesh.kube.resources import InferenceService, ModelFormat, ModelSource, ObjectMeta, Predictor, parse
-from kserve_mesh.kube.runtimes import BUILTIN_RUNTIME, BUILTIN_RUNTIMES
-from kserve_mesh.kube.translate import concrete_model_id, model_info, spec_hash, storage_location, translate
+from kserve_mesh.kube.core.errors import RuntimeNotRecognized
+from kserve_mesh.kube.core.manifest import load_documents
+from kserve_mesh.kube.core.parse import parse
+from kserve_mesh.kube.core.resources import InferenceService, ModelFormat, ModelSource, ObjectMeta, Predictor
+from kserve_mesh.kube.core.runtimes import BUILTIN_RUNTIME, BUILTIN_RUNTIMES
+from kserve_mesh.kube.core.translate import concrete_model_id, model_info, spec_hash, storage_location, translate
 from kserve_mesh.runtime.builtin.models import resolve_model_spec
 from kserve_mesh.storage import ModelFetcher, StorageConfig, StoragePolicy, parse_model_key
 

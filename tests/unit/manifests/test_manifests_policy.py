@@ -9,8 +9,8 @@ import pytest
 import yaml
 from manifests_checks import KUSTOMIZATIONS, OVERLAYS, containers_of, one, pod_spec, render
 
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.deploy_security import auth_secret_name
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.security import auth_secret_name
 from kserve_mesh.storage.config import StorageConfig
 
 SUGGESTED_TLS_SECRET = "modelmesh-serving-tls"

@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from kserve_mesh.core.errors import InvalidArgument
-from kserve_mesh.kube.deploy_config import ServingConfig
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
 
 TLS_VOLUME = "mesh-tls"
 TLS_PATH = "/etc/kserve-mesh/tls"

@@ -1,7 +1,7 @@
-"""``kserve-mesh controller``: the Kubernetes controller process (flags: ``controller_settings.py``).
+"""``kserve-mesh controller``: the Kubernetes controller process (flags: ``settings.py``).
 
 Reads its settings once, configures logging, and runs kopf's operator with the controller's own
-registry (``controller_handlers.py``, which also starts and stops the runtime Deployment sync with
+registry (``handlers.py``, which also starts and stops the runtime Deployment sync with
 the operator): kopf stops on SIGTERM/SIGINT, then the sync task is cancelled and every client
 closed. A bad flag is a one-line error and exit status 2.
 """
@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from kserve_mesh.kube.controller_settings import ControllerSettings, InvalidControllerSettings
+from kserve_mesh.kube.controller.settings import ControllerSettings, InvalidControllerSettings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 async def run(settings: ControllerSettings) -> None:
     import kopf
 
-    from kserve_mesh.kube.controller_handlers import Controller, build_registry, operator_settings
+    from kserve_mesh.kube.controller.handlers import Controller, build_registry, operator_settings
 
     ctl = Controller(settings)
     registry = build_registry(ctl)

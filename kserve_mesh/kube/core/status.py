@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kserve_mesh.core.records import ModelState, VModelState
-from kserve_mesh.mesh.instance import ModelStatus, VModelStatus
+from kserve_mesh.kube.core.views import ModelStatusInfo, VModelStatusInfo
 
 PENDING, STANDBY, LOADING, LOADED, FAILED_TO_LOAD = "Pending", "Standby", "Loading", "Loaded", "FailedToLoad"
 UP_TO_DATE, IN_PROGRESS, BLOCKED, INVALID_SPEC = "UpToDate", "InProgress", "BlockedByFailedLoad", "InvalidSpec"
@@ -91,13 +91,13 @@ class PredictorState:
         return self.active_state in (STANDBY, LOADING, LOADED)
 
 
-def model_state(status: ModelStatus | None) -> str:
+def model_state(status: ModelStatusInfo | None) -> str:
     if status is None:
         return PENDING
     return _MODEL_STATES.get(status.state, PENDING)
 
 
-def _failure_of(status: ModelStatus | None, model_id: str) -> FailureInfo | None:
+def _failure_of(status: ModelStatusInfo | None, model_id: str) -> FailureInfo | None:
     if status is None or status.state is ModelState.LOADED or not status.errors:
         return None
     failed = next((c for c in status.copies if c.state is ModelState.LOADING_FAILED), None)
@@ -105,11 +105,11 @@ def _failure_of(status: ModelStatus | None, model_id: str) -> FailureInfo | None
                        failed.location if failed else "", failed.time_ms if failed else 0)
 
 
-def _count(status: ModelStatus | None, *states: ModelState) -> int:
+def _count(status: ModelStatusInfo | None, *states: ModelState) -> int:
     return 0 if status is None else sum(1 for c in status.copies if c.state in states)
 
 
-def predictor_state(vm: VModelStatus | None, problem: SpecProblem | None = None) -> PredictorState:
+def predictor_state(vm: VModelStatusInfo | None, problem: SpecProblem | None = None) -> PredictorState:
     """The status fields of a predictor from its vmodel (None when the mesh has none) and the problem
     that kept its current spec out of the mesh, if any."""
     exists = vm is not None and vm.state is not VModelState.NOT_FOUND

@@ -32,17 +32,18 @@ import kopf
 
 from kserve_mesh.core.clock import Clock, SystemClock
 from kserve_mesh.core.errors import DeadlineExceeded, MeshError, Unavailable
-from kserve_mesh.kube.controller_kube import KubeApi, KubeHttp, Warnings
-from kserve_mesh.kube.controller_model import ModelReconcile
-from kserve_mesh.kube.controller_secrets import NamespaceSecrets
-from kserve_mesh.kube.controller_settings import ControllerSettings
-from kserve_mesh.kube.controller_sync import ConfigSource, RuntimeSync
-from kserve_mesh.kube.deploy import service_urls
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.errors import InvalidSpec
-from kserve_mesh.kube.mesh_adapters import GrpcMesh
-from kserve_mesh.kube.resources import DEPLOYMENT_MODE_ANNOTATION, MODELMESH_MODE, ServingRuntime, parse
-from kserve_mesh.kube.status import ServiceEndpoints
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.objects import service_urls
+from kserve_mesh.kube.controller.kube_api import KubeApi, KubeHttp, Warnings
+from kserve_mesh.kube.controller.mesh_client import GrpcMesh
+from kserve_mesh.kube.controller.model_reconcile import ModelReconcile
+from kserve_mesh.kube.controller.namespace_secrets import NamespaceSecrets
+from kserve_mesh.kube.controller.runtime_sync import ConfigSource, RuntimeSync
+from kserve_mesh.kube.controller.settings import ControllerSettings
+from kserve_mesh.kube.core.errors import InvalidSpec
+from kserve_mesh.kube.core.parse import parse
+from kserve_mesh.kube.core.resources import DEPLOYMENT_MODE_ANNOTATION, MODELMESH_MODE, ServingRuntime
+from kserve_mesh.kube.core.status import ServiceEndpoints
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,12 @@
-"""The two ``MeshManagement`` adapters a ``Reconciler`` runs on.
+"""``GrpcMesh``: the controller's ``MeshManagement`` adapter (``kube/reconcile.py``), over gRPC.
 
-- ``InstanceMesh``: calls a ``mesh.instance.Instance`` in the same process (a standalone mesh
-  applying resources to itself).
-- ``GrpcMesh``: speaks ModelMesh's management API (``mmesh.ModelMesh``) to a mesh Service over
-  gRPC, each call with a deadline; gRPC failures come back as mesh errors (``Unavailable``,
-  ``AlreadyExists``...). The controller uses it; so could anything that managed ModelMesh.
-  ``MeshCredentials`` make it present a bearer token (metadata ``authorization``) and speak TLS
-  (the mesh's CA, the name in its certificate, and a client certificate for mutual TLS); a mesh
-  that refuses them answers ``Unavailable`` naming why, as an unreachable one does.
+It speaks ModelMesh's management API (``mmesh.ModelMesh``) to a mesh Service, each call with a
+deadline; gRPC failures come back as mesh errors (``Unavailable``, ``AlreadyExists``...). Answers
+become the kube side's status values (``core/views.py``), so the controller never loads the mesh
+itself; anything that managed ModelMesh could use it. ``MeshCredentials`` make it present a bearer
+token (metadata ``authorization``) and speak TLS (the mesh's CA, the name in its certificate, and a
+client certificate for mutual TLS); a mesh that refuses them answers ``Unavailable`` naming why, as
+an unreachable one does.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ from dataclasses import dataclass
 import grpc
 
 from kserve_mesh.core.errors import MeshError, Unavailable
-from kserve_mesh.core.ids import ModelId, VModelId
 from kserve_mesh.core.records import ModelInfo, ModelState, VModelState
-from kserve_mesh.core.vmodel import SetVModel
-from kserve_mesh.mesh.instance import CopyView, Instance, ModelStatus, VModelStatus
+from kserve_mesh.kube.core.views import CopyInfo, ModelStatusInfo, VModelStatusInfo
 from kserve_mesh.protos import model_mesh_pb2 as pb
 from kserve_mesh.protos import model_mesh_pb2_grpc as pb_grpc
 from kserve_mesh.runtime.grpc_errors import error_of
@@ -59,43 +56,16 @@ def _channel(target: str, credentials: MeshCredentials | None) -> grpc.aio.Chann
     return grpc.aio.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", tls.server_name)])
 
 
-class InstanceMesh:
-    """``MeshManagement`` on an in-process ``Instance``."""
-
-    def __init__(self, instance: Instance) -> None:
-        self.instance = instance
-
-    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatus:
-        return await self.instance.register(model_id, info, load_now=load_now)
-
-    async def set_vmodel(self, vmodel_id: str, owner: str, target: str, info: ModelInfo | None, *,
-                         auto_delete: bool = True, load_now: bool = False) -> VModelStatus:
-        req = SetVModel(VModelId(vmodel_id), ModelId(target), owner=owner)
-        return await self.instance.set_vmodel(req, model_info=info, auto_delete=auto_delete, load_now=load_now)
-
-    async def delete_vmodel(self, vmodel_id: str, owner: str) -> None:
-        await self.instance.delete_vmodel(vmodel_id, owner)
-
-    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatus:
-        return self.instance.vmodel_status(vmodel_id, owner)
-
-    async def model_status(self, model_id: str) -> ModelStatus:
-        return self.instance.model_status(model_id)
-
-    async def unregister(self, model_id: str) -> None:
-        await self.instance.unregister(model_id)
+def model_status_of(model_id: str, msg: pb.ModelStatusInfo) -> ModelStatusInfo:
+    copies = tuple(CopyInfo(c.location, ModelState(c.copyStatus), int(c.time)) for c in msg.modelCopyInfos)
+    return ModelStatusInfo(model_id, ModelState(msg.status), tuple(msg.errors), copies)
 
 
-def model_status_of(model_id: str, msg: pb.ModelStatusInfo) -> ModelStatus:
-    copies = tuple(CopyView(c.location, ModelState(c.copyStatus), int(c.time)) for c in msg.modelCopyInfos)
-    return ModelStatus(model_id, ModelState(msg.status), tuple(msg.errors), copies)
-
-
-def vmodel_status_of(vmodel_id: str, msg: pb.VModelStatusInfo) -> VModelStatus:
+def vmodel_status_of(vmodel_id: str, msg: pb.VModelStatusInfo) -> VModelStatusInfo:
     active = model_status_of(msg.activeModelId, msg.activeModelStatus) if msg.HasField("activeModelStatus") else None
     target = model_status_of(msg.targetModelId, msg.targetModelStatus) if msg.HasField("targetModelStatus") else None
-    return VModelStatus(vmodel_id, VModelState(msg.status), msg.activeModelId, msg.targetModelId, msg.owner,
-                        active, target)
+    return VModelStatusInfo(vmodel_id, VModelState(msg.status), msg.activeModelId, msg.targetModelId, msg.owner,
+                            active, target)
 
 
 class GrpcMesh:
@@ -129,13 +99,13 @@ class GrpcMesh:
                 err = type(err)(f"mesh at {self.target} unavailable: {exc.details()}")
             raise err from exc
 
-    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatus:
+    async def register_model(self, model_id: str, info: ModelInfo, *, load_now: bool = False) -> ModelStatusInfo:
         req = pb.RegisterModelRequest(modelId=model_id, loadNow=load_now,
                                       modelInfo=pb.ModelInfo(type=info.type, path=info.path, key=info.key))
         return model_status_of(model_id, await self._call("registerModel", req, model_id))
 
     async def set_vmodel(self, vmodel_id: str, owner: str, target: str, info: ModelInfo | None, *,
-                         auto_delete: bool = True, load_now: bool = False) -> VModelStatus:
+                         auto_delete: bool = True, load_now: bool = False) -> VModelStatusInfo:
         req = pb.SetVModelRequest(vModelId=vmodel_id, owner=owner, targetModelId=target,
                                   autoDeleteTargetModel=auto_delete, loadNow=load_now)
         if info is not None:
@@ -145,11 +115,11 @@ class GrpcMesh:
     async def delete_vmodel(self, vmodel_id: str, owner: str) -> None:
         await self._call("deleteVModel", pb.DeleteVModelRequest(vModelId=vmodel_id, owner=owner))
 
-    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatus:
+    async def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatusInfo:
         msg = await self._call("getVModelStatus", pb.GetVModelStatusRequest(vModelId=vmodel_id, owner=owner))
         return vmodel_status_of(vmodel_id, msg)
 
-    async def model_status(self, model_id: str) -> ModelStatus:
+    async def model_status(self, model_id: str) -> ModelStatusInfo:
         return model_status_of(model_id, await self._call("getModelStatus", pb.GetStatusRequest(modelId=model_id),
                                                           model_id))
 

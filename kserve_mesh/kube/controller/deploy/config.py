@@ -3,7 +3,7 @@
 ModelMesh Serving reads one ConfigMap, ``model-serving-config``, whose ``config.yaml`` key overrides
 its defaults (pods per runtime, ports, scale to zero, gRPC message size, ...). The controller reads
 it once per reconcile and passes the frozen :class:`ServingConfig` to the pure builders in
-``kube/deploy.py``. The keys keep ModelMesh's camelCase names so an existing ConfigMap works.
+``objects.py``. The keys keep ModelMesh's camelCase names so an existing ConfigMap works.
 
 Every key either has an effect or is reported: ModelMesh keys whose job is done differently here
 (a REST proxy, a storage helper, payload processors...) are accepted, and each one whose value would

@@ -5,8 +5,8 @@ Model handlers tell ``RuntimeSync`` which runtime each InferenceService / Predic
 once and every namespace it knows periodically (that pass is what scales an unused runtime to zero
 after its grace period). A sync reads the ConfigMap, the runtimes (from kopf's indexes, handed in
 as a callable) and our Deployments, checks what the pods depend on (the auth Secret, made when
-absent; the TLS Secret; the PVC claims: ``controller_secrets.NamespaceSecrets``), plans with
-``deploy_plan.plan_namespace`` and applies the plan. A missing or unusable Secret becomes a Warning
+absent; the TLS Secret; the PVC claims: ``namespace_secrets.NamespaceSecrets``), plans with
+``deploy.plan.plan_namespace`` and applies the plan. A missing or unusable Secret becomes a Warning
 Event and leaves the namespace's Deployments as they are: no pod is made that could not start.
 
 Usage lives in memory: a restarted controller rebuilds it from kopf's resume handlers, which run
@@ -25,7 +25,10 @@ from dataclasses import replace
 from typing import Any
 
 from kserve_mesh.core.errors import MeshError
-from kserve_mesh.kube.controller_kube import (
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.plan import Create, Delete, Patch, managed_deployments, plan_namespace
+from kserve_mesh.kube.controller.deploy.security import PodInputs, SecretProblem
+from kserve_mesh.kube.controller.kube_api import (
     KubeApi,
     Warnings,
     configmap_path,
@@ -33,10 +36,7 @@ from kserve_mesh.kube.controller_kube import (
     object_ref,
     services_path,
 )
-from kserve_mesh.kube.controller_secrets import NamespaceSecrets
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.deploy_plan import Create, Delete, Patch, managed_deployments, plan_namespace
-from kserve_mesh.kube.deploy_security import PodInputs, SecretProblem
+from kserve_mesh.kube.controller.namespace_secrets import NamespaceSecrets
 
 log = logging.getLogger(__name__)
 

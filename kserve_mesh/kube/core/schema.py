@@ -2,7 +2,7 @@
 
 The kserve model classes drop unknown fields and accept wrong types; these readers refuse both, and
 every refusal is an ``InvalidSpec`` whose message starts with the full field path
-(``spec.predictor.model.modelFormat.name: ...``). Resource parsers (``resources.py``) are written
+(``spec.predictor.model.modelFormat.name: ...``). Resource parsers (``parse.py``) are written
 with them field by field.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kserve_mesh.kube.errors import InvalidSpec
+from kserve_mesh.kube.core.errors import InvalidSpec
 
 
 def join(path: str, key: str | int) -> str:

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from kserve_mesh.core.records import ModelInfo
-from kserve_mesh.kube.resources import InferenceService, ModelSource, Predictor, ServingRuntime, storage_scheme
-from kserve_mesh.kube.runtimes import select_runtime
+from kserve_mesh.kube.core.resources import InferenceService, ModelSource, Predictor, ServingRuntime, storage_scheme
+from kserve_mesh.kube.core.runtimes import select_runtime
 
 OWNER_ISVC = "isvc"
 OWNER_PREDICTOR = "ksp"

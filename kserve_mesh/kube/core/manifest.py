@@ -21,7 +21,7 @@ from yaml.scanner import ScannerError
 
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.core.limits import MAX_NESTING, loads_json
-from kserve_mesh.kube.errors import InvalidSpec
+from kserve_mesh.kube.core.errors import InvalidSpec
 
 
 class _Loader(yaml.SafeLoader):

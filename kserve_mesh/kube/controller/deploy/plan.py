@@ -24,7 +24,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from kserve_mesh.kube.deploy import (
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.objects import (
     ANNOTATION_LAST_USED,
     LABEL_RUNTIME,
     deployment_name,
@@ -32,8 +33,7 @@ from kserve_mesh.kube.deploy import (
     runtime_deployment,
     runtime_service,
 )
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.deploy_security import PodInputs
+from kserve_mesh.kube.controller.deploy.security import PodInputs
 
 ANNOTATION_SPEC_HASH = "modelmesh-serving.kserve.io/spec-hash"
 

@@ -10,7 +10,7 @@ We keep that shape:
   ``/v2/health/ready`` and ``/v2/health/live``; the store is etcd, the storage-config Secret is
   mounted for model pulls, and pulled models land on an emptyDir the runtime reads too. It binds
   0.0.0.0, so it authenticates callers (the namespace's auth Secret), and serves TLS when
-  ``tls.secretName`` is set (``kube/deploy_security.py``);
+  ``tls.secretName`` is set (``security.py``);
 - the ServingRuntime's own ``spec.containers`` (its image, args, env, resources), with the shared
   models volume and the PVC claims mounted;
 - ``terminationGracePeriodSeconds`` long enough for an instance to migrate its models away on
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kserve_mesh.core.errors import InvalidArgument
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.deploy_security import (
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.security import (
     NO_INPUTS,
     PodInputs,
     health_probe,

@@ -1,15 +1,13 @@
 """KServe resources on a mesh without Kubernetes: ``kserve-mesh apply | get | delete``.
 
-The mesh itself plays the API server: applied resources are validated (``resources.py``), kept in
-the mesh's store, and reconciled with the same ``Reconciler`` the controller uses, through the
-in-process adapter. Status is computed from the mesh at every read, so it is never stale.
-
-Store keys: InferenceServices under ``Keys.isvc(namespace, name)``; the other kinds under
-``<root>/kuberesources/<plural>/<namespace or "_">/<name>`` (segments percent-encoded). Each value
-is JSON ``{"object": <the resource as applied, with metadata filled in>, "status": <last status>}``.
+The mesh itself plays the API server: applied resources are validated (``core/parse.py``), kept
+behind the ``ResourceStore`` port (``ports.py``; the mesh's store through its adapter,
+``kserve_mesh.store.kube_resources``), and reconciled with the same ``Reconciler`` the controller
+uses, through the in-process adapter (``instance_mesh.py``). Status is computed from the mesh at
+every read, so it is never stale.
 
 One mesh serves one vmodel per name, so a name may be used by one InferenceService or Predictor
-only, whatever its namespace. The built-in ClusterServingRuntimes (``runtimes.py``) are always
+only, whatever its namespace. The built-in ClusterServingRuntimes (``core/runtimes.py``) are always
 there; an applied ClusterServingRuntime of the same name replaces one.
 """
 
@@ -21,7 +19,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.errors import (
@@ -34,30 +32,32 @@ from kserve_mesh.core.errors import (
 )
 from kserve_mesh.core.ids import check_ids
 from kserve_mesh.core.records import ModelInfo
-from kserve_mesh.kube.errors import InvalidSpec, RuntimeSelectionError
-from kserve_mesh.kube.mesh_adapters import InstanceMesh
-from kserve_mesh.kube.reconcile import Reconciler
-from kserve_mesh.kube.resources import (
+from kserve_mesh.kube.core.errors import InvalidSpec, RuntimeSelectionError
+from kserve_mesh.kube.core.parse import parse
+from kserve_mesh.kube.core.resources import (
     KINDS,
     InferenceService,
     Predictor,
     Resource,
     ServingRuntime,
     is_namespaced,
-    parse,
     plural_of,
 )
-from kserve_mesh.kube.runtimes import BUILTIN_RUNTIME, builtin_runtime
-from kserve_mesh.kube.status import ServiceEndpoints, rfc3339
-from kserve_mesh.kube.translate import translate
-from kserve_mesh.mesh.instance import Instance
-from kserve_mesh.store.base import Store
-from kserve_mesh.store.keys import Keys, encode_segment
+from kserve_mesh.kube.core.runtimes import BUILTIN_RUNTIME, builtin_runtime
+from kserve_mesh.kube.core.status import ServiceEndpoints, rfc3339
+from kserve_mesh.kube.core.translate import translate
+from kserve_mesh.kube.reconcile import Reconciler
+from kserve_mesh.kube.standalone.instance_mesh import InstanceMesh
+from kserve_mesh.kube.standalone.ports import ResourceStore, StoredResource
+from kserve_mesh.store.kube_resources import KubeResourceStore
+
+if TYPE_CHECKING:
+    from kserve_mesh.mesh.instance import Instance
+    from kserve_mesh.store import Keys, Store
 
 log = logging.getLogger(__name__)
 
 BUILTIN_ANNOTATION = "serving.kserve-mesh.io/built-in"
-RESOURCES_SEGMENT = "kuberesources"
 MODEL_KINDS = ("InferenceService", "Predictor")
 MAX_STORED_BYTES = 1 << 20
 """Largest resource stored, as JSON (Kubernetes stores at most 1.5 MiB per object in etcd)."""
@@ -77,14 +77,13 @@ class Applied:
 class KubeService:
     """Apply, read and delete KServe resources on one mesh (the REST routes call this)."""
 
-    def __init__(self, store: Store, keys: Keys, reconciler: Reconciler, clock: Clock, *,
+    def __init__(self, resources: ResourceStore, reconciler: Reconciler, clock: Clock, *,
                  default_namespace: str = "default", builtin_runtimes: Sequence[str] = (BUILTIN_RUNTIME,),
                  vet: Callable[[str, ModelInfo], None] | None = None) -> None:
         """``vet(model_id, info)`` refuses a model the mesh would refuse to register (bounds, storage
         policy); an apply runs it before storing anything, so a refused resource is not kept."""
         self.vet = vet
-        self.store = store
-        self.keys = keys
+        self.resources = resources
         self.reconciler = reconciler
         self.clock = clock
         self.default_namespace = default_namespace
@@ -93,52 +92,39 @@ class KubeService:
 
     @classmethod
     def for_instance(cls, instance: Instance, store: Store, keys: Keys, clock: Clock, **kw: Any) -> KubeService:
+        """The service of a standalone mesh: resources in its own store under ``keys``, reconciled on
+        its own ``instance``, vetted as the instance vets a registration."""
+
         def vet(model_id: str, info: ModelInfo) -> None:
             check_ids(model_id=model_id, info=info)
             if instance.check_model is not None:
                 instance.check_model(info)
 
-        return cls(store, keys, Reconciler(InstanceMesh(instance), None, clock), clock, vet=vet, **kw)
+        reconciler = Reconciler(InstanceMesh(instance), None, clock)
+        return cls(KubeResourceStore(store, keys), reconciler, clock, vet=vet, **kw)
 
     def set_endpoints(self, *, grpc: str, rest: str) -> None:
         """Where clients reach this mesh (``host:port`` for gRPC, ``http://host:port`` for REST)."""
         self.reconciler.endpoints = ServiceEndpoints(grpc, rest)
 
-    # -- keys ------------------------------------------------------------------------------------
-    def _key(self, kind: str, namespace: str, name: str) -> str:
-        if kind == "InferenceService":
-            return self.keys.isvc(namespace, name)
-        return f"{self._prefix(kind)}{encode_segment(namespace or '_')}/{encode_segment(name)}"
+    # -- storage -------------------------------------------------------------------------------
+    async def _records(self, kind: str, namespace: str | None = None) -> Sequence[StoredResource]:
+        return await self.resources.list(plural_of(kind), namespace if is_namespaced(kind) else None)
 
-    def _prefix(self, kind: str, namespace: str | None = None) -> str:
-        if kind == "InferenceService":
-            return self.keys.isvcs_prefix(namespace)
-        base = f"{self.keys.root_prefix()}{RESOURCES_SEGMENT}/{plural_of(kind)}/"
-        return base if namespace is None else f"{base}{encode_segment(namespace or '_')}/"
-
-    async def _records(self, kind: str, namespace: str | None = None) -> list[tuple[dict[str, Any], int]]:
-        if not is_namespaced(kind):
-            namespace = None
-        kvs = await self.store.range(self._prefix(kind, namespace))
-        return [(json.loads(kv.value), kv.mod_revision) for kv in kvs]
-
-    async def _record(self, kind: str, namespace: str, name: str) -> tuple[dict[str, Any], int] | None:
-        kv = await self.store.get(self._key(kind, namespace if is_namespaced(kind) else "", name))
-        return None if kv is None else (json.loads(kv.value), kv.mod_revision)
+    async def _record(self, kind: str, namespace: str, name: str) -> StoredResource | None:
+        return await self.resources.get(plural_of(kind), namespace if is_namespaced(kind) else "", name)
 
     async def _put(self, kind: str, obj: dict[str, Any], status: dict[str, Any] | None) -> None:
         meta = obj["metadata"]
-        value = {"object": obj, "status": status or {}}
-        await self.store.put(self._key(kind, meta.get("namespace", ""), meta["name"]),
-                             json.dumps(value, sort_keys=True).encode())
+        await self.resources.put(plural_of(kind), meta.get("namespace", ""), meta["name"], obj, status or {})
 
     # -- runtimes --------------------------------------------------------------------------------
     async def runtimes(self) -> list[ServingRuntime]:
         """Every runtime models can use: applied ones, and built-ins not replaced by one."""
         found: list[ServingRuntime] = []
         for kind in ("ServingRuntime", "ClusterServingRuntime"):
-            for rec, _ in await self._records(kind):
-                found.append(self._parse(rec["object"]))  # type: ignore[arg-type]
+            for rec in await self._records(kind):
+                found.append(self._parse(rec.resource))  # type: ignore[arg-type]
         cluster_names = {rt.name for rt in found if rt.cluster}
         return found + [rt for rt in self.builtins if rt.name not in cluster_names]
 
@@ -205,8 +191,8 @@ class KubeService:
                                     f"InferenceService or Predictor per name")
             seen[res.meta.name] = ident
             for kind in MODEL_KINDS:
-                for rec, _ in await self._records(kind):
-                    meta = rec["object"]["metadata"]
+                for rec in await self._records(kind):
+                    meta = rec.resource["metadata"]
                     same = (kind, meta.get("namespace")) == (res.kind, res.meta.namespace)
                     if meta["name"] == res.meta.name and not same:
                         raise AlreadyExists(
@@ -222,7 +208,7 @@ class KubeService:
             meta.update(uid=str(uuid.uuid4()), creationTimestamp=rfc3339(self.clock.now_ms()), generation=1)
             await self._put(kind, obj, None)
             return Applied(kind, ns, name, "created")
-        before = existing[0]["object"]
+        before = existing.resource
         meta, old_meta = obj["metadata"], before["metadata"]
         for field in ("uid", "creationTimestamp", "generation"):
             meta[field] = old_meta.get(field)
@@ -230,7 +216,7 @@ class KubeService:
             meta["generation"] = int(old_meta.get("generation") or 1) + 1
         if obj == before:
             return Applied(kind, ns, name, "unchanged")
-        await self._put(kind, obj, existing[0].get("status"))
+        await self._put(kind, obj, existing.status)
         return Applied(kind, ns, name, "configured")
 
     async def _reconcile(self, res: InferenceService | Predictor, runtimes: Sequence[ServingRuntime]) -> None:
@@ -242,7 +228,7 @@ class KubeService:
         rec = await self._record(res.kind, res.meta.namespace, res.meta.name)
         if rec is None:
             return
-        obj, previous = rec[0]["object"], rec[0].get("status")
+        obj, previous = rec.resource, rec.status
         status = self.reconciler.render(res.kind, state, previous=previous,
                                         generation=int(obj["metadata"].get("generation") or 0))
         if status != previous:
@@ -250,8 +236,8 @@ class KubeService:
 
     async def _reconcile_all(self, runtimes: Sequence[ServingRuntime], namespaces: set[str | None]) -> None:
         for kind in MODEL_KINDS:
-            for rec, _ in await self._records(kind):
-                res = self._parse(rec["object"])
+            for rec in await self._records(kind):
+                res = self._parse(rec.resource)
                 if None in namespaces or res.meta.namespace in namespaces:
                     assert isinstance(res, InferenceService | Predictor)
                     await self._reconcile(res, runtimes)
@@ -262,14 +248,14 @@ class KubeService:
         count = 0
         async with self._lock:
             for kind in MODEL_KINDS:
-                for rec, _ in await self._records(kind):
+                for rec in await self._records(kind):
                     try:
-                        res = self._parse(rec["object"])
+                        res = self._parse(rec.resource)
                         assert isinstance(res, InferenceService | Predictor)
                         await self._reconcile(res, runtimes)
                         count += 1
                     except MeshError as exc:
-                        log.warning("could not reconcile %s %s: %s", kind, rec["object"]["metadata"]["name"], exc)
+                        log.warning("could not reconcile %s %s: %s", kind, rec.resource["metadata"]["name"], exc)
         return count
 
     # -- read ------------------------------------------------------------------------------------
@@ -283,29 +269,29 @@ class KubeService:
                 return _builtin_json(builtin)
             where = f" in namespace '{namespace}'" if is_namespaced(kind) else ""
             raise NotFound(f"{kind} '{name}' not found{where}")
-        return await self._with_status(kind, *rec)
+        return await self._with_status(kind, rec)
 
     async def list(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        items = [await self._with_status(kind, rec, rev) for rec, rev in await self._records(kind, namespace)]
+        items = [await self._with_status(kind, rec) for rec in await self._records(kind, namespace)]
         if kind == "ClusterServingRuntime":
             names = {it["metadata"]["name"] for it in items}
             items += [_builtin_json(rt) for rt in self.builtins if rt.name not in names]
             items.sort(key=lambda it: it["metadata"]["name"])
         return items
 
-    async def _with_status(self, kind: str, rec: dict[str, Any], revision: int) -> dict[str, Any]:
-        obj = json.loads(json.dumps(rec["object"]))
-        obj["metadata"]["resourceVersion"] = str(revision)
+    async def _with_status(self, kind: str, rec: StoredResource) -> dict[str, Any]:
+        obj = json.loads(json.dumps(rec.resource))
+        obj["metadata"]["resourceVersion"] = str(rec.revision)
         if kind not in MODEL_KINDS:
             return obj
-        res = self._parse(rec["object"])
+        res = self._parse(rec.resource)
         assert isinstance(res, InferenceService | Predictor)
-        previous = rec.get("status") or {}
+        previous = rec.status
         state = await self.reconciler.observe(res, await self.runtimes())
         status = self.reconciler.render(kind, state, previous=previous,
                                         generation=int(obj["metadata"].get("generation") or 0))
         if status != previous:
-            await self._put(kind, rec["object"], status)
+            await self._put(kind, rec.resource, status)
         obj["status"] = status
         return obj
 
@@ -323,7 +309,7 @@ class KubeService:
                 raise NotFound(f"{kind} '{name}' not found{where}")
             if kind in MODEL_KINDS:
                 await self.reconciler.remove(kind, name)
-            await self.store.delete(self._key(kind, namespace, name))
+            await self.resources.delete(plural_of(kind), namespace, name)
 
 
 def _label(doc: Any) -> str:

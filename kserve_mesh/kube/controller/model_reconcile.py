@@ -21,11 +21,12 @@ from typing import Any
 
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.errors import DeadlineExceeded, Unavailable
-from kserve_mesh.kube.errors import InvalidSpec, RuntimeSelectionError
+from kserve_mesh.kube.core.errors import InvalidSpec, RuntimeSelectionError
+from kserve_mesh.kube.core.parse import parse
+from kserve_mesh.kube.core.resources import InferenceService, Predictor, ServingRuntime
+from kserve_mesh.kube.core.status import LOADED, PENDING, UP_TO_DATE, PredictorState, ServiceEndpoints
+from kserve_mesh.kube.core.translate import pvc_claim, translate
 from kserve_mesh.kube.reconcile import MeshManagement, Reconciler
-from kserve_mesh.kube.resources import InferenceService, Predictor, ServingRuntime, parse
-from kserve_mesh.kube.status import LOADED, PENDING, UP_TO_DATE, PredictorState, ServiceEndpoints
-from kserve_mesh.kube.translate import pvc_claim, translate
 
 
 @dataclass(frozen=True)

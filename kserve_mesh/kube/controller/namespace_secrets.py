@@ -24,10 +24,9 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from kserve_mesh.core.errors import MeshError, StorageError
-from kserve_mesh.kube.controller_kube import KubeApi, KubeApiError, Warnings, object_ref, pvc_path, secrets_path
-from kserve_mesh.kube.deploy import common_labels
-from kserve_mesh.kube.deploy_config import ServingConfig
-from kserve_mesh.kube.deploy_security import (
+from kserve_mesh.kube.controller.deploy.config import ServingConfig
+from kserve_mesh.kube.controller.deploy.objects import common_labels
+from kserve_mesh.kube.controller.deploy.security import (
     ADMIN_TOKEN_KEY,
     TLS_CA,
     TLS_CERT,
@@ -43,7 +42,8 @@ from kserve_mesh.kube.deploy_security import (
     secret_data,
     valid_claim,
 )
-from kserve_mesh.kube.mesh_adapters import MeshCredentials, MeshTls
+from kserve_mesh.kube.controller.kube_api import KubeApi, KubeApiError, Warnings, object_ref, pvc_path, secrets_path
+from kserve_mesh.kube.controller.mesh_client import MeshCredentials, MeshTls
 from kserve_mesh.storage.config import parse_entry
 
 log = logging.getLogger(__name__)

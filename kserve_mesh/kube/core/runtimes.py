@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from kserve_mesh.kube.errors import NoSupportingRuntime, RuntimeNotRecognized
-from kserve_mesh.kube.resources import (
+from kserve_mesh.kube.core.errors import NoSupportingRuntime, RuntimeNotRecognized
+from kserve_mesh.kube.core.resources import (
     ModelFormat,
     ModelSource,
     ObjectMeta,
