@@ -3,7 +3,7 @@
 uvicorn bounds none of these: it accepts a body of any size, waits for headers forever, and waits
 for a body that never comes as long as the client keeps the connection open. This module is the
 HTTP protocol class the REST server runs instead (``uvicorn.Config(http=...)``), uvicorn's httptools
-protocol with three checks:
+protocol with these checks:
 
 - **Body size.** A declared ``Content-Length`` over the limit is answered 413 before a byte of the
   body is read (no application task is started); a chunked body is counted as it arrives and
@@ -17,6 +17,14 @@ protocol with three checks:
 - **Body pauses.** While a body arrives, a pause longer than ``body_timeout_s`` is answered 408 and
   the connection closed. Time the server itself stopped reading (flow control while the
   application has not consumed what came) is never blamed on the client.
+- **Compressed bodies.** A body sent with ``Content-Encoding: gzip`` or ``deflate`` is decompressed
+  here, as it arrives (api/http_decompress.py), and the size limit applies to it decompressed (as
+  well as to what was sent): a decompression bomb is answered 413 once it passes the limit and
+  never expands beyond it. The application sees a plain body: the ``Content-Encoding`` and
+  ``Content-Length`` headers are taken out of the request's headers, so every route (the inference
+  fast path, the JSON decode worker, forwarding to a peer, which sends the body it read) gets the
+  decompressed bytes. Another coding is answered 415, a body that is not valid data of its coding
+  (corrupt or truncated) 400.
 
 Timers cost nothing per request: each connection keeps deadlines as plain numbers, and one sweep
 per server (every quarter of the shorter timeout, at most once a second) closes what is overdue.
@@ -32,11 +40,13 @@ from __future__ import annotations
 import json
 import logging
 from asyncio import AbstractEventLoop, TimerHandle, Transport
+from collections.abc import Sequence
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from kserve_mesh.api.http_decompress import BodyDecoder, CorruptBody, TooLarge, UnsupportedEncoding, coding_of
 from kserve_mesh.mesh.http_peer import FORWARD_PATH
 
 log = logging.getLogger(__name__)
@@ -98,11 +108,12 @@ class HttpLimits:
         self._sweep_handle = loop.call_later(self.interval_s, self._sweep, loop) if self._watched else None
 
 
-def error_bytes(status: int, error_type: str, message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+def error_bytes(status: int, error_type: str, message: str, default_headers: list[tuple[bytes, bytes]],
+                extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """A complete HTTP/1.1 JSON error response that closes the connection."""
     body = json.dumps({"error": message, "type": error_type}).encode()
     head = [STATUS_LINE[status]]
-    for name, value in default_headers:
+    for name, value in (*default_headers, *extra_headers):
         head.extend((name, b": ", value, b"\r\n"))
     head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
     return b"".join(head) + body
@@ -121,6 +132,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._body_count = 0
         self._refused = False  # answered by us: the parser's remaining callbacks are ignored
         self._linger_until: float | None = None
+        self._decoder: BodyDecoder | None = None  # set while a compressed body is decompressed
 
     # -- connection --------------------------------------------------------------------------------
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
@@ -150,6 +162,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_deadline = None
         length: int | None = None
         counted = False
+        encoding: bytes | None = None
         for name, value in self.headers:
             if name == b"content-length":
                 try:
@@ -158,6 +171,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                     length = None  # llhttp refuses such a header before we get here
             elif name == b"transfer-encoding":
                 counted = True
+            elif name == b"content-encoding":
+                encoding = value if encoding is None else encoding + b"," + value
         limits = self.limits
         if length is not None and length > limits.other_max_body_bytes:
             limit = limits.limit_for(self.url)
@@ -166,19 +181,39 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                              f"request body of {length} bytes is larger than the limit of {limit} bytes "
                              f"({limits.flag_for(limit)})", current=False)
                 return
+        self._decoder = None
+        if encoding is not None and (counted or length) and not self._start_decoding(encoding):
+            return
         super().on_headers_complete()
-        if counted:
+        if counted or self._decoder is not None:
             self._body_limit, self._body_count = limits.limit_for(self.url), 0
         else:
             self._body_limit = None
         if counted or length:
             self._body_since = self.loop.time()
 
+    def _start_decoding(self, encoding: bytes) -> bool:
+        """Set up the decompression of a body sent with ``Content-Encoding: encoding``, and take
+        the headers that describe the compressed body out of the request (the application sees
+        the body decompressed). False: refused (415)."""
+        try:
+            coding = coding_of(encoding)
+        except UnsupportedEncoding as exc:
+            self._refuse(415, "UnsupportedMediaType", str(exc), current=False,
+                         extra_headers=[(b"accept-encoding", b"gzip, deflate")])
+            return False
+        if coding is None:
+            return True  # identity
+        self._decoder = BodyDecoder(coding)
+        # In place: the request's scope holds this very list.
+        self.headers[:] = [(n, v) for n, v in self.headers if n not in (b"content-encoding", b"content-length")]
+        return True
+
     def on_body(self, body: bytes) -> None:
         if self._refused:
             return
         if self._body_limit is not None:
-            self._body_count += len(body)
+            self._body_count += len(body)  # what was sent; a compressed body is counted again decompressed
             if self._body_count > self._body_limit:
                 limit = self._body_limit
                 self._refuse(413, "PayloadTooLarge",
@@ -186,12 +221,32 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                              f"{self._body_count} bytes had arrived", current=True)
                 return
         self._body_since = self.loop.time()
-        super().on_body(body)
+        decoder = self._decoder
+        if decoder is None:
+            super().on_body(body)
+            return
+        assert self._body_limit is not None
+        try:
+            decoder.feed(body, self._body_limit, super().on_body)
+        except TooLarge as exc:
+            limit = self._body_limit
+            self._refuse(413, "PayloadTooLarge",
+                         f"request body is larger than the limit of {limit} bytes ({self.limits.flag_for(limit)}) "
+                         f"once decompressed (Content-Encoding: {decoder.coding}): {exc}", current=True)
+        except CorruptBody as exc:
+            self._refuse(400, "InvalidArgument", str(exc), current=True)
 
     def on_message_complete(self) -> None:
         if self._refused:
             return
         self._body_since = None
+        if self._decoder is not None:
+            decoder, self._decoder = self._decoder, None
+            try:
+                decoder.finish()
+            except CorruptBody as exc:
+                self._refuse(400, "InvalidArgument", str(exc), current=True)
+                return
         super().on_message_complete()
 
     # -- enforcement -------------------------------------------------------------------------------
@@ -220,7 +275,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                          f"the request body stopped arriving: nothing for {self.limits.body_timeout_s:g} s "
                          "(--http-body-timeout-s)", current=True)
 
-    def _refuse(self, status: int, error_type: str, message: str, *, current: bool) -> None:
+    def _refuse(self, status: int, error_type: str, message: str, *, current: bool,
+                extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         """Answer ``status`` and close. ``current``: the request's own cycle exists (the body phase);
         otherwise the cycle, if any, is an earlier pipelined request."""
         self._refused = True
@@ -233,7 +289,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 return
             cycle.disconnected = True  # the application's sends are dropped, its receive sees a disconnect
             cycle.message_event.set()
-        self.transport.write(error_bytes(status, error_type, message, self.server_state.default_headers))
+        self._decoder = None
+        self.transport.write(error_bytes(status, error_type, message, self.server_state.default_headers,
+                                         extra_headers))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.flow.resume_reading()
