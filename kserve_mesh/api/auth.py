@@ -2,8 +2,9 @@
 
 Roles: ``infer`` may run inference and read (model metadata and status, listings, the repository
 index); ``admin`` may do everything (register, unregister, vmodels, ensureLoaded, repository
-load/unload, apply/delete KServe resources). Health (``/v2/health/*``, gRPC ServerLive/ServerReady)
-stays open so that probes need no secret.
+load/unload, apply/delete KServe resources). Health (``/v2/health/*``, gRPC ServerLive/ServerReady,
+``grpc.health.v1.Health``) stays open so that probes need no secret; gRPC server reflection needs
+``infer``.
 
 The auth file (YAML or JSON) names the callers; it is re-read when it changes::
 
@@ -167,6 +168,9 @@ OPEN_GRPC = frozenset({"/inference.GRPCInferenceService/ServerLive", "/inference
 ADMIN_GRPC_V2 = frozenset({"/inference.GRPCInferenceService/RepositoryModelLoad",
                            "/inference.GRPCInferenceService/RepositoryModelUnload"})
 INFER_GRPC_MESH = frozenset({"/mmesh.ModelMesh/getModelStatus", "/mmesh.ModelMesh/getVModelStatus"})
+# Server reflection reveals service names and message shapes, no data: readers may use it.
+INFER_GRPC_REFLECTION = frozenset({"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                   "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
 OPEN_REST = frozenset({"/v2/health/live", "/v2/health/ready"})
 INFER_REST_POST = frozenset({"/v2/repository/index"})
 FORWARDED = b"mm-forwarded"  # a hop from a peer: served here, never placed; only peers (admin) send it
@@ -178,7 +182,7 @@ def grpc_role(method: str) -> Role | None:
         return None
     if method.startswith("/inference.GRPCInferenceService/"):
         return Role.ADMIN if method in ADMIN_GRPC_V2 else Role.INFER
-    if method in INFER_GRPC_MESH:
+    if method in INFER_GRPC_MESH or method in INFER_GRPC_REFLECTION:
         return Role.INFER
     return Role.ADMIN  # management, and anything unknown
 

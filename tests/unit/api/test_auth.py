@@ -147,6 +147,10 @@ def test_roles_of_grpc_methods() -> None:
     for name in ("registerModel", "unregisterModel", "ensureLoaded", "setVModel", "deleteVModel"):
         assert grpc_role("/mmesh.ModelMesh/" + name) is Role.ADMIN
     assert grpc_role("/some.Unknown/Method") is Role.ADMIN
+    assert grpc_role("/grpc.health.v1.Health/Check") is None and grpc_role("/grpc.health.v1.Health/Watch") is None
+    for version in ("v1alpha", "v1"):  # reflection shows service names and message shapes: readers only
+        assert grpc_role(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo") is Role.INFER
+    assert grpc_role("/grpc.reflection.v1.ServerReflection/Other") is Role.ADMIN
 
 
 def test_bearer_and_certificate_names() -> None:
