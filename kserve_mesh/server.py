@@ -26,16 +26,18 @@ from kserve_mesh import __version__
 from kserve_mesh.api import grpc_mgmt, grpc_v2
 from kserve_mesh.api.auth import Authenticator, GuardedServer, Role, guard_asgi, with_tls_identity
 from kserve_mesh.api.browser_guard import guard_browsers
-from kserve_mesh.core.net import is_loopback
 from kserve_mesh.api.rest import build_app, serve_infer_first
 from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.clock import SystemClock
 from kserve_mesh.core.errors import InvalidArgument, MeshError, Unavailable
 from kserve_mesh.core.ids import InstanceId
+from kserve_mesh.core.net import is_loopback
 from kserve_mesh.core.records import InstanceRecord, ModelInfo
 from kserve_mesh.mesh.cache_manager import CacheConfig
 from kserve_mesh.mesh.cluster import Cluster
+from kserve_mesh.mesh.dataplane import DataPlane
 from kserve_mesh.mesh.instance import Instance
+from kserve_mesh.mesh.management import Management
 from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.registry import Registry
 from kserve_mesh.mesh.runtime_process import RuntimeProcess, RuntimeSupervisor
@@ -298,8 +300,10 @@ class MeshServer:
                    ("grpc.server_handshake_timeout_ms", int(s.http_header_timeout_s * 1000))]
         self._grpc = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs)
         services = GuardedServer(self._grpc, self.auth) if self.auth is not None else self._grpc
-        services.add_generic_rpc_handlers((grpc_v2.handler(grpc_v2.V2Servicer(self.instance, __version__, self.telemetry)),))
-        grpc_mgmt.add_to_server(self.instance, services)
+        plane = DataPlane(self.instance, __version__, observer=self.telemetry)
+        mgmt = Management(self.instance)
+        services.add_generic_rpc_handlers((grpc_v2.handler(plane),))
+        grpc_mgmt.add_to_server(mgmt, services)
         grpc_address = f"{s.host}:{s.grpc_port}"
         if self.tls is not None:
             grpc_port = self._grpc.add_secure_port(grpc_address, self.tls.grpc_server_credentials())
@@ -313,8 +317,7 @@ class MeshServer:
         from kserve_mesh.kube import KubeService
 
         self.kube = KubeService.for_instance(self.instance, self.store, Keys.for_namespace(s.namespace), self.clock)
-        app = build_app(self.instance, __version__, extra_status=self.status, telemetry=self.telemetry,
-                        routers=[kube_router(self.kube)])
+        app = build_app(plane, mgmt, __version__, extra_status=self.status, routers=[kube_router(self.kube)])
         asgi = serve_infer_first(app)
         if self.auth is not None:
             asgi = guard_asgi(asgi, self.auth)
@@ -365,7 +368,7 @@ class MeshServer:
     async def _join_cluster(self, registry: Registry) -> None:
         assert self.instance is not None
         self.peers = PeerPool(self.settings.grpc_max_message_bytes, tls=self.tls, token=self._peer_token)
-        self.cluster = Cluster(self.store, registry._keys, self.instance_id, self.clock, self.instance_record,
+        self.cluster = Cluster(self.store, registry.keys, self.instance_id, self.clock, self.instance_record,
                                on_leave=self.peers.forget)
         self.instance.attach(self.cluster, self.peers)
         await self.cluster.start()
@@ -380,13 +383,12 @@ class MeshServer:
 
     def instance_record(self) -> InstanceRecord:
         assert self.instance is not None and self.endpoints is not None
-        ledger = self.instance.cache.ledger
-        now = self.clock.now_ms()
+        cache = self.instance.cache_summary(lru_default_ms=self.clock.now_ms() - 3_600_000 * 24)
         return InstanceRecord(
-            self.instance_id, self.endpoints.grpc, ledger.capacity_bytes, ledger.used_bytes,
-            ledger.count(), ledger.lru_time_ms(now - 3_600_000 * 24),
-            loading_threads=self.instance.cache.config.max_loading_concurrency,
-            loads_in_progress=self.instance.cache.loads_in_progress,
+            self.instance_id, self.endpoints.grpc, cache.capacity_bytes, cache.used_bytes,
+            cache.copies, cache.lru_time_ms,
+            loading_threads=cache.loading_threads,
+            loads_in_progress=cache.loads_in_progress,
             requests_per_minute=self.telemetry.requests_per_minute() if self.telemetry else 0,
             shutting_down=self.shutting_down, start_time_ms=self._started_ms, version=__version__,
             labels=(f"rest={self.endpoints.rest}", f"metrics={self.endpoints.metrics}", f"pid={os.getpid()}"),
@@ -418,19 +420,20 @@ class MeshServer:
 
     def status(self) -> dict[str, object]:
         assert self.instance is not None
-        ledger = self.instance.cache.ledger
+        cache = self.instance.cache_summary(lru_default_ms=self.clock.now_ms())
+        registered, vmodels = self.instance.registry_counts()
         return {
             "instanceId": self.instance_id,
             "version": __version__,
-            "capacityBytes": ledger.capacity_bytes,
-            "usedBytes": ledger.used_bytes,
-            "modelsRegistered": len(self.instance.registry.models),
-            "modelsLoaded": sum(1 for e in ledger.entries() if e.state.name == "LOADED"),
-            "vmodels": len(self.instance.registry.vmodels),
-            "loadsInProgress": self.instance.cache.loads_in_progress,
-            "loadsQueued": self.instance.cache.queued_loads,
+            "capacityBytes": cache.capacity_bytes,
+            "usedBytes": cache.used_bytes,
+            "modelsRegistered": registered,
+            "modelsLoaded": sum(1 for e in self.instance.local_copies() if e.state.name == "LOADED"),
+            "vmodels": vmodels,
+            "loadsInProgress": cache.loads_in_progress,
+            "loadsQueued": cache.loads_queued,
             "requestsPerMinute": self.telemetry.requests_per_minute() if self.telemetry else 0,
-            "lruTime": ledger.lru_time_ms(self.clock.now_ms()),
+            "lruTime": cache.lru_time_ms,
             "runtime": self.settings.runtime,
             "modelTypes": ["sklearn", "xgboost", "lightgbm", "onnx", "string"],
             "endpoints": dataclasses.asdict(self.endpoints) if self.endpoints else {},
@@ -448,10 +451,10 @@ class MeshServer:
         assert self.instance is not None
         live = self.cluster.instances if self.cluster is not None else {self.instance_id: None}
         out: dict[str, list[str]] = {}
-        for mid, rec in self.instance.registry.models.items():
+        for rec in self.instance.model_records():
             where = sorted(i for i in rec.instances if i in live)
             if where:
-                out[mid] = where
+                out[rec.model_id] = where
         return out
 
     async def stop(self) -> None:

@@ -1,16 +1,24 @@
 """The one table from mesh errors to gRPC status codes and HTTP statuses.
 
+Each transport applies it in one place: gRPC in ``grpc_calls.unary`` (every method's wrapper),
+REST in ``rest.error_response`` (the app's exception handler and the inference fast path). The
+request metrics name outcomes by the gRPC code on every transport (``status_name``).
+
 Anything that is not a ``MeshError`` is a bug: it is logged with its traceback here and the client
 gets INTERNAL / 500 with a short message, never the traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse
 
 from kserve_mesh.core import errors as e
+from kserve_mesh.mesh.wire import error_body
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +59,23 @@ def http_status(err: e.MeshError) -> int:
         if isinstance(err, kind):
             return status
     return 500
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    """Any error as the REST answer: ``{"error": message, "type": kind}`` with the table's status
+    (peers read ``type`` back, ``wire.error_from_answer``)."""
+    if isinstance(exc, ClientDisconnect):  # nobody to answer (the client left, or a body limit closed it)
+        return JSONResponse({"error": "the client disconnected"}, status_code=499)
+    err = to_mesh_error(exc)
+    return JSONResponse(error_body(err), status_code=http_status(err))
+
+
+def status_name(error: BaseException | None) -> str:
+    """A request's outcome as the metrics name it: ``OK`` or the gRPC code's name."""
+    if error is None:
+        return "OK"
+    if isinstance(error, e.MeshError):
+        return grpc_code(error).name
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    return "INTERNAL"

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from kserve_mesh.mesh.http_peer import FORWARD_PATH
+from kserve_mesh.mesh.wire import FORWARD_PATH
 
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
              "FP16", "FP32", "FP64", "BYTES"]

@@ -82,6 +82,8 @@ class _Worker:
 class JsonDecoder:
     """A small pool of decoding processes, started on demand, used one request at a time each."""
 
+    offload_bytes = OFFLOAD_BYTES
+
     def __init__(self, workers: int | None = None) -> None:
         self._size = workers or default_workers()
         self._slots: asyncio.Semaphore | None = None

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from kserve_mesh.api.errors import status_name
 from kserve_mesh.api.metrics import MeshMetrics
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.rates import RateCounter
@@ -41,6 +42,10 @@ class Telemetry:
         self.rate.hit(self.clock.monotonic())
         self.metrics.observe_api_request(method, code, seconds * 1000.0, model_id=model_id)
 
+    def request_done(self, method: str, error: BaseException | None, seconds: float, model_id: str) -> None:
+        """An inference ended (the data plane's ``RequestObserver``)."""
+        self.request(method, status_name(error), seconds, model_id)
+
     def on_load(self, outcome: Any) -> None:
         model_id = outcome.model_id if self.metrics.per_model else None
         if outcome.ok:
@@ -61,16 +66,15 @@ class Telemetry:
         inst = self.instance
         if inst is None:
             return
-        ledger = inst.cache.ledger
         now_ms = self.clock.now_ms()
-        lru_ms = ledger.lru_time_ms(now_ms)
-        self.metrics.set_cache(capacity_bytes=ledger.capacity_bytes, used_bytes=ledger.used_bytes,
-                               models=ledger.count(), lru_time_s=lru_ms / 1000.0,
+        cache = inst.cache_summary(now_ms)
+        lru_ms = cache.lru_time_ms
+        self.metrics.set_cache(capacity_bytes=cache.capacity_bytes, used_bytes=cache.used_bytes,
+                               models=cache.copies, lru_time_s=lru_ms / 1000.0,
                                lru_age_s=max(0.0, (now_ms - lru_ms) / 1000.0))
-        models = inst.registry.models
-        failed = sum(1 for r in models.values() if r.failures)
-        self.metrics.set_cluster(models_managed=len(models), models_loaded=ledger.count(),
-                                 models_with_failure=failed)
+        records = inst.model_records()
+        self.metrics.set_cluster(models_managed=len(records), models_loaded=cache.copies,
+                                 models_with_failure=sum(1 for r in records if r.failures))
 
     def scrape(self) -> tuple[bytes, str]:
         with self._lock:
@@ -94,13 +98,13 @@ class Telemetry:
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = timeout_s
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404, "metrics are at /metrics")
                     return
                 try:
                     body, content_type = telemetry.scrape()
-                except Exception:  # noqa: BLE001 - never a traceback to the scraper
+                except Exception:  # never a traceback to the scraper
                     log.exception("metrics scrape failed")
                     self.send_error(500, "metrics scrape failed; see the server log")
                     return

@@ -26,30 +26,30 @@ RECENT_MS = 3_600_000
 
 async def drain(inst: Instance, grace_s: float) -> list[ModelId]:
     """Re-home recently used models; returns those that did not make it within the grace period."""
-    cluster, peers = inst.cluster, inst.peers
-    if cluster is None or peers is None:
+    live = inst.live_instances()
+    if live is None:
         return []
     deadline = inst.clock.monotonic() + grace_s
     now = inst.clock.now_ms()
-    entries = [e for e in inst.cache.ledger.entries() if e.state is CopyState.LOADED and now - e.last_used_ms < RECENT_MS]
+    entries = [e for e in inst.local_copies() if e.state is CopyState.LOADED and now - e.last_used_ms < RECENT_MS]
     entries.sort(key=lambda e: -e.last_used_ms)  # the hottest first
     pending: dict[ModelId, InstanceId] = {}
     for entry in entries:
-        rec = inst.registry.models.get(entry.model_id)
+        rec = inst.model_record(entry.model_id)
         if rec is None:
             continue
-        others = [i for i in rec.instances if i != inst.instance_id and i in cluster.instances
-                  and not cluster.instances[i].shutting_down]
+        live = inst.live_instances() or {}
+        others = [i for i in rec.instances if i != inst.instance_id and i in live and not live[i].shutting_down]
         if others:
             continue
         exclude: set[InstanceId] = {inst.instance_id}
         while inst.clock.monotonic() < deadline:
-            target = choose(cluster.instances.values(),
+            target = choose((inst.live_instances() or {}).values(),
                             PlacementRequest(entry.size_bytes, now, exclude=exclude, min_churn_age_ms=0))
             if target is None:
                 break
             try:
-                await peers.ensure_loaded(target.endpoint, entry.model_id, max(0.1, deadline - inst.clock.monotonic()))
+                await inst.load_on(target, entry.model_id, max(0.1, deadline - inst.clock.monotonic()))
                 pending[entry.model_id] = target.instance_id
                 break
             except Exception as exc:  # noqa: BLE001 - try the next instance
@@ -58,8 +58,8 @@ async def drain(inst: Instance, grace_s: float) -> list[ModelId]:
     log.info("draining: %d recently used models to re-home", len(pending))
     while pending and inst.clock.monotonic() < deadline:
         for model_id in list(pending):
-            rec = inst.registry.models.get(model_id)
-            if rec is None or any(i != inst.instance_id and i in cluster.instances for i in rec.instances):
+            rec, live = inst.model_record(model_id), inst.live_instances() or {}
+            if rec is None or any(i != inst.instance_id and i in live for i in rec.instances):
                 pending.pop(model_id)
         if pending:
             await asyncio.sleep(0.1)

@@ -21,7 +21,6 @@ import asyncio
 import gc
 import heapq
 import logging
-from dataclasses import replace
 
 from kserve_mesh.core.copies import CopyBounds, CopyUsage, desired_copies, scale_down_candidates
 from kserve_mesh.core.errors import MeshError
@@ -75,36 +74,32 @@ class Duties:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _live_holders(self, rec: ModelRecord) -> list[str]:
-        cluster = self.inst.cluster
-        assert cluster is not None
-        return sorted((i for i in rec.instances if i in cluster.instances and not cluster.instances[i].shutting_down),
+        live = self.inst.live_instances() or {}
+        return sorted((i for i in rec.instances if i in live and not live[i].shutting_down),
                       key=lambda i: (rec.instances[i], i))
 
     async def _add_copy(self, model_id: ModelId, holders: list[str], size: int) -> bool:
-        cluster, peers = self.inst.cluster, self.inst.peers
-        assert cluster is not None and peers is not None
-        target = choose(cluster.instances.values(),
+        live = self.inst.live_instances() or {}
+        target = choose(live.values(),
                         PlacementRequest(size, self.inst.clock.now_ms(), holders=set(holders), min_churn_age_ms=0))
         if target is None:
             return False
-        if target.instance_id == self.inst.instance_id:
-            await self.inst.ensure_loaded(model_id)
-        else:
-            await peers.ensure_loaded(target.endpoint, model_id, 10.0)
+        await self.inst.load_on(target, model_id, 10.0)
         log.info("adding a copy of %s on %s (%d copies before)", model_id, target.instance_id, len(holders))
         return True
 
     # -- duties ----------------------------------------------------------------------------------
     async def scale_up(self) -> None:
         inst = self.inst
-        if inst.cluster is None or inst.shutting_down:
+        live = inst.live_instances()
+        if live is None or inst.shutting_down:
             return
-        for n, entry in enumerate(inst.cache.ledger.entries()):
+        for n, entry in enumerate(inst.local_copies()):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a long scan must not stall requests
             if entry.state is not CopyState.LOADED:
                 continue
-            rec = inst.registry.models.get(entry.model_id)
+            rec = inst.model_record(entry.model_id)
             if rec is None:
                 continue
             # Only three rules add a copy: min_copies, a recurring model, and a rate per copy above
@@ -119,7 +114,7 @@ class Duties:
                 continue  # the holder of the oldest copy speaks for the model
             copies = len(holders)
             rpm = inst.model_rpm(entry.model_id) * copies
-            want = desired_copies(copies=copies, rpm=rpm, instances=len(inst.cluster.instances),
+            want = desired_copies(copies=copies, rpm=rpm, instances=len(live),
                                   bounds=CopyBounds(rec.min_copies, rec.max_copies), threshold_rpm=self.threshold_rpm,
                                   recurring=inst.is_recurring(entry.model_id))
             for _ in range(want - copies):
@@ -129,14 +124,13 @@ class Duties:
 
     async def scale_down(self) -> None:
         inst = self.inst
-        if inst.cluster is None:
+        if inst.live_instances() is None:
             return
-        ledger = inst.cache.ledger
         usage = []
-        for n, entry in enumerate(ledger.entries()):
+        for n, entry in enumerate(inst.local_copies()):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            rec = inst.registry.models.get(entry.model_id)
+            rec = inst.model_record(entry.model_id)
             if entry.state is not CopyState.LOADED or rec is None or len(rec.instances) < 2:
                 continue
             holders = self._live_holders(rec)
@@ -144,47 +138,43 @@ class Duties:
                 continue  # never the last copy, never the oldest one
             usage.append(CopyUsage(entry.model_id, len(holders), inst.model_rpm(entry.model_id) * len(holders),
                                    CopyBounds(rec.min_copies, rec.max_copies)))
-        for model_id in scale_down_candidates(usage, free_fraction=ledger.free_bytes / ledger.capacity_bytes,
-                                              threshold_rpm=self.threshold_rpm):
+        cache = inst.cache_summary(lru_default_ms=0)
+        free_fraction = (cache.capacity_bytes - cache.used_bytes) / cache.capacity_bytes
+        for model_id in scale_down_candidates(usage, free_fraction=free_fraction, threshold_rpm=self.threshold_rpm):
             log.info("space is short: dropping the extra copy of %s here", model_id)
-            inst.cache.unload(ModelId(model_id))
+            inst.evict(ModelId(model_id))
 
     async def janitor(self) -> None:
         inst = self.inst
-        cluster = inst.cluster
-        if cluster is None or not cluster.is_leader or not inst.registry.synced.is_set():
+        live = inst.live_instances()
+        if live is None or not inst.is_leader or not inst.registry_synced:
             return
-        for n, rec in enumerate(list(inst.registry.models.values())):
+        for n, rec in enumerate(inst.model_records()):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             if not rec.instances and rec.min_copies == 0:
                 continue
-            gone = [i for i in rec.instances if i not in cluster.instances]
-            if gone:
-                await inst.registry.mutate_model(
-                    rec.model_id, lambda r: replace(r, instances={i: t for i, t in r.instances.items()
-                                                                  if i in cluster.instances}))
+            if any(i not in live for i in rec.instances):
+                await inst.forget_holders(rec.model_id, keep=lambda i: i in (inst.live_instances() or {}))
             holders = self._live_holders(rec)
-            if rec.min_copies > len(holders) and not inst.failures.blocked(rec.failures, inst.clock.now_ms()):
-                await self._add_copy(rec.model_id, holders, inst.cache.config.default_model_size_bytes)
+            if rec.min_copies > len(holders) and not inst.load_blocked(rec):
+                await self._add_copy(rec.model_id, holders, inst.size_hint(rec.model_id))
 
     async def preload(self, per_round: int = 20) -> None:
         inst = self.inst
-        cluster = inst.cluster
-        if cluster is None or not cluster.is_leader or not inst.registry.synced.is_set():
+        live = inst.live_instances()
+        if live is None or not inst.is_leader or not inst.registry_synced:
             return
-        now = inst.clock.now_ms()
-        roomy = [r for r in cluster.instances.values()
-                 if not r.shutting_down and r.used_bytes * 2 <= r.capacity_bytes]
+        roomy = [r for r in live.values() if not r.shutting_down and r.used_bytes * 2 <= r.capacity_bytes]
         if not roomy:
             return
         # The most recently used models without a copy, found in chunks (100,000 records in one go
         # would stall requests for ~50 ms).
         idle: list[tuple[int, str, ModelRecord]] = []
-        for n, rec in enumerate(list(inst.registry.models.values())):
+        for n, rec in enumerate(inst.model_records()):
             if n % (YIELD_EVERY * 8) == 0:
                 await asyncio.sleep(0)
-            if rec.instances or inst.failures.blocked(rec.failures, now):
+            if rec.instances or inst.load_blocked(rec):
                 continue
             item = (rec.last_used_ms, rec.model_id, rec)
             if len(idle) < per_round:
@@ -192,7 +182,7 @@ class Duties:
             elif item[:2] > idle[0][:2]:
                 heapq.heapreplace(idle, item)
         for _, _, rec in sorted(idle, key=lambda it: it[:2], reverse=True):
-            if not await self._add_copy(rec.model_id, [], inst.cache.config.default_model_size_bytes):
+            if not await self._add_copy(rec.model_id, [], inst.size_hint(rec.model_id)):
                 return
 
     async def freeze_registry(self) -> None:
@@ -205,9 +195,10 @@ class Duties:
         few cyclic objects alive at a freeze stay bounded.
         """
         # Long-lived objects: registry records, and the copies with their futures and events.
-        size = len(self.inst.registry.models) + 8 * len(self.inst.cache.copies)
+        (models, _), copies = self.inst.registry_counts(), len(self.inst.local_copies())
+        size = models + 8 * copies
         if size >= 10_000 and size > self._frozen_at * 1.5:
             gc.freeze()
             self._frozen_at = size
             log.info("froze %d long-lived objects out of the collector (%d models, %d copies)",
-                     gc.get_freeze_count(), len(self.inst.registry.models), len(self.inst.cache.copies))
+                     gc.get_freeze_count(), models, copies)

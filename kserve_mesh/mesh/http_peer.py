@@ -20,7 +20,6 @@ forwarded request carries this instance's own ``authorization`` header, never th
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -29,13 +28,11 @@ import httptools
 
 from kserve_mesh.core import errors as e
 from kserve_mesh.mesh.tls import TlsMaterial
+from kserve_mesh.mesh.wire import FORWARD_PATH, TIMEOUT_HEADER, error_from_answer
 
-FORWARDED = "mm-forwarded"
-FORWARD_PATH = "/mesh/v1/forward/infer"  # a V2 gRPC request forwarded as a serialized ModelInferRequest
-PROTOBUF = "application/x-protobuf"
-TIMEOUT_HEADER = "mm-timeout-ms"
+__all__ = ["FORWARD_PATH", "HttpAnswer", "HttpPeers"]  # FORWARD_PATH: see mesh/wire.py (kept for old imports)
+
 IDLE_REUSE_S = 2.0  # uvicorn closes keep-alive connections idle for 5 s; never race it
-_CARRIED = ("content-type", "inference-header-content-length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,23 +177,6 @@ class _Pool:
         self.idle.clear()
 
 
-def _error_from(answer: HttpAnswer, where: str) -> e.MeshError:
-    """The peer's error answer (``{"error", "type"}``) as the mesh error it was."""
-    try:
-        doc = json.loads(answer.body)
-        message, kind = str(doc.get("error", "")), str(doc.get("type", ""))
-    except (ValueError, AttributeError):
-        message, kind = answer.body[:200].decode("utf-8", "replace"), ""
-    cls = getattr(e, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, e.MeshError)):
-        # Not a mesh instance's answer (a proxy in between?): 503 means try elsewhere.
-        cls = e.Unavailable if answer.status == 503 else e.InternalError
-    message = message or f"HTTP {answer.status} from {where}"
-    if issubclass(cls, (e.ModelNotFound, e.VModelNotFound)):
-        return cls("", message)  # type: ignore[call-arg]
-    return cls(message)
-
-
 class HttpPeers:
     """Keep-alive HTTP/1.1 pools to the peers' REST ports, for forwarding raw REST inference."""
 
@@ -264,7 +244,8 @@ class HttpPeers:
 
     @staticmethod
     def error(answer: HttpAnswer, where: str) -> e.MeshError:
-        return _error_from(answer, where)
+        """The peer's error answer as the mesh error it was (``wire.error_from_answer``)."""
+        return error_from_answer(answer.status, answer.body, where)
 
     def drop(self, url: str) -> None:
         """Close the idle connections to ``url`` (calls in flight finish on theirs)."""
@@ -283,14 +264,3 @@ class HttpPeers:
 def _expire(waiter: asyncio.Future[HttpAnswer]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
-
-
-def header_safe(text: str) -> bool:
-    """Whether ``text`` can travel as an HTTP/1.1 header value as it is."""
-    return text.isascii() and text.isprintable()
-
-
-def carried_headers(headers: object) -> dict[str, str]:
-    """The request headers a forwarded REST inference keeps (content type, binary header length)."""
-    get = headers.get  # type: ignore[attr-defined]
-    return {name: value for name in _CARRIED if (value := get(name)) is not None}

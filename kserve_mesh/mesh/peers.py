@@ -6,10 +6,10 @@ again), ``mm-forwarded`` marks the hop (the peer serves locally and never forwar
 request makes at most one hop), and ``mm-load`` tells the peer it was chosen to load the model if
 it has no copy. The caller's remaining deadline travels with the call.
 
-Transport: keep-alive HTTP/1.1 to the peer's REST port (``http_peer.py``): a V2 REST request as its
-raw bytes (``infer_http``), a V2 gRPC request as a serialized ``ModelInferRequest`` (``infer_proto``).
-gRPC (``infer``) carries what cannot be an HTTP header value (non-ASCII model ids), and the
-management calls (``ensure_loaded``).
+Headers and paths are ``wire.py``'s. Transport: keep-alive HTTP/1.1 to the peer's REST port
+(``http_peer.py``): a V2 REST request as its raw bytes (``infer_http``), a V2 gRPC request as a
+serialized ``ModelInferRequest`` (``infer_proto``). gRPC (``infer``) carries what cannot be an HTTP
+header value (non-ASCII model ids), and the management calls (``ensure_loaded``).
 
 Transport failures and UNAVAILABLE become ``PeerUnavailable`` so the router retries elsewhere;
 other errors keep their meaning (a peer's load failure is the model's failure).
@@ -36,13 +36,12 @@ from kserve_mesh.core.errors import (
     Unavailable,
 )
 from kserve_mesh.core.records import InstanceRecord
-from kserve_mesh.mesh.http_peer import FORWARD_PATH, FORWARDED, PROTOBUF, HttpAnswer, HttpPeers, header_safe
+from kserve_mesh.mesh.http_peer import HttpAnswer, HttpPeers
 from kserve_mesh.mesh.tls import TlsMaterial
+from kserve_mesh.mesh.wire import FORWARD_PATH, FORWARDED, LOAD_HERE, MODEL_ID, MODEL_ID_BIN, PROTOBUF, header_safe
 from kserve_mesh.protocol import v2
 
 log = logging.getLogger(__name__)
-
-LOAD_HERE = "mm-load"
 
 
 class PeerUnavailable(Unavailable):
@@ -104,7 +103,7 @@ class PeerPool:
     async def infer(self, endpoint: str, model_id: str, request: v2.ModelInferRequest, timeout_s: float,
                     *, load: bool) -> v2.ModelInferResponse:
         # gRPC metadata values are ASCII; other ids travel as a binary header (``-bin``).
-        ident = ("mm-model-id", model_id) if header_safe(model_id) else ("mm-model-id-bin", model_id.encode())
+        ident = (MODEL_ID, model_id) if header_safe(model_id) else (MODEL_ID_BIN, model_id.encode())
         metadata = (ident, (FORWARDED, "1"), (LOAD_HERE, "1" if load else "0"), *self._auth)
         self.inflight[endpoint] += 1
         try:
@@ -132,7 +131,7 @@ class PeerPool:
         url = peer.label("rest")
         if not url:
             raise PeerUnavailable(f"instance {peer.instance_id} publishes no REST endpoint")
-        sent = {**headers, "mm-model-id": model_id, FORWARDED: "1", LOAD_HERE: "1" if load else "0"}
+        sent = {**headers, MODEL_ID: model_id, FORWARDED: "1", LOAD_HERE: "1" if load else "0"}
         self.inflight[peer.endpoint] += 1
         try:
             answer = await self.http.post(url, path, body, sent, max(0.001, timeout_s))

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from kserve_mesh.core.errors import MeshError, Unavailable
+from kserve_mesh.core.errors import InvalidArgument, MeshError, ModelNotFound, Unavailable, VModelNotFound
 from kserve_mesh.core.ids import ModelId, VModelId
 from kserve_mesh.core.records import ModelRecord, VModelRecord
 from kserve_mesh.store import codec
@@ -36,6 +36,11 @@ class Registry:
         self.revision = 0
         self.listeners: list[Callable[[str, str], None]] = []  # (kind, id) after a watched change
         self.synced = asyncio.Event()
+
+    @property
+    def keys(self) -> Keys:
+        """The store's key layout this registry reads and writes (a mesh's cluster shares it)."""
+        return self._keys
 
     async def load(self) -> None:
         """Read every model and vmodel record from the store (startup and resync)."""
@@ -120,6 +125,27 @@ class Registry:
 
     def model(self, model_id: str) -> ModelRecord | None:
         return self.models.get(model_id)  # type: ignore[call-overload]
+
+    def resolve(self, name: str = "", *, model_id: str = "", vmodel_id: str = "") -> ModelId:
+        """The concrete model a request is for, as ModelMesh routes: the routing headers first
+        (``vmodel_id``, then ``model_id``), then ``name`` as a vmodel, then as a model."""
+        if vmodel_id:
+            vm = self.vmodels.get(vmodel_id)  # type: ignore[call-overload]
+            if vm is None:
+                raise VModelNotFound(vmodel_id)
+            return vm.active
+        if model_id:
+            if model_id not in self.models:
+                raise ModelNotFound(model_id)
+            return ModelId(model_id)
+        if not name:
+            raise InvalidArgument("no model named: set model_name or the mm-model-id / mm-vmodel-id header")
+        vm = self.vmodels.get(name)  # type: ignore[call-overload]
+        if vm is not None:
+            return vm.active
+        if name in self.models:
+            return ModelId(name)
+        raise ModelNotFound(name)
 
     def vmodel(self, vmodel_id: str) -> VModelRecord | None:
         return self.vmodels.get(vmodel_id)  # type: ignore[call-overload]

@@ -14,6 +14,11 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from kserve_mesh.core.errors import InvalidArgument
 
 _MODULE = "kserve.protocol.grpc.grpc_predict_v2_pb2"
 
@@ -65,3 +70,13 @@ RepositoryModelUnloadResponse = pb.RepositoryModelUnloadResponse
 def method(name: str) -> str:
     """The full gRPC method path of a V2 method, e.g. ``/inference.GRPCInferenceService/ModelInfer``."""
     return f"/{SERVICE}/{name}"
+
+
+def parse(message_type: Any, data: bytes) -> Any:
+    """``data`` as a ``message_type`` (any protobuf message class), or ``InvalidArgument`` naming
+    the type: a body that is not the message is the caller's error, never an internal one."""
+    try:
+        return message_type.FromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise InvalidArgument(f"the request is not a valid {message_type.DESCRIPTOR.full_name} message: "
+                              f"{exc or type(exc).__name__}") from None

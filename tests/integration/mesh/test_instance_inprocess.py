@@ -74,7 +74,8 @@ async def test_concurrent_requests_share_one_load(instance: Instance, tmp_path: 
 async def test_a_waiting_request_jumps_background_loads(instance: Instance, tmp_path: Path) -> None:
     background = _string_models(tmp_path / "bg", 4)
     order: list[str] = []
-    original = instance._loaded
+    original = instance.cache._on_load
+    assert original is not None
 
     def record(outcome) -> None:  # type: ignore[no-untyped-def]
         order.append(outcome.model_id)

@@ -1,0 +1,177 @@
+"""The data plane: what every front door does with a V2 request, written once.
+
+The front doors (``api/grpc_v2.py``, the REST routers, the peer receiver) only convert: they hand
+over the request, its routing headers read into a ``wire.Routing`` and their transport's deadline,
+and convert the answer (or the mesh error raised) back. Here, in this order:
+
+1. **target**: the routing headers checked against the id rules (``core.ids``), then resolved as
+   ModelMesh does (``mm-vmodel-id``, ``mm-model-id``, then ``model_name`` as a vmodel, then as a
+   model); in a mesh a miss is looked up in the store before it is ``NotFound``. A request
+   forwarded by a peer names its concrete model and is trusted with it.
+2. **deadline**: the transport's (a gRPC deadline) or ``DEFAULT_TIMEOUT_S``, shortened by
+   ``mm-timeout-ms`` (how a forwarded request carries the sender's remaining time).
+3. **dispatch**: local copy, forward, or load here (``dispatch.Dispatcher`` and ``router.py``);
+   admission is the cache's (a load waits for space or fails clearly) and ``Overloaded`` comes
+   from the runtime.
+4. **telemetry**: each inference timed once, from here in to the answer, and told to the
+   ``RequestObserver`` with its error, if any.
+
+Also here: server and model metadata, readiness, and the repository extension (index, load,
+unload). Errors are the mesh's typed errors (``core/errors.py``); each transport maps them with
+its one table (``api/errors.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
+
+from kserve_mesh.core.errors import ModelLoadFailed
+from kserve_mesh.core.ids import ModelId, check_id
+from kserve_mesh.core.records import ModelState
+from kserve_mesh.mesh.dispatch import DEFAULT_TIMEOUT_S
+from kserve_mesh.mesh.hops import Decoder, Hop, RestHop
+from kserve_mesh.mesh.instance import Instance
+from kserve_mesh.mesh.wire import MODEL_ID, VMODEL_ID, Routing, check_forwarded
+from kserve_mesh.protocol import v2
+
+T = TypeVar("T")
+
+SERVER_NAME = "kserve-mesh"
+EXTENSIONS = ("model_repository_extension", "binary_tensor_data", "modelmesh")
+GRPC_INFER = "inference.GRPCInferenceService/ModelInfer"
+REST_INFER = "POST /v2/models/{name}/infer"
+"""How inference is named in the request metrics (``method`` label): per API, as ModelMesh does."""
+
+_REPOSITORY_STATES = {ModelState.LOADED: "READY", ModelState.LOADING: "LOADING"}
+
+
+class RequestObserver(Protocol):
+    """Told of every inference when it ends (``api/telemetry.Telemetry``)."""
+
+    def request_done(self, method: str, error: BaseException | None, seconds: float, model_id: str) -> None:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One model in the repository index: its name, V2 state word and why it is not ready."""
+
+    name: str
+    state: str
+    reason: str
+
+
+class _Timed:
+    """Times one request and tells the observer at the end, with the error if it raised."""
+
+    __slots__ = ("method", "model_id", "observer", "start")
+
+    def __init__(self, observer: RequestObserver | None, method: str) -> None:
+        self.observer, self.method, self.model_id = observer, method, ""
+        self.start = time.perf_counter()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        if self.observer is not None:
+            self.observer.request_done(self.method, error, time.perf_counter() - self.start, self.model_id)
+
+
+class DataPlane:
+    def __init__(self, instance: Instance, version: str, *, observer: RequestObserver | None = None) -> None:
+        self._inst = instance
+        self._version = version
+        self._observer = observer
+
+    # -- health and metadata ---------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready to serve (``Instance.serving_ready``): not while the runtime is lost."""
+        return self._inst.serving_ready
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, self._version, EXTENSIONS)
+
+    async def model_metadata(self, name: str, route: Routing,
+                             remaining_s: float | None = None) -> tuple[ModelId, v2.ModelMetadataResponse]:
+        """The model's metadata from the runtime (loading the model here if needed)."""
+        model_id = await self.target(name, route)
+        return model_id, await self._inst.model_metadata(model_id, route.timeout_s(remaining_s, DEFAULT_TIMEOUT_S))
+
+    async def model_ready(self, name: str, route: Routing) -> tuple[ModelId, bool]:
+        """Whether the model has a loaded copy here."""
+        model_id = await self.target(name, route)
+        return model_id, self._inst.is_loaded(model_id)
+
+    # -- inference -------------------------------------------------------------------------------
+    async def infer(self, data: bytes, route: Routing, *, remaining_s: float | None = None,
+                    peer: bool = False) -> v2.ModelInferResponse:
+        """A serialized ``ModelInferRequest``: from gRPC, or (``peer``) forwarded by a peer to
+        ``wire.FORWARD_PATH``, which takes only forwarded requests naming their model."""
+        with _Timed(self._observer, GRPC_INFER) as call:
+            if peer:
+                check_forwarded(route)
+            request = v2.parse(v2.ModelInferRequest, data)
+            model_id = call.model_id = await self.target(request.model_name, route, forwarded=route.forwarded)
+            return await self._dispatch(model_id, self._inst.hops.grpc(model_id, request), route, remaining_s)
+
+    async def infer_hop(self, name: str, route: Routing, hop_of: Callable[[ModelId], Awaitable[Hop[T]]], *,
+                        method: str = REST_INFER, remaining_s: float | None = None) -> T:
+        """An inference whose request the front door makes into a hop once its model is known
+        (``hop_of``: a REST body is read and checked only for a model that exists)."""
+        with _Timed(self._observer, method) as call:
+            model_id = call.model_id = await self.target(name, route, forwarded=route.forwarded)
+            return await self._dispatch(model_id, await hop_of(model_id), route, remaining_s)
+
+    def _dispatch(self, model_id: ModelId, hop: Hop[T], route: Routing, remaining_s: float | None) -> Awaitable[T]:
+        return self._inst.dispatch(model_id, hop, route.timeout_s(remaining_s, DEFAULT_TIMEOUT_S),
+                                   forwarded=route.forwarded, balanced=route.balanced)
+
+    def rest_hop(self, model_id: ModelId, body: bytes, header_length: int | None, path: str,
+                 raw_headers: list[tuple[bytes, bytes]], decoder: Decoder) -> RestHop:
+        """A V2 REST body as a hop (``hops.RestHop``), for ``infer_hop``."""
+        return self._inst.hops.rest(model_id, body, header_length, path, raw_headers, decoder)
+
+    def target(self, name: str, route: Routing, *, forwarded: bool = False) -> Awaitable[ModelId]:
+        """The concrete model a request is for (awaited by the caller). The id it is routed by
+        follows the id rules; ``forwarded``: a peer's hop names the concrete model, trusted as is."""
+        if route.vmodel_id:
+            check_id(route.vmodel_id, f"header {VMODEL_ID}")
+        elif route.model_id:
+            check_id(route.model_id, f"header {MODEL_ID}")
+        elif name:
+            check_id(name, "model name")
+        return self._inst.lookup(name, model_id=route.model_id, vmodel_id=route.vmodel_id, forwarded=forwarded)
+
+    # -- the repository extension ----------------------------------------------------------------
+    def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
+        """Every registered model with its V2 state (READY, LOADING, UNAVAILABLE)."""
+        return [IndexEntry(s.model_id, _REPOSITORY_STATES.get(s.state, "UNAVAILABLE"), "; ".join(s.errors))
+                for s in self._inst.list_models() if not ready_only or s.state is ModelState.LOADED]
+
+    async def repository_load(self, name: str, route: Routing) -> ModelId:
+        """Load a copy here and wait for it; ``ModelLoadFailed`` with the reasons if it did not load."""
+        model_id = await self.target(name, route)
+        status = await self._inst.ensure_loaded(model_id, sync=True)
+        if status.state is not ModelState.LOADED:
+            raise ModelLoadFailed(f"model '{model_id}' did not load: {'; '.join(status.errors) or 'unknown reason'}")
+        return model_id
+
+    async def repository_unload(self, name: str, route: Routing) -> ModelId:
+        """Unload the copy here (the model stays registered)."""
+        model_id = await self.target(name, route)
+        await self._inst.unload_copy(model_id)
+        return model_id

@@ -1,0 +1,157 @@
+"""A request as the router moves it: served by the runtime here, or sent to a peer.
+
+Both kinds of inference side by side:
+
+- ``GrpcHop``: a decoded V2 ``ModelInferRequest`` (from gRPC, or a peer's forwarded gRPC request).
+  Here it goes to the runtime; to a peer as a serialized message over HTTP (``PeerPool.infer_proto``,
+  received at ``wire.FORWARD_PATH``), or over gRPC when the model id cannot be an HTTP header.
+- ``RestHop``: a V2 REST body. Here it is decoded (small bodies inline, large ones by the
+  ``Decoder`` the REST front door injects, never on the event loop) and its answer rendered; to a
+  peer it travels as the bytes it came with (``PeerPool.infer_http``), undecoded, and the peer's
+  answer comes back as bytes too.
+
+A hop's answer is transport-neutral: a ``ModelInferResponse`` or a ``RestAnswer`` (body, media
+type, headers) that the REST front door turns into its response. ``Hops`` makes both for one
+instance (its runtime, and its peers once it joins a mesh).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from kserve_mesh.core.ids import ModelId
+from kserve_mesh.core.records import InstanceRecord
+from kserve_mesh.mesh.peers import PeerPool
+from kserve_mesh.mesh.wire import HEADER_LENGTH, MODEL_ID, carried_headers, header_safe
+from kserve_mesh.protocol import rest as codec
+from kserve_mesh.protocol import v2
+from kserve_mesh.runtime.spi import ModelRuntime
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Hop(Protocol[T_co]):
+    """One request, as the router moves it: served here or sent to a peer."""
+
+    def prepare(self) -> None:
+        """Check and decode the request for serving here (raises InvalidArgument); idempotent."""
+
+    async def run(self, timeout_s: float) -> T_co:
+        """Serve it with the local copy (entered by the caller) within ``timeout_s``."""
+
+    async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> T_co:
+        """Send it to ``peer`` (``load``: the peer was chosen to load the model). Raises
+        ``PeerUnavailable`` when another instance should be tried, ``ModelLoadFailed`` when the
+        peer's load failed."""
+
+
+class Decoder(Protocol):
+    """Decodes a large V2 REST body off the event loop (``api/rest_decode.JsonDecoder``): bodies
+    of at least ``offload_bytes``; smaller ones are decoded inline (a few ms at most)."""
+
+    offload_bytes: int
+
+    async def decode(self, body: bytes, model_id: str, header_length: int | None) -> tuple[Any, codec.ResponseOptions]:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RestAnswer:
+    """A V2 REST inference answer: its bytes, media type and headers."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+class Hops:
+    """The hops of one instance: its runtime, and its peers once it joins a mesh (``peers``)."""
+
+    def __init__(self, runtime: ModelRuntime, peers: Callable[[], PeerPool | None]) -> None:
+        self.runtime = runtime
+        self._peers = peers
+
+    def peers(self) -> PeerPool:
+        peers = self._peers()
+        assert peers is not None, "forwarding needs a mesh (Instance.attach)"
+        return peers
+
+    def grpc(self, model_id: ModelId, request: v2.ModelInferRequest) -> GrpcHop:
+        return GrpcHop(self, model_id, request)
+
+    def rest(self, model_id: ModelId, body: bytes, header_length: int | None, path: str,
+             raw_headers: list[tuple[bytes, bytes]], decoder: Decoder) -> RestHop:
+        """``path``: the request's raw path ('' if it cannot be forwarded as it came);
+        ``raw_headers``: its ASGI headers (the ``wire.CARRIED`` ones travel with it)."""
+        return RestHop(self, model_id, body, header_length, path, raw_headers, decoder)
+
+
+class GrpcHop:
+    """A V2 ``ModelInferRequest``: run by the runtime here, or forwarded to a peer."""
+
+    __slots__ = ("hops", "model_id", "request")
+
+    def __init__(self, hops: Hops, model_id: ModelId, request: v2.ModelInferRequest) -> None:
+        self.hops, self.model_id, self.request = hops, model_id, request
+
+    def prepare(self) -> None:
+        pass
+
+    async def run(self, timeout_s: float) -> v2.ModelInferResponse:
+        self.request.model_name = self.model_id
+        return await self.hops.runtime.infer(self.request, timeout=timeout_s)
+
+    async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> v2.ModelInferResponse:
+        return await self.hops.peers().infer_proto(peer, self.model_id, self.request, timeout_s, load=load)
+
+
+class RestHop:
+    """A V2 REST body: decoded and run here, or forwarded as raw bytes to a peer's REST port (no
+    decoding here at all); the gRPC hop is the fallback when the model id cannot travel in an HTTP
+    header."""
+
+    __slots__ = ("body", "decoder", "hops", "length", "model_id", "options", "path", "raw_headers", "req")
+
+    def __init__(self, hops: Hops, model_id: ModelId, body: bytes, length: int | None, path: str,
+                 raw_headers: list[tuple[bytes, bytes]], decoder: Decoder) -> None:
+        self.hops, self.model_id, self.body, self.length = hops, model_id, body, length
+        self.path, self.raw_headers, self.decoder = path, raw_headers, decoder
+        self.req: Any = None
+        self.options: Any = None
+
+    def prepare(self) -> None:
+        """Decode a small body now (so a bad request fails before it causes a load); a large one
+        is decoded by ``run`` through the decoder, never on the event loop."""
+        if self.req is None and len(self.body) < self.decoder.offload_bytes:
+            self.req, self.options = codec.parse_infer_request(self.body, self.model_id, header_length=self.length)
+
+    async def _decode(self) -> None:
+        self.prepare()
+        if self.req is None:
+            self.req, self.options = await self.decoder.decode(self.body, self.model_id, self.length)
+
+    def _render(self, resp: Any) -> RestAnswer:
+        payload, headers = codec.render_infer_response(resp, self.options)
+        headers = {**headers, MODEL_ID: self.model_id}
+        return RestAnswer(payload, headers.pop("content-type", "application/json"), headers)
+
+    async def run(self, timeout_s: float) -> RestAnswer:
+        if self.req is None:
+            await self._decode()
+        self.req.model_name = self.model_id
+        return self._render(await self.hops.runtime.infer(self.req, timeout=timeout_s))
+
+    async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> RestAnswer:
+        peers = self.hops.peers()
+        if not (self.path and header_safe(self.model_id)):
+            if self.req is None:
+                await self._decode()
+            return self._render(await peers.infer(peer.endpoint, self.model_id, self.req, timeout_s, load=load))
+        answer = await peers.infer_http(peer, self.model_id, self.path, self.body, carried_headers(self.raw_headers),
+                                        timeout_s, load=load)
+        headers = {MODEL_ID: self.model_id}
+        if (length := answer.headers.get(HEADER_LENGTH)) is not None:
+            headers[HEADER_LENGTH] = length
+        return RestAnswer(answer.body, answer.headers.get("content-type", "application/json"), headers)
