@@ -5,12 +5,14 @@ the call's deadline) goes to ``mesh.dataplane.DataPlane``, the answer comes back
 Routing, deadlines, telemetry and errors are the data plane's; the error table is applied by
 ``grpc_calls.unary``. The messages are ``protocol.v2``'s (kserve's generated servicer module would
 import all of kserve). The repository index uses wire-compatible messages of our own package
-(``protos/v2_repository.proto``).
+(``protos/v2_repository.proto``), as do repository load/unload, which accept Triton's request shape
+too (tritonclient.grpc's ``load_model`` / ``unload_model`` send the model name as field 2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import Any
 
 import grpc
 
@@ -25,6 +27,14 @@ Context = grpc.aio.ServicerContext
 
 def _route(context: Context) -> Routing:
     return Routing.from_grpc(context.invocation_metadata())
+
+
+def _model_name(data: bytes, kserve_type: Any) -> str:
+    """The model a repository load/unload request names. KServe's shape names it in field 1,
+    Triton's in field 2 (its field 1 is the repository's name; a KServe request has no field 2)."""
+    v2.parse(kserve_type, data)  # a malformed request is refused naming the V2 message
+    either = v2.parse(repo_pb.RepositoryModelRequest, data)
+    return either.triton_model_name or either.name
 
 
 class V2Servicer:
@@ -60,20 +70,19 @@ class V2Servicer:
             resp.models.add(name=entry.name, state=entry.state, reason=entry.reason)
         return resp
 
-    async def RepositoryModelLoad(self, request: v2.RepositoryModelLoadRequest,
-                                  context: Context) -> v2.RepositoryModelLoadResponse:
-        model_id = await self.plane.repository_load(request.model_name, _route(context))
+    async def RepositoryModelLoad(self, data: bytes, context: Context) -> v2.RepositoryModelLoadResponse:
+        model_id = await self.plane.repository_load(_model_name(data, v2.RepositoryModelLoadRequest), _route(context))
         return v2.RepositoryModelLoadResponse(model_name=model_id, isLoaded=True)
 
-    async def RepositoryModelUnload(self, request: v2.RepositoryModelUnloadRequest,
-                                    context: Context) -> v2.RepositoryModelUnloadResponse:
-        model_id = await self.plane.repository_unload(request.model_name, _route(context))
+    async def RepositoryModelUnload(self, data: bytes, context: Context) -> v2.RepositoryModelUnloadResponse:
+        model_id = await self.plane.repository_unload(_model_name(data, v2.RepositoryModelUnloadRequest),
+                                                      _route(context))
         return v2.RepositoryModelUnloadResponse(model_name=model_id, isUnloaded=True)
 
 
 def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
     """The V2 service. ModelInfer hands its bytes to the data plane, which parses them (inside its
-    timing)."""
+    timing); repository load/unload parse theirs in either shape."""
     s = V2Servicer(plane)
     return service(v2.SERVICE, {
         "ModelInfer": (s.ModelInfer, None, v2.ModelInferResponse),
@@ -83,7 +92,6 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         "ServerReady": (s.ServerReady, v2.ServerReadyRequest, v2.ServerReadyResponse),
         "ServerMetadata": (s.ServerMetadata, v2.ServerMetadataRequest, v2.ServerMetadataResponse),
         "RepositoryIndex": (s.RepositoryIndex, repo_pb.RepositoryIndexRequest, repo_pb.RepositoryIndexResponse),
-        "RepositoryModelLoad": (s.RepositoryModelLoad, v2.RepositoryModelLoadRequest, v2.RepositoryModelLoadResponse),
-        "RepositoryModelUnload": (s.RepositoryModelUnload, v2.RepositoryModelUnloadRequest,
-                                  v2.RepositoryModelUnloadResponse),
+        "RepositoryModelLoad": (s.RepositoryModelLoad, None, v2.RepositoryModelLoadResponse),
+        "RepositoryModelUnload": (s.RepositoryModelUnload, None, v2.RepositoryModelUnloadResponse),
     })

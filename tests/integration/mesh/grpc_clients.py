@@ -5,8 +5,12 @@ tritonclient.grpc and kserve's InferenceGRPCClient each bring their own copy of 
 script once per client:
 
     python grpc_clients.py triton|kserve HOST:PORT INPUTS_JSON
+    python grpc_clients.py triton-repository HOST:PORT MODELS_JSON
 
-It prints one JSON line: {model_id: {output name: flat list of values}} or {"error": ...}.
+It prints one JSON line: {model_id: {output name: flat list of values}} or {"error": ...}; for
+``triton-repository`` ({"models": [...]}): {model_id: {"loaded", "unloaded"}} after tritonclient's
+``load_model`` / ``unload_model`` (Triton's repository request shape: the model name is field 2),
+and ``__missing__``: the status of loading a model nobody registered.
 """
 
 from __future__ import annotations
@@ -53,6 +57,24 @@ def triton(target: str, cases: dict) -> dict:
     return out
 
 
+def triton_repository(target: str, cases: dict) -> dict:
+    import tritonclient.grpc as tg
+
+    client = tg.InferenceServerClient(target)
+    out: dict = {}
+    for model_id in cases["models"]:
+        client.load_model(model_id)
+        loaded = client.is_model_ready(model_id)
+        client.unload_model(model_id)
+        out[model_id] = {"loaded": loaded, "unloaded": not client.is_model_ready(model_id)}
+    try:
+        client.load_model("no-such-model")
+        out["__missing__"] = "loaded"
+    except tg.InferenceServerException as exc:
+        out["__missing__"] = str(exc.status())
+    return out
+
+
 async def kserve_client(target: str, cases: dict) -> dict:
     from kserve import InferenceGRPCClient, InferInput, InferRequest
 
@@ -80,7 +102,12 @@ def main() -> None:
     with open(path) as fh:
         cases = json.load(fh)
     try:
-        result = triton(target, cases) if which == "triton" else asyncio.run(kserve_client(target, cases))
+        if which == "triton":
+            result = triton(target, cases)
+        elif which == "triton-repository":
+            result = triton_repository(target, cases)
+        else:
+            result = asyncio.run(kserve_client(target, cases))
     except Exception as exc:  # noqa: BLE001 - reported to the test as data
         result = {"error": f"{type(exc).__name__}: {exc}"}
     print(json.dumps(result))

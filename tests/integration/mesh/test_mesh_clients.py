@@ -124,6 +124,14 @@ def test_tritonclient_grpc(any_mesh: MeshProcess, example_models: tuple[Path, di
     assert set(MODELS) <= set(result["__index__"])
 
 
+def test_tritonclient_grpc_repository_load_and_unload(mesh: MeshProcess, tmp_path: Path) -> None:
+    # tritonclient sends Triton's RepositoryModelLoadRequest (model name in field 2, KServe's V2 has it in field 1).
+    result = _grpc_client("triton-repository", mesh.grpc, {"models": ["string-1", "sklearn-iris"]}, tmp_path)
+    assert result == {"string-1": {"loaded": True, "unloaded": True},
+                      "sklearn-iris": {"loaded": True, "unloaded": True},
+                      "__missing__": "StatusCode.NOT_FOUND"}, result
+
+
 def test_kserve_grpc_client(any_mesh: MeshProcess, example_models: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     _check(_grpc_client("kserve", any_mesh.grpc, _cases(example_models[1]), tmp_path), example_models[1])
 
