@@ -26,6 +26,7 @@ from kserve_mesh import __version__
 from kserve_mesh.api import grpc_mgmt, grpc_v2
 from kserve_mesh.api.auth import Authenticator, GuardedServer, Role, guard_asgi, with_tls_identity
 from kserve_mesh.api.browser_guard import guard_browsers
+from kserve_mesh.api.grpc_health import HealthService, add_health_and_reflection
 from kserve_mesh.api.rest import build_app, serve_infer_first
 from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.clock import SystemClock
@@ -139,6 +140,7 @@ class MeshServer:
         self.auth: Authenticator | None = None
         self._peer_token = ""
         self._reload_task: asyncio.Task[None] | None = None
+        self._health: HealthService | None = None
 
     # -- building --------------------------------------------------------------------------------
     def _fetcher(self):  # type: ignore[no-untyped-def]
@@ -304,6 +306,7 @@ class MeshServer:
         mgmt = Management(self.instance)
         services.add_generic_rpc_handlers((grpc_v2.handler(plane),))
         grpc_mgmt.add_to_server(mgmt, services)
+        self._health = add_health_and_reflection(services, self.instance)  # grpc.health.v1, reflection
         grpc_address = f"{s.host}:{s.grpc_port}"
         if self.tls is not None:
             grpc_port = self._grpc.add_secure_port(grpc_address, self.tls.grpc_server_credentials())
@@ -312,6 +315,7 @@ class MeshServer:
         if grpc_port == 0:
             raise Unavailable(f"cannot bind the gRPC port {s.host}:{s.grpc_port}")
         await self._grpc.start()
+        self._health.start()
 
         from kserve_mesh.api.rest_kube import router as kube_router
         from kserve_mesh.kube import KubeService
@@ -460,6 +464,8 @@ class MeshServer:
     async def stop(self) -> None:
         if self.instance is not None:
             self.instance.ready = False
+        if self._health is not None:
+            await self._health.stop()  # NOT_SERVING at once; Watch streams end
         await self._stop_supervision()  # first: nothing restarts the runtime while it is stopped
         if self._reload_task is not None:
             self._reload_task.cancel()
