@@ -159,6 +159,27 @@ def _print_objects(items: list[dict[str, Any]], output: str, single: bool) -> No
         typer.echo("---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs).rstrip())
 
 
+def _get(url: str, kind: str, name: str | None, namespace: str, all_namespaces: bool, output: str) -> None:
+    """``kserve-mesh get``: one resource or a listing, as a table, YAML or JSON."""
+    if output not in ("table", "wide", "yaml", "json"):
+        _fail(f"unknown output format '{output}' (table | yaml | json)")
+    full_kind, plural = _kind(kind)
+    cluster = full_kind == "ClusterServingRuntime"
+    if name:
+        path = f"/mesh/v1/{plural}/{name}" if cluster else f"/mesh/v1/{plural}/{namespace}/{name}"
+        items = [_request(url, "GET", path)]
+    else:
+        params = {} if all_namespaces or cluster else {"namespace": namespace}
+        items = _request(url, "GET", f"/mesh/v1/{plural}", params=params)["items"]
+    if output in ("yaml", "json"):
+        _print_objects(items, output, single=bool(name))
+    elif not items:
+        where = "" if cluster or all_namespaces else f" in {namespace} namespace"
+        typer.echo(f"No resources found{where}.", err=True)
+    else:
+        typer.echo(table(full_kind, items, all_namespaces=all_namespaces))
+
+
 def register_commands(app: typer.Typer) -> None:
     """Add the KServe resource commands to the main CLI."""
     from kserve_mesh.cli import URL_OPTION, with_connection_flags
@@ -189,23 +210,7 @@ def register_commands(app: typer.Typer) -> None:
         url: str = URL_OPTION,
     ) -> None:
         """Show KServe resources with their current status (like kubectl get)."""
-        if output not in ("table", "wide", "yaml", "json"):
-            _fail(f"unknown output format '{output}' (table | yaml | json)")
-        full_kind, plural = _kind(kind)
-        cluster = full_kind == "ClusterServingRuntime"
-        if name:
-            path = f"/mesh/v1/{plural}/{name}" if cluster else f"/mesh/v1/{plural}/{namespace}/{name}"
-            items = [_request(url, "GET", path)]
-        else:
-            params = {} if all_namespaces or cluster else {"namespace": namespace}
-            items = _request(url, "GET", f"/mesh/v1/{plural}", params=params)["items"]
-        if output in ("yaml", "json"):
-            _print_objects(items, output, single=bool(name))
-        elif not items:
-            where = "" if cluster or all_namespaces else f" in {namespace} namespace"
-            typer.echo(f"No resources found{where}.", err=True)
-        else:
-            typer.echo(table(full_kind, items, all_namespaces=all_namespaces))
+        _get(url, kind, name, namespace, all_namespaces, output)
 
     @app.command()
     @with_connection_flags

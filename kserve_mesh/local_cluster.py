@@ -78,33 +78,11 @@ def run(n: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int,
     with EtcdServer() as etcd:
         try:
             for i in range(n):
-                def port(base: int) -> str:
-                    return str(base + i if base else 0)
-
-                args = [sys.executable, "-m", "kserve_mesh.cli", "instance", "--host", host,
-                        "--rest-port", port(rest_port), "--grpc-port", port(grpc_port),
-                        "--metrics-port", port(metrics_port), "--etcd-endpoints", etcd.client_url,
-                        "--runtime", runtime, "--instance-id", f"instance-{i}"]
-                if models is not None:
-                    args += ["--models", str(models)]
-                if capacity:
-                    args += ["--capacity-bytes", str(capacity)]
-                if storage_config is not None:
-                    args += ["--storage-config", str(storage_config)]
-                args += extra_args or []
-                proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-                member = Member(f"instance-{i}", proc)
-                threading.Thread(target=member.pump, args=(logs / f"instance-{i}.log",), daemon=True).start()
-                members.append(member)
-            with Live(_table(etcd.client_url, members), console=console, refresh_per_second=4) as live:
-                deadline = time.monotonic() + 180
-                while not stop.is_set() and time.monotonic() < deadline:
-                    live.update(_table(etcd.client_url, members))
-                    if all(m.state != "starting" for m in members):
-                        break
-                    time.sleep(0.2)
-                live.update(_table(etcd.client_url, members))
+                args = _instance_args(i, host=host, rest_port=rest_port, grpc_port=grpc_port,
+                                      metrics_port=metrics_port, etcd_url=etcd.client_url, runtime=runtime,
+                                      models=models, capacity=capacity, storage_config=storage_config)
+                members.append(_start_member(f"instance-{i}", args + (extra_args or []), logs))
+            _show_start(etcd.client_url, members, stop, console)
             failed = [m for m in members if m.state != "ready"]
             if failed and not stop.is_set():
                 for m in failed:
@@ -114,23 +92,73 @@ def run(n: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int,
             console.print(f"mesh ready (logs in {logs}); try: kserve-mesh status --url {first.rest}")
             print(f"kserve-mesh cluster ready: etcd={etcd.client_url} " +
                   " ".join(f"rest={m.rest}" for m in members), flush=True)
-            while not stop.is_set():
-                if any(m.proc.poll() is not None for m in members):
-                    console.print("[yellow]an instance exited; the others keep serving[/yellow]")
-                    members_alive = [m for m in members if m.proc.poll() is None]
-                    if not members_alive:
-                        return 1
-                stop.wait(1.0)
-            return 0
+            return _serve_until_stopped(members, stop, console)
         finally:
-            with console.status("stopping the instances (each drains first)"):
-                for m in members:
-                    m.state = "stopped"
-                    if m.proc.poll() is None:
-                        m.proc.send_signal(signal.SIGTERM)
-                for m in members:
-                    try:
-                        m.proc.wait(90)
-                    except subprocess.TimeoutExpired:
-                        m.proc.kill()
-                        m.proc.wait(10)
+            _stop_members(members, console)
+
+
+def _instance_args(i: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int, etcd_url: str,
+                   runtime: str, models: Path | None, capacity: int | None, storage_config: Path | None) -> list[str]:
+    """The command line of instance ``i``: the base ports + ``i`` (0 stays ephemeral)."""
+    def port(base: int) -> str:
+        return str(base + i if base else 0)
+
+    args = [sys.executable, "-m", "kserve_mesh.cli", "instance", "--host", host,
+            "--rest-port", port(rest_port), "--grpc-port", port(grpc_port),
+            "--metrics-port", port(metrics_port), "--etcd-endpoints", etcd_url,
+            "--runtime", runtime, "--instance-id", f"instance-{i}"]
+    if models is not None:
+        args += ["--models", str(models)]
+    if capacity:
+        args += ["--capacity-bytes", str(capacity)]
+    if storage_config is not None:
+        args += ["--storage-config", str(storage_config)]
+    return args
+
+
+def _start_member(name: str, args: list[str], logs: Path) -> Member:
+    """Start one instance process, its output pumped into ``logs/<name>.log`` by a thread."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    member = Member(name, proc)
+    threading.Thread(target=member.pump, args=(logs / f"{name}.log",), daemon=True).start()
+    return member
+
+
+def _show_start(etcd_url: str, members: list[Member], stop: threading.Event, console: Console) -> None:
+    """The live table while the instances start (until each is ready or exited, 180 s at most)."""
+    with Live(_table(etcd_url, members), console=console, refresh_per_second=4) as live:
+        deadline = time.monotonic() + 180
+        while not stop.is_set() and time.monotonic() < deadline:
+            live.update(_table(etcd_url, members))
+            if all(m.state != "starting" for m in members):
+                break
+            time.sleep(0.2)
+        live.update(_table(etcd_url, members))
+
+
+def _serve_until_stopped(members: list[Member], stop: threading.Event, console: Console) -> int:
+    """Wait for SIGINT/SIGTERM (0), or until every instance has exited (1)."""
+    while not stop.is_set():
+        if any(m.proc.poll() is not None for m in members):
+            console.print("[yellow]an instance exited; the others keep serving[/yellow]")
+            members_alive = [m for m in members if m.proc.poll() is None]
+            if not members_alive:
+                return 1
+        stop.wait(1.0)
+    return 0
+
+
+def _stop_members(members: list[Member], console: Console) -> None:
+    """SIGTERM every instance (each drains first), then wait; kill one that takes over 90 s."""
+    with console.status("stopping the instances (each drains first)"):
+        for m in members:
+            m.state = "stopped"
+            if m.proc.poll() is None:
+                m.proc.send_signal(signal.SIGTERM)
+        for m in members:
+            try:
+                m.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                m.proc.kill()
+                m.proc.wait(10)

@@ -71,42 +71,8 @@ class MeshPanel(widgets.VBox):
         self.summary = widgets.HTML("")
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh", layout={"width": "110px"})
         self.message = widgets.HTML("").add_class("kserve-mesh-message")
-        self.table = widgets.HTML(render.models_table([])).add_class("kserve-mesh-table")
-
-        self.name = widgets.Text(description="Name", placeholder="my-model").add_class("kserve-mesh-name")
-        self.model_format = widgets.Dropdown(description="Format", options=MODEL_FORMATS,
-                                             value=MODEL_FORMATS[0]).add_class("kserve-mesh-format")
-        self.storage_uri = widgets.Text(description="Storage URI", placeholder="s3://bucket/path, /local/path, https://…",
-                                        layout={"width": "60%"}).add_class("kserve-mesh-uri")
-        self.register_button = widgets.Button(description="Register", button_style="primary",
-                                              icon="plus").add_class("kserve-mesh-register")
-        self.yaml = widgets.Textarea(placeholder=EXAMPLE_YAML, layout={"width": "90%", "height": "180px"}
-                                     ).add_class("kserve-mesh-yaml")
-        self.apply_button = widgets.Button(description="Apply YAML", icon="upload").add_class("kserve-mesh-apply")
-
-        self.test_model = widgets.Dropdown(description="Model", options=[]).add_class("kserve-mesh-test-model")
-        self.example_button = widgets.Button(description="Example input", icon="magic"
-                                             ).add_class("kserve-mesh-example")
-        self.run_button = widgets.Button(description="Run", button_style="success", icon="play"
-                                         ).add_class("kserve-mesh-run")
-        self.test_input = widgets.Textarea(placeholder='{"inputs": [{"name": "input-0", "shape": [1, 4], '
-                                                       '"datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}',
-                                           layout={"width": "90%", "height": "120px"}).add_class("kserve-mesh-input")
-        self.result = widgets.HTML("").add_class("kserve-mesh-result-pane")
-
-        self.tabs = widgets.Tab(
-            children=[
-                self.table,
-                widgets.VBox([
-                    widgets.HTML("<b>Register a model</b>"),
-                    self.name, self.model_format, self.storage_uri, self.register_button,
-                    widgets.HTML("<b>… or apply InferenceService YAML</b>"), self.yaml, self.apply_button,
-                ]),
-                widgets.VBox([widgets.HBox([self.test_model, self.example_button, self.run_button]),
-                              self.test_input, self.result]),
-            ],
-            titles=("Models", "Register", "Test"),
-        )
+        self.tabs = widgets.Tab(children=[self._models_tab(), self._register_tab(), self._test_tab()],
+                                titles=("Models", "Register", "Test"))
         super().__init__([widgets.HBox([self.title, self.refresh_button]), self.summary, self.message, self.tabs])
         self.add_class("kserve-mesh-panel")
 
@@ -126,6 +92,41 @@ class MeshPanel(widgets.VBox):
                                    max_runtime_s=max_refresh_s, on_expire=self._refresh_expired)
         self._action(self._first_refresh)
         self.refresher.start()
+
+    # -- the tabs --------------------------------------------------------------------------------
+    def _models_tab(self) -> widgets.Widget:
+        self.table = widgets.HTML(render.models_table([])).add_class("kserve-mesh-table")
+        return self.table
+
+    def _register_tab(self) -> widgets.Widget:
+        self.name = widgets.Text(description="Name", placeholder="my-model").add_class("kserve-mesh-name")
+        self.model_format = widgets.Dropdown(description="Format", options=MODEL_FORMATS,
+                                             value=MODEL_FORMATS[0]).add_class("kserve-mesh-format")
+        self.storage_uri = widgets.Text(description="Storage URI", placeholder="s3://bucket/path, /local/path, https://…",
+                                        layout={"width": "60%"}).add_class("kserve-mesh-uri")
+        self.register_button = widgets.Button(description="Register", button_style="primary",
+                                              icon="plus").add_class("kserve-mesh-register")
+        self.yaml = widgets.Textarea(placeholder=EXAMPLE_YAML, layout={"width": "90%", "height": "180px"}
+                                     ).add_class("kserve-mesh-yaml")
+        self.apply_button = widgets.Button(description="Apply YAML", icon="upload").add_class("kserve-mesh-apply")
+        return widgets.VBox([
+            widgets.HTML("<b>Register a model</b>"),
+            self.name, self.model_format, self.storage_uri, self.register_button,
+            widgets.HTML("<b>… or apply InferenceService YAML</b>"), self.yaml, self.apply_button,
+        ])
+
+    def _test_tab(self) -> widgets.Widget:
+        self.test_model = widgets.Dropdown(description="Model", options=[]).add_class("kserve-mesh-test-model")
+        self.example_button = widgets.Button(description="Example input", icon="magic"
+                                             ).add_class("kserve-mesh-example")
+        self.run_button = widgets.Button(description="Run", button_style="success", icon="play"
+                                         ).add_class("kserve-mesh-run")
+        self.test_input = widgets.Textarea(placeholder='{"inputs": [{"name": "input-0", "shape": [1, 4], '
+                                                       '"datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}',
+                                           layout={"width": "90%", "height": "120px"}).add_class("kserve-mesh-input")
+        self.result = widgets.HTML("").add_class("kserve-mesh-result-pane")
+        return widgets.VBox([widgets.HBox([self.test_model, self.example_button, self.run_button]),
+                             self.test_input, self.result])
 
     # -- plumbing --------------------------------------------------------------------------------
     def visible(self) -> bool:
