@@ -13,7 +13,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kserve_mesh.core.errors import MeshError
 from kserve_mesh.core.net import is_loopback
+from kserve_mesh.core.payload_config import parse_payload_processors
 
 MiB = 1 << 20
 
@@ -135,6 +137,11 @@ class MeshSettings(BaseSettings):
         if self.peer_token_file is not None and not self.etcd_endpoints:
             raise ValueError("peer_token_file is what an instance presents to its peers: it needs a mesh of "
                              "several instances (etcd_endpoints)")
+        if self.payload_processors.strip():
+            try:
+                parse_payload_processors(self.payload_processors)
+            except MeshError as exc:
+                raise ValueError(f"payload_processors: {exc.message}") from None
         if self.auth == "off" and self.auth_file is not None:
             raise ValueError("auth=off and an auth_file contradict each other: drop one")
         if self.auth_enabled and self.auth_file is None:

@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 
-from kserve_mesh.mesh.payload_config import SinkSpec
+from kserve_mesh.core.payload_config import SinkSpec
 from kserve_mesh.mesh.payload_events import PayloadEvent
 
 

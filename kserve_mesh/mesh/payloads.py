@@ -53,7 +53,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 from kserve_mesh.core import errors as e
-from kserve_mesh.mesh.payload_config import SinkSpec, parse_payload_processors
+from kserve_mesh.core.payload_config import SinkSpec, parse_payload_processors
 from kserve_mesh.mesh.payload_events import (
     REQUEST,
     RESPONSE,

@@ -93,7 +93,6 @@ def test_settings_that_cannot_take_effect_alone_are_reported() -> None:
     ("restProxy: {resources: {requests: {cpu: 1}}}", "restProxy.resources", "meshResources"),
     ("storageHelperImage: {name: x, tag: y}", "storageHelperImage", "pulls models itself"),
     ("storageHelperResources: {limits: {memory: 1Gi}}", "storageHelperResources", "storage helper"),
-    ("payloadProcessors: [http://proc]", "payloadProcessors", "not supported"),
     ("builtInServerTypes: [triton, mlserver]", "builtInServerTypes", "builtInAdapter.serverType"),
     ("internalModelMeshEnvVars: [{name: MM_X, value: '1'}]", "internalModelMeshEnvVars", "KSERVE_MESH_"),
     ("enableAccessLogging: true", "enableAccessLogging", "no per-request access log"),
@@ -107,9 +106,42 @@ def test_each_accepted_key_without_effect_is_a_warning_naming_it_and_why(text: s
 
 
 def test_accepted_keys_whose_value_asks_for_nothing_we_lack_are_quiet() -> None:
-    text = "restProxy: {enabled: true}\npayloadProcessors: []\nenableAccessLogging: false\ninternalModelMeshEnvVars: []"
+    text = "restProxy: {enabled: true}\nenableAccessLogging: false\ninternalModelMeshEnvVars: []"
     c = ServingConfig.from_configmap({"config.yaml": text})
-    assert c.warnings == () and len(c.ignored_keys) == 4
+    assert c.warnings == () and len(c.ignored_keys) == 3
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("payloadProcessors: http://sink.ns:8080/events  https://u:p@other/x?modelId=vm",
+     "http://sink.ns:8080/events https://u:p@other/x?modelId=vm"),
+    ("payloadProcessors: [http://a/, 'http://b/?modelId=m1']", "http://a/ http://b/?modelId=m1"),
+    ("payloadProcessors: []", ""),
+    ("payloadProcessors: ''", ""),
+])
+def test_payload_processors_reach_every_instance(text: str, value: str) -> None:
+    c = ServingConfig.from_configmap({"config.yaml": text})
+    assert c.payload_processors == value and c.warnings == () and c.ignored_keys == ()
+    env = {e["name"]: e.get("value") for e in _instance_env(c)}
+    assert env.get("KSERVE_MESH_PAYLOAD_PROCESSORS") == (value or None)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("payloadProcessors: ftp://x", "payloadProcessors: payload processor 'ftp://x': the scheme must be http"),
+    ("payloadProcessors: 'http://h/?modelId='", "'modelId' is empty"),
+    ("payloadProcessors: 'https://u:secret@h/?modelId='", "https://***@h/"),
+    ("payloadProcessors: {url: http://x}", "payloadProcessors must be space-separated http(s):// URLs"),
+])
+def test_bad_payload_processors_are_refused_naming_the_key(text: str, message: str) -> None:
+    with pytest.raises(InvalidServingConfig) as err:
+        ServingConfig.from_configmap({"config.yaml": text})
+    assert message in str(err.value) and "secret" not in str(err.value)
+
+
+def _instance_env(config: ServingConfig) -> list[dict]:
+    from kserve_mesh.kube.controller.deploy.objects import RuntimeRef, instance_container
+
+    container = instance_container(config, RuntimeRef("mlserver-1.x", "ServingRuntime"), "ns", {"containers": []})
+    return container["env"]
 
 
 @pytest.mark.parametrize(("text", "message"), [

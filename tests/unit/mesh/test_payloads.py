@@ -15,7 +15,7 @@ from cloudevents.http import from_http
 
 from kserve_mesh.core.errors import InvalidArgument
 from kserve_mesh.mesh import payload_events as pe
-from kserve_mesh.mesh.payload_config import parse_payload_processors, parse_sink, redact
+from kserve_mesh.core.payload_config import parse_payload_processors, parse_sink, redact
 from kserve_mesh.mesh.payloads import PayloadLogger
 from kserve_mesh.protocol import rest, v2
 

@@ -6,7 +6,7 @@ it once per reconcile and passes the frozen :class:`ServingConfig` to the pure b
 ``objects.py``. The keys keep ModelMesh's camelCase names so an existing ConfigMap works.
 
 Every key either has an effect or is reported: ModelMesh keys whose job is done differently here
-(a REST proxy, a storage helper, payload processors...) are accepted, and each one whose value would
+(a REST proxy, a storage helper...) are accepted, and each one whose value would
 ask for something we do not do becomes a :class:`ConfigWarning` naming the key and why (the
 controller posts it as a Warning Event on the ConfigMap and logs it). Anything else is an error
 naming the key.
@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from kserve_mesh.core.errors import InvalidArgument
+from kserve_mesh.core.errors import InvalidArgument, MeshError
+from kserve_mesh.core.payload_config import parse_payload_processors
 
 CONFIGMAP_NAME = "model-serving-config"
 CONFIGMAP_KEY = "config.yaml"
@@ -44,8 +45,6 @@ IGNORED_KEYS: Mapping[str, tuple[str, Callable[[Any], bool]]] = {
     "restProxy.resources": (f"{_NO_PROXY} (meshResources sizes it)", _always),
     "storageHelperImage": (_NO_HELPER, _always),
     "storageHelperResources": (f"{_NO_HELPER} (meshResources sizes it)", _always),
-    "payloadProcessors": ("payload processors are not supported: no request or response is sent to them",
-                          lambda v: v in (None, "", [])),
     "builtInServerTypes": ("each ServingRuntime's spec.builtInAdapter.serverType chooses its adapter "
                            + "(supported: mlserver), not this list", _always),
     "internalModelMeshEnvVars": ("these are environment variables of ModelMesh's Java server; the mesh "
@@ -121,6 +120,9 @@ class ServingConfig:
     not only the claims named by ``pvc`` entries of the storage-config Secret."""
     metrics_scheme: str = "http"
     """``metrics.scheme``: https serves the metrics port over TLS (needs ``tls.secretName``)."""
+    payload_processors: str = ""
+    """``payloadProcessors``: http(s):// URLs (space-separated, or a YAML list) that receive every
+    inference request and response as CloudEvents; ``?modelId=ID`` narrows one to a model or vmodel."""
     ignored_keys: tuple[str, ...] = ()
     """Keys of the ConfigMap that were accepted but are not used here."""
     warnings: tuple[ConfigWarning, ...] = ()
@@ -184,6 +186,7 @@ class ServingConfig:
             tls_client_auth=reader.choice("tls.clientAuth", "", TLS_CLIENT_AUTH),
             allow_any_pvc=reader.flag("allowAnyPVC", cls.allow_any_pvc),
             metrics_scheme=reader.choice("metrics.scheme", cls.metrics_scheme, METRICS_SCHEMES),
+            payload_processors=reader.payload_processors("payloadProcessors"),
         )
         unknown = reader.unread()
         ignored: dict[str, None] = {}
@@ -293,6 +296,21 @@ class _Reader:
             if not isinstance(v, str):
                 raise self._fail(f"{key}.{k}", "a string", v)
         return dict(value)
+
+    def payload_processors(self, key: str) -> str:
+        """Sink URLs, space-separated text or a list of them, checked as the mesh will read them."""
+        value = self._get(key)
+        if value is None:
+            return ""
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = " ".join(value)
+        if not isinstance(value, str):
+            raise self._fail(key, "space-separated http(s):// URLs or a list of them", value)
+        try:
+            parse_payload_processors(value)
+        except MeshError as exc:
+            raise InvalidServingConfig(f"{CONFIGMAP_NAME}: {key}: {exc.message}") from None
+        return " ".join(value.split())
 
     def str_list(self, key: str) -> list[str]:
         value = self._get(key)

@@ -204,6 +204,8 @@ def instance_container(config: ServingConfig, runtime: RuntimeRef, namespace: st
         {"name": "KSERVE_MESH_SHUTDOWN_GRACE_S",
          "value": str(max(0, config.termination_grace_seconds - SHUTDOWN_MARGIN_S))},
     ]
+    if config.payload_processors:  # model-serving-config's payloadProcessors
+        env.append({"name": "KSERVE_MESH_PAYLOAD_PROCESSORS", "value": config.payload_processors})
     max_loading = _str_map(spec, "annotations").get("maxLoadingConcurrency")
     if max_loading is not None:
         if not str(max_loading).isdigit() or int(max_loading) < 1:
