@@ -45,10 +45,10 @@ def _kind(text: str) -> tuple[str, str]:
 
 def _request(url: str, method: str, path: str, **kwargs: Any) -> Any:
     """One call through the SDK (token and TLS options as the command was given them)."""
-    from kserve_mesh.cli import _client
+    from kserve_mesh.cli.connection import connect
     from kserve_mesh.client import MeshClientError
 
-    with _client(url) as client:
+    with connect(url) as client:
         try:
             return client.call(method, path, **kwargs)
         except MeshClientError as exc:
@@ -182,7 +182,7 @@ def _get(url: str, kind: str, name: str | None, namespace: str, all_namespaces: 
 
 def register_commands(app: typer.Typer) -> None:
     """Add the KServe resource commands to the main CLI."""
-    from kserve_mesh.cli import URL_OPTION, with_connection_flags
+    from kserve_mesh.cli.connection import URL_OPTION, with_connection_flags
 
     @app.command()
     @with_connection_flags
