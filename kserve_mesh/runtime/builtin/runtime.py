@@ -9,8 +9,10 @@ queueing. A thread cannot be interrupted, so a load that times out, is cancelled
 ``unload_model`` is marked abandoned: its slot stays taken until the thread ends, and then whatever
 it loaded is dropped and its files released. Nothing abandoned ever becomes servable.
 
-Inference: validate against the model's metadata (``validation.py``), predict, encode. Small requests predict on the
-event loop (a thread hop costs more than a tiny model); large ones go to a worker thread.
+Inference: validate against the model's metadata (``validation.py``), predict (``prediction.py``), encode. Small
+requests predict on the event loop (a thread hop costs more than a tiny model); large ones go to a worker thread.
+
+The settings are ``RuntimeConfig`` (``config.py``, importable from here as before).
 """
 
 from __future__ import annotations
@@ -23,15 +25,10 @@ import math
 import threading
 from dataclasses import dataclass
 
-import numpy as np
-
-from kserve_mesh import __version__
 from kserve_mesh.core.errors import (
     Cancelled,
     CapacityExceeded,
     DeadlineExceeded,
-    InternalError,
-    InvalidArgument,
     MeshError,
     ModelLoadFailed,
     ModelNotFound,
@@ -39,6 +36,7 @@ from kserve_mesh.core.errors import (
 )
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import tensors, v2
+from kserve_mesh.runtime.builtin.config import RuntimeConfig
 from kserve_mesh.runtime.builtin.fetch import Fetcher, default_fetcher
 from kserve_mesh.runtime.builtin.loaders import StringModel, load_model_file
 from kserve_mesh.runtime.builtin.models import (
@@ -50,13 +48,12 @@ from kserve_mesh.runtime.builtin.models import (
     find_model_file,
     resolve_model_spec,
 )
+from kserve_mesh.runtime.builtin.prediction import predict as _predict
 from kserve_mesh.runtime.builtin.sizing import current_rss_bytes, disk_size_bytes, disk_size_or_zero, local_path
 from kserve_mesh.runtime.builtin.validation import metadata_of, validate_inputs
 from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
 
 logger = logging.getLogger(__name__)
-
-MiB = 1 << 20
 
 # Framework modules imported before the measured part of a load, so the first model of a type is
 # not charged for the library itself.
@@ -66,32 +63,6 @@ _FRAMEWORK_MODULES = {
     "lightgbm": ("lightgbm",),
     "onnx": ("onnxruntime",),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeConfig:
-    """Settings of the built-in runtime (what ``runtimeStatus`` reports, and sizing knobs)."""
-
-    capacity_bytes: int = 1024 * MiB
-    max_loading_concurrency: int = 1
-    model_loading_timeout_ms: int = 90_000
-    default_model_size_bytes: int = 1 * MiB
-    # Floor of a measured size, as a multiple of the bytes on disk (ModelMesh adapters' guess).
-    floor_size_factor: float = 1.25
-    # predictModelSize: bytes on disk x this factor + model_overhead_bytes (a model not yet seen).
-    predict_size_factor: float = 2.0
-    model_overhead_bytes: int = 256 * 1024
-    # Requests with more elements than this predict in a worker thread instead of on the loop.
-    inline_infer_max_elements: int = 4096
-    runtime_version: str = __version__
-
-    def __post_init__(self) -> None:
-        for name in ("capacity_bytes", "max_loading_concurrency", "model_loading_timeout_ms",
-                     "default_model_size_bytes"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"RuntimeConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.floor_size_factor < 1 or self.predict_size_factor < 1:
-            raise ValueError("RuntimeConfig size factors must be at least 1")
 
 
 @dataclass(slots=True)
@@ -393,33 +364,3 @@ class BuiltinRuntime:
             await asyncio.wait(set(self._releasing.values()), timeout=10)
         self._load_pool.shutdown(wait=False, cancel_futures=True)
         self._work_pool.shutdown(wait=False, cancel_futures=True)
-
-
-MAX_REJECTION_CHARS = 500
-"""How much of a model's own message about a rejected input goes back to the client."""
-
-
-def _rejects_input(exc: Exception) -> bool:
-    """A model library's way of saying the input is wrong (not that the model broke): ValueError
-    and TypeError (sklearn's checks, XGBoostError), and onnxruntime's InvalidArgument."""
-    return isinstance(exc, (ValueError, TypeError)) or (
-        type(exc).__name__ == "InvalidArgument" and type(exc).__module__.startswith("onnxruntime"))
-
-
-def _predict(model_id: str, model: LoadedModel, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``model.predict``; the model refusing the data (NaN for sklearn, say) is ``InvalidArgument``
-    with the model's own words, anything else ``InternalError`` with the details in the log."""
-    try:
-        return model.predict(feed)
-    except MeshError:
-        raise
-    except Exception as exc:
-        if _rejects_input(exc):
-            detail = str(exc).strip() or type(exc).__name__
-            if len(detail) > MAX_REJECTION_CHARS:
-                detail = detail[:MAX_REJECTION_CHARS] + "..."
-            logger.debug("model %s rejected an input: %s: %s", model_id, type(exc).__name__, detail)
-            raise InvalidArgument(f"model '{model_id}' rejected the input: {detail}") from exc
-        logger.error("model %s failed to predict", model_id, exc_info=exc)
-        raise InternalError(f"model '{model_id}' failed to predict ({type(exc).__name__}); "
-                            "see the server log") from exc
