@@ -1,47 +1,117 @@
-"""Every ``modelmesh_*`` Prometheus metric of an instance, defined in one place (REFERENCE.md §8).
+"""Every ``modelmesh_*`` Prometheus metric of an instance, defined in one place (REFERENCE.md §8),
+and the ``kserve_mesh_*`` metrics of what ModelMesh did not have (payload logging).
 
-Names match ModelMesh so existing dashboards keep working. Metrics are registered on an injectable
+Names, labels, units and buckets follow ModelMesh (its ``Metric.java`` / ``Metrics.java``), so its
+Grafana dashboard and alerts work unchanged. Metrics are registered on an injectable
 ``CollectorRegistry`` (a fresh one by default), so tests and several instances in one process never
-share or clean up global state. The mesh calls the small typed helpers below; nothing else touches
-the metric objects.
+share or clean up global state. The mesh calls the small typed helpers below (through
+``api/telemetry.Telemetry``); nothing else touches the metric objects.
 
 Labels:
 
 - request metrics (``api_request``, ``invoke_model``, request/response sizes): ``method``, ``code``;
 - with ``per_model=True`` every request metric also carries ``modelId`` and ``vModelId``, and the
-  model lifecycle metrics (load, unload, sizing, cache miss, eviction age, loaded size, failures)
-  carry ``modelId``. Off by default: one label value per model is a cardinality cost.
+  model lifecycle histograms (load, unload, sizing, cache miss, queue delays, eviction age, loaded
+  size) carry ``modelId`` and an empty ``vModelId``, as ModelMesh's do. Off by default: one label
+  value per model is a cardinality cost. Counters and gauges never carry model labels.
 
-Times are milliseconds, sizes bytes; counters are exposed with Prometheus' ``_total`` suffix.
-Cluster-wide gauges (``models_managed_total``, ``models_with_failure_total``,
-``models_loaded_total``) are for the leader to set; instance gauges for every instance.
+Times are milliseconds, sizes bytes.
+
+**Counter names.** ModelMesh's failure counters are exposed without a ``_total`` suffix
+(``modelmesh_loadmodel_failure 3``): its Java client predates that convention, and its dashboard
+queries ``increase(modelmesh_loadmodel_failure{...}[...])``. ``prometheus_client`` always appends
+``_total`` to a counter (``CounterMetricFamily`` included), so these three counters are kept here
+and written after the registry's text by ``render()``, as ``# TYPE <name> counter`` and one
+sample named ``<name>``. That is valid in the Prometheus text format 0.0.4 that ``/metrics``
+serves (the suffix is a naming convention there; only OpenMetrics requires it), and it is exactly
+what ModelMesh itself exposes, so one name serves every existing query; a second ``_total``
+series would double what sums over ``modelmesh_.*failure.*`` count. Our own new counters
+(``kserve_mesh_payload_events_total``) follow today's convention.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
-# Latency in ms: from sub-millisecond local hits to multi-minute loads of large models.
+# ModelMesh's buckets. Latency in ms: sub-millisecond hits to 5-minute loads.
 MS_BUCKETS = (
-    0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500,
-    1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000,
+    0.5, 1, 2, 5, 10, 20, 50, 75, 100, 200, 500,
+    1_000, 2_000, 5_000, 10_000, 20_000, 60_000, 120_000, 300_000,
 )  # fmt: skip
-# Payloads: 64 B to 64 MiB in powers of four (default gRPC max message is 16 MiB).
-PAYLOAD_BUCKETS = tuple(float(64 * 4**i) for i in range(11))
-# Model sizes: 4 KiB to 64 GiB in powers of four.
-MODEL_SIZE_BUCKETS = tuple(float(4096 * 4**i) for i in range(13))
+_MINUTE_MS = 60_000
+_HOUR_MS = 60 * _MINUTE_MS
+_DAY_MS = 24 * _HOUR_MS
+# Age of a copy at eviction, in ms: 30 s to 90 days.
+AGE_BUCKETS = (
+    30_000, 5 * _MINUTE_MS, 15 * _MINUTE_MS, _HOUR_MS, 4 * _HOUR_MS, 12 * _HOUR_MS,
+    _DAY_MS, 7 * _DAY_MS, 30 * _DAY_MS, 90 * _DAY_MS,
+)  # fmt: skip
+# Request and response payloads: 128 B to 2 MiB in powers of four.
+MESSAGE_SIZE_BUCKETS = tuple(float(128 * 4**i) for i in range(8))
+# Loaded model sizes: 256 KiB to 4 GiB in powers of four.
+MODEL_SIZE_BUCKETS = tuple(float(256 * 1024 * 4**i) for i in range(8))
 
 _PREFIX = "modelmesh_"
 
-M = TypeVar("M", Histogram, Counter)
+LOAD_FAILURE = "modelmesh_loadmodel_failure"
+UNLOAD_FAILURE = "modelmesh_unloadmodel_failure"
+UNLOAD_ATTEMPT_FAILURE = "modelmesh_unloadmodel_attempt_failure"
+_PLAIN_COUNTERS = {
+    LOAD_FAILURE: "Model load failures",
+    UNLOAD_FAILURE: "Unload model failures (not counting multiple attempts for same copy)",
+    UNLOAD_ATTEMPT_FAILURE: "Unload model attempt failures",
+}
+
+PAYLOAD_OUTCOMES = ("sent", "dropped", "failed")
+
+class SinkCounts(Protocol):
+    """What the payload metrics read of one sink (``mesh.payload_sinks.SinkCounters``)."""
+
+    sink: str
+    sent: int
+    dropped: int
+    failed: int
+    queued: int
+    in_flight: int
 
 
-def _child(metric: M, labels: tuple[str, ...]) -> M:
+def _child(metric: Histogram, labels: tuple[str, ...]) -> Histogram:
     """The labelled child, or the metric itself when it has no labels."""
     return metric.labels(*labels) if labels else metric
+
+
+class _PayloadCollector:
+    """``kserve_mesh_payload_*`` from the sinks' counters as last read (``MeshMetrics.set_payloads``)."""
+
+    def __init__(self) -> None:
+        self.sinks: tuple[SinkCounts, ...] = ()
+
+    def collect(self) -> Iterator[Metric]:
+        sinks = self.sinks
+        events = CounterMetricFamily(
+            "kserve_mesh_payload_events", "Payload events per sink, by outcome: sent, dropped (queue full "
+            "or closed) or failed (not delivered after the retries)", labels=("sink", "outcome"),
+        )  # fmt: skip
+        queued = GaugeMetricFamily(
+            "kserve_mesh_payload_queued", "Payload events waiting in a sink's queue", labels=("sink",)
+        )
+        in_flight = GaugeMetricFamily(
+            "kserve_mesh_payload_in_flight", "Payload events being sent to a sink", labels=("sink",)
+        )
+        for s in sinks:
+            for outcome in PAYLOAD_OUTCOMES:
+                events.add_metric((s.sink, outcome), getattr(s, outcome))
+            queued.add_metric((s.sink,), s.queued)
+            in_flight.add_metric((s.sink,), s.in_flight)
+        yield from (events, queued, in_flight)
 
 
 class MeshMetrics:
@@ -53,7 +123,7 @@ class MeshMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.per_model = per_model
         req = ("method", "code") + (("modelId", "vModelId") if per_model else ())
-        mdl = ("modelId",) if per_model else ()
+        mdl = ("modelId", "vModelId") if per_model else ()
 
         def hist(
             name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
@@ -63,66 +133,80 @@ class MeshMetrics:
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(_PREFIX + name, doc, registry=self.registry)
 
-        def counter(name: str, doc: str) -> Counter:
-            return Counter(_PREFIX + name, doc, mdl, registry=self.registry)
-
         self.api_request_ms = hist(
-            "api_request_milliseconds", "Time of an external API request, end to end", req,
+            "api_request_milliseconds", "External inference request time, end to end", req,
             MS_BUCKETS,
         )  # fmt: skip
         self.invoke_model_ms = hist(
-            "invoke_model_milliseconds", "Time of a model invocation by this instance (local or "
-            "forwarded)", req, MS_BUCKETS,
+            "invoke_model_milliseconds", "Internal model server inference request time (one "
+            "runtime call on this instance)", req, MS_BUCKETS,
         )  # fmt: skip
         self.request_size = hist(
-            "request_size_bytes", "Inference request payload size", req, PAYLOAD_BUCKETS
+            "request_size_bytes", "Inference request payload size", req, MESSAGE_SIZE_BUCKETS
         )
         self.response_size = hist(
-            "response_size_bytes", "Inference response payload size", req, PAYLOAD_BUCKETS
+            "response_size_bytes", "Inference response payload size", req, MESSAGE_SIZE_BUCKETS
         )
         self.cache_miss_ms = hist(
-            "cache_miss_milliseconds", "Delay a request spent waiting for its model to load", mdl,
-            MS_BUCKETS,
+            "cache_miss_milliseconds", "Cache miss delay: how long a request waited here for its "
+            "model's load", mdl, MS_BUCKETS,
         )  # fmt: skip
-        self.load_ms = hist("loadmodel_milliseconds", "Time to load a model", mdl, MS_BUCKETS)
-        self.unload_ms = hist("unloadmodel_milliseconds", "Time to unload a model", mdl, MS_BUCKETS)
+        self.load_ms = hist(
+            "loadmodel_milliseconds", "Time taken to load model", mdl, MS_BUCKETS
+        )
+        self.unload_ms = hist(
+            "unloadmodel_milliseconds", "Time taken to unload model", mdl, MS_BUCKETS
+        )
         self.sizing_ms = hist(
-            "model_sizing_milliseconds", "Time to size a loaded model", mdl, MS_BUCKETS
+            "model_sizing_milliseconds", "Time taken to perform model sizing", mdl, MS_BUCKETS
         )
         self.req_queue_delay_ms = hist(
-            "req_queue_delay_milliseconds", "Time a request waited for a model's concurrency slot",
-            mdl, MS_BUCKETS,
+            "req_queue_delay_milliseconds", "Time an inference request spent queued here before "
+            "its runtime call started", mdl, MS_BUCKETS,
         )  # fmt: skip
         self.loading_queue_delay_ms = hist(
-            "loading_queue_delay_milliseconds", "Time a load waited in the loading queue", mdl,
+            "loading_queue_delay_milliseconds", "Time spent in model loading queue", mdl,
             MS_BUCKETS,
         )  # fmt: skip
         self.age_at_eviction_ms = hist(
-            "age_at_eviction_milliseconds", "Time since last use of a model copy when evicted",
-            mdl, MS_BUCKETS,
+            "age_at_eviction_milliseconds", "Time since model was last used when evicted", mdl,
+            AGE_BUCKETS,
         )  # fmt: skip
         self.loaded_model_size = hist(
-            "loaded_model_size_bytes", "Size of a model once loaded", mdl, MODEL_SIZE_BUCKETS
+            "loaded_model_size_bytes", "Reported size of loaded model", mdl, MODEL_SIZE_BUCKETS
         )
-        self.load_failures = counter("loadmodel_failure", "Failed model loads")
-        self.unload_failures = counter("unloadmodel_failure", "Failed model unloads")
-        self.models_loaded = gauge("models_loaded_total", "Models with at least one loaded copy")
+        self.models_loaded = gauge(
+            "models_loaded_total", "Total number of models with at least one loaded copy"
+        )
         self.models_with_failure = gauge(
-            "models_with_failure_total", "Models with a recent load failure"
-        )
-        self.models_managed = gauge("models_managed_total", "Models registered in the mesh")
+            "models_with_failure_total", "Total number of models with one or more recent load "
+            "failures",
+        )  # fmt: skip
+        self.models_managed = gauge("models_managed_total", "Total number of models managed")
         self.lru_time_s = gauge(
-            "instance_lru_seconds", "Last-used time of the least recently used model (epoch s)"
-        )
+            "instance_lru_seconds", "Last used time of least recently used model in pod (in secs "
+            "since epoch)",
+        )  # fmt: skip
         self.lru_age_s = gauge(
-            "instance_lru_age_seconds", "Age of the least recently used model in this instance"
+            "instance_lru_age_seconds", "Last used age of least recently used model in pod (secs "
+            "ago)",
+        )  # fmt: skip
+        self.capacity_bytes = gauge(
+            "instance_capacity_bytes", "Effective model capacity of pod"
         )
-        self.capacity_bytes = gauge("instance_capacity_bytes", "Cache capacity of this instance")
-        self.used_bytes = gauge("instance_used_bytes", "Cache space in use in this instance")
+        self.used_bytes = gauge(
+            "instance_used_bytes", "Amount of capacity currently in use by loaded models"
+        )
         self.used_bps = gauge(
-            "instance_used_bps", "Cache space in use, in basis points of capacity (0-10000)"
+            "instance_used_bps", "Amount of capacity used in basis points (100ths of percent)"
         )
-        self.instance_models = gauge("instance_models_total", "Model copies in this instance")
+        self.instance_models = gauge(
+            "instance_models_total", "Number of model copies loaded in pod"
+        )
+        self._counts = dict.fromkeys(_PLAIN_COUNTERS, 0)
+        self._counts_lock = threading.Lock()
+        self._payloads = _PayloadCollector()
+        self.registry.register(self._payloads)  # type: ignore[arg-type]
 
     # ---- label helpers ----
 
@@ -134,7 +218,16 @@ class MeshMetrics:
         return (method, code)
 
     def _mdl(self, model_id: str | None) -> tuple[str, ...]:
-        return (model_id or "",) if self.per_model else ()
+        return (model_id or "", "") if self.per_model else ()
+
+    def _inc(self, name: str) -> None:
+        with self._counts_lock:
+            self._counts[name] += 1
+
+    def count(self, name: str) -> int:
+        """The value of one of the plain (unsuffixed) counters, e.g. ``LOAD_FAILURE``."""
+        with self._counts_lock:
+            return self._counts[name]
 
     # ---- requests ----
 
@@ -168,7 +261,7 @@ class MeshMetrics:
         model_id: str | None = None,
         vmodel_id: str | None = None,
     ) -> None:
-        """One model invocation by this instance (served locally or forwarded to a peer)."""
+        """One runtime invocation on this instance (a forward is the peer's invocation)."""
         _child(self.invoke_model_ms, self._req(method, code, model_id, vmodel_id)).observe(ms)
 
     def observe_cache_miss(self, ms: float, *, model_id: str | None = None) -> None:
@@ -188,14 +281,20 @@ class MeshMetrics:
         if size_bytes is not None:
             _child(self.loaded_model_size, labels).observe(size_bytes)
 
-    def load_failed(self, *, model_id: str | None = None) -> None:
-        _child(self.load_failures, self._mdl(model_id)).inc()
+    def load_failed(self) -> None:
+        self._inc(LOAD_FAILURE)
 
     def observe_unload(self, ms: float, *, model_id: str | None = None) -> None:
+        """A successful unload and its time."""
         _child(self.unload_ms, self._mdl(model_id)).observe(ms)
 
-    def unload_failed(self, *, model_id: str | None = None) -> None:
-        _child(self.unload_failures, self._mdl(model_id)).inc()
+    def unload_failed(self) -> None:
+        """A copy's unload failed for good (every attempt failed)."""
+        self._inc(UNLOAD_FAILURE)
+
+    def unload_attempt_failed(self) -> None:
+        """One unload attempt failed (retried or not)."""
+        self._inc(UNLOAD_ATTEMPT_FAILURE)
 
     def observe_sizing(self, ms: float, *, model_id: str | None = None) -> None:
         _child(self.sizing_ms, self._mdl(model_id)).observe(ms)
@@ -230,13 +329,25 @@ class MeshMetrics:
     def set_cluster(
         self, *, models_managed: int, models_loaded: int, models_with_failure: int
     ) -> None:
-        """Mesh-wide model counts (the leader sets these)."""
+        """Mesh-wide model counts."""
         self.models_managed.set(models_managed)
         self.models_loaded.set(models_loaded)
         self.models_with_failure.set(models_with_failure)
 
+    def set_payloads(self, sinks: Iterable[SinkCounts]) -> None:
+        """The payload sinks' counters, as read now (exposed until the next call)."""
+        self._payloads.sinks = tuple(sinks)
+
     # ---- exposition ----
 
     def render(self) -> tuple[bytes, str]:
-        """The text exposition for a ``/metrics`` endpoint: (body, content type)."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The text exposition for a ``/metrics`` endpoint: (body, content type). The content type
+        names format 0.0.4, the one whose rules the unsuffixed counters follow (every name here is
+        a classic one, so the text is the same in format 1.0.0)."""
+        with self._counts_lock:
+            counts = dict(self._counts)
+        plain = "".join(
+            f"# HELP {name} {doc}\n# TYPE {name} counter\n{name} {floatToGoString(counts[name])}\n"
+            for name, doc in _PLAIN_COUNTERS.items()
+        )
+        return generate_latest(self.registry) + plain.encode(), CONTENT_TYPE_PLAIN_0_0_4

@@ -1,8 +1,22 @@
 """Telemetry of one instance: feeds the ``modelmesh_*`` metrics from mesh events, keeps the
 requests-per-minute rate, and serves ``/metrics`` on its own port.
 
-Gauges (capacity, used bytes, copies, LRU time) are read from the instance at scrape time, so a
-scrape always shows the cache as it is at that moment, never a stale sample.
+It is the observer of every part that has something to count:
+
+- the data plane (``request_done``: ``api_request_milliseconds``, ``request_size_bytes``,
+  ``response_size_bytes``) and the hops (``invoked``: ``invoke_model_milliseconds``, one runtime
+  call on this instance);
+- the cache (``cache_events.CacheObserver``: cache misses, request and loading queue delays, model
+  sizing, loads, evictions, unloads and their failed attempts);
+- the payload logger (``bind_payloads``: ``kserve_mesh_payload_*``, read at scrape time).
+
+The ``method`` label is the short method name, as ModelMesh writes it by default: a gRPC method's
+last path part (``inference.GRPCInferenceService/ModelInfer`` -> ``ModelInfer``); REST routes
+(``POST /v2/models/{name}/infer``) stay as they are.
+
+Gauges (capacity, used bytes, copies, LRU time, model counts, payload queues) are read from the
+instance at scrape time, so a scrape always shows the cache as it is at that moment, never a stale
+sample.
 """
 
 from __future__ import annotations
@@ -13,56 +27,123 @@ import logging
 import ssl
 import threading
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from kserve_mesh.api.errors import status_name
-from kserve_mesh.api.metrics import MeshMetrics
+from kserve_mesh.api.metrics import MeshMetrics, SinkCounts
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.rates import RateCounter
 
 log = logging.getLogger(__name__)
+
+_METHOD_LABELS_MAX = 1024  # method labels remembered (method names are a small, fixed set)
+
+
+class PayloadCounters(Protocol):
+    """What telemetry reads of the payload logger (``mesh.payloads.PayloadLogger``)."""
+
+    def counters(self) -> Iterable[SinkCounts]: ...
 
 
 class Telemetry:
     def __init__(self, clock: Clock, *, per_model: bool = False, metrics: MeshMetrics | None = None) -> None:
         self.clock = clock
         self.metrics = metrics or MeshMetrics(per_model=per_model)
+        self.per_model = self.metrics.per_model
         self.rate = RateCounter()
         self.instance: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.payloads: PayloadCounters | None = None
         self._lock = threading.Lock()
+        self._methods: dict[str, str] = {}
 
     def bind(self, instance: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Read gauges from ``instance``; on ``loop`` (the instance's own thread) when given."""
         self.instance = instance
         self.loop = loop
 
-    # -- events from the front doors and the mesh ------------------------------------------------
+    def bind_payloads(self, logger: PayloadCounters | None) -> None:
+        """Export ``logger``'s per-sink counters at every scrape."""
+        self.payloads = logger
+
+    def _method(self, method: str) -> str:
+        label = self._methods.get(method)
+        if label is None:
+            label = method.rsplit("/", 1)[-1] if "/" in method and " " not in method else method
+            if len(self._methods) < _METHOD_LABELS_MAX:
+                self._methods[method] = label
+        return label
+
+    def _model(self, model_id: str | None) -> str | None:
+        return model_id if self.per_model else None
+
+    # -- events from the front doors and the hops ------------------------------------------------
     def request(self, method: str, code: str, seconds: float, model_id: str | None = None) -> None:
+        """An external request that ended with status ``code`` (a gRPC status name)."""
         self.rate.hit(self.clock.monotonic())
-        self.metrics.observe_api_request(method, code, seconds * 1000.0, model_id=model_id)
+        self.metrics.observe_api_request(self._method(method), code, seconds * 1000.0,
+                                         model_id=self._model(model_id))
 
-    def request_done(self, method: str, error: BaseException | None, seconds: float, model_id: str) -> None:
-        """An inference ended (the data plane's ``RequestObserver``)."""
-        self.request(method, status_name(error), seconds, model_id)
+    def request_done(self, method: str, error: BaseException | None, seconds: float, model_id: str, *,
+                     vmodel_id: str = "", request_bytes: int | None = None,
+                     response_bytes: int | None = None) -> None:
+        """An inference ended (the data plane's ``RequestObserver``): its time, outcome and, when
+        known, its request and response payload sizes."""
+        self.rate.hit(self.clock.monotonic())
+        per_model = self.per_model
+        self.metrics.observe_api_request(
+            self._method(method), status_name(error), seconds * 1000.0,
+            model_id=model_id if per_model else None, vmodel_id=vmodel_id if per_model else None,
+            request_bytes=request_bytes, response_bytes=response_bytes)
 
-    def on_load(self, outcome: Any) -> None:
-        model_id = outcome.model_id if self.metrics.per_model else None
-        if outcome.ok:
-            self.metrics.observe_load(outcome.duration_s * 1000.0, outcome.size_bytes, model_id=model_id)
-        else:
-            self.metrics.load_failed(model_id=model_id)
-
-    def on_unload(self, model_id: str, last_used_ms: int, duration_s: float) -> None:
-        mid = model_id if self.metrics.per_model else None
-        self.metrics.observe_unload(duration_s * 1000.0, model_id=mid)
-        self.metrics.observe_eviction(max(0, self.clock.now_ms() - last_used_ms), model_id=mid)
+    def invoked(self, method: str, error: BaseException | None, seconds: float, model_id: str,
+                vmodel_id: str = "") -> None:
+        """One runtime invocation on this instance ended (the hops' ``InvokeObserver``)."""
+        per_model = self.per_model
+        self.metrics.observe_invoke(self._method(method), status_name(error), seconds * 1000.0,
+                                    model_id=model_id if per_model else None,
+                                    vmodel_id=vmodel_id if per_model else None)
 
     def requests_per_minute(self) -> int:
         return self.rate.per_minute(self.clock.monotonic())
 
+    # -- events from the cache (cache_events.CacheObserver) --------------------------------------
+    def cache_miss(self, model_id: str, seconds: float) -> None:
+        self.metrics.observe_cache_miss(seconds * 1000.0, model_id=self._model(model_id))
+
+    def request_queued(self, model_id: str, seconds: float) -> None:
+        self.metrics.observe_request_queue_delay(seconds * 1000.0, model_id=self._model(model_id))
+
+    def load_started(self, model_id: str, queued_s: float) -> None:
+        self.metrics.observe_loading_queue_delay(queued_s * 1000.0, model_id=self._model(model_id))
+
+    def model_sized(self, model_id: str, seconds: float) -> None:
+        self.metrics.observe_sizing(seconds * 1000.0, model_id=self._model(model_id))
+
+    def load_finished(self, outcome: Any) -> None:
+        if outcome.ok:
+            self.metrics.observe_load(outcome.duration_s * 1000.0, outcome.size_bytes or None,
+                                      model_id=self._model(outcome.model_id))
+        else:
+            self.metrics.load_failed()
+
+    def evicted(self, model_id: str, idle_ms: int) -> None:
+        self.metrics.observe_eviction(idle_ms, model_id=self._model(model_id))
+
+    def unload_attempt_failed(self, model_id: str) -> None:
+        self.metrics.unload_attempt_failed()
+
+    def unload_finished(self, model_id: str, seconds: float, ok: bool) -> None:
+        if ok:
+            self.metrics.observe_unload(seconds * 1000.0, model_id=self._model(model_id))
+        else:
+            self.metrics.unload_failed()
+
     # -- scrape ----------------------------------------------------------------------------------
     def refresh(self) -> None:
+        if self.payloads is not None:
+            self.metrics.set_payloads(self.payloads.counters())
         inst = self.instance
         if inst is None:
             return
@@ -73,7 +154,7 @@ class Telemetry:
                                models=cache.copies, lru_time_s=lru_ms / 1000.0,
                                lru_age_s=max(0.0, (now_ms - lru_ms) / 1000.0))
         records = inst.model_records()
-        self.metrics.set_cluster(models_managed=len(records), models_loaded=cache.copies,
+        self.metrics.set_cluster(models_managed=len(records), models_loaded=sum(1 for r in records if r.instances),
                                  models_with_failure=sum(1 for r in records if r.failures))
 
     def scrape(self) -> tuple[bytes, str]:

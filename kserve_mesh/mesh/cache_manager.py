@@ -2,10 +2,17 @@
 
 Flow of a cache miss: the request creates a ``LocalCopy`` (QUEUED) and pushes it into the load
 queue with request priority; the dispatcher starts at most ``max_loading_concurrency`` loads at once,
-highest priority first. A load reserves its predicted size in the ``CacheLedger`` (evicting least
-recently used copies and waiting for their unloads if needed), calls the runtime with the load
-timeout, then corrects the reservation to the measured size. Every waiter of that copy wakes when
-the one load finishes, so concurrent requests for a loading model cause exactly one load.
+highest priority first. A load (``loading.LoadJob``) reserves its predicted size in the
+``CacheLedger`` (evicting least recently used copies and waiting for their unloads if needed),
+calls the runtime with the load timeout, then corrects the reservation to the measured size. Every
+waiter of that copy wakes when the one load finishes, so concurrent requests for a loading model
+cause exactly one load.
+
+An unload drains the copy's requests, then asks the runtime up to ``UNLOAD_ATTEMPTS`` times (a
+model the runtime does not have counts as unloaded); the copy leaves the cache either way. Each
+event the metrics count (cache miss, queue delays, sizing, eviction age, unload attempts) is told
+to the ``CacheObserver`` (``cache_events.py``); each load's outcome and each copy that leaves go
+to the ``on_load`` / ``on_unload`` listeners (the records' bookkeeping).
 
 When the runtime dies or hangs (``runtime_lost``, from the runtime's supervisor) every copy goes
 with it at once: its bytes are released, requests waiting for a load fail with ``Unavailable``
@@ -28,25 +35,24 @@ from dataclasses import dataclass
 
 from kserve_mesh.core.cache import CacheLedger, EvictionPolicy
 from kserve_mesh.core.clock import Clock
-from kserve_mesh.core.errors import (
-    Cancelled,
-    CapacityExceeded,
-    DeadlineExceeded,
-    MeshError,
-    ModelLoadFailed,
-    Unavailable,
-)
+from kserve_mesh.core.errors import DeadlineExceeded, MeshError, ModelLoadFailed, ModelNotFound, Unavailable
 from kserve_mesh.core.ids import ModelId
 from kserve_mesh.core.loadqueue import LoadQueue, load_priority
 from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.mesh.cache_events import CacheObserver, LoadOutcome, SilentObserver
 from kserve_mesh.mesh.copies import LocalCopy, Phase
+from kserve_mesh.mesh.loading import LoadJob
 from kserve_mesh.runtime.spi import ModelRuntime
+
+__all__ = ["CacheConfig", "CacheManager", "LoadOutcome"]  # LoadOutcome re-exported for old imports
 
 log = logging.getLogger(__name__)
 
-PREDICT_SIZE_TIMEOUT_S = 0.5
 UNLOAD_DRAIN_TIMEOUT_S = 30.0
 UNLOAD_ATTEMPTS = 3
+UNLOAD_RETRY_BACKOFF_S = 0.5  # before the second attempt; doubles for each next one (at most 10 s)
+UNLOAD_TIMEOUT_S = 60.0
+CLEANUP_UNLOAD_TIMEOUT_S = 30.0
 ORPHAN_UNLOAD_TIMEOUT_S = 10.0
 
 
@@ -56,22 +62,6 @@ class CacheConfig:
     max_loading_concurrency: int
     load_timeout_s: float
     default_model_size_bytes: int
-
-
-@dataclass(slots=True)
-class LoadOutcome:
-    """Told to the instance after each load, to update failure records and vmodels."""
-
-    model_id: ModelId
-    ok: bool
-    error: MeshError | None = None
-    size_bytes: int = 0
-    duration_s: float = 0.0
-    runtime_fault: bool = False  # the runtime could not be reached: not the model's failure
-
-
-class _CopyLost(Exception):
-    """Inside a load: the copy was dropped with its runtime (``runtime_lost``) meanwhile."""
 
 
 class CacheManager:
@@ -84,6 +74,7 @@ class CacheManager:
         policy: EvictionPolicy | None = None,
         on_load: Callable[[LoadOutcome], None] | None = None,
         on_unload: Callable[[ModelId, int, float], None] | None = None,
+        observer: CacheObserver | None = None,
     ) -> None:
         self.runtime = runtime
         self.config = config
@@ -100,6 +91,7 @@ class CacheManager:
         self._dispatcher: asyncio.Task[None] | None = None
         self._on_load = on_load
         self._on_unload = on_unload
+        self.observer: CacheObserver = observer if observer is not None else SilentObserver()
         self._closed = False
         self._runtime_down = ""  # why the runtime cannot be used now; "" while it serves
         self._orphans: set[ModelId] = set()  # copies dropped with a runtime that may still hold them
@@ -173,10 +165,10 @@ class CacheManager:
         best effort and bounded, so its memory is not held by models this cache forgot."""
         orphans, self._orphans = self._orphans, set()
         if orphans and not fresh:
-            results = await asyncio.gather(*(asyncio.wait_for(self.runtime.unload_model(m), ORPHAN_UNLOAD_TIMEOUT_S)
-                                             for m in orphans), return_exceptions=True)
+            results = await asyncio.gather(*(self.try_unload(m, ORPHAN_UNLOAD_TIMEOUT_S) for m in orphans),
+                                           return_exceptions=True)
             for model_id, result in zip(orphans, results, strict=True):
-                if isinstance(result, BaseException) and not isinstance(result, MeshError | TimeoutError):
+                if isinstance(result, Exception):
                     log.warning("unloading %s from the recovered runtime failed: %r", model_id, result)
         self._runtime_down = ""
         self._wake_dispatcher.set()
@@ -192,8 +184,18 @@ class CacheManager:
         return None
 
     async def enter(self, model_id: ModelId, info: ModelInfo, last_used_ms: int, timeout_s: float) -> LocalCopy:
-        """Miss path: load (or join the load of) a model and return its copy, counted as in use."""
-        deadline = self.clock.monotonic() + timeout_s
+        """Miss path: load (or join the load of) a model and return its copy, counted as in use. The
+        time waited for the load, if any, is the observer's cache miss."""
+        copy = self.try_enter(model_id)
+        if copy is not None:  # loaded meanwhile: no miss
+            return copy
+        started = self.clock.monotonic()
+        try:
+            return await self._wait_loaded(model_id, info, last_used_ms, started + timeout_s)
+        finally:
+            self.observer.cache_miss(model_id, self.clock.monotonic() - started)
+
+    async def _wait_loaded(self, model_id: ModelId, info: ModelInfo, last_used_ms: int, deadline: float) -> LocalCopy:
         while True:
             copy = self.try_enter(model_id)
             if copy is not None:
@@ -260,131 +262,42 @@ class CacheManager:
         task.add_done_callback(self._tasks.discard)
 
     async def _load(self, copy: LocalCopy) -> None:
-        model_id = copy.model_id
-        info, last_used_ms = self._infos.pop(model_id)
-        copy.phase = Phase.LOADING
-        copy.load_started_at = self.clock.monotonic()
-        reserved = False
+        info, last_used_ms = self._infos.pop(copy.model_id)
         try:
-            size = await self._predict_size(model_id, info)
-            self._check_owned(copy)
-            deadline = copy.load_started_at + self.config.load_timeout_s
-            await self._make_room(model_id, size, deadline, lambda: self.ledger.try_reserve(model_id, size, last_used_ms))
-            self._check_owned(copy)
-            reserved = True
-            remaining = max(0.001, deadline - self.clock.monotonic())
-            try:
-                result = await asyncio.wait_for(self.runtime.load_model(model_id, info), remaining)
-            except TimeoutError:
-                self._check_owned(copy)
-                await self._unload_quietly(model_id)
-                raise ModelLoadFailed(
-                    f"loading model '{model_id}' timed out after {self.config.load_timeout_s:g} s"
-                ) from None
-            self._check_owned(copy)
-            measured = result.size_bytes or await self._measure(model_id, size)
-            self._check_owned(copy)
-            if measured > self.config.capacity_bytes:
-                await self._unload_quietly(model_id)
-                raise CapacityExceeded(
-                    f"model '{model_id}' measured {measured} bytes after loading, more than the "
-                    f"instance capacity of {self.config.capacity_bytes} bytes"
-                )
-            await self._make_room(model_id, measured - size, deadline + 30.0,
-                                  lambda: self.ledger.resize(model_id, measured))
-            self._check_owned(copy)
-            self.ledger.mark_loaded(model_id, self.clock.now_ms())
-            copy.size_bytes = measured
-            copy.phase = Phase.LOADED
-            copy.ready.set_result(None)
-            self._report(LoadOutcome(model_id, True, size_bytes=measured,
-                                     duration_s=self.clock.monotonic() - copy.load_started_at))
-        except _CopyLost:
-            pass  # runtime_lost released it and failed its waiters
-        except asyncio.CancelledError:
-            if self._owns(copy):
-                if reserved:
-                    self.ledger.release(model_id)
-                del self.copies[model_id]
-                copy.gone.set()
-                self._space_changed.set()
-            if not copy.ready.done():
-                copy.ready.set_exception(Unavailable(f"loading model '{model_id}' was cancelled"))
-            raise
-        except Exception as exc:  # every failure becomes a reported MeshError
-            if not self._owns(copy):
-                return  # dropped with its runtime meanwhile: runtime_lost did the rest
-            runtime_fault = isinstance(exc, Unavailable | Cancelled)
-            if runtime_fault:
-                error: MeshError = Unavailable(f"model '{model_id}' could not be loaded: the runtime is "
-                                               f"unavailable ({exc})")
-            elif isinstance(exc, MeshError):
-                error = exc
-            else:
-                log.exception("unexpected error loading %s", model_id)
-                error = ModelLoadFailed(f"loading model '{model_id}' failed: {exc}")
-            log.warning("loading model %s failed%s: %s", model_id,
-                        " (the runtime's fault, not counted against the model)" if runtime_fault else "", error)
-            if reserved:
-                self.ledger.release(model_id)
-            del self.copies[model_id]
-            copy.ready.set_exception(error)
-            copy.gone.set()
-            self._space_changed.set()
-            self._report(LoadOutcome(model_id, False, error=error, runtime_fault=runtime_fault,
-                                     duration_s=self.clock.monotonic() - copy.load_started_at))
+            await LoadJob(self, copy, info, last_used_ms).run()
         finally:
             self._loading -= 1
             self._wake_dispatcher.set()
 
-    def _owns(self, copy: LocalCopy) -> bool:
+    # -- what a LoadJob uses ---------------------------------------------------------------------
+    def owns(self, copy: LocalCopy) -> bool:
         """Whether ``copy`` is still this cache's copy of its model (not dropped by runtime_lost)."""
         return self.copies.get(copy.model_id) is copy
 
-    def _check_owned(self, copy: LocalCopy) -> None:
-        if not self._owns(copy):
-            raise _CopyLost
+    def forget(self, copy: LocalCopy, *, release: bool) -> None:
+        """A copy that did not load leaves the cache (``release``: its reservation too)."""
+        if release:
+            self.ledger.release(copy.model_id)
+        del self.copies[copy.model_id]
+        copy.gone.set()
+        self._space_changed.set()
 
-    def _report(self, outcome: LoadOutcome) -> None:
+    def report(self, outcome: LoadOutcome) -> None:
+        """Tell the observer and the load listener how a load ended."""
+        self.observer.load_finished(outcome)
         if self._on_load is not None:
             try:
                 self._on_load(outcome)
             except Exception:
                 log.exception("load listener failed for %s", outcome.model_id)
 
-    async def _predict_size(self, model_id: ModelId, info: ModelInfo) -> int:
+    async def wait_for_space(self, timeout_s: float) -> None:
+        """Until some cache space is freed (an unload ends, a load fails), at most ``timeout_s``."""
+        self._space_changed.clear()
         try:
-            size = await asyncio.wait_for(self.runtime.predict_model_size(model_id, info), PREDICT_SIZE_TIMEOUT_S)
-        except (TimeoutError, MeshError) as exc:
-            log.debug("predictModelSize for %s unavailable (%s); using default size", model_id, exc)
-            size = 0
-        size = size or self.config.default_model_size_bytes
-        self.ledger.check_fits_at_all(model_id, size)
-        return size
-
-    async def _measure(self, model_id: ModelId, fallback: int) -> int:
-        try:
-            return await asyncio.wait_for(self.runtime.model_size(model_id), 30.0) or fallback
-        except (TimeoutError, MeshError):
-            return fallback
-
-    async def _make_room(self, model_id: ModelId, needed: int, deadline: float, attempt: Callable[[], bool]) -> None:
-        """Evict LRU copies and wait for their unloads until ``attempt()`` succeeds or time runs out."""
-        while not attempt():
-            protect = {model_id} | {m for m, c in self.copies.items() if c.waiters or c.phase is not Phase.LOADED}
-            for victim in self.ledger.plan_eviction(needed, protect=protect):
-                self._begin_unload(victim, evicted=True)
-            remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                raise ModelLoadFailed(
-                    f"no room for model '{model_id}' ({needed} bytes) in time: the cache is held by "
-                    "models that are loading or in use"
-                )
-            self._space_changed.clear()
-            try:
-                await asyncio.wait_for(self._space_changed.wait(), min(remaining, 1.0))
-            except TimeoutError:
-                pass
+            await asyncio.wait_for(self._space_changed.wait(), timeout_s)
+        except TimeoutError:
+            pass
 
     # -- unloading -------------------------------------------------------------------------------
     def unload(self, model_id: ModelId) -> asyncio.Event | None:
@@ -400,44 +313,67 @@ class CacheManager:
             copy.gone.set()
             return copy.gone
         if copy.phase is Phase.LOADED and self.ledger.mark_unloading(model_id):
-            self._begin_unload(model_id, evicted=False)
+            self.begin_unload(model_id, evicted=False)
         return copy.gone  # LOADING: the load finishes, then the instance unloads it if unregistered
 
-    def _begin_unload(self, model_id: ModelId, *, evicted: bool) -> None:
+    def begin_unload(self, model_id: ModelId, *, evicted: bool) -> None:
+        """Unload a LOADED copy in the background (``evicted``: to make room for a load)."""
         copy = self.copies[model_id]
         copy.phase = Phase.UNLOADING
-        self._spawn(self._unload(copy, evicted), f"unload:{model_id}")
+        if evicted:
+            entry = self.ledger.get(model_id)
+            if entry is not None:
+                self.observer.evicted(model_id, max(0, self.clock.now_ms() - entry.last_used_ms))
+        self._spawn(self._unload(copy), f"unload:{model_id}")
 
-    async def _unload(self, copy: LocalCopy, evicted: bool) -> None:
+    async def _unload(self, copy: LocalCopy) -> None:
         model_id = copy.model_id
         entry = self.ledger.get(model_id)
         started = self.clock.monotonic()
+        unloaded = False
         try:
             try:
                 await asyncio.wait_for(copy.idle.wait(), UNLOAD_DRAIN_TIMEOUT_S)
             except TimeoutError:
                 log.warning("unloading %s with %d requests still in flight", model_id, copy.inflight)
-            for attempt in range(UNLOAD_ATTEMPTS):
-                try:
-                    await asyncio.wait_for(self.runtime.unload_model(model_id), 60.0)
-                    break
-                except (MeshError, TimeoutError) as exc:
-                    log.warning("unload of %s failed (attempt %d): %s", model_id, attempt + 1, exc)
-                    await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+            unloaded = await self._unload_with_retries(model_id)
         finally:
-            if self._owns(copy):  # else runtime_lost released and reported it already
+            if self.owns(copy):  # else runtime_lost released and reported it already
                 self.ledger.release(model_id)
                 del self.copies[model_id]
                 self._space_changed.set()
+                took = self.clock.monotonic() - started
+                self.observer.unload_finished(model_id, took, unloaded)
                 if self._on_unload is not None and entry is not None:
-                    self._on_unload(model_id, entry.last_used_ms, self.clock.monotonic() - started)
+                    self._on_unload(model_id, entry.last_used_ms, took)
             copy.gone.set()
 
-    async def _unload_quietly(self, model_id: ModelId) -> None:
+    async def _unload_with_retries(self, model_id: ModelId) -> bool:
+        for attempt in range(UNLOAD_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(min(10.0, UNLOAD_RETRY_BACKOFF_S * 2 ** (attempt - 1)))
+            if await self.try_unload(model_id, UNLOAD_TIMEOUT_S):
+                return True
+        log.error("unloading model %s failed %d times; its copy leaves the cache anyway", model_id,
+                  UNLOAD_ATTEMPTS)
+        return False
+
+    async def try_unload(self, model_id: ModelId, timeout_s: float) -> bool:
+        """One unload attempt; whether the runtime no longer holds the model (not having it counts).
+        A failed attempt is logged and told to the observer."""
         try:
-            await asyncio.wait_for(self.runtime.unload_model(model_id), 30.0)
+            await asyncio.wait_for(self.runtime.unload_model(model_id), timeout_s)
+        except ModelNotFound:
+            return True
         except (MeshError, TimeoutError) as exc:
-            log.warning("cleanup unload of %s failed: %s", model_id, exc)
+            log.warning("unload of %s failed: %s", model_id, exc or type(exc).__name__)
+            self.observer.unload_attempt_failed(model_id)
+            return False
+        return True
+
+    async def unload_quietly(self, model_id: ModelId) -> None:
+        """Clean up after a load that cannot be used (timed out, too big): one bounded attempt."""
+        await self.try_unload(model_id, CLEANUP_UNLOAD_TIMEOUT_S)
 
 
 async def _wait_event(event: asyncio.Event, timeout: float, model_id: ModelId) -> None:

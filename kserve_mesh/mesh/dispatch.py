@@ -9,6 +9,10 @@
   goes (``router.py``); alone, or for a forwarded request, the model loads here first, and the
   runtime gets what the load left of the request's time.
 
+Each request served here tells the observer how long it waited before its runtime call
+(``req_queue_delay_milliseconds``: 0 on the hit path); the wait for a load itself is the cache
+miss the cache manager reports.
+
 The dispatcher is the router's ``RouterContext`` for this instance, and counts each model's
 request rate (``core.rates.ModelRates``) for copy scaling.
 """
@@ -25,6 +29,7 @@ from kserve_mesh.core.ids import InstanceId, ModelId
 from kserve_mesh.core.placement import churn_age_ms
 from kserve_mesh.core.rates import ModelRates
 from kserve_mesh.core.records import InstanceRecord, ModelRecord
+from kserve_mesh.mesh.cache_events import CacheObserver, SilentObserver
 from kserve_mesh.mesh.cache_manager import CacheManager
 from kserve_mesh.mesh.cluster import Cluster
 from kserve_mesh.mesh.copies import LocalCopy, Phase
@@ -42,12 +47,13 @@ says: the same on every front door, longer than the default load timeout (90 s).
 
 class Dispatcher:
     def __init__(self, instance_id: InstanceId, registry: Registry, cache: CacheManager, clock: Clock,
-                 failures: FailurePolicy) -> None:
+                 failures: FailurePolicy, *, observer: CacheObserver | None = None) -> None:
         self.instance_id = instance_id
         self.registry = registry
         self.cache = cache
         self.clock = clock
         self.failures = failures
+        self.observer: CacheObserver = observer if observer is not None else SilentObserver()
         self.rates = ModelRates()
         self.cluster: Cluster | None = None
         self.peers: PeerPool | None = None
@@ -73,7 +79,11 @@ class Dispatcher:
             hop.prepare()  # a bad request fails before it causes a load
             started = self.clock.monotonic()
             copy = await self._enter_slow(model_id, timeout_s)
-            timeout_s = max(0.001, timeout_s - (self.clock.monotonic() - started))  # what the load left
+            waited = self.clock.monotonic() - started
+            timeout_s = max(0.001, timeout_s - waited)  # what the load left
+            self.observer.request_queued(model_id, waited)
+        else:
+            self.observer.request_queued(model_id, 0.0)  # a loaded copy: no wait before the call
         if in_mesh:
             self.rates.hit(model_id, self.clock.monotonic())
         try:

@@ -97,17 +97,17 @@ class Instance:
         self.failures = failure_policy or FailurePolicy()
         self.bookkeeping = Bookkeeping(instance_id, registry, lambda: self.cache, self.failures, clock,
                                        advance=lambda mid: self.vmodels.advance(mid),
-                                       is_leader=lambda: self.is_leader, metrics=metrics)
+                                       is_leader=lambda: self.is_leader)
         self.stats = self.bookkeeping.stats
         self.cache = CacheManager(runtime, cache, clock, on_load=self.bookkeeping.loaded,
-                                  on_unload=self.bookkeeping.unloaded)
+                                  on_unload=self.bookkeeping.unloaded, observer=metrics)
         self.cluster: Cluster | None = None
         self.peers: PeerPool | None = None
         self.ready = False
         self.shutting_down = False
         self._was_ready = False
         self.hops = Hops(runtime, lambda: self.peers)
-        self.dispatcher = Dispatcher(instance_id, registry, self.cache, clock, self.failures)
+        self.dispatcher = Dispatcher(instance_id, registry, self.cache, clock, self.failures, observer=metrics)
         self.views = StatusViews(instance_id, registry, self.cache, self.failures, clock, self.live_instances)
         self.vmodels = VModels(registry, self.views, clock, register=self.register, request_load=self._request_load,
                                unregister=self.unregister, load_timeout_s=cache.load_timeout_s)

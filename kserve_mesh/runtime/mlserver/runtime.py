@@ -17,9 +17,7 @@ what keeps their reported sizes honest. The mesh's cache accounting, not the pro
 bounds the models held.
 
 Inference: requests are checked structurally here (MLServer answers INTERNAL for a malformed
-tensor), then forwarded to MLServer's V2 gRPC endpoint with ``model_name`` = the concrete id.
-MLServer runs in another process, so its protos never meet ours. gRPC failures become core errors
-(``runtime.grpc_errors``), with MLServer's own message.
+tensor), then forwarded to MLServer by ``MLServerClient`` (``client.py``: the REST and gRPC wire).
 
 Not handled: a dead MLServer process is reported (``runtimeStatus`` FAILING, calls answer
 ``Unavailable``) but not restarted; the supervisor (Kubernetes, or the operator) restarts the pod.
@@ -29,22 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import grpc
-import httpx
 
 from kserve_mesh.core.errors import (
     Cancelled,
     CapacityExceeded,
     DeadlineExceeded,
-    InternalError,
     MeshError,
     ModelLoadFailed,
     ModelNotFound,
@@ -54,22 +46,21 @@ from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import tensors, v2
 from kserve_mesh.runtime.builtin.fetch import Fetcher
 from kserve_mesh.runtime.builtin.models import detect_model_type, find_model_file, resolve_model_spec
-from kserve_mesh.runtime.builtin.sizing import disk_size_bytes, disk_size_or_zero, local_path
-from kserve_mesh.runtime.grpc_errors import error_of
+from kserve_mesh.runtime.builtin.sizing import disk_size_bytes
+from kserve_mesh.runtime.mlserver.client import MLServerClient
 from kserve_mesh.runtime.mlserver.config import MLServerConfig, find_venv
-from kserve_mesh.runtime.mlserver.memory import tree_rss_bytes
 from kserve_mesh.runtime.mlserver.model_settings import (
     IMPLEMENTATIONS,
     installed_formats,
     remove_model_settings,
     write_model_settings,
 )
-from kserve_mesh.runtime.mlserver.process import MLServerEndpoint, MLServerProcess, grpc_ready
+from kserve_mesh.runtime.mlserver.process import MLServerEndpoint, MLServerProcess
+from kserve_mesh.runtime.mlserver.sizing import measured_size, predicted_size, tree_rss
 from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
 
 logger = logging.getLogger(__name__)
 
-_PRIME_PREFIX = "__kserve-mesh-prime-"
 _CLEANUP_TIMEOUT_S = 30.0
 
 
@@ -119,16 +110,7 @@ class MLServerRuntime:
         self._load_slots = asyncio.Semaphore(config.max_loading_concurrency)
         self._measure_lock = asyncio.Lock()
         self._load_timeout_s = config.model_loading_timeout_ms / 1000
-        self._http = httpx.AsyncClient(base_url=endpoint.http_url, timeout=config.call_timeout_s)
-        options = [("grpc.max_send_message_length", config.max_message_bytes),
-                   ("grpc.max_receive_message_length", config.max_message_bytes)]
-        self._channel = grpc.aio.insecure_channel(endpoint.grpc_target, options=options)
-        self._infer = self._channel.unary_unary(
-            v2.method("ModelInfer"), request_serializer=v2.ModelInferRequest.SerializeToString,
-            response_deserializer=v2.ModelInferResponse.FromString)
-        self._metadata = self._channel.unary_unary(
-            v2.method("ModelMetadata"), request_serializer=v2.ModelMetadataRequest.SerializeToString,
-            response_deserializer=v2.ModelMetadataResponse.FromString)
+        self._client = MLServerClient(endpoint, config, process)
         self._closed = False
 
     # -- construction ---------------------------------------------------------------------------
@@ -160,7 +142,7 @@ class MLServerRuntime:
         runtime = cls(process.endpoint, config, fetcher or _default_fetcher(work_dir / "cache"),
                       installed_formats(venv), process=process, owned_dirs=owned)
         try:
-            await runtime._prepare()
+            runtime.version = await runtime._client.prepare(runtime.formats)
         except BaseException:
             await runtime.close()
             raise
@@ -179,45 +161,12 @@ class MLServerRuntime:
         runtime = cls(endpoint, config, fetcher or _default_fetcher(cache), formats or frozenset(IMPLEMENTATIONS),
                       owned_dirs=[cache])
         try:
-            await runtime._wait_ready(config.start_timeout_s)
-            await runtime._prepare()
+            await runtime._client.wait_ready(config.start_timeout_s)
+            runtime.version = await runtime._client.prepare(runtime.formats)
         except BaseException:
             await runtime.close()
             raise
         return runtime
-
-    async def _wait_ready(self, timeout_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout_s
-        while not await grpc_ready(self.endpoint.grpc_target):
-            if loop.time() + 0.2 > end:
-                raise Unavailable(f"MLServer at {self.endpoint.grpc_target} is not ready after {timeout_s:g} s")
-            await asyncio.sleep(0.2)
-
-    async def _prepare(self) -> None:
-        """Read MLServer's version and prime every format it can serve."""
-        try:
-            resp = await self._http.get("/v2")
-            doc = resp.json()
-            self.version = f"{doc.get('name', 'mlserver')}-{doc.get('version', '')}".rstrip("-")
-        except (httpx.HTTPError, ValueError) as exc:
-            logger.warning("cannot read MLServer's version: %s", exc)
-            self.version = "mlserver"
-        for fmt in sorted(self.formats):
-            await self._prime(fmt)
-
-    async def _prime(self, fmt: str) -> None:
-        """Make MLServer import ``fmt``'s implementation: parse settings of a model that never loads."""
-        name = f"{_PRIME_PREFIX}{fmt}"
-        missing = self.endpoint.repository / ".prime-nothing-here"
-        await asyncio.to_thread(write_model_settings, self.endpoint.repository, name, fmt, missing)
-        try:
-            resp = await self._http.post(f"/v2/repository/models/{name}/load")
-            logger.debug("primed MLServer for %s (%d)", fmt, resp.status_code)
-        except httpx.HTTPError as exc:
-            logger.warning("could not prime MLServer for %s: %s", fmt, exc)
-        finally:
-            await asyncio.to_thread(remove_model_settings, self.endpoint.repository, name)
 
     # -- status and sizes -----------------------------------------------------------------------
 
@@ -235,17 +184,8 @@ class MLServerRuntime:
         )
 
     async def predict_model_size(self, model_id: str, info: ModelInfo) -> int:
-        """Bytes on disk x ``predict_size_factor`` + overhead when the files are local (or the
-        model key carries ``disk_size_bytes``); the default model size otherwise. No download."""
-        spec = resolve_model_spec(info.type, info.key)
-        disk = spec.disk_size_bytes
-        if not disk:
-            local = local_path(info.path)
-            if local is not None:
-                disk = await asyncio.to_thread(disk_size_or_zero, local)
-        if not disk:
-            return self.config.default_model_size_bytes
-        return math.ceil(disk * self.config.predict_size_factor) + self.config.model_overhead_bytes
+        """Bytes on disk x ``predict_size_factor`` + overhead (``sizing.predicted_size``). No download."""
+        return await predicted_size(info, self.config)
 
     async def model_size(self, model_id: str) -> int:
         return self._get(model_id).size_bytes
@@ -312,11 +252,11 @@ class MLServerRuntime:
             await asyncio.to_thread(write_model_settings, self.endpoint.repository, model_id, model_format,
                                     model_file)
             async with self._measure_lock:
-                before = self._rss()
+                before = tree_rss(self.endpoint)
                 asked = True
-                await self._repository("load", model_id)
-                after = self._rss()
-            size = self._measured_size(disk, before, after)
+                await self._client.repository("load", model_id)
+                after = tree_rss(self.endpoint)
+            size = measured_size(self.config, disk, before, after)
             if size > self.config.capacity_bytes:
                 raise CapacityExceeded(
                     f"model '{model_id}' needs {size} bytes, more than the runtime's whole capacity of "
@@ -343,15 +283,6 @@ class MLServerRuntime:
             f"model '{model_id}': the MLServer runtime cannot serve model type '{model_format}'{hint}; "
             f"it serves {', '.join(sorted(self.formats)) or 'nothing'}"
         )
-
-    def _measured_size(self, disk: int, before: int | None, after: int | None) -> int:
-        """RSS growth of the MLServer process tree, never less than disk x ``floor_size_factor``."""
-        floor = math.ceil(disk * self.config.floor_size_factor)
-        delta = after - before if before is not None and after is not None else 0
-        return max(delta, floor, 1)
-
-    def _rss(self) -> int | None:
-        return tree_rss_bytes(self.endpoint.pid) if self.endpoint.pid else None
 
     async def unload_model(self, model_id: str) -> None:
         """Unload a model (or stop its load); returns when MLServer has dropped it and its files are gone."""
@@ -390,7 +321,7 @@ class MLServerRuntime:
         try:
             if unload:
                 async with asyncio.timeout(_CLEANUP_TIMEOUT_S):
-                    await self._repository("unload", model_id, missing_ok=True)
+                    await self._client.repository("unload", model_id, missing_ok=True)
         except (MeshError, TimeoutError) as exc:
             if self._owned.process is None or self._owned.process.alive():
                 logger.warning("MLServer did not unload model %s: %s", model_id, exc)
@@ -400,64 +331,18 @@ class MLServerRuntime:
         except Exception as exc:  # noqa: BLE001 - a leftover cache folder must not fail an unload
             logger.warning("could not release the files of model %s: %s", model_id, exc)
 
-    async def _repository(self, action: str, model_id: str, *, missing_ok: bool = False) -> None:
-        """POST ``/v2/repository/models/{id}/{action}``; MLServer's error text in the core error."""
-        url = f"/v2/repository/models/{quote(model_id, safe='')}/{action}"
-        timeout = self._load_timeout_s + 5 if action == "load" else self.config.call_timeout_s
-        try:
-            resp = await self._http.post(url, timeout=timeout)
-        except httpx.TimeoutException as exc:
-            raise DeadlineExceeded(f"MLServer did not answer {action} of model '{model_id}' in {timeout:g} s") from exc
-        except httpx.HTTPError as exc:
-            raise Unavailable(
-                f"MLServer at {self.endpoint.http_url} cannot be reached for {action} of model '{model_id}': "
-                f"{type(exc).__name__}: {exc}{self._exit_note()}"
-            ) from exc
-        if resp.status_code == 200 or (missing_ok and resp.status_code == 404):
-            return
-        text = _error_text(resp)
-        if action == "load":
-            raise ModelLoadFailed(f"MLServer could not load model '{model_id}' (HTTP {resp.status_code}): {text}")
-        raise InternalError(f"MLServer could not {action} model '{model_id}' (HTTP {resp.status_code}): {text}")
-
-    def _exit_note(self) -> str:
-        process = self._owned.process
-        if process is not None and not process.alive():
-            return f" (MLServer exited with status {process.proc.returncode}; its log ends:\n{process.log_tail()})"
-        return ""
-
     # -- inference ------------------------------------------------------------------------------
 
     async def infer(self, request: v2.ModelInferRequest, *, timeout: float | None = None) -> v2.ModelInferResponse:
         model_id = request.model_name
         self._get(model_id)
         tensors.decode_inputs(request)  # InvalidArgument naming the tensor: MLServer would say INTERNAL
-        try:
-            response = await self._infer(request, timeout=min(timeout or self.config.infer_timeout_s,
-                                                              self.config.infer_timeout_s))
-        except grpc.aio.AioRpcError as exc:
-            raise self._grpc_error(exc, "ModelInfer", model_id) from exc
-        if response.raw_output_contents:
-            _drop_empty_contents(response)
-        return response
+        return await self._client.infer(request, min(timeout or self.config.infer_timeout_s,
+                                                     self.config.infer_timeout_s))
 
     async def model_metadata(self, model_id: str) -> v2.ModelMetadataResponse:
         self._get(model_id)
-        try:
-            return await self._metadata(v2.ModelMetadataRequest(name=model_id), timeout=self.config.call_timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise self._grpc_error(exc, "ModelMetadata", model_id) from exc
-
-    def _grpc_error(self, exc: grpc.aio.AioRpcError, method: str, model_id: str) -> MeshError:
-        code, details = exc.code(), exc.details() or ""
-        if code == grpc.StatusCode.INTERNAL:
-            return InternalError(f"MLServer failed to run {method} on model '{model_id}': {details}")
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
-            details = f"MLServer at {self.endpoint.grpc_target}: {method} failed ({code.name}): {details}"
-            details += self._exit_note()
-        else:
-            details = f"MLServer: {details}"
-        return error_of(code, details, method=method, model_id=model_id)
+        return await self._client.model_metadata(model_id)
 
     def _get(self, model_id: str) -> _Loaded:
         loaded = self._models.get(model_id)
@@ -487,20 +372,11 @@ class MLServerRuntime:
             self._models.clear()
         if self._cleanups:
             await asyncio.wait(set(self._cleanups.values()), timeout=_CLEANUP_TIMEOUT_S)
-        await self._channel.close()
-        await self._http.aclose()
+        await self._client.close()
         if process is not None:
             await process.stop()
         for d in self._owned.dirs:
             shutil.rmtree(d, ignore_errors=True)
-
-
-def _drop_empty_contents(response: v2.ModelInferResponse) -> None:
-    """MLServer answers a raw request with raw outputs *and* an empty ``contents`` on each output;
-    V2 says raw or typed, never both, and our decoder holds it to that. Drop the empty ones."""
-    for output in response.outputs:
-        if output.HasField("contents") and output.contents.ByteSize() == 0:
-            output.ClearField("contents")
 
 
 def _default_fetcher(cache_dir: Path) -> Fetcher:
@@ -514,13 +390,3 @@ def _inspect(local: Path, model_format: str) -> tuple[str, Path, int]:
     """(format, the model file MLServer is to read, bytes on disk) of fetched files. Blocking."""
     model_format = model_format or detect_model_type(local)
     return model_format, find_model_file(local, model_format), disk_size_bytes(local)
-
-
-def _error_text(resp: httpx.Response) -> str:
-    try:
-        doc = resp.json()
-    except ValueError:
-        return resp.text.strip()[:500] or resp.reason_phrase
-    if isinstance(doc, dict) and doc.get("error"):
-        return str(doc["error"])
-    return str(doc)[:500]
