@@ -17,7 +17,7 @@ from pathlib import Path
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$", re.M)
+_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -88,7 +88,7 @@ _TOKEN = re.compile(
       |(?P<paren>[()])
       |(?P<space>\s+)
       |(?P<other>.)""",
-    re.X,
+    re.VERBOSE,
 )
 
 
@@ -108,7 +108,8 @@ def _skip_braces(expr: str, pos: int) -> int:
 
 
 def promql_metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects."""
+    """The metric names a PromQL expression selects (``ValueError`` for an unterminated string or
+    label matcher)."""
     names: set[str] = set()
     pos = 0
     skip_label_list = False
@@ -123,21 +124,25 @@ def promql_metric_names(expr: str) -> set[str]:
             pos = expr.index(")", pos) + 1  # a list of label names
             skip_label_list = False
             continue
+        if kind == "other" and m.group() in "\"'`":
+            raise ValueError(f"unterminated string at {m.start()} in {expr!r}")
         if kind != "ident":
             continue
         word = m.group()
         following = expr[pos:].lstrip()
         if word in PROMQL_LABEL_LISTS:
             skip_label_list = True
-        elif word in PROMQL_AGGREGATIONS and (following.startswith("(") or following[:2] in ("by", "wi")):
-            continue
-        elif word in PROMQL_FUNCTIONS and following.startswith("("):
-            continue
-        elif word.lower() in PROMQL_KEYWORDS:
-            continue
-        else:
+        elif not _is_language(word, following):
             names.add(word)
     return names
+
+
+def _is_language(word: str, following: str) -> bool:
+    """Whether an identifier is PromQL's own (a function or aggregation called, a keyword)."""
+    called = following.startswith("(")
+    if word in PROMQL_AGGREGATIONS and (called or following.startswith(("by", "without"))):
+        return True
+    return (word in PROMQL_FUNCTIONS and called) or word.lower() in PROMQL_KEYWORDS
 
 
 def histogram_base(name: str) -> str:
