@@ -4,7 +4,7 @@ metadata routes are answered by the app's one exception handler (``rest.py``).
 
 Inference is a plain Starlette route served ahead of FastAPI (``rest.serve_infer_first``), so it
 answers its own errors with the same ``errors.error_response``. Its body is read only once the
-model is known, becomes a ``RestHop`` (decoded here, large bodies by the ``JsonDecoder``'s worker
+model is known, becomes a ``RestHop`` in the data plane (decoded here, large bodies by the ``JsonDecoder``'s worker
 processes, or forwarded to a peer as the bytes it came with) and its answer is sent as rendered.
 """
 
@@ -21,9 +21,7 @@ from starlette.routing import Route
 from kserve_mesh.api.errors import error_response
 from kserve_mesh.api.rest_decode import JsonDecoder
 from kserve_mesh.core.errors import Cancelled, InvalidArgument
-from kserve_mesh.core.ids import ModelId
-from kserve_mesh.mesh.dataplane import DataPlane
-from kserve_mesh.mesh.hops import RestHop
+from kserve_mesh.mesh.dataplane import DataPlane, RestRequest
 from kserve_mesh.mesh.wire import HEADER_LENGTH, MODEL_ID, Routing
 from kserve_mesh.protocol import rest as codec
 
@@ -59,14 +57,15 @@ def infer_endpoint(plane: DataPlane, decoder: JsonDecoder) -> Callable[[Request]
 
     async def infer(request: Request) -> Response:
         # A plain Starlette route (no FastAPI dependency solving): ~40 us less per request.
-        async def hop_of(model_id: ModelId) -> RestHop:
+        async def read() -> RestRequest:
             length = _header_length(request.headers.get(HEADER_LENGTH))
             body = await read_body(request)
             scope = request.scope
-            return plane.rest_hop(model_id, body, length, _raw_path(scope), scope["headers"], decoder)
+            return RestRequest(body, length, _raw_path(scope), scope["headers"],
+                               request.headers.get("x-request-id", ""))
 
         try:
-            answer = await plane.infer_hop(request.path_params["name"], route_of(request), hop_of)
+            answer = await plane.infer_rest(request.path_params["name"], route_of(request), read, decoder)
         except Exception as exc:  # noqa: BLE001 - served ahead of the app's exception handlers
             return error_response(exc)
         return Response(answer.body, media_type=answer.media_type, headers=answer.headers)

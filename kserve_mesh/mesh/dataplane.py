@@ -14,7 +14,10 @@ and convert the answer (or the mesh error raised) back. Here, in this order:
    admission is the cache's (a load waits for space or fails clearly) and ``Overloaded`` comes
    from the runtime.
 4. **telemetry**: each inference timed once, from here in to the answer, and told to the
-   ``RequestObserver`` with its error, if any.
+   ``RequestObserver`` with its error, if any, and its request and response sizes.
+5. **payload logging**: the request and its successful response handed to the ``PayloadSink``
+   (``payloads.PayloadLogger``: plain calls that queue, never await) by the instance the client
+   called, which knows the vmodel it asked for; a peer's hop is not logged again.
 
 Also here: server and model metadata, readiness, and the repository extension (index, load,
 unload). Errors are the mesh's typed errors (``core/errors.py``); each transport maps them with
@@ -26,13 +29,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, Self, TypeVar
+from typing import NamedTuple, Protocol, Self, TypeVar
 
 from kserve_mesh.core.errors import ModelLoadFailed
 from kserve_mesh.core.ids import ModelId, check_id
 from kserve_mesh.core.records import ModelState
 from kserve_mesh.mesh.dispatch import DEFAULT_TIMEOUT_S
-from kserve_mesh.mesh.hops import Decoder, Hop, RestHop
+from kserve_mesh.mesh.hops import GRPC_INFER, REST_INFER, Decoder, Hop, RestAnswer
 from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.wire import MODEL_ID, VMODEL_ID, Routing, check_forwarded
 from kserve_mesh.protocol import v2
@@ -41,9 +44,8 @@ T = TypeVar("T")
 
 SERVER_NAME = "kserve-mesh"
 EXTENSIONS = ("model_repository_extension", "binary_tensor_data", "modelmesh")
-GRPC_INFER = "inference.GRPCInferenceService/ModelInfer"
-REST_INFER = "POST /v2/models/{name}/infer"
-"""How inference is named in the request metrics (``method`` label): per API, as ModelMesh does."""
+__all__ = ["GRPC_INFER", "REST_INFER", "DataPlane", "IndexEntry", "PayloadSink", "RequestObserver",
+           "RestRequest", "ServerMetadata"]
 
 _REPOSITORY_STATES = {ModelState.LOADED: "READY", ModelState.LOADING: "LOADING"}
 
@@ -51,7 +53,21 @@ _REPOSITORY_STATES = {ModelState.LOADED: "READY", ModelState.LOADING: "LOADING"}
 class RequestObserver(Protocol):
     """Told of every inference when it ends (``api/telemetry.Telemetry``)."""
 
-    def request_done(self, method: str, error: BaseException | None, seconds: float, model_id: str) -> None:
+    def request_done(self, method: str, error: BaseException | None, seconds: float, model_id: str, *,
+                     vmodel_id: str = "", request_bytes: int | None = None,
+                     response_bytes: int | None = None) -> None:
+        ...
+
+
+class PayloadSink(Protocol):
+    """Takes each inference's request and response (``payloads.PayloadLogger``); never awaits."""
+
+    def request(self, model_id: str, request_id: str, body: object, *, vmodel_id: str = "",
+                headers: dict[str, str] | None = None) -> str | None:
+        ...
+
+    def response(self, model_id: str, correlation_id: str, body: object, *, vmodel_id: str = "",
+                 headers: dict[str, str] | None = None) -> None:
         ...
 
 
@@ -71,13 +87,29 @@ class IndexEntry:
     reason: str
 
 
-class _Timed:
-    """Times one request and tells the observer at the end, with the error if it raised."""
+class RestRequest(NamedTuple):
+    """A V2 REST inference request as the front door read it."""
 
-    __slots__ = ("method", "model_id", "observer", "start")
+    data: bytes
+    header_length: int | None
+    path: str
+    """The raw path ('' when it cannot be forwarded as it came)."""
+    raw_headers: list[tuple[bytes, bytes]]
+    """The ASGI headers (the ``wire.CARRIED`` ones travel with a forwarded request)."""
+    request_id: str = ""
+    """``X-Request-Id``, the correlation id of its payload events when given."""
+
+
+class _Timed:
+    """Times one request and tells the observer at the end, with the error if it raised, the model
+    and vmodel it was for and its sizes (set by the caller as they become known)."""
+
+    __slots__ = ("method", "model_id", "observer", "request_bytes", "response_bytes", "start", "vmodel_id")
 
     def __init__(self, observer: RequestObserver | None, method: str) -> None:
-        self.observer, self.method, self.model_id = observer, method, ""
+        self.observer, self.method, self.model_id, self.vmodel_id = observer, method, "", ""
+        self.request_bytes: int | None = None
+        self.response_bytes: int | None = None
         self.start = time.perf_counter()
 
     def __enter__(self) -> Self:
@@ -85,14 +117,32 @@ class _Timed:
 
     def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
         if self.observer is not None:
-            self.observer.request_done(self.method, error, time.perf_counter() - self.start, self.model_id)
+            self.observer.request_done(self.method, error, time.perf_counter() - self.start, self.model_id,
+                                       vmodel_id=self.vmodel_id, request_bytes=self.request_bytes,
+                                       response_bytes=self.response_bytes)
+
+
+def _vmodel_of(name: str, route: Routing, model_id: str) -> str:
+    """The vmodel a request asked for ('' when it named a model): its header, or its model name
+    when that resolved to another id (a vmodel's current model)."""
+    if route.vmodel_id:
+        return route.vmodel_id
+    return name if name and name != model_id and not route.model_id else ""
+
+
+def _content_headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A REST body's content type and binary-header length, for the payload sinks."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers
+            if k == b"content-type" or k == b"inference-header-content-length"}
 
 
 class DataPlane:
-    def __init__(self, instance: Instance, version: str, *, observer: RequestObserver | None = None) -> None:
+    def __init__(self, instance: Instance, version: str, *, observer: RequestObserver | None = None,
+                 payloads: PayloadSink | None = None) -> None:
         self._inst = instance
         self._version = version
         self._observer = observer
+        self._payloads = payloads
 
     # -- health and metadata ---------------------------------------------------------------------
     def live(self) -> bool:
@@ -124,26 +174,47 @@ class DataPlane:
         with _Timed(self._observer, GRPC_INFER) as call:
             if peer:
                 check_forwarded(route)
+            call.request_bytes = len(data)
             request = v2.parse(v2.ModelInferRequest, data)
-            model_id = call.model_id = await self.target(request.model_name, route, forwarded=route.forwarded)
-            return await self._dispatch(model_id, self._inst.hops.grpc(model_id, request), route, remaining_s)
-
-    async def infer_hop(self, name: str, route: Routing, hop_of: Callable[[ModelId], Awaitable[Hop[T]]], *,
-                        method: str = REST_INFER, remaining_s: float | None = None) -> T:
-        """An inference whose request the front door makes into a hop once its model is known
-        (``hop_of``: a REST body is read and checked only for a model that exists)."""
-        with _Timed(self._observer, method) as call:
+            name = request.model_name
             model_id = call.model_id = await self.target(name, route, forwarded=route.forwarded)
-            return await self._dispatch(model_id, await hop_of(model_id), route, remaining_s)
+            vmodel_id = call.vmodel_id = _vmodel_of(name, route, model_id)
+            logger = None if route.forwarded else self._payloads
+            cid = logger.request(model_id, request.id, request, vmodel_id=vmodel_id) if logger is not None else None
+            resp = await self._dispatch(model_id, self._inst.hops.grpc(model_id, request, vmodel_id), route,
+                                        remaining_s)
+            if self._observer is not None:
+                call.response_bytes = resp.ByteSize()
+            if cid is not None:
+                logger.response(model_id, cid, resp, vmodel_id=vmodel_id)  # type: ignore[union-attr]
+            return resp
+
+    async def infer_rest(self, name: str, route: Routing, read: Callable[[], Awaitable[RestRequest]],
+                         decoder: Decoder, *, remaining_s: float | None = None) -> RestAnswer:
+        """A V2 REST inference: its body is read (``read``) and checked only once its model is
+        known to exist; forwarded to a peer as the bytes it came with, or decoded and run here."""
+        with _Timed(self._observer, REST_INFER) as call:
+            model_id = call.model_id = await self.target(name, route, forwarded=route.forwarded)
+            vmodel_id = call.vmodel_id = _vmodel_of(name, route, model_id)
+            body = await read()
+            call.request_bytes = len(body.data)
+            hop = self._inst.hops.rest(model_id, body.data, body.header_length, body.path, body.raw_headers, decoder,
+                                       vmodel_id)
+            logger = None if route.forwarded else self._payloads
+            cid = None
+            if logger is not None:
+                cid = logger.request(model_id, body.request_id, body.data, vmodel_id=vmodel_id,
+                                     headers=_content_headers(body.raw_headers))
+            answer = await self._dispatch(model_id, hop, route, remaining_s)
+            call.response_bytes = len(answer.body)
+            if cid is not None:
+                logger.response(model_id, cid, answer.body, vmodel_id=vmodel_id,  # type: ignore[union-attr]
+                                headers={"content-type": answer.media_type, **answer.headers})
+            return answer
 
     def _dispatch(self, model_id: ModelId, hop: Hop[T], route: Routing, remaining_s: float | None) -> Awaitable[T]:
         return self._inst.dispatch(model_id, hop, route.timeout_s(remaining_s, DEFAULT_TIMEOUT_S),
                                    forwarded=route.forwarded, balanced=route.balanced)
-
-    def rest_hop(self, model_id: ModelId, body: bytes, header_length: int | None, path: str,
-                 raw_headers: list[tuple[bytes, bytes]], decoder: Decoder) -> RestHop:
-        """A V2 REST body as a hop (``hops.RestHop``), for ``infer_hop``."""
-        return self._inst.hops.rest(model_id, body, header_length, path, raw_headers, decoder)
 
     def target(self, name: str, route: Routing, *, forwarded: bool = False) -> Awaitable[ModelId]:
         """The concrete model a request is for (awaited by the caller). The id it is routed by

@@ -10,6 +10,9 @@ Both kinds of inference side by side:
   peer it travels as the bytes it came with (``PeerPool.infer_http``), undecoded, and the peer's
   answer comes back as bytes too.
 
+Each runtime call here is timed and told to the ``InvokeObserver`` (``modelmesh_invoke_model_milliseconds``),
+with the API method it serves; a forward is not an invocation here (the peer times its own).
+
 A hop's answer is transport-neutral: a ``ModelInferResponse`` or a ``RestAnswer`` (body, media
 type, headers) that the REST front door turns into its response. ``Hops`` makes both for one
 instance (its runtime, and its peers once it joins a mesh).
@@ -17,7 +20,8 @@ instance (its runtime, and its peers once it joins a mesh).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -30,6 +34,19 @@ from kserve_mesh.protocol import v2
 from kserve_mesh.runtime.spi import ModelRuntime
 
 T_co = TypeVar("T_co", covariant=True)
+R = TypeVar("R")
+
+GRPC_INFER = "inference.GRPCInferenceService/ModelInfer"
+REST_INFER = "POST /v2/models/{name}/infer"
+"""How inference is named in the request metrics (``method`` label): per API, as ModelMesh does."""
+
+
+class InvokeObserver(Protocol):
+    """Told of each runtime invocation on this instance (``api/telemetry.Telemetry``)."""
+
+    def invoked(self, method: str, error: BaseException | None, seconds: float, model_id: str,
+                vmodel_id: str = "") -> None:
+        ...
 
 
 class Hop(Protocol[T_co]):
@@ -69,39 +86,57 @@ class RestAnswer:
 class Hops:
     """The hops of one instance: its runtime, and its peers once it joins a mesh (``peers``)."""
 
-    def __init__(self, runtime: ModelRuntime, peers: Callable[[], PeerPool | None]) -> None:
+    def __init__(self, runtime: ModelRuntime, peers: Callable[[], PeerPool | None], *,
+                 observer: InvokeObserver | None = None) -> None:
         self.runtime = runtime
         self._peers = peers
+        self.observer = observer
+
+    async def invoke(self, method: str, model_id: str, vmodel_id: str, call: Awaitable[R]) -> R:
+        """Await one runtime call, timed for the observer (with its error, if it raised)."""
+        observer = self.observer
+        if observer is None:
+            return await call
+        start = time.perf_counter()
+        try:
+            answer = await call
+        except BaseException as exc:
+            observer.invoked(method, exc, time.perf_counter() - start, model_id, vmodel_id)
+            raise
+        observer.invoked(method, None, time.perf_counter() - start, model_id, vmodel_id)
+        return answer
 
     def peers(self) -> PeerPool:
         peers = self._peers()
         assert peers is not None, "forwarding needs a mesh (Instance.attach)"
         return peers
 
-    def grpc(self, model_id: ModelId, request: v2.ModelInferRequest) -> GrpcHop:
-        return GrpcHop(self, model_id, request)
+    def grpc(self, model_id: ModelId, request: v2.ModelInferRequest, vmodel_id: str = "") -> GrpcHop:
+        return GrpcHop(self, model_id, request, vmodel_id)
 
     def rest(self, model_id: ModelId, body: bytes, header_length: int | None, path: str,
-             raw_headers: list[tuple[bytes, bytes]], decoder: Decoder) -> RestHop:
+             raw_headers: list[tuple[bytes, bytes]], decoder: Decoder, vmodel_id: str = "") -> RestHop:
         """``path``: the request's raw path ('' if it cannot be forwarded as it came);
         ``raw_headers``: its ASGI headers (the ``wire.CARRIED`` ones travel with it)."""
-        return RestHop(self, model_id, body, header_length, path, raw_headers, decoder)
+        return RestHop(self, model_id, body, header_length, path, raw_headers, decoder, vmodel_id)
 
 
 class GrpcHop:
     """A V2 ``ModelInferRequest``: run by the runtime here, or forwarded to a peer."""
 
-    __slots__ = ("hops", "model_id", "request")
+    __slots__ = ("hops", "model_id", "request", "vmodel_id")
 
-    def __init__(self, hops: Hops, model_id: ModelId, request: v2.ModelInferRequest) -> None:
-        self.hops, self.model_id, self.request = hops, model_id, request
+    def __init__(self, hops: Hops, model_id: ModelId, request: v2.ModelInferRequest, vmodel_id: str = "") -> None:
+        self.hops, self.model_id, self.request, self.vmodel_id = hops, model_id, request, vmodel_id
 
     def prepare(self) -> None:
         pass
 
     async def run(self, timeout_s: float) -> v2.ModelInferResponse:
         self.request.model_name = self.model_id
-        return await self.hops.runtime.infer(self.request, timeout=timeout_s)
+        hops = self.hops
+        return await hops.invoke(GRPC_INFER, self.model_id, self.vmodel_id,
+                                 hops.runtime.infer(self.request, timeout=timeout_s))
 
     async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> v2.ModelInferResponse:
         return await self.hops.peers().infer_proto(peer, self.model_id, self.request, timeout_s, load=load)
@@ -112,12 +147,13 @@ class RestHop:
     decoding here at all); the gRPC hop is the fallback when the model id cannot travel in an HTTP
     header."""
 
-    __slots__ = ("body", "decoder", "hops", "length", "model_id", "options", "path", "raw_headers", "req")
+    __slots__ = ("body", "decoder", "hops", "length", "model_id", "options", "path", "raw_headers", "req",
+                 "vmodel_id")
 
     def __init__(self, hops: Hops, model_id: ModelId, body: bytes, length: int | None, path: str,
-                 raw_headers: list[tuple[bytes, bytes]], decoder: Decoder) -> None:
+                 raw_headers: list[tuple[bytes, bytes]], decoder: Decoder, vmodel_id: str = "") -> None:
         self.hops, self.model_id, self.body, self.length = hops, model_id, body, length
-        self.path, self.raw_headers, self.decoder = path, raw_headers, decoder
+        self.path, self.raw_headers, self.decoder, self.vmodel_id = path, raw_headers, decoder, vmodel_id
         self.req: Any = None
         self.options: Any = None
 
@@ -141,7 +177,9 @@ class RestHop:
         if self.req is None:
             await self._decode()
         self.req.model_name = self.model_id
-        return self._render(await self.hops.runtime.infer(self.req, timeout=timeout_s))
+        hops = self.hops
+        return self._render(await hops.invoke(REST_INFER, self.model_id, self.vmodel_id,
+                                              hops.runtime.infer(self.req, timeout=timeout_s)))
 
     async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> RestAnswer:
         peers = self.hops.peers()

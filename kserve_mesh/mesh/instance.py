@@ -106,7 +106,7 @@ class Instance:
         self.ready = False
         self.shutting_down = False
         self._was_ready = False
-        self.hops = Hops(runtime, lambda: self.peers)
+        self.hops = Hops(runtime, lambda: self.peers, observer=metrics)
         self.dispatcher = Dispatcher(instance_id, registry, self.cache, clock, self.failures, observer=metrics)
         self.views = StatusViews(instance_id, registry, self.cache, self.failures, clock, self.live_instances)
         self.vmodels = VModels(registry, self.views, clock, register=self.register, request_load=self._request_load,

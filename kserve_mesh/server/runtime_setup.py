@@ -1,0 +1,73 @@
+"""The instance's runtime: made from the settings (in-process, a supervised child process on a Unix
+socket, or a remote server), waited for until READY, and watched while the instance serves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from kserve_mesh.core.clock import Clock
+from kserve_mesh.core.errors import MeshError, Unavailable
+from kserve_mesh.mesh.cache_manager import CacheConfig
+from kserve_mesh.mesh.runtime_process import RuntimeProcess, describe_exit
+from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
+from kserve_mesh.settings import MeshSettings
+from kserve_mesh.storage import StoragePolicy
+
+log = logging.getLogger(__name__)
+
+RUNTIME_READY_TIMEOUT_S = 180.0
+
+
+def child_args(s: MeshSettings, cache_dir: Path) -> list[str]:
+    """The runtime child's flags that carry the instance's settings (cache, loading, storage)."""
+    args = ["--capacity-bytes", str(s.capacity_bytes),
+            "--max-loading-concurrency", str(s.max_loading_concurrency),
+            "--model-loading-timeout-ms", str(s.model_loading_timeout_ms),
+            "--default-model-size-bytes", str(s.default_model_size_bytes),
+            "--cache-dir", str(cache_dir)]
+    if s.storage_config is not None:
+        args += ["--storage-config", str(s.storage_config)]
+    return args + StoragePolicy.from_settings(s).flags()  # the same folders, claims and hosts
+
+
+async def make_runtime(s: MeshSettings, cache_dir: Path) -> tuple[ModelRuntime, RuntimeProcess | None]:
+    """The runtime the settings name, and its child process when the instance starts one."""
+    if s.runtime == "inprocess":
+        from kserve_mesh.runtime.builtin.runtime import BuiltinRuntime, RuntimeConfig
+        from kserve_mesh.storage import make_fetcher
+
+        config = RuntimeConfig(capacity_bytes=s.capacity_bytes, max_loading_concurrency=s.max_loading_concurrency,
+                               model_loading_timeout_ms=s.model_loading_timeout_ms,
+                               default_model_size_bytes=s.default_model_size_bytes)
+        return BuiltinRuntime(config, make_fetcher(s.storage_config, cache_dir, StoragePolicy.from_settings(s))), None
+    from kserve_mesh.runtime.grpc_client import GrpcRuntimeClient
+
+    address, child = s.runtime_address, None
+    if s.runtime == "process":
+        # On a Unix socket in a private folder (mesh/runtime_process.py), never a loopback port.
+        child = RuntimeProcess(child_args(s, cache_dir / "runtime"))
+        address = await child.start()
+    return GrpcRuntimeClient(address), child
+
+
+async def wait_runtime_ready(s: MeshSettings, runtime: ModelRuntime, child: RuntimeProcess | None,
+                             clock: Clock) -> CacheConfig:
+    """Poll runtimeStatus (each call bounded) until READY; fail at once if the child exits."""
+    deadline = clock.monotonic() + RUNTIME_READY_TIMEOUT_S
+    pause = 0.1
+    while True:
+        try:
+            status = await asyncio.wait_for(runtime.runtime_status(), s.runtime_check_timeout_s)
+            if status.state is RuntimeState.READY:
+                return CacheConfig(status.capacity_bytes, status.max_loading_concurrency,
+                                   status.model_loading_timeout_ms / 1000, status.default_model_size_bytes)
+        except (MeshError, TimeoutError) as exc:
+            log.info("runtime not ready yet: %s", exc or "no answer to runtimeStatus")
+        if child is not None and child.returncode is not None:
+            raise Unavailable(f"the runtime process exited ({describe_exit(child.returncode)})")
+        if clock.monotonic() > deadline:
+            raise Unavailable(f"the runtime was not READY within {RUNTIME_READY_TIMEOUT_S:g} s")
+        await asyncio.sleep(pause)
+        pause = min(2.0, pause * 2)
