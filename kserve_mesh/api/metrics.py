@@ -122,16 +122,23 @@ class MeshMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.per_model = per_model
-        req = ("method", "code") + (("modelId", "vModelId") if per_model else ())
-        mdl = ("modelId", "vModelId") if per_model else ()
+        self._declare_histograms(
+            ("method", "code") + (("modelId", "vModelId") if per_model else ()),
+            ("modelId", "vModelId") if per_model else (),
+        )
+        self._declare_gauges()
+        self._counts = dict.fromkeys(_PLAIN_COUNTERS, 0)
+        self._counts_lock = threading.Lock()
+        self._payloads = _PayloadCollector()
+        self.registry.register(self._payloads)  # type: ignore[arg-type]
+
+    def _declare_histograms(self, req: tuple[str, ...], mdl: tuple[str, ...]) -> None:
+        """Request histograms labelled ``req``, model lifecycle ones ``mdl``."""
 
         def hist(
             name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
         ) -> Histogram:
             return Histogram(_PREFIX + name, doc, labels, registry=self.registry, buckets=buckets)
-
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(_PREFIX + name, doc, registry=self.registry)
 
         self.api_request_ms = hist(
             "api_request_milliseconds", "External inference request time, end to end", req,
@@ -175,6 +182,11 @@ class MeshMetrics:
         self.loaded_model_size = hist(
             "loaded_model_size_bytes", "Reported size of loaded model", mdl, MODEL_SIZE_BUCKETS
         )
+
+    def _declare_gauges(self) -> None:
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(_PREFIX + name, doc, registry=self.registry)
+
         self.models_loaded = gauge(
             "models_loaded_total", "Total number of models with at least one loaded copy"
         )
@@ -203,10 +215,6 @@ class MeshMetrics:
         self.instance_models = gauge(
             "instance_models_total", "Number of model copies loaded in pod"
         )
-        self._counts = dict.fromkeys(_PLAIN_COUNTERS, 0)
-        self._counts_lock = threading.Lock()
-        self._payloads = _PayloadCollector()
-        self.registry.register(self._payloads)  # type: ignore[arg-type]
 
     # ---- label helpers ----
 
