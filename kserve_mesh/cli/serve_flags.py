@@ -32,6 +32,10 @@ SECURITY_FLAGS = {
                                      "256); more are answered RESOURCE_EXHAUSTED."),
     "payload_processors": _opt("--payload-processors", help="Space-separated http(s):// URLs that receive every "
                                "inference request and response as CloudEvents (?modelId=ID: only that model)."),
+    "payload_queue_size": _opt("--payload-queue-size", help="Payload events held per sink (default 10000); "
+                               "when a sink falls behind, newer events are dropped and counted."),
+    "per_model_metrics": _opt("--per-model-metrics/--no-per-model-metrics", help="Label request and model "
+                              "metrics with modelId/vModelId (one series per model: mind the cardinality)."),
     "runtime_check_interval_s": _opt("--runtime-check-interval-s", help="Seconds between runtime status checks."),
     "runtime_check_timeout_s": _opt("--runtime-check-timeout-s", help="A runtime silent this long is hung "
                                     "(a child runtime is restarted)."),
@@ -66,6 +70,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "http_allowed_hosts": Optional[list[str]], "rest_max_body_bytes": Optional[int],
     "http_header_timeout_s": Optional[float], "http_body_timeout_s": Optional[float],
     "grpc_max_concurrent_rpcs": Optional[int], "payload_processors": Optional[str],
+    "payload_queue_size": Optional[int], "per_model_metrics": Optional[bool],
     "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
     "tls_cert": Optional[Path], "tls_key": Optional[Path], "tls_client_ca": Optional[Path],
     "tls_client_auth": Optional[str], "tls_ca": Optional[Path], "tls_server_name": Optional[str],

@@ -41,11 +41,11 @@ class Stats:
 
 class Bookkeeping:
     """``loaded`` / ``unloaded`` are the cache manager's listeners, ``registry_changed`` the
-    registry's; ``advance(model_id)`` moves vmodels on; ``metrics`` (optional) hears each event."""
+    registry's; ``advance(model_id)`` moves vmodels on. (The cache's ``CacheObserver`` times them.)"""
 
     def __init__(self, instance_id: InstanceId, registry: Registry, cache: Callable[[], CacheManager],
                  failures: FailurePolicy, clock: Clock, *, advance: Callable[[ModelId], Awaitable[None]],
-                 is_leader: Callable[[], bool], metrics: Any = None) -> None:
+                 is_leader: Callable[[], bool]) -> None:
         self.instance_id = instance_id
         self.registry = registry
         self._cache = cache
@@ -53,7 +53,6 @@ class Bookkeeping:
         self.clock = clock
         self.advance = advance
         self.is_leader = is_leader
-        self.metrics = metrics
         self.stats = Stats()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -64,8 +63,6 @@ class Bookkeeping:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def loaded(self, outcome: LoadOutcome) -> None:
-        if self.metrics is not None:
-            self.metrics.on_load(outcome)
         mid = outcome.model_id
         rec = self.registry.models.get(mid)
         now = self.clock.now_ms()
@@ -93,8 +90,6 @@ class Bookkeeping:
 
     def unloaded(self, model_id: ModelId, last_used_ms: int, duration_s: float) -> None:
         self.stats.evictions += 1
-        if self.metrics is not None:
-            self.metrics.on_unload(model_id, last_used_ms, duration_s)
         rec = self.registry.models.get(model_id)
         if rec is None:
             return

@@ -176,12 +176,13 @@ def test_a_forwarded_request_is_logged_once_by_the_instance_called(tmp_path: Pat
 
 
 def test_a_dead_sink_costs_inference_nothing_but_counted_drops(tmp_path: Path) -> None:
+    """(And the --payload-queue-size and --per-model-metrics flags have their effect.)"""
     models = string_models(tmp_path / "models", ["d1"], pad=PAD)
     sink = SinkProcess(tmp_path / "dead.jsonl")
     url = sink.url()
     sink.stop()  # nobody listens there any more
-    proc = MeshProcess.start("--models", str(models), "--payload-processors", url,
-                             env={"KSERVE_MESH_PAYLOAD_QUEUE_SIZE": "4"})
+    proc = MeshProcess.start("--models", str(models), "--payload-processors", url, "--payload-queue-size", "4",
+                             "--per-model-metrics")
     try:
         for n in range(20):
             code, body = proc.call("POST", "/v2/models/d1/infer", {
@@ -195,5 +196,8 @@ def test_a_dead_sink_costs_inference_nothing_but_counted_drops(tmp_path: Path) -
             time.sleep(0.1)
         assert _metric(text, url, "dropped") + _metric(text, url, "failed") >= 36, text
         assert _metric(text, url, "sent") == 0
+        # --per-model-metrics: request metrics carry the model
+        assert any(line.startswith("modelmesh_api_request_milliseconds_count{") and 'modelId="d1"' in line
+                   for line in text.splitlines()), text
     finally:
         proc.stop()
