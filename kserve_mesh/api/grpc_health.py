@@ -12,7 +12,7 @@ The status is read from the instance, never pushed by it: ``Check`` reads it on 
 small task reads it every ``interval_s`` (0.5 s) and wakes the ``Watch`` streams when it changed.
 Reading is one property and one attribute of the instance: nothing is added to the request path.
 
-Health is open to anyone (no credentials: probes carry none; see api/auth.py ``OPEN_GRPC``), so the
+Health is open to anyone (no credentials: probes carry none; see api/auth/policy.py ``OPEN_GRPC``), so the
 open ``Watch`` streams are capped (``max_watches``): each holds one of the server's
 ``--grpc-max-concurrent-rpcs`` slots for as long as the caller likes.
 """

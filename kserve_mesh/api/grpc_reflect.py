@@ -16,7 +16,7 @@ import (package, file name and options renamed) and added to the default pool. T
 implementation and no second generated module to keep in step with a protoc version; when a
 grpcio-reflection with ``grpc_reflection.v1`` can be used, its servicer replaces this.
 
-With authentication on, reflection needs the ``infer`` role (api/auth.py): it reveals no data,
+With authentication on, reflection needs the ``infer`` role (api/auth/policy.py): it reveals no data,
 only service names and message shapes, but nothing a caller without credentials needs.
 """
 
