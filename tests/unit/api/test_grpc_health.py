@@ -64,8 +64,8 @@ async def test_a_broken_instance_is_not_serving() -> None:
 async def test_watch_streams_changes_and_ends_at_stop(served) -> None:  # type: ignore[no-untyped-def]
     instance, health, channel = served
     stub = health_pb2_grpc.HealthStub(channel)
-    call = stub.Watch(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=10)
-    unknown = stub.Watch(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
+    call = stub.Watch(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=30)
+    unknown = stub.Watch(health_pb2.HealthCheckRequest(service="nope"), timeout=30)
     assert (await call.read()).status == SERVING
     assert (await unknown.read()).status == SERVICE_UNKNOWN  # and the stream stays open
     instance.serving_ready = False  # seen by the polling task, without any Check
