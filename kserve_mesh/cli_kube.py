@@ -5,8 +5,8 @@
     kserve-mesh delete isvc NAME [-n NS]
 
 Kinds: inferenceservices (isvc), predictors, servingruntimes, clusterservingruntimes. The mesh's
-REST routes (``api/rest_kube.py``) do the work; this module only reads files, calls them with
-httpx, and prints. Every failure is a one-line ``error: ...`` and a non-zero exit.
+REST routes (``api/rest_kube.py``) do the work; this module only reads files, calls them through
+the client SDK (``kserve_mesh.client``), and prints. Every failure is a one-line ``error: ...`` and a non-zero exit.
 """
 
 from __future__ import annotations
