@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -30,8 +30,9 @@ _KINDS = {
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    from kserve_mesh.cli.output import fail
+
+    fail(message, code)
 
 
 def _kind(text: str) -> tuple[str, str]:
@@ -203,7 +204,7 @@ def register_commands(app: typer.Typer) -> None:
     @with_connection_flags
     def get(
         kind: str = typer.Argument(..., help=KIND_ARG_HELP),
-        name: Optional[str] = typer.Argument(None, help="One resource (default: all)."),
+        name: str | None = typer.Argument(None, help="One resource (default: all)."),
         namespace: str = typer.Option("default", "-n", "--namespace", help="Namespace."),
         all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="Every namespace."),
         output: str = typer.Option("table", "-o", "--output", help="table | yaml | json"),

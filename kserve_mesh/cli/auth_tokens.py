@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -14,7 +14,7 @@ def token_create(
     role: str = typer.Option(..., "--role", help="admin (everything) or infer (inference and reads)."),
     file: Path = typer.Option(Path("auth.yaml"), "--file", "-f", help="The auth file to add the token to "
                               "(created, readable by you only, when missing)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Who the token is for (shown in logs; default "
+    name: str | None = typer.Option(None, "--name", help="Who the token is for (shown in logs; default "
                                        "the role and a number)."),
     store_plain: bool = typer.Option(False, "--store-plain", help="Keep the token itself in the file "
                                      "instead of its SHA-256 digest (only where the file must hand it out)."),

@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from kserve_mesh.cli.connection import URL_OPTION, call, connect, with_connection_flags
-from kserve_mesh.cli.output import ago, console, fail, human_size
+from kserve_mesh.cli.output import Output, ago, console, fail, human_size, output_option, print_data
 
 
 @with_connection_flags
@@ -44,49 +44,62 @@ def register(
 
 
 @with_connection_flags
-def unregister(model_id: str, url: str = URL_OPTION) -> None:
-    """Unregister a model (its copies are unloaded)."""
+def unregister(model_id: str = typer.Argument(..., help="Model id."), url: str = URL_OPTION) -> None:
+    """Unregister a model (its copies are unloaded); an unknown id is an error."""
     with connect(url) as client:
+        call(client.status, model_id)  # ModelNotFoundError for an unknown id (the mesh's delete is idempotent)
         call(client.unregister, model_id)
     console.print(f"{escape(model_id)}: unregistered")
 
 
 @with_connection_flags
-def models(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help="table | json")) -> None:
-    """List registered models: state, size, copies, last used."""
+def models(url: str = URL_OPTION, output: Output = output_option()) -> None:
+    """List registered models: state, size, copies, last used, errors (in full)."""
     with connect(url) as client:
         rows = call(client.models)
-    if output == "json":
-        print(json.dumps(rows, indent=2))
+    if output is not Output.table:
+        print_data(rows, output)
         return
     table = Table(title=f"models at {url}")
     for col in ("MODEL", "TYPE", "STATE", "SIZE", "COPIES", "LAST USED"):
         table.add_column(col, no_wrap=True)
-    table.add_column("ERROR", overflow="fold")
+    table.add_column("ERROR", overflow="fold", ratio=1)  # wraps: an error is shown in full
     colors = {"LOADED": "green", "LOADING": "yellow", "LOADING_FAILED": "red"}
     for m in rows:
         state = m["status"]
         table.add_row(escape(m["modelId"]), escape((m.get("modelInfo") or {}).get("type", "")),
-                      f"[{colors.get(state, 'white')}]{escape(state)}[/]", human_size(m["sizeBytes"]) if m["sizeBytes"] else "-",
-                      str(m["copies"]), ago(m["lastUsedTime"]), escape((m["errors"] or [""])[0][:60]))
+                      f"[{colors.get(state, 'white')}]{escape(state)}[/]",
+                      human_size(m["sizeBytes"]) if m["sizeBytes"] else "-",
+                      str(m["copies"]), ago(m["lastUsedTime"], never="never"), escape("\n".join(m["errors"] or [])))
     console.print(table)
+    if not rows:
+        console.print("no models registered: kserve-mesh register MODEL --type TYPE --path PATH")
 
 
 @with_connection_flags
 def infer(
     name: str = typer.Argument(..., help="Model or vmodel id."),
-    data: Optional[str] = typer.Option(None, "-d", "--data", help="V2 request JSON; '-' reads stdin."),
-    file: Optional[Path] = typer.Option(None, "-f", "--file", help="File holding the V2 request JSON."),
+    data: str | None = typer.Option(None, "-d", "--data", help="V2 request JSON; '-' reads stdin."),
+    file: Path | None = typer.Option(None, "-f", "--file", help="File holding the V2 request JSON."),
     url: str = URL_OPTION,
 ) -> None:
-    """Send a V2 inference request (JSON in) and print the response (JSON out)."""
+    """Send a V2 inference request (JSON in) and print the response (JSON out).
+
+    The request comes from -d, -f, or piped stdin."""
+    if file is not None and data is not None:
+        fail("give the request once: -d JSON or -f FILE, not both")
     if file is not None:
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"cannot read the request file {file}: {getattr(exc, 'strerror', None) or exc}")
     elif data == "-" or data is None:
+        if data is None and sys.stdin.isatty():
+            fail(f"no request: give it with -d '{{\"inputs\": [...]}}', -f FILE, or pipe it in "
+                 f"(kserve-mesh infer {name} < request.json)")
         text = sys.stdin.read()
+        if not text.strip():
+            fail("no request: stdin was empty (give it with -d JSON or -f FILE)")
     else:
         text = data
     try:
@@ -99,13 +112,23 @@ def infer(
         print(json.dumps(call(client.infer_json, name, request), indent=2))
 
 
+def cache_age(inst: dict[str, Any]) -> str:
+    """How long the least recently used copy has gone unused ("-": no copies; "unused": not used
+    since the instance started, its time only a seed of its place in the cache)."""
+    if not inst["models"]:
+        return "-"
+    if inst["lruTime"] < inst.get("startTime", 0):
+        return "unused"
+    return ago(inst["lruTime"]).replace(" ago", "")
+
+
 @with_connection_flags
-def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help="table | json")) -> None:
+def status(url: str = URL_OPTION, output: Output = output_option()) -> None:
     """Show the instance: capacity, used, models, requests per minute."""
     with connect(url) as client:
         info = call(client.server_status)
-    if output == "json":
-        print(json.dumps(info, indent=2))
+    if output is not Output.table:
+        print_data(info, output)
         return
     table = Table(title=f"kserve-mesh at {url}")
     for col in ("INSTANCE", "ADDRESS", "CAPACITY", "USED", "MODELS", "REQ/MIN", "CACHE AGE", "STATE"):
@@ -116,9 +139,7 @@ def status(url: str = URL_OPTION, output: str = typer.Option("table", "-o", help
         if inst["instanceId"] == info["instanceId"]:
             state += " (this)" + (" leader" if info.get("leader") else "")
         table.add_row(escape(inst["instanceId"]), escape(inst["grpc"]), human_size(cap), f"{human_size(used)} ({100 * used / cap:.0f}%)",
-                      str(inst["models"]), str(inst["requestsPerMinute"]),
-                      ago(inst["lruTime"]).replace(" ago", "") if inst["models"] else "-",
-                      state)
+                      str(inst["models"]), str(inst["requestsPerMinute"]), cache_age(inst), state)
     console.print(table)
     console.print(f"registered: {info['modelsRegistered']} models, {info['vmodels']} vmodels; "
                   f"loading now: {info['loadsInProgress'] + info['loadsQueued']}")
@@ -141,10 +162,13 @@ def vmodel_set(vmodel_id: str, target: str, owner: str = "", force: bool = False
 
 
 @with_connection_flags
-def vmodel_get(vmodel_id: str, url: str = URL_OPTION) -> None:
+def vmodel_get(vmodel_id: str, url: str = URL_OPTION, output: Output = output_option()) -> None:
     """Show a vmodel's active and target models."""
     with connect(url) as client:
         st = call(client.vmodel, vmodel_id)
+    if output is not Output.table:
+        print_data(st, output)
+        return
     console.print(escape(f"{vmodel_id}: {st['status']} active={st['activeModelId']} target={st['targetModelId']}"))
 
 

@@ -1,9 +1,12 @@
-"""What the commands print: the consoles, one-line errors, human sizes and ages."""
+"""What the commands print: the consoles, one-line errors, output formats, human sizes and ages."""
 
 from __future__ import annotations
 
+import enum
+import json
 import sys
 import time
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,8 +18,31 @@ err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=Tr
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {escape(message)}")  # server text is never rich markup
+    """One red line on stderr (``error: ...``, server text never read as rich markup), then exit."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+class Output(str, enum.Enum):
+    """``-o``: how a command prints what it read (an unknown value is refused by the parser)."""
+
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+def output_option(help: str = "Output format.") -> Any:
+    return typer.Option(Output.table, "-o", "--output", help=help, case_sensitive=False)
+
+
+def print_data(data: Any, output: Output) -> None:
+    """``data`` as JSON or YAML on stdout (plain, never wrapped: for scripts and pipes)."""
+    if output is Output.json:
+        print(json.dumps(data, indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
 def human_size(n: int) -> str:
@@ -28,9 +54,10 @@ def human_size(n: int) -> str:
     return str(n)
 
 
-def ago(ms: int) -> str:
+def ago(ms: int, never: str = "-") -> str:
+    """How long ago the epoch-milliseconds ``ms`` was; ``never`` for 0."""
     if not ms:
-        return "-"
+        return never
     secs = max(0, time.time() - ms / 1000)
     if secs < 120:
         return f"{secs:.0f}s ago"

@@ -71,7 +71,8 @@ class ModelRecord:
 
     ``instances`` maps instance id -> load start time of each copy; ``failures`` holds recent load
     failures (see ``core.failures``). ``min_copies``/``max_copies`` bound the number of copies
-    (0 = no bound); ModelMesh had no such control.
+    (0 = no bound); ModelMesh had no such control. ``registered_ms`` is when it was registered (0:
+    unknown): a ``last_used_ms`` before it is the seed of its LRU place, so the model was never used.
     """
 
     model_id: ModelId
@@ -83,6 +84,7 @@ class ModelRecord:
     failures: tuple[FailureRecord, ...] = ()
     min_copies: int = 0
     max_copies: int = 0
+    registered_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

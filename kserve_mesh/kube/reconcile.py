@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kserve_mesh.core.clock import Clock
-from kserve_mesh.core.errors import AlreadyExists, Unavailable
+from kserve_mesh.core.errors import AlreadyExists, InvalidArgument, Unavailable
 from kserve_mesh.core.records import ModelInfo, VModelState
 from kserve_mesh.kube.core.errors import InvalidSpec, RuntimeSelectionError
 from kserve_mesh.kube.core.parse import parse
 from kserve_mesh.kube.core.resources import InferenceService, Predictor, ServingRuntime, is_modelmesh
 from kserve_mesh.kube.core.status import (
     INVALID_PREDICTOR_SPEC,
+    MODEL_LOAD_FAILED,
     RUNTIME_UNHEALTHY,
     FailureInfo,
     PredictorState,
@@ -93,6 +94,9 @@ class Reconciler:
                                             auto_delete=True, load_now=True)
         except AlreadyExists as exc:
             return Outcome(spec, predictor_state(None, self._conflict(spec.model_id, str(exc))))
+        except InvalidArgument as exc:  # the mesh refused the model at registration (a missing path, a type)
+            vm = await self._vmodel(resource.meta.name, owner)
+            return Outcome(spec, predictor_state(vm, SpecProblem(MODEL_LOAD_FAILED, exc.message, spec.model_id)))
         return Outcome(spec, predictor_state(vm))
 
     async def observe(self, resource: ModelResource, runtimes: Sequence[ServingRuntime]) -> PredictorState:

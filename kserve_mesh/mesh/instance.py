@@ -137,7 +137,8 @@ class Instance:
         """The runtime serves again (``fresh``: a new process holding no models): ready again,
         models load on demand."""
         await self.cache.runtime_back(fresh=fresh)
-        log.info("runtime serving again: ready; models load again on demand")
+        log.warning("runtime serving again (%s): ready; models load again on demand",
+                    "a new process" if fresh else "the same process")
 
     def attach(self, cluster: Cluster, peers: PeerPool) -> None:
         """Join a mesh of several instances: route misses through the cluster, follow the store."""
@@ -221,7 +222,8 @@ class Instance:
             now = self.clock.now_ms()
             age = NEW_MODEL_AGE_LOAD_NOW_MS if load_now else NEW_MODEL_AGE_LAZY_MS
             rec = ModelRecord(mid, info, last_used_ms or now - age, auto_delete=auto_delete,
-                              min_copies=min_copies, max_copies=max_copies)
+                              min_copies=min_copies, max_copies=max_copies,
+                              registered_ms=0 if last_used_ms else now)
             stored = await self.registry.create_model(rec)
             if stored.info != info:  # another instance registered the same id at the same moment
                 raise AlreadyExists(f"model '{model_id}' is already registered with different type/path/key")

@@ -103,6 +103,8 @@ class StatusViews:
         for f in reversed(live_failures):
             copies.append(CopyView(f.instance, ModelState.LOADING_FAILED, f.time_ms))
         last_used = max(rec.last_used_ms, entry.last_used_ms if entry else 0)
+        if rec.registered_ms and last_used < rec.registered_ms:
+            last_used = 0  # only the seed of its LRU place: never used
         size = entry.size_bytes if entry is not None and entry.state is CopyState.LOADED else 0
         return ModelStatus(model_id, state, errors if state is not ModelState.LOADED else (),
                            tuple(copies), size, last_used, rec.info)

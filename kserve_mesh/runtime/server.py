@@ -260,28 +260,39 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
 
 
+def parser() -> argparse.ArgumentParser:
+    """The flags of ``kserve-mesh runtime`` (``kserve-mesh runtime --help`` draws them)."""
+    return _parser()
+
+
 def _parser() -> argparse.ArgumentParser:
     d = RuntimeConfig()
-    p = argparse.ArgumentParser(prog="kserve-mesh runtime", description="Run the built-in model runtime (gRPC).")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=8085, help="port to listen on, 0 for any (default %(default)s)")
+    p = argparse.ArgumentParser(prog="kserve-mesh runtime", description="Run the built-in model runtime: the "
+                                "ModelRuntime SPI and KServe V2 gRPC, for a mesh instance (--runtime remote).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8085, help="port to listen on, 0 for any")
     p.add_argument("--listen", default="", metavar="unix:PATH|HOST:PORT",
                    help="where to listen instead of --host/--port, e.g. unix:/run/mesh/runtime.sock (a Unix "
                         "domain socket, made owner-only)")
     p.add_argument("--parent-pid", type=int, default=0, metavar="PID",
                    help="stop when this process (the mesh instance that started the runtime) ends")
     p.add_argument("--capacity-bytes", type=parse_bytes, default=d.capacity_bytes,
-                   help="memory for models, e.g. 2Gi (default %(default)s)")
-    p.add_argument("--max-loading-concurrency", type=int, default=d.max_loading_concurrency)
-    p.add_argument("--model-loading-timeout-ms", type=int, default=d.model_loading_timeout_ms)
-    p.add_argument("--default-model-size-bytes", type=parse_bytes, default=d.default_model_size_bytes)
-    p.add_argument("--max-message-bytes", type=parse_bytes, default=DEFAULT_MAX_MESSAGE_BYTES)
+                   help="memory for models, e.g. 2Gi")
+    p.add_argument("--max-loading-concurrency", type=int, default=d.max_loading_concurrency,
+                   help="loads run at once")
+    p.add_argument("--model-loading-timeout-ms", type=int, default=d.model_loading_timeout_ms,
+                   help="timeout of one load, from its start")
+    p.add_argument("--default-model-size-bytes", type=parse_bytes, default=d.default_model_size_bytes,
+                   help="size assumed when a model's size cannot be predicted")
+    p.add_argument("--max-message-bytes", type=parse_bytes, default=DEFAULT_MAX_MESSAGE_BYTES,
+                   help="largest gRPC message accepted or sent")
     p.add_argument("--storage-config", type=Path, default=None,
                    help="storage-config Secret as a JSON file or a mounted directory (one file per key)")
     p.add_argument("--cache-dir", type=Path, default=None, help="where downloaded models go (default: a temp dir)")
     add_storage_policy_flags(p)
     add_listen_guard_flag(p)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="DEBUG | INFO | WARNING | ERROR")
     return p
 
 
@@ -370,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         _stop_with_parent(args.parent_pid)
     try:
         return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 0
     except (OSError, ValueError, MeshError) as exc:
         print(f"kserve-mesh runtime: {exc}", file=sys.stderr)
         return 1

@@ -40,7 +40,7 @@ from kserve_mesh.mesh.registry import Registry
 from kserve_mesh.mesh.runtime_process import RuntimeProcess, RuntimeSupervisor
 from kserve_mesh.runtime.spi import ModelRuntime
 from kserve_mesh.server.doors import advertised_host, guarded_asgi, start_grpc, start_rest
-from kserve_mesh.server.runtime_setup import make_runtime, wait_runtime_ready
+from kserve_mesh.server.runtime_setup import builtin_type_check, make_runtime, wait_runtime_ready
 from kserve_mesh.server.security import Security
 from kserve_mesh.server.views import instance_json, placements
 from kserve_mesh.settings import MeshSettings
@@ -174,7 +174,8 @@ class MeshServer:
         self.telemetry = Telemetry(self.clock, per_model=s.per_model_metrics)
         registry = Registry(self.store, Keys.for_namespace(s.namespace))
         self.instance = Instance(self.instance_id, registry, self.runtime, cache, self.clock, metrics=self.telemetry,
-                                 check_model=model_check(s.storage_config, StoragePolicy.from_settings(s)))
+                                 check_model=model_check(s.storage_config, StoragePolicy.from_settings(s),
+                                                         check_type=builtin_type_check(s)))
         self.telemetry.bind(self.instance, asyncio.get_running_loop())
         await self.instance.start()
         if s.runtime != "inprocess":  # a runtime reached over gRPC: restart a dead or hung child, follow a remote one

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from kserve_mesh.core.clock import Clock
@@ -18,6 +19,16 @@ from kserve_mesh.storage import StoragePolicy
 log = logging.getLogger(__name__)
 
 RUNTIME_READY_TIMEOUT_S = 180.0
+
+
+def builtin_type_check(s: MeshSettings) -> Callable[[str], object] | None:
+    """How a registration's model type is checked: against the built-in runtime's types (in process
+    or a child process); None for a remote runtime, whose types are not known here."""
+    if s.runtime == "remote":
+        return None
+    from kserve_mesh.runtime.builtin.models import normalize_type
+
+    return normalize_type
 
 
 def child_args(s: MeshSettings, cache_dir: Path) -> list[str]:

@@ -43,7 +43,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from kserve_mesh.core.errors import StorageError, StorageNotFound
+from kserve_mesh.core.errors import InvalidArgument, MeshError, StorageError, StorageNotFound
 from kserve_mesh.core.records import ModelInfo
 
 from .archive import DEFAULT_MAX_MEMBERS, archive_kind, unpack_in_place
@@ -238,7 +238,21 @@ def make_fetcher(storage_config: Path | None, cache_dir: Path | None,
     return ModelFetcher(StorageConfig.load(storage_config), cache, policy=policy)
 
 
-def model_check(storage_config: Path | None, policy: StoragePolicy) -> Callable[[ModelInfo], None]:
+def model_check(storage_config: Path | None, policy: StoragePolicy, *,
+                check_type: Callable[[str], object] | None = None) -> Callable[[ModelInfo], None]:
     """The registration check of a mesh instance (``Instance(check_model=...)``): refuses, as
-    ``InvalidArgument``, a model whose path the policy refuses or whose modelKey is malformed."""
-    return StorageResolver(StorageConfig.load(storage_config), policy).check_model
+    ``InvalidArgument``, a model whose path the policy refuses or does not exist (a local path),
+    whose modelKey is malformed, or whose type ``check_type`` refuses (by raising a ``MeshError``;
+    given where the runtime's model types are known)."""
+    resolver = StorageResolver(StorageConfig.load(storage_config), policy)
+    if check_type is None:
+        return resolver.check_model
+
+    def check(info: ModelInfo) -> None:
+        try:
+            check_type(info.type)
+        except MeshError as exc:
+            raise InvalidArgument(exc.message) from exc
+        resolver.check_model(info)
+
+    return check

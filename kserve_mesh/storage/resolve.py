@@ -9,6 +9,7 @@ refusals as ``InvalidArgument``) as the fetcher runs before every fetch.
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass, replace
@@ -69,15 +70,26 @@ class StorageResolver:
         return replace(source, sha256=model_key.sha256) if model_key.sha256 else source
 
     def check(self, path: str, key: str = "") -> None:
-        """The registration check: a path the policy refuses, or a malformed modelKey (bad JSON, a
-        malformed ``sha256``), is :class:`InvalidArgument`. Other storage problems (an unknown
-        storage key, a missing file) are left for the load to report: they may be fixed before it."""
+        """The registration check: a path the policy refuses, a malformed modelKey (bad JSON, a
+        malformed ``sha256``), or a plain local path (bare or ``file://``) that does not exist, is
+        :class:`InvalidArgument`. Other storage problems (an unknown storage key, a PVC or remote
+        object not there yet) are left for the load to report: they may be fixed before it."""
         try:
-            self.resolve(path, key)
+            source = self.resolve(path, key)
         except StorageNotAllowed as exc:
             raise InvalidArgument(str(exc)) from exc
         except StorageError:
             return
+        if self._plain_local(path, key) and not os.path.exists(source.location):
+            raise InvalidArgument(f"model path '{path.strip()}' does not exist")
+
+    def _plain_local(self, path: str, key: str) -> bool:
+        """Whether ``path`` names a local file itself (not a PVC, a URL or a storage entry's object)."""
+        match = _SCHEME.match(path.strip())
+        if match:
+            return match.group(1).lower() == "file"
+        model_key = parse_model_key(key)
+        return model_key.is_empty or resolve_entry(self.config, model_key) is None
 
     def check_model(self, info: ModelInfo) -> None:
         """:meth:`check` for a model's registration info (``Instance(check_model=...)``)."""

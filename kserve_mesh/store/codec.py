@@ -10,7 +10,7 @@ Layout (``?`` = optional)::
 
     model:    {"id", "type", "path"?, "key"?, "lastUsed", "autoDelete"?, "refCount"?,
                "instances"?: {instanceId: loadStartMs}, "failures"?: [[instanceId, timeMs, msg]],
-               "minCopies"?, "maxCopies"?}
+               "minCopies"?, "maxCopies"?, "registered"?: registeredMs}
     vmodel:   {"id", "owner", "active", "target", "failed"?}
     instance: {"id", "endpoint", "capacity", "used", "models", "lruTime", "loadingThreads"?,
                "loading"?, "rpm"?, "shuttingDown"?, "startTime"?, "version"?, "zone"?, "labels"?}
@@ -112,6 +112,7 @@ def encode_model(record: ModelRecord) -> bytes:
     _put_nondefault(obj, "failures", failures, [])
     _put_nondefault(obj, "minCopies", record.min_copies, 0)
     _put_nondefault(obj, "maxCopies", record.max_copies, 0)
+    _put_nondefault(obj, "registered", record.registered_ms, 0)
     return _dump(obj)
 
 
@@ -144,6 +145,7 @@ def decode_model(data: bytes) -> ModelRecord:
         failures=tuple(failures),
         min_copies=f.integer("minCopies", 0),
         max_copies=f.integer("maxCopies", 0),
+        registered_ms=f.integer("registered", 0),
     )
 
 

@@ -17,6 +17,34 @@ from kserve_mesh.kube.controller.settings import ControllerSettings, InvalidCont
 
 log = logging.getLogger(__name__)
 
+# What each flag falls back to when not given (ControllerSettings.from_args): its variable, its default.
+FLAG_FALLBACKS = {
+    "kubeconfig": ("KUBECONFIG", "in-cluster, then ~/.kube/config"),
+    "mesh_address": ("KSERVE_MESH_MESH_ADDRESS", "{service}.{namespace}:{port}"),
+    "namespace_scope": ("KSERVE_MESH_NAMESPACE_SCOPE", "false: the whole cluster"),
+    "namespace": ("KSERVE_MESH_WATCH_NAMESPACE", "the controller's namespace, in namespace scope"),
+    "controller_namespace": ("KSERVE_MESH_CONTROLLER_NAMESPACE", "POD_NAMESPACE, else default"),
+    "config_map": ("KSERVE_MESH_CONFIG_MAP", "model-serving-config"),
+    "instance_image": ("KSERVE_MESH_INSTANCE_IMAGE", "none"),
+    "no_deployments": ("KSERVE_MESH_MANAGE_DEPLOYMENTS=false", "Deployments managed"),
+    "health_port": ("KSERVE_MESH_HEALTH_PORT", "0: none"),
+    "status_interval": ("KSERVE_MESH_STATUS_INTERVAL", "3"),
+    "log_level": ("KSERVE_MESH_LOG_LEVEL", "INFO"),
+}
+
+
+def parser():  # type: ignore[no-untyped-def]
+    """The controller's flags, each help naming its variable and default (``controller --help``)."""
+    from kserve_mesh.kube.controller.settings import _parser
+
+    p = _parser()
+    for action in p._actions:
+        if action.dest in FLAG_FALLBACKS:
+            env, default = FLAG_FALLBACKS[action.dest]
+            text = (action.help or "").split(" (default")[0]
+            action.help = f"{text} [env {env}; default: {default}]".replace("%", "%%")
+    return p
+
 
 async def run(settings: ControllerSettings) -> None:
     import kopf
@@ -39,8 +67,12 @@ async def run(settings: ControllerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        parser().print_help()
+        return 0
     try:
-        settings = ControllerSettings.from_args(list(sys.argv[1:] if argv is None else argv), os.environ)
+        settings = ControllerSettings.from_args(args, os.environ)
     except InvalidControllerSettings as exc:
         print(f"kserve-mesh controller: {exc}", file=sys.stderr)
         return 2

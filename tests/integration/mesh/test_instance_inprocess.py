@@ -112,8 +112,10 @@ async def test_unregister_unloads_and_unknown_is_not_found(instance: Instance, t
 
 
 async def test_three_failures_block_new_loads(instance: Instance, tmp_path: Path) -> None:
-    missing = str(tmp_path / "nowhere")
-    await instance.register("broken", ModelInfo("string", missing))
+    missing = tmp_path / "nowhere"
+    missing.write_text("x")  # there when registered (a missing path is refused at once), gone when loaded
+    await instance.register("broken", ModelInfo("string", str(missing)))
+    missing.unlink()
     for attempt in range(3):
         with pytest.raises(ModelLoadFailed) as err:
             await instance.infer(ModelId("broken"), _request("broken"))

@@ -965,10 +965,18 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("args", CLI_CASES)
-def test_cli_errors_never_show_a_traceback(open_mesh: MeshProcess, args: tuple[str, ...]) -> None:
+def test_cli_errors_never_show_a_traceback(open_mesh: MeshProcess, area: Path, args: tuple[str, ...]) -> None:
     if args[0] == "models":
-        status, body = _register(open_mesh, "rich-markup", "no[/]such", loadNow=True, sync=True)
-        assert status == 200 and "[/]" in body["errors"][0], body
+        # A registration names a path that exists (a missing one is refused at once), then it goes.
+        model = area / "allowed" / "no[" / "]such"
+        model.parent.mkdir(exist_ok=True)
+        model.write_text("x")
+        status, body = _register(open_mesh, "rich-markup", str(model))
+        model.unlink()
+        model.parent.rmdir()
+        assert status == 200, body
+        status, body = open_mesh.call("POST", "/mesh/v1/models/rich-markup/ensure-loaded", {"sync": True})
+        assert "[/]" in body["errors"][0], body
     if "--url" not in args:
         args = (*args, "--url", open_mesh.rest)
     proc = _cli(*args)

@@ -60,17 +60,19 @@ def test_register_wait_until_loaded_then_unregister(mesh: MeshClient, client_mod
 
 
 def test_wait_until_loaded_raises_load_failed_with_the_mesh_errors(mesh: MeshClient, client_models: Models) -> None:
-    missing = client_models[0] / "no-such-model"  # inside the mesh's --models folder, so registration accepts it
-    mesh.register("client-broken", "sklearn", str(missing))
+    # Inside the mesh's --models folder, so registration accepts it, but not a model: the load fails.
+    broken = client_models[0] / "client-broken.joblib"
+    broken.write_bytes(b"not a pickled model")
+    mesh.register("client-broken", "sklearn", str(broken))
     try:
         with pytest.raises(LoadFailedError) as err:
             mesh.wait_until_loaded("client-broken", timeout=30)
-        assert str(missing) in err.value.message
+        assert "cannot load sklearn model 'client-broken.joblib'" in err.value.message
         assert err.value.model_id == "client-broken"
         assert err.value.last_status is not None and err.value.last_status["status"] == "LOADING_FAILED"
         assert len(err.value.errors) == len(set(err.value.errors)) >= 1
         # Inference on it names the same cause, as a load failure.
-        with pytest.raises(LoadFailedError, match="does not exist"):
+        with pytest.raises(LoadFailedError, match="cannot load sklearn model"):
             mesh.infer("client-broken", IRIS)
     finally:
         mesh.unregister("client-broken")

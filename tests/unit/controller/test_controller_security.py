@@ -229,6 +229,7 @@ def test_the_real_instance_command_line_accepts_every_arg(config: ServingConfig,
     """The mesh container's args and env, parsed by ``kserve-mesh instance`` itself into
     ``MeshSettings``: a renamed or removed flag, or a combination the settings refuse, fails here."""
     from kserve_mesh import cli
+    from kserve_mesh.cli import serving
 
     mm = containers(runtime_deployment(config, serving_runtime(), "models", 2, inputs))["mm"]
     assert mm["command"] == ["kserve-mesh"]
@@ -236,7 +237,7 @@ def test_the_real_instance_command_line_accepts_every_arg(config: ServingConfig,
         monkeypatch.delenv(name)
     env = {e["name"]: e.get("value", "from-the-pod") for e in mm["env"]}
     seen: list[Any] = []
-    monkeypatch.setattr(cli, "_serve", lambda settings, *_: seen.append(settings))
+    monkeypatch.setattr(serving, "serve", lambda settings, *_: seen.append(settings))
     result = CliRunner().invoke(cli.app, mm["args"], env=env)
     assert result.exit_code == 0, result.output
     (settings,) = seen
@@ -259,6 +260,7 @@ def test_the_mounted_secrets_load_in_the_instances_own_auth_and_tls_code(tmp_pat
     import trustme
 
     from kserve_mesh import cli
+    from kserve_mesh.cli import serving
     from kserve_mesh.api.auth import Authenticator, Role
     from kserve_mesh.kube.controller.deploy.security import AUTH_PATH, TLS_PATH
     from kserve_mesh.mesh.tls import TlsFiles, TlsMaterial
@@ -281,7 +283,7 @@ def test_the_mounted_secrets_load_in_the_instances_own_auth_and_tls_code(tmp_pat
     for name in [n for n in os.environ if n.startswith("KSERVE_MESH_")]:
         monkeypatch.delenv(name)
     seen: list[Any] = []
-    monkeypatch.setattr(cli, "_serve", lambda settings, *_: seen.append(settings))
+    monkeypatch.setattr(serving, "serve", lambda settings, *_: seen.append(settings))
     result = CliRunner().invoke(cli.app, args, env={e["name"]: e.get("value", "x") for e in mm["env"]})
     assert result.exit_code == 0, result.output
     (s,) = seen

@@ -224,8 +224,10 @@ def test_invalid_yaml_and_empty_form_are_lines_in_the_panel(make_panel: Callable
 def test_a_failed_load_shows_in_the_table_and_on_run(make_panel: Callable[..., MeshPanel], panel_mesh: MeshProcess,
                                                       panel_models: Models) -> None:
     panel = make_panel(panel_mesh.rest)
-    # Inside the mesh's --models folder (registration accepts it), but not there: the load fails.
-    panel.name.value, panel.storage_uri.value = "panel-broken", str(panel_models[0] / "missing")
+    # Inside the mesh's --models folder (registration accepts it), but not a model: the load fails.
+    broken = panel_models[0] / "panel-broken.joblib"
+    broken.write_bytes(b"not a pickled model")
+    panel.name.value, panel.storage_uri.value = "panel-broken", str(broken)
     panel.register_button.click()
     assert panel.error == ""
 
@@ -234,10 +236,10 @@ def test_a_failed_load_shows_in_the_table_and_on_run(make_panel: Callable[..., M
         return _row_state(panel, "panel-broken") == "LOADING_FAILED"
 
     _until(failed, what="LOADING_FAILED in the table")
-    assert "does not exist" in panel.table.value
+    assert "cannot load sklearn model" in panel.table.value
     panel.test_input.value = "[[1, 2, 3, 4]]"
     panel.run_button.click()
-    assert "does not exist" in _error_line(panel)
+    assert "cannot load sklearn model" in _error_line(panel)
     connect(panel_mesh.rest).unregister("panel-broken")
 
 

@@ -116,10 +116,25 @@ def test_a_root_that_is_itself_a_link_works(tree: Path) -> None:
     assert f.fetch("m", str(tree / "alias" / "secret.string")).read_text() == "secret"
 
 
-def test_missing_file_inside_a_root_passes_registration_and_fails_the_load(tree: Path) -> None:
-    StorageResolver(StorageConfig.empty(), policy(tree)).check("later.string")
+def test_missing_local_file_inside_a_root_is_refused_at_registration_and_fails_the_load(tree: Path) -> None:
+    resolver = StorageResolver(StorageConfig.empty(), policy(tree))
+    for path in ("later.string", "file://" + str(tree / "models" / "later.string")):
+        with pytest.raises(InvalidArgument, match=r"model path '.*later.string' does not exist"):
+            resolver.check(path)
+    resolver.check("hello.string")  # there: accepted
     with pytest.raises(StorageNotFound, match="later.string .*does not exist"):
         fetcher(tree).fetch("m", "later.string")
+
+
+def test_the_registration_check_refuses_a_type_the_runtime_does_not_serve(tree: Path) -> None:
+    from kserve_mesh.runtime.builtin.models import normalize_type
+
+    check = model_check(None, policy(tree), check_type=normalize_type)
+    check(ModelInfo("string", "hello.string"))
+    check(ModelInfo("scikit-learn", "hello.string"))  # the runtime's aliases are its types too
+    with pytest.raises(InvalidArgument, match="unsupported model type 'pytorch'; the built-in runtime serves"):
+        check(ModelInfo("pytorch", "hello.string"))
+    model_check(None, policy(tree))(ModelInfo("pytorch", "hello.string"))  # types unknown (a remote runtime)
 
 
 def test_local_fetcher_is_confined_too(tree: Path) -> None:
