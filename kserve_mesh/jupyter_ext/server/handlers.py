@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -117,7 +118,7 @@ class OverviewHandler(MeshHandler):
             client = self.mesh.client()
             models = await self.run(client.models)
             vmodels, status = await asyncio.gather(self.run(client.vmodels), self.run(client.server_status))
-            self.answer({"url": client.url, "models": models, "vmodels": vmodels, "status": status,
+            self.answer({"url": _without_userinfo(client.url), "models": models, "vmodels": vmodels, "status": status,
                          "time": int(time.time() * 1000)})
 
         await self.guarded(action)
@@ -201,6 +202,14 @@ class InferHandler(MeshHandler):
             self.answer({"model": name, "latencyMs": round(latency_ms, 3), "response": response})
 
         await self.guarded(action)
+
+
+def _without_userinfo(url: str) -> str:
+    """The mesh's URL as the sidebar may show it: never a ``user:password@`` part."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _infer(client: Any, name: str, inputs: Any) -> dict[str, Any]:

@@ -255,3 +255,32 @@ def test_an_unreachable_mesh_is_a_502_naming_it(tmp_path: Path, root: Path) -> N
         proc.stop()
     assert status == 502, body
     assert f"cannot reach the mesh at {url}" in body["error"] and body["meshStatus"] == 0
+
+
+def test_cookie_sessions_need_the_xsrf_token_for_writes(server: JupyterProcess, mesh: StubMesh) -> None:
+    """A browser session (Jupyter's login cookie) may read, but a write without the XSRF token is
+    refused before it reaches the mesh; with it (as JupyterLab sends it) the write goes through."""
+    import http.cookiejar
+    import urllib.error
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{server.url}/login?token={server.token}", timeout=10).read()  # sets the login cookie
+    opener.open(f"{server.url}/kserve-mesh/overview", timeout=10).read()
+    xsrf = next(c.value for c in jar if c.name == "_xsrf")
+    body = json.dumps({"type": "sklearn", "path": "s3://b/xsrf"}).encode()
+
+    def put(headers: dict[str, str]) -> int:
+        req = urllib.request.Request(f"{server.url}/kserve-mesh/models/xsrf-model", data=body, method="PUT",
+                                     headers={"content-type": "application/json", **headers})
+        try:
+            with opener.open(req, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    assert put({}) == 403
+    assert "xsrf-model" not in mesh.registered
+    assert put({"X-XSRFToken": xsrf}) == 200
+    assert mesh.registered["xsrf-model"]["modelInfo"]["path"] == "s3://b/xsrf"

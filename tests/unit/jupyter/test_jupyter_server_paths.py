@@ -19,7 +19,7 @@ from kserve_mesh.client import (
     ServerError,
 )
 from kserve_mesh.jupyter_ext.server.config import MeshConfig
-from kserve_mesh.jupyter_ext.server.handlers import _status_for
+from kserve_mesh.jupyter_ext.server.handlers import _status_for, _without_userinfo
 from kserve_mesh.jupyter_ext.server.paths import (
     PathRefused,
     is_storage_uri,
@@ -147,3 +147,8 @@ def test_bad_settings_are_a_clear_gateway_error(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(MeshUnavailableError) as err:
         MeshConfig(config=c).client()
     assert "c.KServeMesh" in err.value.message and "https://" in err.value.message
+
+
+def test_the_sidebar_never_sees_credentials_in_the_mesh_url() -> None:
+    assert _without_userinfo("https://user:secret@mesh.example:8008/base") == "https://mesh.example:8008/base"
+    assert _without_userinfo("http://127.0.0.1:8008") == "http://127.0.0.1:8008"
