@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,12 @@ def test_sidebar_lists_the_models_and_vmodels_of_the_mesh(page: Any, mesh: MeshP
     row = sidebar.locator(".kserve-mesh-model[data-model-id='iris-base']")
     expect(row).to_be_visible()
     expect(row).to_contain_text("sklearn")
-    state = mesh.call("GET", "/mesh/v1/models/iris-base")[1]["status"]
-    expect(row).to_have_attribute("data-state", state)
+    # The row shows the mesh's state (read both until they agree: a load may be under way).
+    deadline = time.monotonic() + 10
+    while (shown := row.get_attribute("data-state")) != (state := mesh.call("GET", "/mesh/v1/models/iris-base")[1][
+            "status"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert shown == state
     expect(sidebar.locator(".kserve-mesh-vmodel[data-vmodel-id='iris']")).to_contain_text("iris-base")
     capacity = mesh.call("GET", "/mesh/v1/status")[1]["capacityBytes"]
     expect(sidebar.locator(".kserve-mesh-capacity-used")).to_have_attribute("data-capacity", str(capacity))
