@@ -104,12 +104,17 @@ def test_mesh_serves_an_sklearn_model_from_mlserver(
     status, body = mesh.call("POST", "/v2/models/sklearn-iris/infer", bad)
     assert status == 400 and "input-0" in body["error"] and "Traceback" not in str(body)
 
-    # A model MLServer cannot serve here fails to load with a message naming the type.
+    # A model MLServer cannot serve here fails to load with a message naming the type (a remote
+    # runtime's types are not known to the mesh, so the registration takes it).
     status, body = mesh.call("PUT", "/mesh/v1/models/onnx-one",
-                             {"modelInfo": {"type": "onnx", "path": str(sklearn_model[0].parent / "nowhere")},
+                             {"modelInfo": {"type": "onnx", "path": str(sklearn_model[0])},
                               "loadNow": True, "sync": True})
     assert status == 200 and body["status"] == "LOADING_FAILED", body
     assert "cannot serve model type 'onnx'" in body["errors"][0]
+    # A local path that does not exist is refused at registration, whatever the runtime.
+    status, body = mesh.call("PUT", "/mesh/v1/models/nowhere",
+                             {"modelInfo": {"type": "sklearn", "path": str(sklearn_model[0].parent / "nowhere")}})
+    assert status == 400 and "does not exist" in body["error"], body
 
     # Unregistering unloads it from MLServer.
     ready_url = f"{adapter.mlserver_rest}/v2/models/sklearn-iris/ready"
