@@ -116,12 +116,18 @@ def test_grpc_missing_inputs_and_unknown_vmodel_header(mesh: MeshProcess) -> Non
     assert resp.model_name == "sklearn-iris"
 
 
-def test_missing_path_is_loading_failed_with_the_storage_error(mesh: MeshProcess,
-                                                               example_models: tuple[Path, dict]) -> None:
+def test_missing_path_is_refused_and_a_vanished_one_is_loading_failed_with_the_storage_error(
+        mesh: MeshProcess, example_models: tuple[Path, dict]) -> None:
     missing = example_models[0] / "does-not-exist"  # inside the --models folder: allowed, but missing
     status, body = mesh.call("PUT", "/mesh/v1/models/ghost-path",
                              {"modelInfo": {"type": "sklearn", "path": str(missing)}, "loadNow": True, "sync": True})
-    assert status == 200
+    assert status == 400 and body["error"] == f"model path '{missing}' does not exist", body
+    assert mesh.call("GET", "/mesh/v1/models/ghost-path")[0] == 404
+    missing.write_bytes(b"x")  # there when registered, gone when loaded
+    status, body = mesh.call("PUT", "/mesh/v1/models/ghost-path", {"modelInfo": {"type": "sklearn", "path": str(missing)}})
+    missing.unlink()
+    assert status == 200, body
+    status, body = mesh.call("POST", "/mesh/v1/models/ghost-path/ensure-loaded", {"sync": True})
     assert body["status"] == "LOADING_FAILED", body
     assert str(missing) in body["errors"][0] and "not" in body["errors"][0].lower(), body
     status, resp = mesh.call("POST", "/v2/models/ghost-path/infer", {"inputs": [GOOD]})
