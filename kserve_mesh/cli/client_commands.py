@@ -143,6 +143,12 @@ def status(url: str = URL_OPTION, output: Output = output_option()) -> None:
     console.print(table)
     console.print(f"registered: {info['modelsRegistered']} models, {info['vmodels']} vmodels; "
                   f"loading now: {info['loadsInProgress'] + info['loadsQueued']}")
+    mem = info.get("memory") or {}
+    if mem.get("residentBytes"):  # memory truth (issue 16): this instance's runtime process
+        console.print(f"runtime memory: resident {human_size(mem['residentBytes'])}, baseline "
+                      f"{human_size(mem['baselineBytes'])}, models {human_size(mem['accountedBytes'])}, unaccounted "
+                      f"{'-' if mem['unaccountedBytes'] < 0 else ''}{human_size(abs(mem['unaccountedBytes']))} "
+                      f"(counted as used {human_size(mem['unaccountedCountedBytes'])}); recycles {mem['runtimeRecycles']}")
     placements = info.get("placements") or {}
     if placements:
         where = Table(title="model copies")
