@@ -92,6 +92,25 @@ class MeshSettings(BaseSettings):
     runtime_restart_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between restarts of a "
                                                  "runtime child that keeps dying (backoff doubles from 0.5 s).")
 
+    # -- memory truth (issue 16) --------------------------------------------------------------------
+    runtime_release_memory: bool = Field(True, description="After unloads, the built-in runtime gives the "
+                                         "allocator's free memory back to the OS (glibc malloc_trim).")
+    runtime_allocator: Literal["glibc", "jemalloc"] = Field(
+        "glibc", description="Allocator of the runtime child (runtime=process): glibc, or jemalloc via "
+        "LD_PRELOAD (Debian: libjemalloc2) told to return freed pages at once.")
+    memory_check_interval_s: float = Field(5.0, gt=0, description="How often the runtime's resident memory "
+                                           "is read and reconciled with the cache's accounted bytes.")
+    memory_reconcile: bool = Field(True, description="Count the runtime's resident memory beyond its baseline, "
+                                   "its models' sizes and memory_margin_bytes as used (the cache evicts instead "
+                                   "of over-committing).")
+    memory_margin_bytes: int = Field(128 * MiB, ge=0, description="Resident memory beyond what models account "
+                                     "for that is tolerated before it is counted as used.")
+    memory_recycle_bytes: int = Field(0, ge=0, description="Unaccounted resident memory past which the runtime "
+                                      "child is restarted gracefully (runtime=process); 0: never.")
+    size_misprediction_factor: float = Field(2.0, ge=1, description="A model whose loaded size is off from "
+                                             "its prediction (or its measured RSS growth) by more than this "
+                                             "factor is logged and counted.")
+
     # -- TLS ---------------------------------------------------------------------------------------
     tls_cert: Path | None = Field(None, description="PEM certificate (chain) of every port this instance "
                                   "serves, and its client certificate towards peers. Re-read when it changes.")

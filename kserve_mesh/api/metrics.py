@@ -1,5 +1,16 @@
 """Every ``modelmesh_*`` Prometheus metric of an instance, defined in one place (REFERENCE.md §8),
-and the ``kserve_mesh_*`` metrics of what ModelMesh did not have (payload logging).
+and the ``kserve_mesh_*`` metrics of what ModelMesh did not have (payload logging, memory truth).
+
+Memory truth (issue 16) is named ``kserve_mesh_*``, not ``modelmesh_instance_*``: ModelMesh never
+exported these, its dashboards do not query them, and a ``modelmesh_`` name would claim an upstream
+metric that does not exist (and could collide with one it adds). ``kserve_mesh_runtime_resident_bytes``
+(the runtime process' RSS), ``kserve_mesh_runtime_baseline_bytes`` (its RSS holding no models, plus
+the libraries it imported), ``kserve_mesh_cache_accounted_bytes`` (the copies' sizes in the ledger),
+``kserve_mesh_runtime_unaccounted_bytes`` (resident - baseline - accounted: the drift),
+``kserve_mesh_cache_unaccounted_counted_bytes`` (what of it the ledger counts as used, beyond the
+margin; ``modelmesh_instance_used_bytes`` includes it), and the counters
+``kserve_mesh_runtime_recycles_total`` and ``kserve_mesh_model_size_mispredictions_total``.
+The resident, baseline and unaccounted gauges are absent while the runtime does not report memory.
 
 Names, labels, units and buckets follow ModelMesh (its ``Metric.java`` / ``Metrics.java``), so its
 Grafana dashboard and alerts work unchanged. Metrics are registered on an injectable
@@ -33,6 +44,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -114,6 +126,48 @@ class _PayloadCollector:
         yield from (events, queued, in_flight)
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryNumbers:
+    """The memory truth as last read (``mesh.memory.MemorySnapshot`` has these fields)."""
+
+    resident_bytes: int = 0
+    baseline_bytes: int = 0
+    accounted_bytes: int = 0
+    counted_bytes: int = 0
+    recycles: int = 0
+    mispredictions: int = 0
+
+
+class _MemoryCollector:
+    """``kserve_mesh_runtime_*`` / ``kserve_mesh_cache_*`` memory metrics (module docstring)."""
+
+    def __init__(self) -> None:
+        self.numbers = MemoryNumbers()
+
+    def collect(self) -> Iterator[Metric]:
+        n = self.numbers
+
+        def gauge(name: str, doc: str, value: int) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, value=value)
+
+        if n.resident_bytes > 0:
+            yield gauge("kserve_mesh_runtime_resident_bytes", "Resident set size of the runtime process",
+                        n.resident_bytes)
+            yield gauge("kserve_mesh_runtime_baseline_bytes", "Resident size of the runtime process holding no "
+                        "models, plus the libraries it imported for loads", n.baseline_bytes)
+            yield gauge("kserve_mesh_runtime_unaccounted_bytes", "Resident memory of the runtime that neither its "
+                        "baseline nor the models' accounted sizes explain (resident - baseline - accounted)",
+                        n.resident_bytes - n.baseline_bytes - n.accounted_bytes)
+        yield gauge("kserve_mesh_cache_accounted_bytes", "Sizes of the model copies in this instance's cache "
+                    "(loading, loaded, unloading)", n.accounted_bytes)
+        yield gauge("kserve_mesh_cache_unaccounted_counted_bytes", "Unaccounted runtime memory beyond the margin "
+                    "that the cache counts as used (included in modelmesh_instance_used_bytes)", n.counted_bytes)
+        yield CounterMetricFamily("kserve_mesh_runtime_recycles", "Planned restarts of the runtime process "
+                                  "because it held memory no model accounts for", value=n.recycles)
+        yield CounterMetricFamily("kserve_mesh_model_size_mispredictions", "Loads whose size was far off its "
+                                  "prediction or its measured resident growth", value=n.mispredictions)
+
+
 class MeshMetrics:
     """The metrics of one instance, with helpers the mesh calls."""
 
@@ -131,6 +185,8 @@ class MeshMetrics:
         self._counts_lock = threading.Lock()
         self._payloads = _PayloadCollector()
         self.registry.register(self._payloads)  # type: ignore[arg-type]
+        self._memory = _MemoryCollector()
+        self.registry.register(self._memory)  # type: ignore[arg-type]
 
     def _declare_histograms(self, req: tuple[str, ...], mdl: tuple[str, ...]) -> None:
         """Request histograms labelled ``req``, model lifecycle ones ``mdl``."""
@@ -341,6 +397,10 @@ class MeshMetrics:
         self.models_managed.set(models_managed)
         self.models_loaded.set(models_loaded)
         self.models_with_failure.set(models_with_failure)
+
+    def set_memory(self, numbers: MemoryNumbers) -> None:
+        """The memory truth as read now (exposed until the next call)."""
+        self._memory.numbers = numbers
 
     def set_payloads(self, sinks: Iterable[SinkCounts]) -> None:
         """The payload sinks' counters, as read now (exposed until the next call)."""

@@ -8,7 +8,9 @@ It is the observer of every part that has something to count:
   call on this instance);
 - the cache (``cache_events.CacheObserver``: cache misses, request and loading queue delays, model
   sizing, loads, evictions, unloads and their failed attempts);
-- the payload logger (``bind_payloads``: ``kserve_mesh_payload_*``, read at scrape time).
+- the payload logger (``bind_payloads``: ``kserve_mesh_payload_*``, read at scrape time);
+- the memory watch (``instance.memory``: ``kserve_mesh_runtime_*_bytes`` and the cache's accounted
+  bytes, read at scrape time; the runtime's RSS is the watch's last reading).
 
 The ``method`` label is the short method name, as ModelMesh writes it by default: a gRPC method's
 last path part (``inference.GRPCInferenceService/ModelInfer`` -> ``ModelInfer``); REST routes
@@ -31,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from kserve_mesh.api.errors import status_name
-from kserve_mesh.api.metrics import MeshMetrics, SinkCounts
+from kserve_mesh.api.metrics import MemoryNumbers, MeshMetrics, SinkCounts
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.rates import RateCounter
 
@@ -153,9 +155,25 @@ class Telemetry:
         self.metrics.set_cache(capacity_bytes=cache.capacity_bytes, used_bytes=cache.used_bytes,
                                models=cache.copies, lru_time_s=lru_ms / 1000.0,
                                lru_age_s=max(0.0, (now_ms - lru_ms) / 1000.0))
+        self._refresh_memory(inst)
         records = inst.model_records()
         self.metrics.set_cluster(models_managed=len(records), models_loaded=sum(1 for r in records if r.instances),
                                  models_with_failure=sum(1 for r in records if r.failures))
+
+    def _refresh_memory(self, inst: Any) -> None:
+        ledger = getattr(getattr(inst, "cache", None), "ledger", None)
+        if ledger is None:  # an instance without a cache ledger (a test double)
+            return
+        watch = getattr(inst, "memory", None)
+        snap = watch.snapshot if watch is not None else None
+        self.metrics.set_memory(MemoryNumbers(
+            resident_bytes=snap.resident_bytes if snap is not None else 0,
+            baseline_bytes=snap.baseline_bytes if snap is not None else 0,
+            accounted_bytes=ledger.accounted_bytes if snap is None or not snap.known else snap.accounted_bytes,
+            counted_bytes=ledger.unaccounted_bytes,
+            recycles=watch.recycles if watch is not None else 0,
+            mispredictions=watch.mispredictions if watch is not None else 0,
+        ))
 
     def scrape(self) -> tuple[bytes, str]:
         with self._lock:

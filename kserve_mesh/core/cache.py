@@ -8,7 +8,12 @@ the caller (the mesh) evicts, waits for unloads, and asks again.
 
 Making room is two steps because unloads take time: ``plan_eviction`` picks victims with the policy
 and marks them UNLOADING (their bytes stay counted), the mesh unloads them, ``release`` drops them,
-and ``try_reserve`` then succeeds. ``EvictionPolicy`` is the seam for a better policy than plain LRU
+and ``try_reserve`` then succeeds.
+
+Memory no copy accounts for (the runtime process holds more than its copies' sizes: allocator
+fragmentation, leaks) can be counted as used too (``count_unaccounted``, issue 16): it is clamped to
+the free space, so the invariant holds, and what did not fit is returned for the caller to evict.
+``EvictionPolicy`` is the seam for a better policy than plain LRU
 (DESIGN.md): it only ranks LOADED entries, it never touches accounting.
 """
 
@@ -61,12 +66,23 @@ class CacheLedger:
         self.policy: EvictionPolicy = policy or LruPolicy()
         self._entries: dict[ModelId, CacheEntry] = {}
         self._oldest: CacheEntry | None = None  # cached answer of lru_time_ms; None = recompute
-        self._used = 0
+        self._used = 0  # the entries' sizes plus ``_unaccounted``
+        self._unaccounted = 0
 
     # -- reading ---------------------------------------------------------------------------------
     @property
     def used_bytes(self) -> int:
         return self._used
+
+    @property
+    def accounted_bytes(self) -> int:
+        """The copies' sizes alone (``used_bytes`` less the unaccounted memory counted as used)."""
+        return self._used - self._unaccounted
+
+    @property
+    def unaccounted_bytes(self) -> int:
+        """Memory no copy accounts for, counted as used (``count_unaccounted``)."""
+        return self._unaccounted
 
     @property
     def free_bytes(self) -> int:
@@ -104,6 +120,16 @@ class CacheLedger:
                     oldest = entry
             self._oldest = oldest
         return oldest.last_used_ms if oldest is not None else default
+
+    def count_unaccounted(self, wanted_bytes: int) -> int:
+        """Count ``wanted_bytes`` of memory that no copy accounts for as used, as far as it fits
+        (it takes only free space: ``used_bytes`` never exceeds capacity). Returns the bytes that did
+        not fit, for the caller to evict; 0 when all of it is counted. ``0`` stops counting."""
+        wanted = max(0, wanted_bytes)
+        counted = min(wanted, self.capacity_bytes - self.accounted_bytes)
+        self._used += counted - self._unaccounted
+        self._unaccounted = counted
+        return wanted - counted
 
     def unloading_bytes(self) -> int:
         return sum(e.size_bytes for e in self._entries.values() if e.state is CopyState.UNLOADING)

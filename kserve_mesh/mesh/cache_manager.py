@@ -21,6 +21,14 @@ and, in a mesh, other instances take over), and no load starts until ``runtime_b
 fails because the runtime could not be reached (``Unavailable``, ``Cancelled``) is reported with
 ``runtime_fault``: the runtime failed, not the model, so it never counts as the model's failure.
 
+A planned restart of the runtime (``recycle``, issue 16: it holds memory no copy accounts for)
+goes the gentle way: no new load starts (requests for models queue and wait), loads in progress
+finish, the loaded copies leave the cache (requests already holding one finish on it, up to a
+grace period), then the process is replaced and ``runtime_back`` lets the queued loads start.
+
+Memory that no copy accounts for may be counted as used (``count_unaccounted``, fed by
+``mesh/memory.py``); when it does not fit in the free space, least recently used copies are evicted.
+
 Locking: there is no lock on the request path. The event loop is the only thread touching the
 ledger and the copies map, and each check-then-act on them happens without an ``await`` in between
 (the "re-check after waking" pattern), which is what a per-model lock would buy.
@@ -95,6 +103,9 @@ class CacheManager:
         self._closed = False
         self._runtime_down = ""  # why the runtime cannot be used now; "" while it serves
         self._orphans: set[ModelId] = set()  # copies dropped with a runtime that may still hold them
+        self._paused = False  # a planned restart of the runtime: no load starts until runtime_back
+        # Sizes that hold (mesh/memory.py): (model id, predicted, reported, resident delta) of each load.
+        self.on_sized: Callable[[ModelId, int, int, int], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,6 +137,52 @@ class CacheManager:
         """False between ``runtime_lost`` and ``runtime_back``."""
         return not self._runtime_down
 
+    # -- memory truth ----------------------------------------------------------------------------
+    def accounted_bytes(self) -> int:
+        return self.ledger.accounted_bytes
+
+    def count_unaccounted(self, wanted_bytes: int) -> int:
+        """Count memory no copy accounts for as used; evict LRU copies for what does not fit.
+        Returns the bytes that did not fit now (they are asked for again at the next reading)."""
+        short = self.ledger.count_unaccounted(wanted_bytes)
+        if short > 0 and not self._runtime_down and not self._paused:
+            protect = {m for m, c in self.copies.items() if c.waiters or c.phase is not Phase.LOADED}
+            for victim in self.ledger.plan_eviction(self.ledger.free_bytes + short, protect=protect):
+                self.begin_unload(victim, evicted=True)
+        return short
+
+    # -- a planned restart of the runtime --------------------------------------------------------
+    async def drain_for_restart(self, grace_s: float) -> int:
+        """Before a planned restart: stop starting loads, let loads and unloads in progress end,
+        take the loaded copies out of the cache (new requests queue a load that waits for
+        ``runtime_back``) and wait, up to ``grace_s``, until requests on them have finished. Returns
+        how many copies left. Requests never fail for it: they wait for the fresh runtime."""
+        self._paused = True
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace_s
+        while (self._loading or any(c.phase is Phase.UNLOADING for c in self.copies.values())) \
+                and loop.time() < end:
+            await self.wait_for_space(0.05)
+        held = [c for c in self.copies.values() if c.phase is Phase.LOADED]
+        for copy in held:
+            del self.copies[copy.model_id]
+            entry = self.ledger.release(copy.model_id)
+            copy.phase = Phase.UNLOADING
+            if self._on_unload is not None and entry is not None:
+                self._on_unload(copy.model_id, entry.last_used_ms, 0.0)
+        self.ledger.count_unaccounted(0)
+        self._space_changed.set()
+        busy = [c.idle.wait() for c in held if c.inflight]
+        if busy:
+            try:
+                await asyncio.wait_for(asyncio.gather(*busy), max(0.0, end - loop.time()))
+            except TimeoutError:
+                log.warning("restarting the runtime with %d requests still in flight",
+                            sum(c.inflight for c in held))
+        for copy in held:
+            copy.gone.set()
+        return len(held)
+
     # -- the runtime's life ----------------------------------------------------------------------
     def runtime_lost(self, reason: str) -> int:
         """The runtime died or hangs: drop every copy now, refuse loads until ``runtime_back``.
@@ -135,6 +192,7 @@ class CacheManager:
         many copies were dropped.
         """
         self._runtime_down = reason or "the runtime is unavailable"
+        self.ledger.count_unaccounted(0)
         dropped = list(self.copies.values())
         for copy in dropped:
             self._drop_lost(copy)
@@ -171,6 +229,7 @@ class CacheManager:
                 if isinstance(result, Exception):
                     log.warning("unloading %s from the recovered runtime failed: %r", model_id, result)
         self._runtime_down = ""
+        self._paused = False
         self._wake_dispatcher.set()
 
     # -- the request path ------------------------------------------------------------------------
@@ -246,7 +305,7 @@ class CacheManager:
         while not self._closed:
             await self._wake_dispatcher.wait()
             self._wake_dispatcher.clear()
-            while self._loading < self._slots:
+            while self._loading < self._slots and not self._paused:
                 model_id = self._queue.pop()
                 if model_id is None:
                     break

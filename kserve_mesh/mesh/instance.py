@@ -47,6 +47,7 @@ from kserve_mesh.mesh.cluster import Cluster
 from kserve_mesh.mesh.copies import Phase
 from kserve_mesh.mesh.dispatch import DEFAULT_TIMEOUT_S, Dispatcher
 from kserve_mesh.mesh.hops import Hop, Hops
+from kserve_mesh.mesh.memory import MemoryWatch
 from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.registry import Registry
 from kserve_mesh.mesh.status import CopyView, ModelStatus, StatusViews, VModelStatus
@@ -101,6 +102,7 @@ class Instance:
         self.stats = self.bookkeeping.stats
         self.cache = CacheManager(runtime, cache, clock, on_load=self.bookkeeping.loaded,
                                   on_unload=self.bookkeeping.unloaded, observer=metrics)
+        self.memory: MemoryWatch | None = None  # set by the server: the runtime's memory against the ledger
         self.cluster: Cluster | None = None
         self.peers: PeerPool | None = None
         self.ready = False

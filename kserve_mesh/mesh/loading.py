@@ -82,8 +82,12 @@ class LoadJob:
         self._check_owned()
         self.reserved = True
         result = await self._call_runtime(deadline)
-        measured = result.size_bytes or await self._measure(size)
+        reported = result.size_bytes or await self._measure(size)
+        # Sizes that hold: a size below the runtime's own measure of its RSS growth is raised to it.
+        measured = max(reported, result.resident_delta_bytes)
         self._check_owned()
+        if cache.on_sized is not None:
+            cache.on_sized(model_id, size, reported, result.resident_delta_bytes)
         if measured > cache.config.capacity_bytes:
             await cache.unload_quietly(model_id)
             raise CapacityExceeded(

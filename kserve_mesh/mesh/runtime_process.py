@@ -18,6 +18,11 @@ and exec in this process full of gRPC threads).
   is not ready), waits (0.5 s, doubling up to ``backoff_max_s``; back to 0.5 s once a child has
   served for ``stable_s``), starts a new child, points the client at it (``reconnect``), waits for
   READY and calls ``on_back``: models load again on demand;
+- **recycle** (planned, ``recycle(reason)``; issue 16: the child holds memory no model accounts
+  for): ``on_drain`` first (the instance starts no new load and lets requests in flight finish),
+  then the child is stopped gracefully (SIGTERM), a new one started as above and ``on_back``
+  called; ``on_lost`` is not called (requests wait for the new child instead of failing) unless
+  the new child does not start;
 - a remote runtime cannot be restarted: failing checks call ``on_lost``, the first good check
   after them ``on_back``.
 """
@@ -51,8 +56,9 @@ _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 class RuntimeProcess:
     """``kserve-mesh runtime`` as a child process, on a Unix socket in a private folder."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args  # flags of `kserve-mesh runtime` that carry the instance's settings
+        self.env = env or {}  # added to the instance's environment (e.g. LD_PRELOAD of an allocator)
         self.proc: asyncio.subprocess.Process | None = None
         self.address = ""
         self._dir: str | None = None
@@ -86,7 +92,8 @@ class RuntimeProcess:
             os.unlink(path)  # left by a child that was killed
         args = [sys.executable, "-m", "kserve_mesh.runtime.server", "--listen", f"unix:{path}",
                 "--parent-pid", str(os.getpid()), *self.args]
-        self.proc = proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, env=env)
         assert proc.stdout is not None
         try:
             async with asyncio.timeout(timeout_s):
@@ -144,6 +151,29 @@ class RuntimeProcess:
             self._dir = None
 
 
+JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"  # return freed pages at once (default: after ~10 s)
+
+
+def allocator_env(allocator: str) -> dict[str, str]:
+    """The environment that makes a child use ``allocator`` (glibc: nothing to add). jemalloc is
+    preloaded (``LD_PRELOAD``) and told to give freed pages back at once: measured by
+    ``benchmarks/memory_churn.py``, that holds the runtime's RSS closest to its models' sizes."""
+    if allocator == "glibc":
+        return {}
+    if allocator != "jemalloc":
+        raise ValueError(f"unknown allocator {allocator!r} (glibc or jemalloc)")
+    import ctypes.util
+
+    found = [p for p in ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+                         "/usr/lib64/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2") if os.path.exists(p)]
+    lib = found[0] if found else ctypes.util.find_library("jemalloc")
+    if not lib:
+        raise Unavailable("runtime allocator jemalloc: libjemalloc is not installed (Debian/Ubuntu: apt-get "
+                          "install libjemalloc2); use --runtime-allocator glibc")
+    preload = " ".join(x for x in (os.environ.get("LD_PRELOAD", ""), lib) if x)
+    return {"LD_PRELOAD": preload, "MALLOC_CONF": os.environ.get("MALLOC_CONF") or JEMALLOC_CONF}
+
+
 def describe_exit(code: int | None) -> str:
     """``exit code 3`` / ``killed by signal SIGKILL``."""
     if code is None:
@@ -189,6 +219,7 @@ class RuntimeSupervisor:
         backoff_max_s: float,
         stable_s: float | None = None,
         ready_timeout_s: float = START_TIMEOUT_S,
+        on_drain: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.process = process
@@ -200,8 +231,13 @@ class RuntimeSupervisor:
         self.stable_s = stable_s if stable_s is not None else max(10.0, backoff_max_s)
         self.ready_timeout_s = ready_timeout_s
         self.restarts = 0
+        self.recycles = 0
         self.lost = False
         self._task: asyncio.Task[None] | None = None
+        self._on_drain = on_drain
+        self._recycle_asked = asyncio.Event()
+        self._recycle_reason = ""
+        self._recycled: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         run = self._supervise_process() if self.process is not None else self._supervise_remote()
@@ -213,6 +249,17 @@ class RuntimeSupervisor:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    async def recycle(self, reason: str) -> None:
+        """A planned restart of the child (module docstring); returns once the new child serves.
+        A remote runtime cannot be recycled (nothing happens)."""
+        if self.process is None or self._task is None:
+            return
+        if self._recycled is None or self._recycled.done():
+            self._recycled = asyncio.get_running_loop().create_future()
+            self._recycle_reason = reason
+            self._recycle_asked.set()
+        await asyncio.shield(self._recycled)
 
     # -- checks ----------------------------------------------------------------------------------
     async def check(self) -> str:
@@ -254,17 +301,30 @@ class RuntimeSupervisor:
             started = loop.time()
             pid = proc.pid
             cause, hung = await self._watch_child()
+            planned = cause == "recycle"
             if loop.time() - started >= self.stable_s:
                 backoff = INITIAL_BACKOFF_S  # it served a while: this is not a crash loop
-            # Lost before a hung child is killed: its calls in flight then fail as "runtime
-            # restarting", not as whatever the closing socket says.
-            self._lose(f"runtime restarting: the runtime process (pid {pid}) {cause}")
-            if hung:
-                await self._kill()
+            if planned:
+                cause = f"was recycled ({self._recycle_reason})"
+                if self._on_drain is not None:
+                    await self._on_drain()
+                await proc.stop()
+                first_wait = 0.0
+            else:
+                # Lost before a hung child is killed: its calls in flight then fail as "runtime
+                # restarting", not as whatever the closing socket says.
+                self._lose(f"runtime restarting: the runtime process (pid {pid}) {cause}")
+                if hung:
+                    await self._kill()
+                first_wait = backoff
             while True:
-                log.warning("the runtime process (pid %d) %s; restarting it in %.1f s", pid, cause, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.backoff_max_s)
+                if first_wait:
+                    log.warning("the runtime process (pid %d) %s; restarting it in %.1f s", pid, cause, first_wait)
+                    await asyncio.sleep(first_wait)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                else:
+                    log.warning("the runtime process (pid %d) %s; restarting it", pid, cause)
+                first_wait = backoff
                 try:
                     address = await proc.start(self.ready_timeout_s)
                     await self.runtime.reconnect(address)
@@ -274,22 +334,36 @@ class RuntimeSupervisor:
                     pid = proc.proc.pid if proc.proc is not None else 0
                     cause = f"did not start: {exc}"
                     await proc.stop()
-            self.restarts += 1
-            log.warning("the runtime process restarted (pid %d, restart %d); models load again on demand",
-                        proc.pid, self.restarts)
-            await self._back(True)
+                    if not self.lost:  # a recycle whose new child fails: now it is lost
+                        self._lose(f"runtime restarting: the runtime process {cause}")
+            if planned:
+                self.recycles += 1
+            else:
+                self.restarts += 1
+            log.warning("the runtime process %s (pid %d, restart %d); models load again on demand",
+                        "was recycled" if planned else "restarted", proc.pid, self.restarts + self.recycles)
+            try:
+                await self._back(True)
+            finally:
+                if planned and self._recycled is not None and not self._recycled.done():
+                    self._recycled.set_result(None)
 
     async def _watch_child(self) -> tuple[str, bool]:
         """Until the child exits or hangs; returns what happened to it, and whether it hangs."""
         proc = self.process
         assert proc is not None
         exited = asyncio.ensure_future(proc.wait())
+        recycle = asyncio.ensure_future(self._recycle_asked.wait())
         failures = 0
         try:
             while True:
-                await asyncio.wait({exited}, timeout=self.check_interval_s)
+                await asyncio.wait({exited, recycle}, timeout=self.check_interval_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 if exited.done():
                     return f"exited ({describe_exit(exited.result())})", False
+                if recycle.done():
+                    self._recycle_asked.clear()
+                    return "recycle", False
                 problem = await self.check()
                 if exited.done():
                     return f"exited ({describe_exit(exited.result())})", False
@@ -303,7 +377,8 @@ class RuntimeSupervisor:
                     return f"was hung ({problem}, {HANG_CHECKS} times in a row) and was killed", True
         finally:
             exited.cancel()
-            await asyncio.gather(exited, return_exceptions=True)
+            recycle.cancel()
+            await asyncio.gather(exited, recycle, return_exceptions=True)
 
     async def _kill(self) -> None:
         """SIGKILL a hung child (also ends a stopped one) and wait for it, bounded."""

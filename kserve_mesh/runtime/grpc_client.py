@@ -119,13 +119,16 @@ class GrpcRuntimeClient:
             default_model_size_bytes=resp.defaultModelSizeInBytes,
             runtime_version=resp.runtimeVersion,
             limit_model_concurrency=resp.limitModelConcurrency,
+            resident_bytes=resp.residentBytes,
+            baseline_bytes=resp.baselineBytes,
         )
 
     async def load_model(self, model_id: str, info: ModelInfo) -> LoadResult:
         req = pb.LoadModelRequest(modelId=model_id, modelType=info.type, modelPath=info.path, modelKey=info.key)
         base = self._load_timeout_s or self._status_timeout_s or DEFAULT_LOAD_TIMEOUT_S
         resp = await self._call("loadModel", self._load, req, base + LOAD_DEADLINE_MARGIN_S, model_id)
-        return LoadResult(size_bytes=resp.sizeInBytes, max_concurrency=resp.maxConcurrency)
+        return LoadResult(size_bytes=resp.sizeInBytes, max_concurrency=resp.maxConcurrency,
+                          resident_delta_bytes=resp.residentDeltaBytes)
 
     async def unload_model(self, model_id: str) -> None:
         await self._call("unloadModel", self._unload, pb.UnloadModelRequest(modelId=model_id), self.deadline_s,

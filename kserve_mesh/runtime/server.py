@@ -80,7 +80,8 @@ class _Service:
     async def load_model(self, req: pb.LoadModelRequest) -> pb.LoadModelResponse:
         info = ModelInfo(type=req.modelType, path=req.modelPath, key=req.modelKey)
         result = await self.runtime.load_model(req.modelId, info)
-        return pb.LoadModelResponse(sizeInBytes=result.size_bytes, maxConcurrency=result.max_concurrency)
+        return pb.LoadModelResponse(sizeInBytes=result.size_bytes, maxConcurrency=result.max_concurrency,
+                                    residentDeltaBytes=result.resident_delta_bytes)
 
     async def unload_model(self, req: pb.UnloadModelRequest) -> pb.UnloadModelResponse:
         await self.runtime.unload_model(req.modelId)
@@ -103,6 +104,8 @@ class _Service:
             defaultModelSizeInBytes=status.default_model_size_bytes,
             runtimeVersion=status.runtime_version,
             limitModelConcurrency=status.limit_model_concurrency,
+            residentBytes=status.resident_bytes,
+            baselineBytes=status.baseline_bytes,
         )
         for method in _ID_FIELD_METHODS:
             resp.methodInfos[f"{v2.SERVICE}/{method}"].idInjectionPath.append(1)
@@ -285,6 +288,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="timeout of one load, from its start")
     p.add_argument("--default-model-size-bytes", type=parse_bytes, default=d.default_model_size_bytes,
                    help="size assumed when a model's size cannot be predicted")
+    p.add_argument("--release-memory", action=argparse.BooleanOptionalAction, default=d.release_memory,
+                   help="after unloads, give the allocator's free memory back to the OS (glibc malloc_trim)")
     p.add_argument("--max-message-bytes", type=parse_bytes, default=DEFAULT_MAX_MESSAGE_BYTES,
                    help="largest gRPC message accepted or sent")
     p.add_argument("--storage-config", type=Path, default=None,
@@ -350,6 +355,7 @@ async def _run(args: argparse.Namespace) -> int:
         max_loading_concurrency=args.max_loading_concurrency,
         model_loading_timeout_ms=args.model_loading_timeout_ms,
         default_model_size_bytes=args.default_model_size_bytes,
+        release_memory=args.release_memory,
     )
     server, port = await serve(
         config, args.host, args.port, fetcher=_fetcher(args), max_message_bytes=args.max_message_bytes,

@@ -39,14 +39,20 @@ class RuntimeStatus:
     default_model_size_bytes: int
     runtime_version: str = ""
     limit_model_concurrency: bool = False
+    # Memory truth (kserve-mesh extensions; 0 = the runtime cannot say): the runtime process'
+    # resident set size now, and what of it is not models (its size holding none, plus libraries).
+    resident_bytes: int = 0
+    baseline_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
-    """loadModel's answer: the measured size (0 = ask ``model_size`` later) and max concurrency."""
+    """loadModel's answer: the measured size (0 = ask ``model_size`` later), max concurrency, and
+    (where the runtime measures it) the growth of its resident memory across the load."""
 
     size_bytes: int
     max_concurrency: int = 0
+    resident_delta_bytes: int = 0  # the measured RSS growth across the load; 0 = not measured
 
 
 class ModelRuntime(Protocol):

@@ -34,6 +34,7 @@ from kserve_mesh.mesh.cluster import Cluster
 from kserve_mesh.mesh.dataplane import DataPlane
 from kserve_mesh.mesh.instance import Instance
 from kserve_mesh.mesh.management import Management
+from kserve_mesh.mesh.memory import MemorySettings, MemoryWatch
 from kserve_mesh.mesh.payloads import PayloadLogger
 from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.registry import Registry
@@ -50,6 +51,8 @@ from kserve_mesh.store.keys import Keys
 from kserve_mesh.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
+
+RECYCLE_DRAIN_GRACE_S = 30.0  # a planned runtime restart waits this long for requests in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class MeshServer:
         self.runtime: ModelRuntime | None = None
         self.runtime_process: RuntimeProcess | None = None
         self.supervisor: RuntimeSupervisor | None = None
+        self.memory: MemoryWatch | None = None
         self.instance: Instance | None = None
         self.telemetry: Telemetry | None = None
         self.payloads: PayloadLogger | None = None
@@ -179,12 +183,23 @@ class MeshServer:
         self.telemetry.bind(self.instance, asyncio.get_running_loop())
         await self.instance.start()
         if s.runtime != "inprocess":  # a runtime reached over gRPC: restart a dead or hung child, follow a remote one
+            cache = self.instance.cache
             self.supervisor = RuntimeSupervisor(
                 self.runtime, self.runtime_process,  # type: ignore[arg-type]  # a GrpcRuntimeClient
                 on_lost=self.instance.runtime_lost, on_back=self.instance.runtime_back,
                 check_interval_s=s.runtime_check_interval_s, check_timeout_s=s.runtime_check_timeout_s,
-                backoff_max_s=s.runtime_restart_backoff_max_s)
+                backoff_max_s=s.runtime_restart_backoff_max_s,
+                on_drain=lambda: cache.drain_for_restart(RECYCLE_DRAIN_GRACE_S))
             self.supervisor.start()
+        self.memory = MemoryWatch(
+            self.runtime, self.instance.cache,
+            MemorySettings(reconcile=s.memory_reconcile, margin_bytes=s.memory_margin_bytes,
+                           recycle_bytes=s.memory_recycle_bytes, interval_s=s.memory_check_interval_s,
+                           misprediction_factor=s.size_misprediction_factor),
+            recycle=self.supervisor.recycle if self.supervisor is not None and self.runtime_process else None)
+        self.instance.memory = self.memory
+        self.instance.cache.on_sized = self.memory.load_sized
+        self.memory.start()
         self.payloads = PayloadLogger.from_setting(s.payload_processors, source=f"kserve-mesh/{self.instance_id}",
                                                    namespace=s.namespace, queue_size=s.payload_queue_size)
         self.payloads.start()
@@ -279,6 +294,7 @@ class MeshServer:
             "endpoints": dataclasses.asdict(self.endpoints) if self.endpoints else {},
             "pid": os.getpid(),
             "runtimePid": self.runtime_process.pid if self.runtime_process is not None else 0,
+            "memory": self.memory.snapshot.as_json() if self.memory is not None else {},
             "shuttingDown": self.shutting_down,
             "leader": bool(self.cluster and self.cluster.is_leader),
             "instances": [instance_json(r) for r in sorted(self.cluster.instances.values(), key=lambda r: r.instance_id)]
@@ -292,6 +308,8 @@ class MeshServer:
             self.instance.ready = False
         if self._health is not None:
             await self._health.stop()  # NOT_SERVING at once; Watch streams end
+        if self.memory is not None:  # no recycle starts while stopping
+            await self.memory.stop()
         if self.supervisor is not None:  # first: nothing restarts the runtime while it is stopped
             await self.supervisor.stop()
         if self._reload_task is not None:

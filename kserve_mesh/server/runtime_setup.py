@@ -11,7 +11,7 @@ from pathlib import Path
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.errors import MeshError, Unavailable
 from kserve_mesh.mesh.cache_manager import CacheConfig
-from kserve_mesh.mesh.runtime_process import RuntimeProcess, describe_exit
+from kserve_mesh.mesh.runtime_process import RuntimeProcess, allocator_env, describe_exit
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
 from kserve_mesh.settings import MeshSettings
 from kserve_mesh.storage import StoragePolicy
@@ -37,7 +37,8 @@ def child_args(s: MeshSettings, cache_dir: Path) -> list[str]:
             "--max-loading-concurrency", str(s.max_loading_concurrency),
             "--model-loading-timeout-ms", str(s.model_loading_timeout_ms),
             "--default-model-size-bytes", str(s.default_model_size_bytes),
-            "--cache-dir", str(cache_dir)]
+            "--cache-dir", str(cache_dir),
+            "--release-memory" if s.runtime_release_memory else "--no-release-memory"]
     if s.storage_config is not None:
         args += ["--storage-config", str(s.storage_config)]
     return args + StoragePolicy.from_settings(s).flags()  # the same folders, claims and hosts
@@ -51,14 +52,15 @@ async def make_runtime(s: MeshSettings, cache_dir: Path) -> tuple[ModelRuntime, 
 
         config = RuntimeConfig(capacity_bytes=s.capacity_bytes, max_loading_concurrency=s.max_loading_concurrency,
                                model_loading_timeout_ms=s.model_loading_timeout_ms,
-                               default_model_size_bytes=s.default_model_size_bytes)
+                               default_model_size_bytes=s.default_model_size_bytes,
+                               release_memory=s.runtime_release_memory)
         return BuiltinRuntime(config, make_fetcher(s.storage_config, cache_dir, StoragePolicy.from_settings(s))), None
     from kserve_mesh.runtime.grpc_client import GrpcRuntimeClient
 
     address, child = s.runtime_address, None
     if s.runtime == "process":
         # On a Unix socket in a private folder (mesh/runtime_process.py), never a loopback port.
-        child = RuntimeProcess(child_args(s, cache_dir / "runtime"))
+        child = RuntimeProcess(child_args(s, cache_dir / "runtime"), env=allocator_env(s.runtime_allocator))
         address = await child.start()
     return GrpcRuntimeClient(address), child
 

@@ -25,6 +25,8 @@ class RuntimeConfig:
     model_overhead_bytes: int = 256 * 1024
     # Requests with more elements than this predict in a worker thread instead of on the loop.
     inline_infer_max_elements: int = 4096
+    # After unloads, give the allocator's free memory back to the OS (glibc malloc_trim; see sizing.py).
+    release_memory: bool = True
     runtime_version: str = __version__
 
     def __post_init__(self) -> None:

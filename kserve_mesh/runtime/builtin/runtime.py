@@ -49,7 +49,13 @@ from kserve_mesh.runtime.builtin.models import (
     resolve_model_spec,
 )
 from kserve_mesh.runtime.builtin.prediction import predict as _predict
-from kserve_mesh.runtime.builtin.sizing import current_rss_bytes, disk_size_bytes, disk_size_or_zero, local_path
+from kserve_mesh.runtime.builtin.sizing import (
+    current_rss_bytes,
+    disk_size_bytes,
+    disk_size_or_zero,
+    local_path,
+    release_free_memory,
+)
 from kserve_mesh.runtime.builtin.validation import metadata_of, validate_inputs
 from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
 
@@ -58,7 +64,7 @@ logger = logging.getLogger(__name__)
 # Framework modules imported before the measured part of a load, so the first model of a type is
 # not charged for the library itself.
 _FRAMEWORK_MODULES = {
-    SKLEARN: ("joblib", "sklearn.base", "sklearn.linear_model"),
+    SKLEARN: ("joblib", "sklearn.base", "sklearn.linear_model", "sklearn.ensemble", "sklearn.tree"),
     "xgboost": ("xgboost",),
     "lightgbm": ("lightgbm",),
     "onnx": ("onnxruntime",),
@@ -70,6 +76,7 @@ class _Loaded:
     model: LoadedModel
     size_bytes: int
     metadata: v2.ModelMetadataResponse
+    resident_delta_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -101,6 +108,11 @@ class BuiltinRuntime:
         self._measure_lock = threading.Lock()
         self._timeout_s = self.config.model_loading_timeout_ms / 1000
         self._closed = False
+        # Memory truth: the process' RSS holding no models, plus what importing each framework cost.
+        self._baseline_bytes = current_rss_bytes() or 0
+        self._imported: set[str] = set()
+        self._trim: asyncio.Future[bool] | None = None  # a malloc_trim running in a worker thread
+        self.trims = 0
 
     # -- status and sizes ---------------------------------------------------------------------
 
@@ -113,6 +125,8 @@ class BuiltinRuntime:
             model_loading_timeout_ms=c.model_loading_timeout_ms,
             default_model_size_bytes=c.default_model_size_bytes,
             runtime_version=c.runtime_version,
+            resident_bytes=current_rss_bytes() or 0,
+            baseline_bytes=self._baseline_bytes,
         )
 
     async def predict_model_size(self, model_id: str, info: ModelInfo) -> int:
@@ -142,7 +156,7 @@ class BuiltinRuntime:
             raise Unavailable("the runtime is shutting down")
         loaded = self._models.get(model_id)
         if loaded is not None:
-            return LoadResult(loaded.size_bytes)
+            return LoadResult(loaded.size_bytes, resident_delta_bytes=loaded.resident_delta_bytes)
         pending = self._pending.get(model_id)
         if pending is not None:  # the same model asked for again while it loads: share that load
             return await asyncio.shield(pending.waiter)
@@ -202,7 +216,7 @@ class BuiltinRuntime:
             )
         self._models[model_id] = loaded
         logger.info("loaded model %s (%s, %d bytes)", model_id, loaded.model.model_type, loaded.size_bytes)
-        return LoadResult(loaded.size_bytes)
+        return LoadResult(loaded.size_bytes, resident_delta_bytes=loaded.resident_delta_bytes)
 
     def _load_blocking(self, model_id: str, info: ModelInfo, spec: ModelSpec, pending: _PendingLoad) -> _Loaded:
         """Fetch, deserialize, warm up and measure one model. Runs in a load thread."""
@@ -213,20 +227,38 @@ class BuiltinRuntime:
             model_type = spec.model_type or detect_model_type(local)
             model_file = find_model_file(local, model_type)
             disk = disk_size_bytes(local)
-            for module in _FRAMEWORK_MODULES.get(model_type, ()):
-                importlib.import_module(module)
+            self._import_frameworks(model_type)
             with self._measure_lock:
                 before = current_rss_bytes()
                 model = load_model_file(model_type, model_file)
                 model.warm_up()
                 after = current_rss_bytes()
             size = self._measured_size(model, disk, before, after)
-            return _Loaded(model, size, metadata_of(model_id, model))
+            # No RSS growth for models sized by computation: page-granular growth says nothing of them.
+            measured = before is not None and after is not None and model.fixed_size_bytes() is None
+            delta = max(0, after - before) if measured else 0  # type: ignore[operator]
+            return _Loaded(model, size, metadata_of(model_id, model), delta)
         except BaseException as exc:
             self._release_quietly(model_id)
             if isinstance(exc, MeshError) or not isinstance(exc, Exception):
                 raise
             raise ModelLoadFailed(f"cannot load model '{model_id}': {type(exc).__name__}: {exc}") from exc
+
+    def _import_frameworks(self, model_type: str) -> None:
+        """Import a model type's libraries before a load is measured; the RSS they cost the first
+        time is added to the baseline (memory the process keeps that no model accounts for)."""
+        if model_type in self._imported:
+            return
+        with self._measure_lock:
+            if model_type in self._imported:
+                return
+            before = current_rss_bytes()
+            for module in _FRAMEWORK_MODULES.get(model_type, ()):
+                importlib.import_module(module)
+            after = current_rss_bytes()
+            if before is not None and after is not None:
+                self._baseline_bytes += max(0, after - before)
+            self._imported.add(model_type)
 
     def _measured_size(self, model: LoadedModel, disk: int, before: int | None, after: int | None) -> int:
         """The size to report for a loaded model.
@@ -308,7 +340,21 @@ class BuiltinRuntime:
         if loaded is not None:
             self._dispose(model_id, loaded)
             logger.info("unloaded model %s", model_id)
+            loaded = True  # type: ignore[assignment]  # drop the model now: its memory is free before the trim
         await self._drain(model_id)
+        if self.config.release_memory and (loaded is not None or pending is not None):
+            await self._release_memory()
+
+    async def _release_memory(self) -> None:
+        """Return the allocator's free memory to the OS after an unload (``release_free_memory``).
+        One trim at a time: unloads that end while one runs share the next."""
+        running = self._trim
+        if running is not None and not running.done():
+            await asyncio.shield(running)  # it may have started before this model's memory was freed
+        if self._trim is running or self._trim is None or self._trim.done():
+            self._trim = asyncio.get_running_loop().run_in_executor(self._work_pool, release_free_memory)
+            self.trims += 1
+        await asyncio.shield(self._trim)
 
     # -- inference -----------------------------------------------------------------------------
 

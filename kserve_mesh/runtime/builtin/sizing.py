@@ -55,3 +55,38 @@ def disk_size_or_zero(path: Path) -> int:
         return disk_size_bytes(path) if path.exists() else 0
     except OSError:
         return 0
+
+
+def _load_malloc_trim():  # type: ignore[no-untyped-def]
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, jemalloc alone)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def can_release_free_memory() -> bool:
+    """Whether :func:`release_free_memory` does anything here (glibc's ``malloc_trim`` exists)."""
+    return _malloc_trim is not None
+
+
+def release_free_memory() -> bool:
+    """Give the C heap's free pages back to the operating system (glibc ``malloc_trim(0)``, every
+    arena). Freed Python objects of an unloaded model (numpy arrays, tree nodes) go back to malloc,
+    but glibc keeps free memory inside its heaps and arenas; trimming returns the whole free pages
+    of every arena. Returns False where it is not available. Blocks for milliseconds: call it from
+    a worker thread."""
+    if _malloc_trim is None:
+        return False
+    _malloc_trim(0)
+    return True

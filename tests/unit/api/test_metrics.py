@@ -41,6 +41,9 @@ GAUGES = {
     "modelmesh_instance_models_total",
 }
 PAYLOADS = {"kserve_mesh_payload_events_total", "kserve_mesh_payload_queued", "kserve_mesh_payload_in_flight"}
+# Memory truth (issue 16); the runtime's resident, baseline and unaccounted gauges only once it reports memory.
+MEMORY = {"kserve_mesh_cache_accounted_bytes", "kserve_mesh_cache_unaccounted_counted_bytes",
+          "kserve_mesh_runtime_recycles_total", "kserve_mesh_model_size_mispredictions_total"}
 
 
 class Sink:
@@ -91,7 +94,7 @@ def test_every_reference_metric_is_exposed_with_its_type() -> None:
         assert types[name] == "gauge", name
     assert types["kserve_mesh_payload_events_total"] == "counter"
     # prometheus_client adds a ``<name>_created`` timestamp family per histogram; nothing else.
-    assert {name.removesuffix("_created") for name in types} == HISTOGRAMS | COUNTERS | GAUGES | PAYLOADS
+    assert {name.removesuffix("_created") for name in types} == HISTOGRAMS | COUNTERS | GAUGES | PAYLOADS | MEMORY
 
 
 def test_failure_counters_have_modelmesh_names_without_total_suffix() -> None:

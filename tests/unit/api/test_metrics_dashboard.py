@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prom_text import dashboard_exprs, histogram_base, metric_names, promql_metric_names
 
-from kserve_mesh.api.metrics import MeshMetrics
+from kserve_mesh.api.metrics import MemoryNumbers, MeshMetrics
 
 REPO = Path(__file__).resolve().parents[3]
 GRAFANA = REPO / "manifests" / "grafana"
@@ -87,6 +87,7 @@ def exposed_names() -> set[str]:
         observe(1.0)
     metrics.observe_load(1.0, 1)
     metrics.set_payloads([Sink()])
+    metrics.set_memory(MemoryNumbers(resident_bytes=3, baseline_bytes=1, accounted_bytes=1, recycles=1))
     return metric_names(metrics.render()[0].decode())
 
 
