@@ -39,6 +39,8 @@ SECURITY_FLAGS = {
     "runtime_check_interval_s": _opt("--runtime-check-interval-s", help="Seconds between runtime status checks."),
     "runtime_check_timeout_s": _opt("--runtime-check-timeout-s", help="A runtime silent this long is hung "
                                     "(a child runtime is restarted)."),
+    "runtime_allocator": _opt("--runtime-allocator", help="glibc | jemalloc: the allocator of the runtime child "
+                              "(--runtime process); jemalloc needs libjemalloc2 (issue 16)."),
     "tls_cert": _opt("--tls-cert", help="PEM certificate for every port (and towards peers); re-read on change."),
     "tls_key": _opt("--tls-key", help="PEM private key of --tls-cert."),
     "tls_client_ca": _opt("--tls-client-ca", help="PEM CA bundle that client certificates are checked against."),
@@ -72,6 +74,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "grpc_max_concurrent_rpcs": Optional[int], "payload_processors": Optional[str],
     "payload_queue_size": Optional[int], "per_model_metrics": Optional[bool],
     "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
+    "runtime_allocator": Optional[str],
     "tls_cert": Optional[Path], "tls_key": Optional[Path], "tls_client_ca": Optional[Path],
     "tls_client_auth": Optional[str], "tls_ca": Optional[Path], "tls_server_name": Optional[str],
     "tls_metrics": Optional[bool], "auth": Optional[str], "auth_file": Optional[Path],
