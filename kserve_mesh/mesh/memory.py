@@ -12,7 +12,10 @@ Then, when ``reconcile`` is on, what exceeds ``margin_bytes`` is counted as used
 (``CacheManager.count_unaccounted``: LRU copies are evicted when it does not fit), so the cache
 evicts instead of over-committing: resident <= baseline + capacity + margin. Past ``recycle_bytes``
 (0: never) it asks for a planned restart of the runtime child (``RuntimeSupervisor.recycle``): no new
-loads, requests in flight finish, a fresh process, models load again on demand. A runtime that does
+loads, requests in flight finish, a fresh process, models load again on demand. The first reading
+taken while the cache holds nothing moves the baseline up to the resident size then (what the
+process allocated between the runtime's own baseline and serving: its servers, and with the
+in-process runtime the whole instance); growth after that is drift. A runtime that does
 not report its memory (resident 0: a remote adapter that does not know the extension) is left alone.
 
 Sizes that hold: each load's reported size is compared with its prediction and, where the runtime
@@ -106,6 +109,7 @@ class MemoryWatch:
         self.recycles = 0
         self.mispredictions = 0
         self._last_recycle = float("-inf")
+        self._start_offset: int | None = None  # resident - baseline at the first reading of an empty cache
         self._recycling: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -144,6 +148,9 @@ class MemoryWatch:
         s = self.settings
         accounted = self.cache.accounted_bytes()
         counted = 0
+        if resident > 0 and self._start_offset is None and accounted == 0:
+            self._start_offset = max(0, resident - baseline)
+        baseline += self._start_offset or 0
         if resident > 0 and not self.recycling:
             unaccounted = resident - baseline - accounted
             if s.reconcile:

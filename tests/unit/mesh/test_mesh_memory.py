@@ -71,6 +71,7 @@ async def test_the_watch_recycles_past_the_threshold_once_per_interval() -> None
     watch = MemoryWatch(None, cache, MemorySettings(margin_bytes=0, recycle_bytes=50 * MiB,  # type: ignore[arg-type]
                                                     recycle_min_interval_s=60), recycle=recycle,
                         monotonic=lambda: now[0])
+    watch.observe(resident=200 * MiB, baseline=200 * MiB)  # the first reading of an empty cache
     watch.observe(resident=240 * MiB, baseline=200 * MiB)  # 40 MiB: below the threshold
     await asyncio.sleep(0)
     assert asked == []
@@ -87,6 +88,16 @@ async def test_the_watch_recycles_past_the_threshold_once_per_interval() -> None
     await asyncio.sleep(0)
     assert len(asked) == 2
     await watch.stop()
+
+
+def test_the_first_reading_of_an_empty_cache_sets_the_baseline() -> None:
+    cache = LedgerCache(100 * MiB)
+    watch = MemoryWatch(None, cache, MemorySettings(margin_bytes=0))  # type: ignore[arg-type]
+    first = watch.observe(resident=230 * MiB, baseline=200 * MiB)  # servers started after the runtime's baseline
+    assert first.baseline_bytes == 230 * MiB and first.unaccounted_bytes == 0
+    assert cache.ledger.try_reserve("m", 10 * MiB, 0)
+    later = watch.observe(resident=250 * MiB, baseline=200 * MiB)
+    assert later.unaccounted_bytes == 10 * MiB and cache.ledger.unaccounted_bytes == 10 * MiB
 
 
 def test_unknown_memory_counts_nothing() -> None:
