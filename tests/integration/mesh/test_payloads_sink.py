@@ -197,7 +197,8 @@ async def test_a_stalled_sink_costs_the_request_path_nothing_and_drops_are_count
         counters = _counters(logger)
         assert spent / calls < 200e-6, f"{spent / calls * 1e6:.1f} us per request+response"  # ~10 us measured
         assert counters.sent == 0
-        assert counters.dropped >= 2 * calls - 100 - 4 * 2  # all but a full queue and the 4 workers' sends
+        # all but a full queue: dropped, or failed when a pipelined send to the stalled sink timed out
+        assert counters.dropped + counters.failed >= 2 * calls - 100
         assert counters.dropped + counters.failed + counters.queued + counters.in_flight == 2 * calls
         assert max(lags) < 0.25, max(lags)
         began = time.perf_counter()
