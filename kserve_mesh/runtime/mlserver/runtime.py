@@ -109,6 +109,7 @@ class MLServerRuntime:
         self._cleanups: dict[str, asyncio.Task[None]] = {}
         self._load_slots = asyncio.Semaphore(config.max_loading_concurrency)
         self._measure_lock = asyncio.Lock()
+        self._baseline_bytes = 0  # the tree's RSS at the first status holding no models (issue 16)
         self._load_timeout_s = config.model_loading_timeout_ms / 1000
         self._client = MLServerClient(endpoint, config, process)
         self._closed = False
@@ -174,6 +175,9 @@ class MLServerRuntime:
         c = self.config
         process = self._owned.process
         alive = not self._closed and (process is None or process.alive())
+        resident = (await asyncio.to_thread(tree_rss, self.endpoint) or 0) if alive else 0
+        if resident and not self._baseline_bytes and not self._models and not self._pending:
+            self._baseline_bytes = resident
         return RuntimeStatus(
             state=RuntimeState.READY if alive else RuntimeState.FAILING,
             capacity_bytes=c.capacity_bytes,
@@ -181,6 +185,8 @@ class MLServerRuntime:
             model_loading_timeout_ms=c.model_loading_timeout_ms,
             default_model_size_bytes=c.default_model_size_bytes,
             runtime_version=self.version,
+            resident_bytes=resident,
+            baseline_bytes=self._baseline_bytes if resident else 0,
         )
 
     async def predict_model_size(self, model_id: str, info: ModelInfo) -> int:
@@ -265,7 +271,8 @@ class MLServerRuntime:
             self._models[model_id] = _Loaded(size, model_format)
             committed = True
             logger.info("MLServer loaded model %s (%s, %d bytes)", model_id, model_format, size)
-            return LoadResult(size)
+            delta = max(0, after - before) if before is not None and after is not None else 0
+            return LoadResult(size, resident_delta_bytes=delta)
         except MeshError:
             raise
         except Exception as exc:  # noqa: BLE001 - a file or library error becomes one clear message

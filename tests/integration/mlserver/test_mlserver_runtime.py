@@ -70,6 +70,8 @@ async def test_load_infer_unload_an_sklearn_model(
     assert status.state == RuntimeState.READY and status.capacity_bytes == 256 * MiB
     assert status.runtime_version == "mlserver-1.7.1"
     assert runtime.formats == frozenset({"sklearn"})
+    # Memory truth (issue 16): the MLServer process tree's RSS, and the baseline it had holding no models.
+    assert status.resident_bytes > 10 * MiB and status.baseline_bytes == status.resident_bytes
 
     model_id = "iris__isvc-0123456789"
     info = ModelInfo(type="sklearn", path=str(path))
@@ -80,6 +82,9 @@ async def test_load_infer_unload_an_sklearn_model(
     first, second = await asyncio.gather(runtime.load_model(model_id, info), runtime.load_model(model_id, info))
     assert first == second and first.size_bytes >= disk * 1.25
     assert await runtime.model_size(model_id) == first.size_bytes
+    assert first.resident_delta_bytes >= 0
+    loaded_status = await runtime.runtime_status()
+    assert loaded_status.baseline_bytes == status.baseline_bytes and loaded_status.resident_bytes > 0
     settings = json.loads((tmp_path / "work" / "models" / model_id / "model-settings.json").read_text())
     assert settings["name"] == model_id and settings["implementation"] == "mlserver_sklearn.SKLearnModel"
     assert settings["parameters"]["uri"] == str(path / "model.joblib")
