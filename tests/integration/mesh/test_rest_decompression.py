@@ -56,7 +56,10 @@ def post(mesh: MeshProcess, path: str, body: bytes | Iterator[bytes], encoding: 
     if encoding is not None:
         headers["content-encoding"] = encoding
     try:
-        conn.request(method, path, body=body, headers=headers, encode_chunked=not isinstance(body, bytes))
+        try:
+            conn.request(method, path, body=body, headers=headers, encode_chunked=not isinstance(body, bytes))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered (413) and closed while the body was still going out: read its answer
         answer = conn.getresponse()
         raw = answer.read()
         return answer.status, {k.lower(): v for k, v in answer.getheaders()}, json.loads(raw) if raw else None
