@@ -11,13 +11,16 @@ machine falls on all alike):
 
 - ``glibc``: ``--no-release-memory`` (what the runtime did before issue 16);
 - ``glibc+trim``: the default, ``malloc_trim(0)`` after unloads;
-- ``jemalloc``: ``LD_PRELOAD`` of Debian's ``libjemalloc2`` (skipped when it is not installed), no trim.
+- ``jemalloc``: ``LD_PRELOAD`` of Debian's ``libjemalloc2`` (skipped when it is not installed), no trim;
+- ``jemalloc-0ms``: the same told to return freed pages at once (``MALLOC_CONF=dirty_decay_ms:0,
+  muzzy_decay_ms:0``), what ``--runtime-allocator jemalloc`` runs.
 
 Every ``--sample-every`` cycles it reads ``runtimeStatus`` (residentBytes, baselineBytes) and adds up
 the sizes the runtime reported for the models it holds (what the mesh's ledger accounts). Output:
 ``OUT.png`` (RSS above baseline and accounted bytes over the cycles, per variant), ``OUT.json`` (every
-sample) and a table on stdout: final and peak RSS, unaccounted bytes (RSS - baseline - accounted) at
-the end, and its growth over the second half of the run (drift per 1,000 cycles).
+sample) and a table on stdout: means over the run of RSS above baseline, of the accounted sizes and
+of the unaccounted bytes (RSS - baseline - accounted), its 95th percentile, and the peak RSS.
+``--from-json OUT.json`` redraws the table and plot of an earlier run.
 """
 
 from __future__ import annotations
@@ -145,43 +148,72 @@ async def churn(vs: list[Variant], models: list[tuple[str, str]], cycles: int, r
                 f"{v.name} {v.samples[-1]['resident'] / MiB:.0f} MiB" for v in vs), flush=True)
 
 
-def summary(v: Variant) -> dict[str, float]:
-    s = v.samples
-    half = [x for x in s if x["cycle"] >= s[-1]["cycle"] // 2]
-    span = max(1, half[-1]["cycle"] - half[0]["cycle"])
+def summary(samples: list[dict[str, int]]) -> dict[str, float]:
+    """Means over the run (what is loaded changes every cycle, so one sample says little)."""
+    s = samples[1:] or samples
+    above = sorted((x["resident"] - x["baseline"]) / MiB for x in s)
+    unacc = sorted(x["unaccounted"] / MiB for x in s)
     return {
-        "final_rss_mib": s[-1]["resident"] / MiB,
+        "mean_rss_above_baseline_mib": sum(above) / len(above),
         "peak_rss_mib": max(x["resident"] for x in s) / MiB,
-        "baseline_mib": s[-1]["baseline"] / MiB,
-        "accounted_mib": s[-1]["accounted"] / MiB,
-        "unaccounted_mib": s[-1]["unaccounted"] / MiB,
-        "drift_mib_per_1000_cycles": (half[-1]["unaccounted"] - half[0]["unaccounted"]) / MiB * 1000 / span,
+        "mean_accounted_mib": sum(x["accounted"] for x in s) / len(s) / MiB,
+        "mean_unaccounted_mib": sum(unacc) / len(unacc),
+        "p95_unaccounted_mib": unacc[int(0.95 * (len(unacc) - 1))],
+        "final_rss_mib": s[-1]["resident"] / MiB,
     }
 
 
-def plot(vs: list[Variant], path: Path, title: str) -> None:
+def _rolling(values: list[float], window: int = 10) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot(samples: dict[str, list[dict[str, int]]], path: Path, title: str) -> None:
+    """Two panels, rolling means over 10 samples: RSS above baseline (and the accounted sizes), and
+    the unaccounted bytes (RSS - baseline - accounted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 5.5))
-    for v in vs:
-        cyc = [x["cycle"] for x in v.samples]
-        line, = ax.plot(cyc, [(x["resident"] - x["baseline"]) / MiB for x in v.samples],
-                        label=f"{v.name}: RSS - baseline")
-        ax.plot(cyc, [x["unaccounted"] / MiB for x in v.samples], ls=":", color=line.get_color(),
-                label=f"{v.name}: unaccounted (RSS - baseline - accounted)")
-    first = vs[0]
-    ax.plot([x["cycle"] for x in first.samples], [x["accounted"] / MiB for x in first.samples], color="black",
-            lw=0.8, alpha=0.6, label="accounted (sum of reported model sizes)")
-    ax.set_xlabel("load/unload cycle")
-    ax.set_ylabel("MiB")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
+    for name, s in samples.items():
+        cyc = [x["cycle"] for x in s]
+        line, = top.plot(cyc, _rolling([(x["resident"] - x["baseline"]) / MiB for x in s]), label=f"{name}: RSS - baseline")
+        top.plot(cyc, _rolling([x["accounted"] / MiB for x in s]), ls=":", lw=0.9, color=line.get_color(),
+                 label=f"{name}: accounted (reported sizes)")
+        bottom.plot(cyc, _rolling([x["unaccounted"] / MiB for x in s]), color=line.get_color(), label=name)
+    top.set_ylabel("MiB (rolling mean of 10 samples)")
+    top.set_title(title, fontsize=10)
+    bottom.axhline(0, color="black", lw=0.6)
+    bottom.set_ylabel("unaccounted MiB\n(RSS - baseline - accounted)")
+    bottom.set_xlabel("load/unload cycle")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def report(data: dict, out: Path) -> dict[str, dict[str, float]]:
+    """Summary table, JSON and plot of one run's samples."""
+    samples = data["samples"]
+    results = {name: summary(s) for name, s in samples.items()}
+    data["summary"] = results
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    plot(samples, out.with_suffix(".png"), f"Runtime process memory over {data['cycles']} load/unload cycles "
+         f"({data.get('models', 9)} random forests, {data['resident_models']} resident)")
+    print(f"\n{'variant':<13} {'mean RSS-baseline':>17} {'mean accounted':>15} {'mean unaccounted':>17} "
+          f"{'p95 unaccounted':>16} {'peak RSS':>9}")
+    for name, r in results.items():
+        print(f"{name:<13} {r['mean_rss_above_baseline_mib']:>13.0f} MiB {r['mean_accounted_mib']:>11.0f} MiB "
+              f"{r['mean_unaccounted_mib']:>13.0f} MiB {r['p95_unaccounted_mib']:>12.0f} MiB {r['peak_rss_mib']:>5.0f} MiB")
+    print(f"\nplot: {out.with_suffix('.png')}  numbers: {out.with_suffix('.json')}")
+    return results
 
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -201,21 +233,9 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 await v.client.close()
             stop(v)
         shutil.rmtree(work, ignore_errors=True)
-    results = {v.name: summary(v) for v in vs}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(
-        {"cycles": args.cycles, "resident_models": args.resident, "summary": results,
-         "samples": {v.name: v.samples for v in vs}}, indent=1))
-    plot(vs, out.with_suffix(".png"), f"Runtime process memory over {args.cycles} load/unload cycles "
-         f"({len(models)} random forests, {args.resident} resident)")
-    print(f"\n{'variant':<12} {'final RSS':>10} {'peak RSS':>10} {'baseline':>9} {'accounted':>10} "
-          f"{'unaccounted':>12} {'drift/1000 cycles':>18}")
-    for name, r in results.items():
-        print(f"{name:<12} {r['final_rss_mib']:>7.0f} MiB {r['peak_rss_mib']:>6.0f} MiB {r['baseline_mib']:>5.0f} MiB "
-              f"{r['accounted_mib']:>6.0f} MiB {r['unaccounted_mib']:>8.0f} MiB {r['drift_mib_per_1000_cycles']:>13.1f} MiB")
-    print(f"\nplot: {out.with_suffix('.png')}  numbers: {out.with_suffix('.json')}")
-    return results
+    data = {"cycles": args.cycles, "resident_models": args.resident, "models": len(models),
+            "samples": {v.name: v.samples for v in vs}}
+    return report(data, Path(args.out))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-every", type=int, default=10)
     p.add_argument("--no-jemalloc", action="store_true")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory-churn"))
-    asyncio.run(run(p.parse_args(argv)))
+    p.add_argument("--from-json", type=Path, default=None, help="redraw the table and plot of an earlier run")
+    args = p.parse_args(argv)
+    if args.from_json is not None:
+        report(json.loads(args.from_json.read_text()), Path(args.out))
+        return 0
+    asyncio.run(run(args))
     return 0
 
 

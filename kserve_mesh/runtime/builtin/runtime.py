@@ -232,6 +232,8 @@ class BuiltinRuntime:
                 before = current_rss_bytes()
                 model = load_model_file(model_type, model_file)
                 model.warm_up()
+                if self.config.release_memory:  # what deserializing freed is not the model's: give it back first
+                    release_free_memory()
                 after = current_rss_bytes()
             size = self._measured_size(model, disk, before, after)
             # No RSS growth for models sized by computation: page-granular growth says nothing of them.
