@@ -60,7 +60,8 @@ class JupyterProcess:
 
 
 def start_jupyter(home: Path, root_dir: Path, env: dict[str, str], *, app: str = "lab",
-                  timeout: float = 60.0, config: dict[str, Any] | None = None) -> JupyterProcess:
+                  timeout: float = 60.0, config: dict[str, Any] | None = None,
+                  args: tuple[str, ...] = ()) -> JupyterProcess:
     """``jupyter lab`` / ``jupyter server`` serving ``root_dir``; ``home`` holds its own folders
     (news popup off) and ``config`` as its ``jupyter_server_config.json``. Installed extensions
     (sys.prefix) load as for a user."""
@@ -86,7 +87,7 @@ def start_jupyter(home: Path, root_dir: Path, env: dict[str, str], *, app: str =
         proc = subprocess.Popen(
             [sys.executable, "-m", module, "--allow-root", "--no-browser", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root_dir}"],
+             f"--ServerApp.root_dir={root_dir}", *args],
             stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=home)
     server = JupyterProcess(proc, f"http://127.0.0.1:{port}", token, log)
     deadline = time.monotonic() + timeout

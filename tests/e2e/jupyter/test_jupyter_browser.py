@@ -12,23 +12,15 @@ go to ``test-artifacts/jupyter-mesh-panel-models.png`` (the table) and ``jupyter
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from example_models import make_models_module
+from lab_process import JupyterProcess, start_jupyter
 from mesh_process import MeshProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -43,56 +35,33 @@ START_TIMEOUT_S = 60.0
 STEP_TIMEOUT_MS = 45_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Lab:
-    proc: subprocess.Popen[bytes]
-    url: str
-    token: str
-    log: Path
-
-    def api(self, path: str, method: str = "GET") -> Any:
-        req = urllib.request.Request(f"{self.url}{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            raw = resp.read()
-            return json.loads(raw) if raw else None
-
-    def wait_kernel_idle(self, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
-        """JupyterLab drops 'run all' sent before its kernel is idle with a connection (FACTS.md)."""
-        deadline = time.monotonic() + timeout
-        kernels: Any = None
-        while time.monotonic() < deadline:
-            try:
-                kernels = self.api("/api/kernels")
-            except urllib.error.HTTPError as exc:  # a kernel still starting can make the listing fail
-                kernels = f"HTTP {exc.code}"
-                time.sleep(0.25)
-                continue
-            for k in kernels:
-                if k.get("execution_state") == "idle" and int(k.get("connections", 0)) >= 1:
-                    return k
+def wait_kernel_idle(lab: JupyterProcess, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
+    """JupyterLab drops 'run all' sent before its kernel is idle with a connection (FACTS.md)."""
+    deadline = time.monotonic() + timeout
+    kernels: Any = None
+    while time.monotonic() < deadline:
+        status, kernels = lab.request("GET", "/api/kernels", timeout=10)
+        if status != 200:  # a kernel still starting can make the listing fail
+            kernels = f"HTTP {status}"
             time.sleep(0.25)
-        raise AssertionError(f"no idle connected kernel after {timeout:g} s: {kernels}\n{self.log.read_text()}")
+            continue
+        for k in kernels:
+            if k.get("execution_state") == "idle" and int(k.get("connections", 0)) >= 1:
+                return k
+        time.sleep(0.25)
+    raise AssertionError(f"no idle connected kernel after {timeout:g} s: {kernels}\n{lab.log.read_text()}")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                for k in self.api("/api/kernels"):
-                    self.api(f"/api/kernels/{k['id']}", method="DELETE")
-            except OSError:
-                pass
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+
+def stop_lab(lab: JupyterProcess) -> None:
+    """Shut its kernels down first, then the server."""
+    if lab.proc.poll() is None:
+        try:
+            status, kernels = lab.request("GET", "/api/kernels", timeout=10)
+            for k in kernels if status == 200 else ():
+                lab.request("DELETE", f"/api/kernels/{k['id']}", timeout=10)
+        except OSError:
+            pass
+    lab.stop()
 
 
 @pytest.fixture(scope="module")
@@ -112,52 +81,22 @@ def browser_mesh(browser_models: tuple[Path, dict[str, Any]]) -> Iterator[MeshPr
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, browser_mesh: MeshProcess,
-        browser_models: tuple[Path, dict[str, Any]]) -> Iterator[Lab]:
+        browser_models: tuple[Path, dict[str, Any]]) -> Iterator[JupyterProcess]:
     home = tmp_path_factory.mktemp("jupyter")
     notebooks = home / "notebooks"
     notebooks.mkdir()
     shutil.copy(NOTEBOOK, notebooks / NOTEBOOK.name)
-    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    token, port = secrets.token_hex(16), _free_port()
-    env = {
-        **os.environ,
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "IPYTHONDIR": str(home / "ipython"),
-        "KSERVE_MESH_URL": browser_mesh.rest,
-        "KSERVE_MESH_EXAMPLE_MODELS": str(browser_models[0]),
-    }
-    log = home / "lab.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser", "--ServerApp.ip=127.0.0.1",
-             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={notebooks}", "--LabApp.expose_app_in_browser=True"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=home)
-    server = Lab(proc, f"http://127.0.0.1:{port}", token, log)
+    env = {"KSERVE_MESH_URL": browser_mesh.rest, "KSERVE_MESH_EXAMPLE_MODELS": str(browser_models[0])}
+    server = start_jupyter(home, notebooks, env, timeout=START_TIMEOUT_S,
+                           args=("--LabApp.expose_app_in_browser=True",))
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                server.api("/api/status")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"jupyter lab did not start in {START_TIMEOUT_S:g} s:\n{log.read_text()}")
-                time.sleep(0.25)
         yield server
     finally:
-        server.stop()
+        stop_lab(server)
 
 
 def test_notebook_registers_and_tests_a_model_through_the_widget(
-        lab: Lab, browser_mesh: MeshProcess, browser_models: tuple[Path, dict[str, Any]]) -> None:
+        lab: JupyterProcess, browser_mesh: MeshProcess, browser_models: tuple[Path, dict[str, Any]]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -169,7 +108,7 @@ def test_notebook_registers_and_tests_a_model_through_the_widget(
             page.set_default_timeout(STEP_TIMEOUT_MS)
             page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
             page.wait_for_selector(".jp-Notebook .jp-Cell")
-            lab.wait_kernel_idle()
+            wait_kernel_idle(lab)
             page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')")
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
