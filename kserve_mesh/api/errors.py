@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from kserve_mesh.core import errors as e
+from kserve_mesh.mesh.relay import RelayedStatus
 from kserve_mesh.mesh.wire import error_body
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ def to_mesh_error(exc: BaseException) -> e.MeshError:
 
 
 def grpc_code(err: e.MeshError) -> grpc.StatusCode:
+    if isinstance(err, RelayedStatus):  # a relayed call's far end answered this: passed through as it came
+        return err.code
     for kind, code, _ in _TABLE:
         if isinstance(err, kind):
             return code

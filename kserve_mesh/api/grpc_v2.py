@@ -7,15 +7,18 @@ Routing, deadlines, telemetry and errors are the data plane's; the error table i
 import all of kserve). The repository index uses wire-compatible messages of our own package
 (``protos/v2_repository.proto``), as do repository load/unload, which accept Triton's request shape
 too (tritonclient.grpc's ``load_model`` / ``unload_model`` send the model name as field 2).
+``ModelStreamInfer`` (Triton's streaming extension, what tritonclient's ``start_stream`` /
+``async_stream_infer`` use) is a stream of inferences through the same data plane.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
 
+from kserve_mesh.api.errors import grpc_code, to_mesh_error
 from kserve_mesh.api.grpc_calls import service
 from kserve_mesh.mesh.dataplane import DataPlane
 from kserve_mesh.mesh.wire import Routing
@@ -63,6 +66,31 @@ class V2Servicer:
         meta = self.plane.server_metadata()
         return v2.ServerMetadataResponse(name=meta.name, version=meta.version, extensions=list(meta.extensions))
 
+    async def ModelStreamInfer(self, requests: AsyncIterator[bytes], context: Context) -> None:
+        """Triton's streaming extension: each ``ModelInferRequest`` of the stream is routed on its own
+        (its model name and the stream's headers; forwarded to the holder or loaded on demand), and
+        every response its model gives (several for a model that streams) is written as it comes. A
+        failed request is answered with its ``error_message`` and the stream goes on, as Triton does;
+        a peer's hop (one request) ends with the error's status instead, so the sender knows its kind."""
+        try:
+            route = _route(context)
+        except Exception as exc:  # noqa: BLE001 - a malformed routing header ends the stream clearly
+            err = to_mesh_error(exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+
+        async def send(response: v2.ModelInferResponse) -> None:
+            await context.write(repo_pb.ModelStreamInferResponse(infer_response=response.SerializeToString()))
+
+        async for data in requests:
+            try:
+                request = v2.parse(v2.ModelInferRequest, data)
+                await self.plane.infer_stream(request, route, send, remaining_s=context.time_remaining())
+            except Exception as exc:  # noqa: BLE001 - answered in the stream, which goes on
+                err = to_mesh_error(exc)
+                if route.forwarded:
+                    await context.abort(grpc_code(err), err.message)
+                await context.write(repo_pb.ModelStreamInferResponse(error_message=err.message))
+
     async def RepositoryIndex(self, request: repo_pb.RepositoryIndexRequest,
                               context: Context) -> repo_pb.RepositoryIndexResponse:
         resp = repo_pb.RepositoryIndexResponse()
@@ -94,4 +122,7 @@ def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
         "RepositoryIndex": (s.RepositoryIndex, repo_pb.RepositoryIndexRequest, repo_pb.RepositoryIndexResponse),
         "RepositoryModelLoad": (s.RepositoryModelLoad, None, v2.RepositoryModelLoadResponse),
         "RepositoryModelUnload": (s.RepositoryModelUnload, None, v2.RepositoryModelUnloadResponse),
+    }, streams={
+        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+            s.ModelStreamInfer, response_serializer=repo_pb.ModelStreamInferResponse.SerializeToString),
     })

@@ -12,6 +12,18 @@ margin; ``modelmesh_instance_used_bytes`` includes it), and the counters
 ``kserve_mesh_runtime_recycles_total`` and ``kserve_mesh_model_size_mispredictions_total``.
 The resident, baseline and unaccounted gauges are absent while the runtime does not report memory.
 
+The eviction policy (issue 12) is ``kserve_mesh_cache_*`` too: ``kserve_mesh_cache_policy_info``
+(label ``policy``: lru | adaptive), ``kserve_mesh_cache_requests_total`` / ``_hits_total`` and the
+gauge ``kserve_mesh_cache_hit_ratio`` (requests that found a loaded copy here), the counters
+``kserve_mesh_cache_evictions_total`` and ``kserve_mesh_cache_admissions_refused_total`` (evicted
+copies that never served a request after their load: the policy let them in only to make them the
+next victims), ``kserve_mesh_cache_evicted_value_total`` (the policy's value of the evicted copies:
+estimated requests x load milliseconds per MB; 0 under LRU), the gauge
+``kserve_mesh_cache_victim_value`` (the value of the copy that would go first; absent under LRU)
+and ``kserve_mesh_cache_window_fraction`` (adaptive: the recency window's share of the capacity).
+The ``modelmesh_instance_lru_*`` gauges keep ModelMesh's meaning (the oldest last use of a loaded
+copy) under every policy.
+
 Names, labels, units and buckets follow ModelMesh (its ``Metric.java`` / ``Metrics.java``), so its
 Grafana dashboard and alerts work unchanged. Metrics are registered on an injectable
 ``CollectorRegistry`` (a fresh one by default), so tests and several instances in one process never
@@ -136,6 +148,8 @@ class MemoryNumbers:
     counted_bytes: int = 0
     recycles: int = 0
     mispredictions: int = 0
+    gpu_capacity_bytes: int = 0  # GPU memory accounting (core/gpu.py); 0: no GPU
+    gpu_used_bytes: int = 0
 
 
 class _MemoryCollector:
@@ -162,10 +176,60 @@ class _MemoryCollector:
                     "(loading, loaded, unloading)", n.accounted_bytes)
         yield gauge("kserve_mesh_cache_unaccounted_counted_bytes", "Unaccounted runtime memory beyond the margin "
                     "that the cache counts as used (included in modelmesh_instance_used_bytes)", n.counted_bytes)
+        if n.gpu_capacity_bytes > 0:
+            yield gauge("kserve_mesh_gpu_capacity_bytes", "GPU memory the runtime's models may use", n.gpu_capacity_bytes)
+            yield gauge("kserve_mesh_gpu_used_bytes", "GPU memory held by the model copies in this instance's cache",
+                        n.gpu_used_bytes)
         yield CounterMetricFamily("kserve_mesh_runtime_recycles", "Planned restarts of the runtime process "
                                   "because it held memory no model accounts for", value=n.recycles)
         yield CounterMetricFamily("kserve_mesh_model_size_mispredictions", "Loads whose size was far off its "
                                   "prediction or its measured resident growth", value=n.mispredictions)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyNumbers:
+    """The eviction policy's numbers as last read (``CacheLedger.policy_stats``)."""
+
+    policy: str = ""
+    requests: int = 0
+    hits: int = 0
+    evictions: int = 0
+    refused: int = 0
+    evicted_value: float = 0.0
+    victim_value: float | None = None
+    window_fraction: float | None = None
+
+
+class _PolicyCollector:
+    """``kserve_mesh_cache_*`` eviction policy metrics (module docstring)."""
+
+    def __init__(self) -> None:
+        self.numbers = PolicyNumbers()
+
+    def collect(self) -> Iterator[Metric]:
+        n = self.numbers
+        if not n.policy:
+            return
+        info = GaugeMetricFamily("kserve_mesh_cache_policy_info", "The eviction policy of this instance's cache",
+                                 labels=("policy",))
+        info.add_metric((n.policy,), 1)
+        yield info
+        yield CounterMetricFamily("kserve_mesh_cache_requests", "Requests for a copy in this instance's cache "
+                                  "(hits, and misses that loaded a copy)", value=n.requests)
+        yield CounterMetricFamily("kserve_mesh_cache_hits", "Requests that found a loaded copy", value=n.hits)
+        yield GaugeMetricFamily("kserve_mesh_cache_hit_ratio", "Hits / requests since the instance started",
+                                value=n.hits / n.requests if n.requests else 0.0)
+        yield CounterMetricFamily("kserve_mesh_cache_evictions", "Copies evicted to make room", value=n.evictions)
+        yield CounterMetricFamily("kserve_mesh_cache_admissions_refused", "Evicted copies that served no request "
+                                  "after their load (admitted only as the next victim)", value=n.refused)
+        yield CounterMetricFamily("kserve_mesh_cache_evicted_value", "The policy's value of the evicted copies "
+                                  "(estimated requests x load ms per MB; 0 under lru)", value=n.evicted_value)
+        if n.victim_value is not None:
+            yield GaugeMetricFamily("kserve_mesh_cache_victim_value", "The policy's value of the copy that would be "
+                                    "evicted first", value=n.victim_value)
+        if n.window_fraction is not None:
+            yield GaugeMetricFamily("kserve_mesh_cache_window_fraction", "Share of the capacity in the adaptive "
+                                    "policy's recency window (tuned online)", value=n.window_fraction)
 
 
 class MeshMetrics:
@@ -187,6 +251,8 @@ class MeshMetrics:
         self.registry.register(self._payloads)  # type: ignore[arg-type]
         self._memory = _MemoryCollector()
         self.registry.register(self._memory)  # type: ignore[arg-type]
+        self._policy = _PolicyCollector()
+        self.registry.register(self._policy)  # type: ignore[arg-type]
 
     def _declare_histograms(self, req: tuple[str, ...], mdl: tuple[str, ...]) -> None:
         """Request histograms labelled ``req``, model lifecycle ones ``mdl``."""
@@ -401,6 +467,10 @@ class MeshMetrics:
     def set_memory(self, numbers: MemoryNumbers) -> None:
         """The memory truth as read now (exposed until the next call)."""
         self._memory.numbers = numbers
+
+    def set_policy(self, numbers: PolicyNumbers) -> None:
+        """The eviction policy's numbers as read now (exposed until the next call)."""
+        self._policy.numbers = numbers
 
     def set_payloads(self, sinks: Iterable[SinkCounts]) -> None:
         """The payload sinks' counters, as read now (exposed until the next call)."""

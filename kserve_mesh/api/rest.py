@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from kserve_mesh.api import rest_mgmt, rest_peer, rest_repository, rest_v2
+from kserve_mesh.api import rest_generate, rest_mgmt, rest_peer, rest_repository, rest_v2
 from kserve_mesh.api.errors import error_response
 from kserve_mesh.api.openapi_v2 import add_inference_routes
 from kserve_mesh.api.rest_decode import JsonDecoder
@@ -52,6 +52,7 @@ def build_app(plane: DataPlane, mgmt: Management, version: str, *,
     app.state.forwarded_infer = rest_peer.forwarded_endpoint(plane)
     app.router.routes[:0] = [*rest_peer.routes(app.state.forwarded_infer), *rest_v2.infer_routes(app.state.infer)]
     app.include_router(rest_v2.router(plane))
+    app.include_router(rest_generate.router(plane))
     app.include_router(rest_repository.router(plane))
     app.include_router(rest_mgmt.router(mgmt, extra_status))
     add_inference_routes(app)

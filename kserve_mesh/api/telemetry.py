@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from kserve_mesh.api.errors import status_name
-from kserve_mesh.api.metrics import MemoryNumbers, MeshMetrics, SinkCounts
+from kserve_mesh.api.metrics import MemoryNumbers, MeshMetrics, PolicyNumbers, SinkCounts
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.rates import RateCounter
 
@@ -156,6 +156,7 @@ class Telemetry:
                                models=cache.copies, lru_time_s=lru_ms / 1000.0,
                                lru_age_s=max(0.0, (now_ms - lru_ms) / 1000.0))
         self._refresh_memory(inst)
+        self._refresh_policy(inst)
         records = inst.model_records()
         self.metrics.set_cluster(models_managed=len(records), models_loaded=sum(1 for r in records if r.instances),
                                  models_with_failure=sum(1 for r in records if r.failures))
@@ -166,6 +167,7 @@ class Telemetry:
             return
         watch = getattr(inst, "memory", None)
         snap = watch.snapshot if watch is not None else None
+        gpu = getattr(inst.cache, "gpu", None)
         self.metrics.set_memory(MemoryNumbers(
             resident_bytes=snap.resident_bytes if snap is not None else 0,
             baseline_bytes=snap.baseline_bytes if snap is not None else 0,
@@ -173,6 +175,21 @@ class Telemetry:
             counted_bytes=ledger.unaccounted_bytes,
             recycles=watch.recycles if watch is not None else 0,
             mispredictions=watch.mispredictions if watch is not None else 0,
+            gpu_capacity_bytes=gpu.capacity_bytes if gpu is not None else 0,
+            gpu_used_bytes=gpu.used_bytes(inst.cache.copies) if gpu is not None and gpu.enabled else 0,
+        ))
+
+    def _refresh_policy(self, inst: Any) -> None:
+        ledger = getattr(getattr(inst, "cache", None), "ledger", None)
+        if ledger is None:  # an instance without a cache ledger (a test double)
+            return
+        stats = ledger.policy_stats()
+        window = stats.get("window_fraction")
+        self.metrics.set_policy(PolicyNumbers(
+            policy=ledger.policy_name, requests=int(stats["requests"]), hits=int(stats["hits"]),
+            evictions=int(stats["evictions"]), refused=int(stats["evicted_unused"]),
+            evicted_value=stats.get("evicted_value", 0.0), victim_value=ledger.next_victim_value()
+            if ledger.policy_name != "lru" else None, window_fraction=window,
         ))
 
     def scrape(self) -> tuple[bytes, str]:

@@ -21,7 +21,7 @@ from kserve_mesh.cli.output import Output, ago, console, fail, human_size, outpu
 @with_connection_flags
 def register(
     model_id: str = typer.Argument(..., help="Model id."),
-    model_type: str = typer.Option(..., "--type", help="sklearn | xgboost | lightgbm | onnx | string"),
+    model_type: str = typer.Option(..., "--type", help="sklearn | xgboost | lightgbm | onnx | pytorch | tensorflow | keras | openvino_ir | python | string"),
     path: str = typer.Option(..., "--path", help="Local path, file://, s3://bucket/path or http(s):// URL."),
     key: str = typer.Option("", "--key", help="Storage key JSON (ModelMesh modelKey)."),
     load: bool = typer.Option(False, "--load", help="Load now (and wait for it)."),
@@ -135,7 +135,7 @@ def status(url: str = URL_OPTION, output: Output = output_option()) -> None:
         table.add_column(col, no_wrap=True)
     for inst in info.get("instances", []):
         cap, used = inst["capacityBytes"], inst["usedBytes"]
-        state = "shutting down" if inst["shuttingDown"] else "serving"
+        state = "shutting down" if inst["shuttingDown"] else "recycling runtime" if inst.get("recycling") else "serving"
         if inst["instanceId"] == info["instanceId"]:
             state += " (this)" + (" leader" if info.get("leader") else "")
         table.add_row(escape(inst["instanceId"]), escape(inst["grpc"]), human_size(cap), f"{human_size(used)} ({100 * used / cap:.0f}%)",
@@ -149,6 +149,12 @@ def status(url: str = URL_OPTION, output: Output = output_option()) -> None:
                       f"{human_size(mem['baselineBytes'])}, models {human_size(mem['accountedBytes'])}, unaccounted "
                       f"{'-' if mem['unaccountedBytes'] < 0 else ''}{human_size(abs(mem['unaccountedBytes']))} "
                       f"(counted as used {human_size(mem['unaccountedCountedBytes'])}); recycles {mem['runtimeRecycles']}")
+    gpu = info.get("gpu") or {}
+    if gpu.get("capacityBytes"):  # GPU memory accounting (issue 11)
+        console.print(f"GPU memory: {human_size(gpu['usedBytes'])} of {human_size(gpu['capacityBytes'])} held by "
+                      f"{gpu['models']} models ({escape(gpu['status'])})")
+    elif gpu:
+        console.print(f"GPU memory accounting off: {escape(gpu['status'])}")
     placements = info.get("placements") or {}
     if placements:
         where = Table(title="model copies")

@@ -41,6 +41,9 @@ SECURITY_FLAGS = {
                                     "(a child runtime is restarted)."),
     "runtime_allocator": _opt("--runtime-allocator", help="glibc | jemalloc: the allocator of the runtime child "
                               "(--runtime process); jemalloc needs libjemalloc2 (issue 16)."),
+    "eviction_policy": _opt("--eviction-policy", help="lru | adaptive: which model copies the cache evicts "
+                            "first (default lru, ModelMesh's; adaptive weighs frequency, size, load time and "
+                            "recency, issue 12)."),
     "tls_cert": _opt("--tls-cert", help="PEM certificate for every port (and towards peers); re-read on change."),
     "tls_key": _opt("--tls-key", help="PEM private key of --tls-cert."),
     "tls_client_ca": _opt("--tls-client-ca", help="PEM CA bundle that client certificates are checked against."),
@@ -74,7 +77,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "grpc_max_concurrent_rpcs": Optional[int], "payload_processors": Optional[str],
     "payload_queue_size": Optional[int], "per_model_metrics": Optional[bool],
     "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
-    "runtime_allocator": Optional[str],
+    "runtime_allocator": Optional[str], "eviction_policy": Optional[str],
     "tls_cert": Optional[Path], "tls_key": Optional[Path], "tls_client_ca": Optional[Path],
     "tls_client_auth": Optional[str], "tls_ca": Optional[Path], "tls_server_name": Optional[str],
     "tls_metrics": Optional[bool], "auth": Optional[str], "auth_file": Optional[Path],

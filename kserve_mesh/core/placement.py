@@ -6,7 +6,9 @@ Given the published records of the live instances, rank the candidates for a new
    it recently, or was excluded by the caller (it failed this request already);
 2. instances with room for the model (free bytes >= its size) before full ones;
 3. among non-full instances: fewer models first, then more free space;
-   among full instances: the coldest cache first (oldest ``lru_time_ms``: evicting there hurts least);
+   among full instances: where evicting hurts least first: the lowest ``victim_value`` (the eviction
+   policy's value of the copy that would go first, issue 12) when every full candidate publishes
+   one, else (the lru policy, older instances) the coldest cache (oldest ``lru_time_ms``);
 4. a full instance whose cache is younger than the churn guard (``min_churn_age_ms``) refuses:
    evicting models used that recently would thrash the cache ("cache churn threshold exceeded");
 5. from a short list near the best, drop busy instances (requests/min far above the quietest) and
@@ -52,7 +54,7 @@ def eligible(instances: Iterable[InstanceRecord], req: PlacementRequest) -> list
     out = []
     banned = set(req.exclude) | set(req.holders) | set(req.failed_on)
     for rec in instances:
-        if rec.shutting_down or rec.instance_id in banned or rec.capacity_bytes < req.size_bytes:
+        if not rec.accepts_loads or rec.instance_id in banned or rec.capacity_bytes < req.size_bytes:
             continue
         full = _free(rec) < req.size_bytes
         if full and req.now_ms - rec.lru_time_ms < req.min_churn_age_ms:
@@ -64,12 +66,14 @@ def eligible(instances: Iterable[InstanceRecord], req: PlacementRequest) -> list
 def rank(instances: Iterable[InstanceRecord], req: PlacementRequest) -> list[InstanceRecord]:
     """Eligible instances, best first (deterministic; no randomness)."""
     cands = eligible(instances, req)
+    full = [rec for rec in cands if _free(rec) < req.size_bytes]
+    by_value = bool(full) and all(rec.victim_value >= 0 for rec in full)
 
-    def key(rec: InstanceRecord) -> tuple[int, int, int, int, str]:
-        full = _free(rec) < req.size_bytes
-        if not full:
-            return (0, rec.model_count, -_free(rec), 0, rec.instance_id)
-        return (1, rec.lru_time_ms, rec.model_count, -_free(rec), rec.instance_id)
+    def key(rec: InstanceRecord) -> tuple[int, int, int, int, int, str]:
+        if _free(rec) >= req.size_bytes:
+            return (0, 0, rec.model_count, -_free(rec), 0, rec.instance_id)
+        value = rec.victim_value if by_value else 0
+        return (1, value, rec.lru_time_ms, rec.model_count, -_free(rec), rec.instance_id)
 
     return sorted(cands, key=key)
 

@@ -116,10 +116,17 @@ class InstanceRecord:
     loads_in_progress: int = 0
     requests_per_minute: int = 0
     shutting_down: bool = False
+    recycling: bool = False
+    """Its runtime process is being restarted (memory truth, issue 16): no new copies are placed
+    here until it is back; the copies it held are gone and load again on demand."""
     start_time_ms: int = 0
     version: str = ""
     zone: str = ""
     labels: tuple[str, ...] = ()
+    victim_value: int = -1
+    """The eviction policy's value of the copy this instance would evict first (core/eviction.py:
+    estimated requests x load ms per MB, rounded); -1 when unknown (the lru policy, an empty cache,
+    an older instance). Placement puts a new copy where it displaces the least value."""
 
     def label(self, key: str) -> str:
         """The value of a ``key=value`` label ('' when absent), e.g. ``label("rest")``."""
@@ -128,3 +135,8 @@ class InstanceRecord:
             if item.startswith(prefix):
                 return item[len(prefix):]
         return ""
+
+    @property
+    def accepts_loads(self) -> bool:
+        """Whether new copies may be placed here (not leaving the mesh, its runtime not restarting)."""
+        return not (self.shutting_down or self.recycling)

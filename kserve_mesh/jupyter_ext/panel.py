@@ -28,7 +28,8 @@ from kserve_mesh.client import InvalidInputError, MeshClient, MeshClientError, e
 from kserve_mesh.jupyter_ext import render
 from kserve_mesh.jupyter_ext.refresher import Refresher
 
-MODEL_FORMATS = ("sklearn", "xgboost", "lightgbm", "onnx", "string")
+MODEL_FORMATS = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "tensorflow", "keras", "openvino_ir", "python",
+                 "string")
 """What the built-in runtime serves; a mesh that reports ``modelTypes`` in its status overrides it."""
 
 EXAMPLE_YAML = """\

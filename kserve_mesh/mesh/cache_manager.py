@@ -3,7 +3,7 @@
 Flow of a cache miss: the request creates a ``LocalCopy`` (QUEUED) and pushes it into the load
 queue with request priority; the dispatcher starts at most ``max_loading_concurrency`` loads at once,
 highest priority first. A load (``loading.LoadJob``) reserves its predicted size in the
-``CacheLedger`` (evicting least recently used copies and waiting for their unloads if needed),
+``CacheLedger`` (evicting the eviction policy's victims and waiting for their unloads if needed),
 calls the runtime with the load timeout, then corrects the reservation to the measured size. Every
 waiter of that copy wakes when the one load finishes, so concurrent requests for a loading model
 cause exactly one load.
@@ -27,7 +27,12 @@ finish, the loaded copies leave the cache (requests already holding one finish o
 grace period), then the process is replaced and ``runtime_back`` lets the queued loads start.
 
 Memory that no copy accounts for may be counted as used (``count_unaccounted``, fed by
-``mesh/memory.py``); when it does not fit in the free space, least recently used copies are evicted.
+``mesh/memory.py``); when it does not fit in the free space, the policy's victims are evicted.
+
+The eviction policy (``CacheConfig.eviction_policy``: ``lru``, ModelMesh's, or ``adaptive``, see
+``core/eviction.py``) sees every miss (a reservation), hit (``touch``), load (its measured time,
+told from ``report``) and eviction through the ledger; it never sees a loading copy or one with
+requests waiting or in flight as a victim (they are protected here and refused by the ledger).
 
 Locking: there is no lock on the request path. The event loop is the only thread touching the
 ledger and the copies map, and each check-then-act on them happens without an ``await`` in between
@@ -44,6 +49,8 @@ from dataclasses import dataclass
 from kserve_mesh.core.cache import CacheLedger, EvictionPolicy
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.errors import DeadlineExceeded, MeshError, ModelLoadFailed, ModelNotFound, Unavailable
+from kserve_mesh.core.eviction import make_policy
+from kserve_mesh.core.gpu import GpuLedger
 from kserve_mesh.core.ids import ModelId
 from kserve_mesh.core.loadqueue import LoadQueue, load_priority
 from kserve_mesh.core.records import ModelInfo
@@ -70,6 +77,9 @@ class CacheConfig:
     max_loading_concurrency: int
     load_timeout_s: float
     default_model_size_bytes: int
+    eviction_policy: str = "lru"  # "lru" | "adaptive" (core/eviction.py); an explicit ``policy`` wins
+    gpu_capacity_bytes: int = 0  # GPU memory models may use (core/gpu.py); 0: no GPU, nothing enforced
+    gpu_status: str = "no GPU"
 
 
 class CacheManager:
@@ -87,7 +97,10 @@ class CacheManager:
         self.runtime = runtime
         self.config = config
         self.clock = clock
+        if policy is None:
+            policy = make_policy(config.eviction_policy, config.capacity_bytes)
         self.ledger = CacheLedger(config.capacity_bytes, policy)
+        self.gpu = GpuLedger(config.gpu_capacity_bytes, config.gpu_status)  # the second ledger (core/gpu.py)
         self.copies: dict[ModelId, LocalCopy] = {}
         self._queue = LoadQueue()
         self._infos: dict[ModelId, tuple[ModelInfo, int]] = {}
@@ -142,7 +155,7 @@ class CacheManager:
         return self.ledger.accounted_bytes
 
     def count_unaccounted(self, wanted_bytes: int) -> int:
-        """Count memory no copy accounts for as used; evict LRU copies for what does not fit.
+        """Count memory no copy accounts for as used; evict the policy's victims for what does not fit.
         Returns the bytes that did not fit now (they are asked for again at the next reading)."""
         short = self.ledger.count_unaccounted(wanted_bytes)
         if short > 0 and not self._runtime_down and not self._paused:
@@ -235,10 +248,15 @@ class CacheManager:
     # -- the request path ------------------------------------------------------------------------
     def try_enter(self, model_id: ModelId) -> LocalCopy | None:
         """Hit path: the LOADED copy, counted as in use, or None. No await, no allocation."""
+        return self._enter_loaded(model_id, counted=True)
+
+    def _enter_loaded(self, model_id: ModelId, *, counted: bool) -> LocalCopy | None:
+        """The LOADED copy, entered, or None. ``counted``: a hit (the policy sees an access);
+        otherwise the request that waited for the load (its miss was counted at the reservation)."""
         copy = self.copies.get(model_id)
         if copy is not None and copy.phase is Phase.LOADED:
             copy.enter()
-            self.ledger.touch(model_id, self.clock.now_ms())
+            self.ledger.touch(model_id, self.clock.now_ms(), counted=counted)
             return copy
         return None
 
@@ -256,7 +274,7 @@ class CacheManager:
 
     async def _wait_loaded(self, model_id: ModelId, info: ModelInfo, last_used_ms: int, deadline: float) -> LocalCopy:
         while True:
-            copy = self.try_enter(model_id)
+            copy = self._enter_loaded(model_id, counted=False)
             if copy is not None:
                 return copy
             copy = self.copies.get(model_id)
@@ -342,7 +360,9 @@ class CacheManager:
         self._space_changed.set()
 
     def report(self, outcome: LoadOutcome) -> None:
-        """Tell the observer and the load listener how a load ended."""
+        """Tell the policy (a load's measured time), the observer and the load listener how a load ended."""
+        if outcome.ok:
+            self.ledger.record_load_time(outcome.model_id, outcome.duration_s * 1000.0)
         self.observer.load_finished(outcome)
         if self._on_load is not None:
             try:

@@ -13,7 +13,7 @@ and convert the answer (or the mesh error raised) back. Here, in this order:
 3. **dispatch**: local copy, forward, or load here (``dispatch.Dispatcher`` and ``router.py``);
    admission is the cache's (a load waits for space or fails clearly) and ``Overloaded`` comes
    from the runtime.
-4. **telemetry**: each inference timed once, from here in to the answer, and told to the
+4. **telemetry**: each inference (and each relayed call of another gRPC method, ``relay.py``) timed once, from here in to the answer, and told to the
    ``RequestObserver`` with its error, if any, and its request and response sizes.
 5. **payload logging**: the request and its successful response handed to the ``PayloadSink``
    (``payloads.PayloadLogger``: plain calls that queue, never await) by the instance the client
@@ -35,8 +35,9 @@ from kserve_mesh.core.errors import ModelLoadFailed
 from kserve_mesh.core.ids import ModelId, check_id
 from kserve_mesh.core.records import ModelState
 from kserve_mesh.mesh.dispatch import DEFAULT_TIMEOUT_S
-from kserve_mesh.mesh.hops import GRPC_INFER, REST_INFER, Decoder, Hop, RestAnswer
+from kserve_mesh.mesh.hops import GRPC_INFER, GRPC_RELAY, GRPC_STREAM_INFER, REST_INFER, Decoder, Hop, RestAnswer
 from kserve_mesh.mesh.instance import Instance
+from kserve_mesh.mesh.relay import RawStream
 from kserve_mesh.mesh.wire import MODEL_ID, VMODEL_ID, Routing, check_forwarded
 from kserve_mesh.protocol import v2
 
@@ -211,6 +212,29 @@ class DataPlane:
                 logger.response(model_id, cid, answer.body, vmodel_id=vmodel_id,  # type: ignore[union-attr]
                                 headers={"content-type": answer.media_type, **answer.headers})
             return answer
+
+    async def infer_stream(self, request: v2.ModelInferRequest, route: Routing,
+                           send: Callable[[v2.ModelInferResponse], Awaitable[None]], *,
+                           remaining_s: float | None = None) -> None:
+        """A request whose model may answer several times (``ModelStreamInfer``, ``generate_stream``):
+        routed like any inference, each response handed to ``send`` as it comes (a model that does
+        not stream answers once). Not payload-logged: a stream's answers are many."""
+        with _Timed(self._observer, GRPC_STREAM_INFER) as call:
+            call.request_bytes = request.ByteSize() if self._observer is not None else None
+            name = request.model_name
+            model_id = call.model_id = await self.target(name, route, forwarded=route.forwarded)
+            vmodel_id = call.vmodel_id = _vmodel_of(name, route, model_id)
+            await self._dispatch(model_id, self._inst.hops.stream_infer(model_id, request, send, vmodel_id), route,
+                                 remaining_s)
+
+    async def relay(self, stream: RawStream, route: Routing, *, remaining_s: float | None = None) -> None:
+        """Any other gRPC call naming its model in routing headers (``relay.py``): passed through to
+        the runtime that holds the model, here or on a peer, loading it on demand. Its messages are
+        never decoded, so it is not payload-logged."""
+        with _Timed(self._observer, GRPC_RELAY) as call:
+            model_id = call.model_id = await self.target("", route, forwarded=route.forwarded)
+            vmodel_id = call.vmodel_id = _vmodel_of("", route, model_id)
+            await self._dispatch(model_id, self._inst.hops.stream(model_id, stream, vmodel_id), route, remaining_s)
 
     def _dispatch(self, model_id: ModelId, hop: Hop[T], route: Routing, remaining_s: float | None) -> Awaitable[T]:
         return self._inst.dispatch(model_id, hop, route.timeout_s(remaining_s, DEFAULT_TIMEOUT_S),

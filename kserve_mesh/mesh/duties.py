@@ -165,7 +165,7 @@ class Duties:
         live = inst.live_instances()
         if live is None or not inst.is_leader or not inst.registry_synced:
             return
-        roomy = [r for r in live.values() if not r.shutting_down and r.used_bytes * 2 <= r.capacity_bytes]
+        roomy = [r for r in live.values() if r.accepts_loads and r.used_bytes * 2 <= r.capacity_bytes]
         if not roomy:
             return
         # The most recently used models without a copy, found in chunks (100,000 records in one go

@@ -20,15 +20,19 @@ instance (its runtime, and its peers once it joins a mesh).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import grpc
+
 from kserve_mesh.core.ids import ModelId
 from kserve_mesh.core.records import InstanceRecord
 from kserve_mesh.mesh.peers import PeerPool
-from kserve_mesh.mesh.wire import HEADER_LENGTH, MODEL_ID, carried_headers, header_safe
+from kserve_mesh.mesh.relay import RawStream, RelayedStatus, passed_through, relay
+from kserve_mesh.mesh.wire import HEADER_LENGTH, MODEL_ID, MODEL_ID_BIN, carried_headers, header_safe
 from kserve_mesh.protocol import rest as codec
 from kserve_mesh.protocol import v2
 from kserve_mesh.runtime.spi import ModelRuntime
@@ -38,6 +42,9 @@ R = TypeVar("R")
 
 GRPC_INFER = "inference.GRPCInferenceService/ModelInfer"
 REST_INFER = "POST /v2/models/{name}/infer"
+GRPC_STREAM_INFER = "inference.GRPCInferenceService/ModelStreamInfer"
+GRPC_RELAY = "grpc relayed"
+"""Any other gRPC method relayed to a model's runtime (one label for all: callers name methods)."""
 """How inference is named in the request metrics (``method`` label): per API, as ModelMesh does."""
 
 
@@ -120,6 +127,13 @@ class Hops:
         ``raw_headers``: its ASGI headers (the ``wire.CARRIED`` ones travel with it)."""
         return RestHop(self, model_id, body, header_length, path, raw_headers, decoder, vmodel_id)
 
+    def stream(self, model_id: ModelId, stream: RawStream, vmodel_id: str = "") -> StreamHop:
+        return StreamHop(self, model_id, stream, vmodel_id)
+
+    def stream_infer(self, model_id: ModelId, request: v2.ModelInferRequest,
+                     send: Callable[[v2.ModelInferResponse], Awaitable[None]], vmodel_id: str = "") -> StreamInferHop:
+        return StreamInferHop(self, model_id, request, send, vmodel_id)
+
 
 class GrpcHop:
     """A V2 ``ModelInferRequest``: run by the runtime here, or forwarded to a peer."""
@@ -193,3 +207,70 @@ class RestHop:
         if (length := answer.headers.get(HEADER_LENGTH)) is not None:
             headers[HEADER_LENGTH] = length
         return RestAnswer(answer.body, answer.headers.get("content-type", "application/json"), headers)
+
+
+class StreamHop:
+    """Any gRPC call naming a model (``relay.py``): passed through to the runtime here, or to a peer."""
+
+    __slots__ = ("hops", "model_id", "stream", "vmodel_id")
+
+    def __init__(self, hops: Hops, model_id: ModelId, stream: RawStream, vmodel_id: str = "") -> None:
+        self.hops, self.model_id, self.stream, self.vmodel_id = hops, model_id, stream, vmodel_id
+
+    def prepare(self) -> None:
+        pass
+
+    async def run(self, timeout_s: float) -> None:
+        hops = self.hops
+        channel = getattr(hops.runtime, "relay_channel", None)
+        if channel is None:
+            raise RelayedStatus(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"method {self.stream.method} cannot reach model '{self.model_id}': the runtime of this instance runs "
+                "in its process and serves KServe V2 only (a runtime reached over gRPC, --runtime process or "
+                "remote, gets every method)")
+        ident = (MODEL_ID, self.model_id) if header_safe(self.model_id) else (MODEL_ID_BIN, self.model_id.encode())
+        await hops.invoke(GRPC_RELAY, self.model_id, self.vmodel_id,
+                          relay(channel(), self.stream, (ident, *self.stream.metadata), timeout_s, passed_through))
+
+    async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> None:
+        await self.hops.peers().relay(peer, self.model_id, self.stream, timeout_s, load=load)
+
+
+class StreamInferHop:
+    """A V2 request whose model may answer several times (a model that streams: ``StreamingRuntime``):
+    each response goes to ``send`` as it comes, from the runtime here (``infer_stream``, or the one
+    answer of ``infer``) or from a peer (its ``ModelStreamInfer``). ``answered``: something was sent,
+    so the request can no longer be tried elsewhere."""
+
+    __slots__ = ("_send", "answered", "hops", "model_id", "request", "vmodel_id")
+
+    def __init__(self, hops: Hops, model_id: ModelId, request: v2.ModelInferRequest,
+                 send: Callable[[v2.ModelInferResponse], Awaitable[None]], vmodel_id: str = "") -> None:
+        self.hops, self.model_id, self.request, self.vmodel_id = hops, model_id, request, vmodel_id
+        self._send = send
+        self.answered = False
+
+    def prepare(self) -> None:
+        pass
+
+    async def send(self, response: v2.ModelInferResponse) -> None:
+        self.answered = True
+        await self._send(response)
+
+    async def run(self, timeout_s: float) -> None:
+        self.request.model_name = self.model_id
+        await self.hops.invoke(GRPC_STREAM_INFER, self.model_id, self.vmodel_id, self._run_here(timeout_s))
+
+    async def _run_here(self, timeout_s: float) -> None:
+        runtime = self.hops.runtime
+        stream = getattr(runtime, "infer_stream", None)
+        if stream is None:
+            await self.send(await runtime.infer(self.request, timeout=timeout_s))
+            return
+        async with contextlib.aclosing(stream(self.request, timeout=timeout_s)) as answers:
+            async for response in answers:
+                await self.send(response)
+
+    async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> None:
+        await self.hops.peers().infer_stream(peer, self.model_id, self.request, self, timeout_s, load=load)

@@ -8,6 +8,9 @@ A ``LoadJob`` runs when the dispatcher takes its copy from the load queue:
 4. take the size the load reported, or ask the runtime (``modelSize``: the sizing step);
 5. correct the reservation to that size (evicting again if it grew), mark the copy LOADED.
 
+With a GPU (``core/gpu.py``) the GPU memory the model took last time is made room for before step 3,
+and what it took this time is held after it (evicting copies that hold GPU memory until it fits).
+
 Any failure becomes one ``MeshError`` on the copy's ``ready`` future and one ``LoadOutcome``; a
 copy dropped meanwhile with its runtime (``runtime_lost``) is left alone, since ``runtime_lost``
 released it and failed its waiters. Every step re-checks that the copy is still the cache's after
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kserve_mesh.core.errors import Cancelled, CapacityExceeded, MeshError, ModelLoadFailed, Unavailable
-from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.core.records import CopyState, ModelInfo
 from kserve_mesh.mesh.cache_events import LoadOutcome
 from kserve_mesh.mesh.copies import LocalCopy, Phase
 from kserve_mesh.runtime.spi import LoadResult
@@ -81,7 +84,11 @@ class LoadJob:
         await self._make_room(size, deadline, lambda: cache.ledger.try_reserve(model_id, size, self.last_used_ms))
         self._check_owned()
         self.reserved = True
+        await self._fit_gpu(cache.gpu.expected(model_id), deadline)  # room for what it took last time
+        self._check_owned()
         result = await self._call_runtime(deadline)
+        if result.gpu_bytes and cache.gpu.enabled:
+            await self._hold_gpu(result.gpu_bytes, deadline + RESIZE_GRACE_S)
         reported = result.size_bytes or await self._measure(size)
         # Sizes that hold: a size below the runtime's own measure of its RSS growth is raised to it.
         measured = max(reported, result.resident_delta_bytes)
@@ -98,6 +105,40 @@ class LoadJob:
                               lambda: cache.ledger.resize(model_id, measured))
         self._check_owned()
         return measured
+
+    async def _hold_gpu(self, gpu_bytes: int, deadline: float) -> None:
+        """The GPU memory the load took: held in the GPU ledger, other copies evicted until it fits."""
+        cache, model_id = self.cache, self.model_id
+        if gpu_bytes > cache.gpu.capacity_bytes:
+            await cache.unload_quietly(model_id)
+            raise CapacityExceeded(f"model '{model_id}' took {gpu_bytes} bytes of GPU memory, more than the "
+                                   f"GPU capacity of {cache.gpu.capacity_bytes} bytes")
+        cache.gpu.hold(model_id, gpu_bytes)
+        await self._fit_gpu(0, deadline)
+        self._check_owned()
+
+    async def _fit_gpu(self, extra: int, deadline: float) -> None:
+        """Evict copies holding GPU memory (least recently used first, never one loading or in use)
+        until ``extra`` more GPU bytes are free (core/gpu.py); no GPU: nothing to do."""
+        cache, model_id, gpu = self.cache, self.model_id, self.cache.gpu
+        if not gpu.enabled:
+            return
+        while (short := extra - gpu.free_bytes(cache.copies)) > 0:
+            protect = {model_id} | {m for m, c in cache.copies.items()
+                                    if c.waiters or c.inflight or c.phase is not Phase.LOADED}
+            candidates = [(e.model_id, e.last_used_ms) for e in cache.ledger.entries()
+                          if e.state is CopyState.LOADED and e.model_id not in protect]
+            victims = gpu.victims(short, candidates)
+            for victim in victims:
+                cache.begin_unload(victim, evicted=True)
+            unloading = any(gpu.held(m) for m, c in cache.copies.items() if c.phase is Phase.UNLOADING)
+            remaining = deadline - cache.clock.monotonic()
+            if (not victims and not unloading) or remaining <= 0:
+                raise ModelLoadFailed(
+                    f"no GPU memory for model '{model_id}' ({extra or short} bytes): the GPU is held by models "
+                    "that are loading or in use")
+            await cache.wait_for_space(min(remaining, 0.5))
+            self._check_owned()
 
     async def _call_runtime(self, deadline: float) -> LoadResult:
         cache, model_id = self.cache, self.model_id
@@ -138,10 +179,13 @@ class LoadJob:
         return size or fallback
 
     async def _make_room(self, needed: int, deadline: float, attempt: Callable[[], bool]) -> None:
-        """Evict LRU copies and wait for their unloads until ``attempt()`` succeeds or time runs out."""
+        """Evict the policy's victims and wait for their unloads until ``attempt()`` succeeds or time
+        runs out. Copies in use (loading, awaited, or serving requests or streams) are never victims."""
         cache, model_id = self.cache, self.model_id
         while not attempt():
-            protect = {model_id} | {m for m, c in cache.copies.items() if c.waiters or c.phase is not Phase.LOADED}
+            # never a copy that is loading, awaited or serving (a request or a whole stream in flight)
+            protect = {model_id} | {m for m, c in cache.copies.items()
+                                    if c.waiters or c.inflight or c.phase is not Phase.LOADED}
             victims = cache.ledger.plan_eviction(needed, protect=protect)
             for victim in victims:
                 cache.begin_unload(victim, evicted=True)

@@ -12,7 +12,9 @@ Then, when ``reconcile`` is on, what exceeds ``margin_bytes`` is counted as used
 (``CacheManager.count_unaccounted``: LRU copies are evicted when it does not fit), so the cache
 evicts instead of over-committing: resident <= baseline + capacity + margin. Past ``recycle_bytes``
 (0: never) it asks for a planned restart of the runtime child (``RuntimeSupervisor.recycle``): no new
-loads, requests in flight finish, a fresh process, models load again on demand. The first reading
+loads, requests in flight finish, a fresh process, models load again on demand. While it recycles,
+the instance publishes ``recycling`` in its record: peers place no new copies on it, and requests
+that reach it for models it no longer holds are forwarded to, or loaded on, other instances. The first reading
 taken while the cache holds nothing moves the baseline up to the resident size then (what the
 process allocated between the runtime's own baseline and serving: its servers, and with the
 in-process runtime the whole instance); growth after that is drift. A runtime that does
@@ -99,11 +101,13 @@ class MemoryWatch:
 
     def __init__(self, runtime: ModelRuntime, cache: Ledgered, settings: MemorySettings, *,
                  recycle: Callable[[str], Awaitable[None]] | None = None,
-                 monotonic: Callable[[], float] | None = None) -> None:
+                 monotonic: Callable[[], float] | None = None,
+                 on_recycling: Callable[[bool], None] | None = None) -> None:
         self.runtime = runtime
         self.cache = cache
         self.settings = settings
         self._recycle = recycle
+        self._on_recycling = on_recycling  # told when a recycle starts (True) and ends (False)
         self._monotonic = monotonic or (lambda: asyncio.get_running_loop().time())
         self.snapshot = MemorySnapshot()
         self.recycles = 0
@@ -174,7 +178,19 @@ class MemoryWatch:
         self.cache.count_unaccounted(0)  # a fresh process comes: what it held goes with it
         log.warning("recycling the runtime process: %s", reason)
         self._recycling = asyncio.create_task(self._recycle(reason), name="runtime-recycle")
-        self._recycling.add_done_callback(_log_failure)
+        self._recycling.add_done_callback(self._recycle_ended)
+        self._tell(True)
+
+    def _tell(self, recycling: bool) -> None:
+        if self._on_recycling is not None:
+            try:
+                self._on_recycling(recycling)
+            except Exception:
+                log.exception("telling the mesh about a recycle failed")
+
+    def _recycle_ended(self, task: asyncio.Task[None]) -> None:
+        _log_failure(task)
+        self._tell(False)
 
     def load_sized(self, model_id: str, predicted: int, reported: int, resident_delta: int) -> None:
         """A load finished: judge its predicted and reported sizes against each other and against

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from typing import Protocol
 
 import grpc
 
@@ -37,9 +38,11 @@ from kserve_mesh.core.errors import (
 )
 from kserve_mesh.core.records import InstanceRecord
 from kserve_mesh.mesh.http_peer import HttpAnswer, HttpPeers
+from kserve_mesh.mesh.relay import RawStream, passed_through, relay
 from kserve_mesh.mesh.tls import TlsMaterial
 from kserve_mesh.mesh.wire import FORWARD_PATH, FORWARDED, LOAD_HERE, MODEL_ID, MODEL_ID_BIN, PROTOBUF, header_safe
 from kserve_mesh.protocol import v2
+from kserve_mesh.protos import v2_repository_pb2 as repo_pb
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,29 @@ _CODES: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.INTERNAL: InternalError,
 }
+
+
+class Answered(Protocol):
+    """Where a forwarded stream's answers go (``hops.StreamInferHop``)."""
+
+    answered: bool
+
+    async def send(self, response: v2.ModelInferResponse) -> None: ...
+
+
+def _peer_error(err: grpc.aio.AioRpcError, endpoint: str, model_id: str) -> MeshError:
+    """A peer's gRPC failure as the mesh error it stands for (``PeerUnavailable``: try elsewhere)."""
+    code = err.code()
+    details = err.details() or code.name
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
+        return PeerUnavailable(f"instance at {endpoint} unavailable: {details}")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return (CapacityExceeded if "capacity" in details else Overloaded)(details)
+    if code is grpc.StatusCode.FAILED_PRECONDITION and "referenced" in details:
+        return FailedPrecondition(details)
+    if code is grpc.StatusCode.NOT_FOUND:
+        return ModelNotFound(model_id, details)
+    return _CODES.get(code, InternalError)(details)
 
 
 class PeerPool:
@@ -109,18 +135,37 @@ class PeerPool:
         try:
             return await self._call(endpoint)(request, timeout=max(0.001, timeout_s), metadata=metadata)
         except grpc.aio.AioRpcError as err:
-            code = err.code()
-            details = err.details() or code.name
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
-                raise PeerUnavailable(f"instance at {endpoint} unavailable: {details}") from None
-            if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-                kind = CapacityExceeded if "capacity" in details else Overloaded
-                raise kind(details) from None
-            if code is grpc.StatusCode.FAILED_PRECONDITION and "referenced" in details:
-                raise FailedPrecondition(details) from None
-            if code is grpc.StatusCode.NOT_FOUND:
-                raise ModelNotFound(model_id, details) from None
-            raise _CODES.get(code, InternalError)(details) from None
+            raise _peer_error(err, endpoint, model_id) from None
+        finally:
+            self.inflight[endpoint] -= 1
+
+    async def infer_stream(self, peer: InstanceRecord, model_id: str, request: v2.ModelInferRequest,
+                           hop: Answered, timeout_s: float, *, load: bool) -> None:
+        """Forward a request whose model may answer several times (the peer's ModelStreamInfer, one
+        request per call); each answer goes to ``hop.send`` as it comes. Once one was sent, a
+        failure is no longer ``PeerUnavailable`` (the request must not run twice)."""
+        endpoint = peer.endpoint
+        self._call(endpoint)  # make sure the channel exists
+        ident = (MODEL_ID, model_id) if header_safe(model_id) else (MODEL_ID_BIN, model_id.encode())
+        metadata = (ident, (FORWARDED, "1"), (LOAD_HERE, "1" if load else "0"), *self._auth)
+        call = self._channels[endpoint].stream_stream(
+            v2.method("ModelStreamInfer"), request_serializer=v2.ModelInferRequest.SerializeToString,
+            response_deserializer=repo_pb.ModelStreamInferResponse.FromString,
+        )(iter((request,)), timeout=max(0.001, timeout_s), metadata=metadata)
+        self.inflight[endpoint] += 1
+        try:
+            async for answer in call:
+                if answer.error_message:  # a forwarded hop's errors end the call with a code; this is not one
+                    raise InternalError(f"instance at {endpoint}: {answer.error_message}")
+                await hop.send(v2.ModelInferResponse.FromString(answer.infer_response))
+        except grpc.aio.AioRpcError as err:
+            error = _peer_error(err, endpoint, model_id)
+            if hop.answered and isinstance(error, PeerUnavailable):
+                error = Unavailable(error.message)
+            raise error from None
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
         finally:
             self.inflight[endpoint] -= 1
 
@@ -158,6 +203,32 @@ class PeerPool:
             return v2.ModelInferResponse.FromString(answer.body)
         except Exception:  # noqa: BLE001  (DecodeError: a peer that is not a mesh instance)
             raise InternalError(f"instance {peer.instance_id} answered with a malformed ModelInferResponse") from None
+
+    async def relay(self, peer: InstanceRecord, model_id: str, stream: RawStream, timeout_s: float, *,
+                    load: bool) -> None:
+        """Pass a gRPC call of any method (``relay.py``) through to ``peer``, which serves it from its
+        copy of ``model_id`` (loading it when ``load``). Before anything was answered, a peer that
+        cannot take it is ``PeerUnavailable`` and its load failure ``ModelLoadFailed`` (the router
+        tries elsewhere); after, the peer's status is passed through."""
+        endpoint = peer.endpoint
+        self._call(endpoint)  # make sure the channel exists
+        ident = (MODEL_ID, model_id) if header_safe(model_id) else (MODEL_ID_BIN, model_id.encode())
+        metadata = (ident, (FORWARDED, "1"), (LOAD_HERE, "1" if load else "0"), *self._auth, *stream.metadata)
+
+        def error(err: grpc.aio.AioRpcError) -> MeshError:
+            code = err.code()
+            if stream.replayable and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                                              grpc.StatusCode.UNKNOWN):
+                return PeerUnavailable(f"instance at {endpoint} unavailable: {err.details() or code.name}")
+            if stream.replayable and load and code is grpc.StatusCode.FAILED_PRECONDITION:
+                return ModelLoadFailed(err.details() or code.name)
+            return passed_through(err)
+
+        self.inflight[endpoint] += 1
+        try:
+            await relay(self._channels[endpoint], stream, metadata, timeout_s, error)
+        finally:
+            self.inflight[endpoint] -= 1
 
     async def ensure_loaded(self, endpoint: str, model_id: str, timeout_s: float) -> None:
         """Ask a peer (management API) to load a copy of ``model_id``; raises PeerUnavailable."""

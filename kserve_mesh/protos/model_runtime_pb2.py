@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13model_runtime.proto\x12\x05mmesh\"[\n\x10LoadModelRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\x11\n\tmodelType\x18\x02 \x01(\t\x12\x11\n\tmodelPath\x18\x03 \x01(\t\x12\x10\n\x08modelKey\x18\x04 \x01(\t\"]\n\x11LoadModelResponse\x12\x13\n\x0bsizeInBytes\x18\x01 \x01(\x04\x12\x16\n\x0emaxConcurrency\x18\x02 \x01(\r\x12\x1b\n\x12residentDeltaBytes\x18\xe9\x07 \x01(\x04\"%\n\x12UnloadModelRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"b\n\x17PredictModelSizeRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\x11\n\tmodelType\x18\x02 \x01(\t\x12\x11\n\tmodelPath\x18\x03 \x01(\t\x12\x10\n\x08modelKey\x18\x04 \x01(\t\"/\n\x18PredictModelSizeResponse\x12\x13\n\x0bsizeInBytes\x18\x01 \x01(\x04\"#\n\x10ModelSizeRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"(\n\x11ModelSizeResponse\x12\x13\n\x0bsizeInBytes\x18\x01 \x01(\x04\"\x16\n\x14RuntimeStatusRequest\"\xda\x04\n\x15RuntimeStatusResponse\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.mmesh.RuntimeStatusResponse.Status\x12\x17\n\x0f\x63\x61pacityInBytes\x18\x02 \x01(\x04\x12\x1d\n\x15maxLoadingConcurrency\x18\x03 \x01(\r\x12\x1d\n\x15modelLoadingTimeoutMs\x18\x04 \x01(\r\x12\x1f\n\x17\x64\x65\x66\x61ultModelSizeInBytes\x18\x05 \x01(\x04\x12\x16\n\x0eruntimeVersion\x18\x06 \x01(\t\x12\x1d\n\x15numericRuntimeVersion\x18\x07 \x01(\x04\x12\x42\n\x0bmethodInfos\x18\x08 \x03(\x0b\x32-.mmesh.RuntimeStatusResponse.MethodInfosEntry\x12\x1d\n\x15limitModelConcurrency\x18\t \x01(\x08\x12\x16\n\x0e\x61llowAnyMethod\x18\n \x01(\x08\x12\x16\n\rresidentBytes\x18\xe9\x07 \x01(\x04\x12\x16\n\rbaselineBytes\x18\xea\x07 \x01(\x04\x1a%\n\nMethodInfo\x12\x17\n\x0fidInjectionPath\x18\x01 \x03(\r\x1a[\n\x10MethodInfosEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x36\n\x05value\x18\x02 \x01(\x0b\x32\'.mmesh.RuntimeStatusResponse.MethodInfo:\x02\x38\x01\".\n\x06Status\x12\x0c\n\x08STARTING\x10\x00\x12\t\n\x05READY\x10\x01\x12\x0b\n\x07\x46\x41ILING\x10\x02\x32\xff\x02\n\x0cModelRuntime\x12@\n\tloadModel\x12\x17.mmesh.LoadModelRequest\x1a\x18.mmesh.LoadModelResponse\"\x00\x12\x46\n\x0bunloadModel\x12\x19.mmesh.UnloadModelRequest\x1a\x1a.mmesh.UnloadModelResponse\"\x00\x12U\n\x10predictModelSize\x12\x1e.mmesh.PredictModelSizeRequest\x1a\x1f.mmesh.PredictModelSizeResponse\"\x00\x12@\n\tmodelSize\x12\x17.mmesh.ModelSizeRequest\x1a\x18.mmesh.ModelSizeResponse\"\x00\x12L\n\rruntimeStatus\x12\x1b.mmesh.RuntimeStatusRequest\x1a\x1c.mmesh.RuntimeStatusResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13model_runtime.proto\x12\x05mmesh\"[\n\x10LoadModelRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\x11\n\tmodelType\x18\x02 \x01(\t\x12\x11\n\tmodelPath\x18\x03 \x01(\t\x12\x10\n\x08modelKey\x18\x04 \x01(\t\"p\n\x11LoadModelResponse\x12\x13\n\x0bsizeInBytes\x18\x01 \x01(\x04\x12\x16\n\x0emaxConcurrency\x18\x02 \x01(\r\x12\x1b\n\x12residentDeltaBytes\x18\xe9\x07 \x01(\x04\x12\x11\n\x08gpuBytes\x18\xea\x07 \x01(\x04\"%\n\x12UnloadModelRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"b\n\x17PredictModelSizeRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\x11\n\tmodelType\x18\x02 \x01(\t\x12\x11\n\tmodelPath\x18\x03 \x01(\t\x12\x10\n\x08modelKey\x18\x04 \x01(\t\"/\n\x18PredictModelSizeResponse\x12\x13\n\x0bsizeInBytes\x18\x01 \x01(\x04\"#\n\x10ModelSizeRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"(\n\x11ModelSizeResponse\x12\x13\n\x0bsizeInBytes\x18\x01 \x01(\x04\"\x16\n\x14RuntimeStatusRequest\"\x89\x05\n\x15RuntimeStatusResponse\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.mmesh.RuntimeStatusResponse.Status\x12\x17\n\x0f\x63\x61pacityInBytes\x18\x02 \x01(\x04\x12\x1d\n\x15maxLoadingConcurrency\x18\x03 \x01(\r\x12\x1d\n\x15modelLoadingTimeoutMs\x18\x04 \x01(\r\x12\x1f\n\x17\x64\x65\x66\x61ultModelSizeInBytes\x18\x05 \x01(\x04\x12\x16\n\x0eruntimeVersion\x18\x06 \x01(\t\x12\x1d\n\x15numericRuntimeVersion\x18\x07 \x01(\x04\x12\x42\n\x0bmethodInfos\x18\x08 \x03(\x0b\x32-.mmesh.RuntimeStatusResponse.MethodInfosEntry\x12\x1d\n\x15limitModelConcurrency\x18\t \x01(\x08\x12\x16\n\x0e\x61llowAnyMethod\x18\n \x01(\x08\x12\x16\n\rresidentBytes\x18\xe9\x07 \x01(\x04\x12\x16\n\rbaselineBytes\x18\xea\x07 \x01(\x04\x12\x19\n\x10gpuCapacityBytes\x18\xeb\x07 \x01(\x04\x12\x12\n\tgpuStatus\x18\xec\x07 \x01(\t\x1a%\n\nMethodInfo\x12\x17\n\x0fidInjectionPath\x18\x01 \x03(\r\x1a[\n\x10MethodInfosEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x36\n\x05value\x18\x02 \x01(\x0b\x32\'.mmesh.RuntimeStatusResponse.MethodInfo:\x02\x38\x01\".\n\x06Status\x12\x0c\n\x08STARTING\x10\x00\x12\t\n\x05READY\x10\x01\x12\x0b\n\x07\x46\x41ILING\x10\x02\x32\xff\x02\n\x0cModelRuntime\x12@\n\tloadModel\x12\x17.mmesh.LoadModelRequest\x1a\x18.mmesh.LoadModelResponse\"\x00\x12\x46\n\x0bunloadModel\x12\x19.mmesh.UnloadModelRequest\x1a\x1a.mmesh.UnloadModelResponse\"\x00\x12U\n\x10predictModelSize\x12\x1e.mmesh.PredictModelSizeRequest\x1a\x1f.mmesh.PredictModelSizeResponse\"\x00\x12@\n\tmodelSize\x12\x17.mmesh.ModelSizeRequest\x1a\x18.mmesh.ModelSizeResponse\"\x00\x12L\n\rruntimeStatus\x12\x1b.mmesh.RuntimeStatusRequest\x1a\x1c.mmesh.RuntimeStatusResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,29 +36,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOADMODELREQUEST']._serialized_start=30
   _globals['_LOADMODELREQUEST']._serialized_end=121
   _globals['_LOADMODELRESPONSE']._serialized_start=123
-  _globals['_LOADMODELRESPONSE']._serialized_end=216
-  _globals['_UNLOADMODELREQUEST']._serialized_start=218
-  _globals['_UNLOADMODELREQUEST']._serialized_end=255
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=257
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=278
-  _globals['_PREDICTMODELSIZEREQUEST']._serialized_start=280
-  _globals['_PREDICTMODELSIZEREQUEST']._serialized_end=378
-  _globals['_PREDICTMODELSIZERESPONSE']._serialized_start=380
-  _globals['_PREDICTMODELSIZERESPONSE']._serialized_end=427
-  _globals['_MODELSIZEREQUEST']._serialized_start=429
-  _globals['_MODELSIZEREQUEST']._serialized_end=464
-  _globals['_MODELSIZERESPONSE']._serialized_start=466
-  _globals['_MODELSIZERESPONSE']._serialized_end=506
-  _globals['_RUNTIMESTATUSREQUEST']._serialized_start=508
-  _globals['_RUNTIMESTATUSREQUEST']._serialized_end=530
-  _globals['_RUNTIMESTATUSRESPONSE']._serialized_start=533
-  _globals['_RUNTIMESTATUSRESPONSE']._serialized_end=1135
-  _globals['_RUNTIMESTATUSRESPONSE_METHODINFO']._serialized_start=957
-  _globals['_RUNTIMESTATUSRESPONSE_METHODINFO']._serialized_end=994
-  _globals['_RUNTIMESTATUSRESPONSE_METHODINFOSENTRY']._serialized_start=996
-  _globals['_RUNTIMESTATUSRESPONSE_METHODINFOSENTRY']._serialized_end=1087
-  _globals['_RUNTIMESTATUSRESPONSE_STATUS']._serialized_start=1089
-  _globals['_RUNTIMESTATUSRESPONSE_STATUS']._serialized_end=1135
-  _globals['_MODELRUNTIME']._serialized_start=1138
-  _globals['_MODELRUNTIME']._serialized_end=1521
+  _globals['_LOADMODELRESPONSE']._serialized_end=235
+  _globals['_UNLOADMODELREQUEST']._serialized_start=237
+  _globals['_UNLOADMODELREQUEST']._serialized_end=274
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=276
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=297
+  _globals['_PREDICTMODELSIZEREQUEST']._serialized_start=299
+  _globals['_PREDICTMODELSIZEREQUEST']._serialized_end=397
+  _globals['_PREDICTMODELSIZERESPONSE']._serialized_start=399
+  _globals['_PREDICTMODELSIZERESPONSE']._serialized_end=446
+  _globals['_MODELSIZEREQUEST']._serialized_start=448
+  _globals['_MODELSIZEREQUEST']._serialized_end=483
+  _globals['_MODELSIZERESPONSE']._serialized_start=485
+  _globals['_MODELSIZERESPONSE']._serialized_end=525
+  _globals['_RUNTIMESTATUSREQUEST']._serialized_start=527
+  _globals['_RUNTIMESTATUSREQUEST']._serialized_end=549
+  _globals['_RUNTIMESTATUSRESPONSE']._serialized_start=552
+  _globals['_RUNTIMESTATUSRESPONSE']._serialized_end=1201
+  _globals['_RUNTIMESTATUSRESPONSE_METHODINFO']._serialized_start=1023
+  _globals['_RUNTIMESTATUSRESPONSE_METHODINFO']._serialized_end=1060
+  _globals['_RUNTIMESTATUSRESPONSE_METHODINFOSENTRY']._serialized_start=1062
+  _globals['_RUNTIMESTATUSRESPONSE_METHODINFOSENTRY']._serialized_end=1153
+  _globals['_RUNTIMESTATUSRESPONSE_STATUS']._serialized_start=1155
+  _globals['_RUNTIMESTATUSRESPONSE_STATUS']._serialized_end=1201
+  _globals['_MODELRUNTIME']._serialized_start=1204
+  _globals['_MODELRUNTIME']._serialized_end=1587
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13v2_repository.proto\x12\x10kservemesh.v2ext\"@\n\x16RepositoryIndexRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\"\xab\x01\n\x17RepositoryIndexResponse\x12\x44\n\x06models\x18\x01 \x03(\x0b\x32\x34.kservemesh.v2ext.RepositoryIndexResponse.ModelIndex\x1aJ\n\nModelIndex\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"A\n\x16RepositoryModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11triton_model_name\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13v2_repository.proto\x12\x10kservemesh.v2ext\"@\n\x16RepositoryIndexRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\"\xab\x01\n\x17RepositoryIndexResponse\x12\x44\n\x06models\x18\x01 \x03(\x0b\x32\x34.kservemesh.v2ext.RepositoryIndexResponse.ModelIndex\x1aJ\n\nModelIndex\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"A\n\x16RepositoryModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11triton_model_name\x18\x02 \x01(\t\"I\n\x18ModelStreamInferResponse\x12\x15\n\rerror_message\x18\x01 \x01(\t\x12\x16\n\x0einfer_response\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,4 +39,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPOSITORYINDEXRESPONSE_MODELINDEX']._serialized_end=279
   _globals['_REPOSITORYMODELREQUEST']._serialized_start=281
   _globals['_REPOSITORYMODELREQUEST']._serialized_end=346
+  _globals['_MODELSTREAMINFERRESPONSE']._serialized_start=348
+  _globals['_MODELSTREAMINFERRESPONSE']._serialized_end=421
 # @@protoc_insertion_point(module_scope)

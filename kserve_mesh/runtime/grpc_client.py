@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from kserve_mesh.core.errors import MeshError, Unavailable
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import v2
 from kserve_mesh.protos import model_runtime_pb2 as pb
+from kserve_mesh.protos import v2_repository_pb2 as repo_pb
 from kserve_mesh.runtime.grpc_errors import ERROR_KIND_KEY, error_of
 from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
 
@@ -95,6 +97,9 @@ class GrpcRuntimeClient:
         self._infer = call(v2.method("ModelInfer"), request_serializer=v2.ModelInferRequest.SerializeToString,
                            response_deserializer=v2.ModelInferResponse.FromString)
         self._infer_raw = call(v2.method("ModelInfer"))  # bytes in, bytes out
+        self._stream = self._channel.stream_stream(
+            v2.method("ModelStreamInfer"), request_serializer=v2.ModelInferRequest.SerializeToString,
+            response_deserializer=repo_pb.ModelStreamInferResponse.FromString)
         self._metadata = call(v2.method("ModelMetadata"), request_serializer=v2.ModelMetadataRequest.SerializeToString,
                               response_deserializer=v2.ModelMetadataResponse.FromString)
         self._ready = call(v2.method("ModelReady"), request_serializer=v2.ModelReadyRequest.SerializeToString,
@@ -121,6 +126,8 @@ class GrpcRuntimeClient:
             limit_model_concurrency=resp.limitModelConcurrency,
             resident_bytes=resp.residentBytes,
             baseline_bytes=resp.baselineBytes,
+            gpu_capacity_bytes=resp.gpuCapacityBytes,
+            gpu_status=resp.gpuStatus,
         )
 
     async def load_model(self, model_id: str, info: ModelInfo) -> LoadResult:
@@ -128,7 +135,7 @@ class GrpcRuntimeClient:
         base = self._load_timeout_s or self._status_timeout_s or DEFAULT_LOAD_TIMEOUT_S
         resp = await self._call("loadModel", self._load, req, base + LOAD_DEADLINE_MARGIN_S, model_id)
         return LoadResult(size_bytes=resp.sizeInBytes, max_concurrency=resp.maxConcurrency,
-                          resident_delta_bytes=resp.residentDeltaBytes)
+                          resident_delta_bytes=resp.residentDeltaBytes, gpu_bytes=resp.gpuBytes)
 
     async def unload_model(self, model_id: str) -> None:
         await self._call("unloadModel", self._unload, pb.UnloadModelRequest(modelId=model_id), self.deadline_s,
@@ -156,6 +163,27 @@ class GrpcRuntimeClient:
             return await self._infer(request, timeout=timeout or self.infer_deadline_s)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, "ModelInfer", request.model_name) from exc
+
+    async def infer_stream(self, request: v2.ModelInferRequest, *,
+                           timeout: float | None = None) -> AsyncIterator[v2.ModelInferResponse]:
+        """Every response the runtime's model streams for ``request`` (its ModelStreamInfer, one
+        request per call); a runtime without ModelStreamInfer answers once, through ModelInfer."""
+        call = self._stream(iter((request,)), timeout=timeout or self.infer_deadline_s)
+        answered = False
+        try:
+            async for answer in call:
+                if answer.error_message:  # a runtime that reports errors in the stream, as Triton does
+                    raise error_of(grpc.StatusCode.INTERNAL, answer.error_message, kind="", method="ModelStreamInfer",
+                                   model_id=request.model_name)
+                answered = True
+                yield v2.ModelInferResponse.FromString(answer.infer_response)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED and not answered:
+                yield await self.infer(request, timeout=timeout)
+                return
+            raise self._error(exc, "ModelStreamInfer", request.model_name) from exc
+        finally:
+            call.cancel()  # a consumer that stops early (its client went away) ends the call
 
     async def infer_bytes(
         self, request: bytes, *, model_id: str = "", timeout: float | None = None,
@@ -196,6 +224,10 @@ class GrpcRuntimeClient:
             if loop.time() + interval_s > end:
                 raise Unavailable(f"runtime at {self.target} not ready after {timeout_s:g} s: {last}")
             await asyncio.sleep(interval_s)
+
+    def relay_channel(self) -> grpc.aio.Channel:
+        """The channel to the runtime, for gRPC calls the mesh passes through (``mesh/relay.py``)."""
+        return self._channel
 
     async def reconnect(self, target: str | None = None) -> None:
         """Talk to ``target`` (default: the same address, e.g. a restarted child's socket) over a

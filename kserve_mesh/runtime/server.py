@@ -26,7 +26,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from kserve_mesh.core.net import is_loopback
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import v2
 from kserve_mesh.protos import model_runtime_pb2 as pb
+from kserve_mesh.protos import v2_repository_pb2 as repo_pb
 from kserve_mesh.runtime.builtin import BuiltinRuntime, RuntimeConfig
 from kserve_mesh.runtime.builtin.fetch import Fetcher
 from kserve_mesh.runtime.grpc_errors import ERROR_KIND_KEY, code_of
@@ -81,7 +82,7 @@ class _Service:
         info = ModelInfo(type=req.modelType, path=req.modelPath, key=req.modelKey)
         result = await self.runtime.load_model(req.modelId, info)
         return pb.LoadModelResponse(sizeInBytes=result.size_bytes, maxConcurrency=result.max_concurrency,
-                                    residentDeltaBytes=result.resident_delta_bytes)
+                                    residentDeltaBytes=result.resident_delta_bytes, gpuBytes=result.gpu_bytes)
 
     async def unload_model(self, req: pb.UnloadModelRequest) -> pb.UnloadModelResponse:
         await self.runtime.unload_model(req.modelId)
@@ -106,6 +107,8 @@ class _Service:
             limitModelConcurrency=status.limit_model_concurrency,
             residentBytes=status.resident_bytes,
             baselineBytes=status.baseline_bytes,
+            gpuCapacityBytes=status.gpu_capacity_bytes,
+            gpuStatus=status.gpu_status,
         )
         for method in _ID_FIELD_METHODS:
             resp.methodInfos[f"{v2.SERVICE}/{method}"].idInjectionPath.append(1)
@@ -134,6 +137,25 @@ class _Service:
 
     async def server_metadata(self, req: v2.ServerMetadataRequest) -> v2.ServerMetadataResponse:
         return v2.ServerMetadataResponse(name="kserve-mesh-runtime", version=__version__)
+
+    async def model_stream_infer(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
+        """Triton's ModelStreamInfer on the runtime's port: each request answered with every response
+        its model streams (``infer_stream``), or with the one of ``infer``. An error ends the call
+        with its code, as on the unary methods (the mesh sends one request per call)."""
+        stream = getattr(self.runtime, "infer_stream", None)
+        try:
+            async for request in requests:
+                if stream is None:
+                    answer = await self.runtime.infer(request, timeout=context.time_remaining())
+                    await context.write(repo_pb.ModelStreamInferResponse(infer_response=answer.SerializeToString()))
+                    continue
+                async for answer in stream(request, timeout=context.time_remaining()):
+                    await context.write(repo_pb.ModelStreamInferResponse(infer_response=answer.SerializeToString()))
+        except MeshError as err:
+            await context.abort(code_of(err), str(err), trailing_metadata=((ERROR_KIND_KEY, type(err).__name__),))
+        except Exception as exc:  # the edge: log the bug, answer a clean INTERNAL
+            logger.exception("unexpected error in ModelStreamInfer")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in ModelStreamInfer: {type(exc).__name__}")
 
     def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
         def unary(name: str, fn: Handler, req: Any, resp: Any) -> grpc.RpcMethodHandler:
@@ -164,6 +186,9 @@ class _Service:
                 "ServerMetadata", self.server_metadata, v2.ServerMetadataRequest, v2.ServerMetadataResponse
             ),
         }
+        inference["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self.model_stream_infer, request_deserializer=v2.ModelInferRequest.FromString,
+            response_serializer=repo_pb.ModelStreamInferResponse.SerializeToString)
         return [
             grpc.method_handlers_generic_handler(RUNTIME_SERVICE, runtime),
             grpc.method_handlers_generic_handler(v2.SERVICE, inference),
@@ -200,11 +225,14 @@ async def serve(
     fetcher: Fetcher | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     listen: str = "",
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
 ) -> tuple[RuntimeServer, int]:
     """Start a runtime server on ``host:port`` (0: an ephemeral port), or on ``listen`` when given
     (``unix:/path`` or ``host:port``); returns it and the bound port (0 for a Unix socket).
 
     Without ``runtime`` a ``BuiltinRuntime(config, fetcher)`` is created and closed with the server.
+    ``extra_handlers``: more services on the same port (a runtime's own APIs, which the mesh relays
+    to it for calls naming a model: ``mesh/relay.py``).
     """
     owns = runtime is None
     rt: ModelRuntime = runtime if runtime is not None else BuiltinRuntime(config, fetcher)
@@ -213,7 +241,7 @@ async def serve(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(handlers=_Service(rt).generic_handlers(), options=options)
+    server = grpc.aio.server(handlers=[*_Service(rt).generic_handlers(), *extra_handlers], options=options)
     address = listen or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     socket_path = address[len("unix:"):] if address.startswith("unix:") else ""
     try:

@@ -15,6 +15,7 @@ this runtime, ``InvalidArgument`` for bad inference input, ``ModelLoadFailed`` (
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +44,10 @@ class RuntimeStatus:
     # resident set size now, and what of it is not models (its size holding none, plus libraries).
     resident_bytes: int = 0
     baseline_bytes: int = 0
+    # GPU memory accounting (extension; runtime/gpu.py): the GPU memory models may use, 0 without a
+    # GPU, and what the runtime found (a device, or why there is none).
+    gpu_capacity_bytes: int = 0
+    gpu_status: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,7 @@ class LoadResult:
     size_bytes: int
     max_concurrency: int = 0
     resident_delta_bytes: int = 0  # the measured RSS growth across the load; 0 = not measured
+    gpu_bytes: int = 0  # GPU memory the model took; 0 = none or not measured
 
 
 class ModelRuntime(Protocol):
@@ -76,3 +82,12 @@ class ModelRuntime(Protocol):
     async def model_metadata(self, model_id: str) -> v2.ModelMetadataResponse: ...
 
     async def close(self) -> None: ...
+
+
+class StreamingRuntime(Protocol):
+    """A runtime whose models may answer one request with several responses (a model that streams,
+    e.g. tokens; Triton's decoupled models). Optional: the mesh uses ``infer_stream`` where a
+    runtime has it (``ModelStreamInfer``, ``generate_stream``), else the one answer of ``infer``."""
+
+    def infer_stream(self, request: v2.ModelInferRequest, *,
+                     timeout: float | None = None) -> AsyncIterator[v2.ModelInferResponse]: ...

@@ -1,5 +1,5 @@
 """The front doors of one instance, started on their ports: gRPC (V2, ModelMesh management,
-health, reflection) and REST (V2, management, KServe resources, the peer route), each wrapped in
+health, reflection, and any other method naming a model, relayed to its runtime) and REST (V2, management, KServe resources, the peer route), each wrapped in
 the instance's authentication and TLS."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import uvicorn
 
-from kserve_mesh.api import grpc_mgmt, grpc_v2
+from kserve_mesh.api import grpc_mgmt, grpc_relay, grpc_v2
 from kserve_mesh.api.auth import GuardedServer, guard_asgi, with_tls_identity
 from kserve_mesh.api.browser_guard import guard_browsers
 from kserve_mesh.api.grpc_health import HealthService, add_health_and_reflection
@@ -40,6 +40,8 @@ async def start_grpc(s: MeshSettings, security: Security, plane: DataPlane, mgmt
     services.add_generic_rpc_handlers((grpc_v2.handler(plane),))
     grpc_mgmt.add_to_server(mgmt, services)
     health = add_health_and_reflection(services, instance)  # grpc.health.v1, reflection
+    # last: any other method naming a model goes to its runtime (the server asks handlers in order)
+    services.add_generic_rpc_handlers((grpc_relay.RelayHandler(plane),))
     address = f"{s.host}:{s.grpc_port}"
     if security.tls is not None:
         port = server.add_secure_port(address, security.tls.grpc_server_credentials())

@@ -26,6 +26,7 @@ from kserve_mesh import __version__
 from kserve_mesh.api.grpc_health import HealthService
 from kserve_mesh.api.rest import build_app, serve_infer_first
 from kserve_mesh.api.telemetry import Telemetry
+from kserve_mesh.core.cache import CacheLedger
 from kserve_mesh.core.clock import SystemClock
 from kserve_mesh.core.errors import InvalidArgument, MeshError, Unavailable
 from kserve_mesh.core.ids import InstanceId
@@ -196,7 +197,8 @@ class MeshServer:
             MemorySettings(reconcile=s.memory_reconcile, margin_bytes=s.memory_margin_bytes,
                            recycle_bytes=s.memory_recycle_bytes, interval_s=s.memory_check_interval_s,
                            misprediction_factor=s.size_misprediction_factor),
-            recycle=self.supervisor.recycle if self.supervisor is not None and self.runtime_process else None)
+            recycle=self.supervisor.recycle if self.supervisor is not None and self.runtime_process else None,
+            on_recycling=lambda _on: self.cluster.publish_soon() if self.cluster is not None else None)
         self.instance.memory = self.memory
         self.instance.cache.on_sized = self.memory.load_sized
         self.memory.start()
@@ -268,8 +270,10 @@ class MeshServer:
             loading_threads=cache.loading_threads,
             loads_in_progress=cache.loads_in_progress,
             requests_per_minute=self.telemetry.requests_per_minute() if self.telemetry else 0,
-            shutting_down=self.shutting_down, start_time_ms=self._started_ms, version=__version__,
+            shutting_down=self.shutting_down, recycling=self.memory is not None and self.memory.recycling,
+            start_time_ms=self._started_ms, version=__version__,
             labels=(f"rest={self.endpoints.rest}", f"metrics={self.endpoints.metrics}", f"pid={os.getpid()}"),
+            victim_value=_victim_value(self.instance.cache.ledger),
         )
 
     def status(self) -> dict[str, object]:
@@ -290,11 +294,13 @@ class MeshServer:
             "requestsPerMinute": self.telemetry.requests_per_minute() if self.telemetry else 0,
             "lruTime": cache.lru_time_ms,
             "runtime": self.settings.runtime,
-            "modelTypes": ["sklearn", "xgboost", "lightgbm", "onnx", "string"],
+            "modelTypes": ["sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "tensorflow", "keras", "openvino_ir",
+                           "python", "string"],
             "endpoints": dataclasses.asdict(self.endpoints) if self.endpoints else {},
             "pid": os.getpid(),
             "runtimePid": self.runtime_process.pid if self.runtime_process is not None else 0,
             "memory": self.memory.snapshot.as_json() if self.memory is not None else {},
+            "gpu": self.instance.cache.gpu.summary(self.instance.cache.copies),
             "shuttingDown": self.shutting_down,
             "leader": bool(self.cluster and self.cluster.is_leader),
             "instances": [instance_json(r) for r in sorted(self.cluster.instances.values(), key=lambda r: r.instance_id)]
@@ -378,3 +384,11 @@ class MeshServer:
         self.cluster.publish_soon()
         await asyncio.sleep(0.2)  # let the record go out before the re-homing starts
         await drain(self.instance, self.settings.shutdown_grace_s)
+
+
+def _victim_value(ledger: CacheLedger) -> int:
+    """The eviction policy's value of the next victim, for placement (-1: none, or the lru policy)."""
+    if ledger.policy_name == "lru":
+        return -1
+    value = ledger.next_victim_value()
+    return -1 if value is None else round(value)

@@ -65,6 +65,17 @@ async def make_runtime(s: MeshSettings, cache_dir: Path) -> tuple[ModelRuntime, 
     return GrpcRuntimeClient(address), child
 
 
+def cache_capacity(s: MeshSettings, reported: int) -> int:
+    """The cache's capacity: what the runtime reports (ModelMesh's rule; the built-in runtime is
+    given ``capacity_bytes``), but never more than a ``capacity_bytes`` set for a remote runtime
+    (its own figure may be the whole pod's)."""
+    if s.runtime == "remote" and "capacity_bytes" in s.model_fields_set and s.capacity_bytes < reported:
+        log.info("cache capacity %d bytes (capacity_bytes), below the %d bytes the runtime reports",
+                 s.capacity_bytes, reported)
+        return s.capacity_bytes
+    return reported
+
+
 async def wait_runtime_ready(s: MeshSettings, runtime: ModelRuntime, child: RuntimeProcess | None,
                              clock: Clock) -> CacheConfig:
     """Poll runtimeStatus (each call bounded) until READY; fail at once if the child exits."""
@@ -74,8 +85,11 @@ async def wait_runtime_ready(s: MeshSettings, runtime: ModelRuntime, child: Runt
         try:
             status = await asyncio.wait_for(runtime.runtime_status(), s.runtime_check_timeout_s)
             if status.state is RuntimeState.READY:
-                return CacheConfig(status.capacity_bytes, status.max_loading_concurrency,
-                                   status.model_loading_timeout_ms / 1000, status.default_model_size_bytes)
+                return CacheConfig(cache_capacity(s, status.capacity_bytes), status.max_loading_concurrency,
+                                   status.model_loading_timeout_ms / 1000, status.default_model_size_bytes,
+                                   eviction_policy=s.eviction_policy.strip().lower(),
+                                   gpu_capacity_bytes=status.gpu_capacity_bytes,
+                                   gpu_status=status.gpu_status or "no GPU: the runtime reports none")
         except (MeshError, TimeoutError) as exc:
             log.info("runtime not ready yet: %s", exc or "no answer to runtimeStatus")
         if child is not None and child.returncode is not None:

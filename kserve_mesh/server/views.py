@@ -14,7 +14,7 @@ def instance_json(r: InstanceRecord) -> dict[str, object]:
             "capacityBytes": r.capacity_bytes, "usedBytes": r.used_bytes, "models": r.model_count,
             "requestsPerMinute": r.requests_per_minute, "lruTime": r.lru_time_ms,
             "loadsInProgress": r.loads_in_progress, "shuttingDown": r.shutting_down,
-            "startTime": r.start_time_ms, "version": r.version}
+            "recycling": r.recycling,             "startTime": r.start_time_ms, "version": r.version}
 
 
 def placements(records: Iterable[ModelRecord], live: Mapping[str, object]) -> dict[str, list[str]]:

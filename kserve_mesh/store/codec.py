@@ -13,7 +13,8 @@ Layout (``?`` = optional)::
                "minCopies"?, "maxCopies"?, "registered"?: registeredMs}
     vmodel:   {"id", "owner", "active", "target", "failed"?}
     instance: {"id", "endpoint", "capacity", "used", "models", "lruTime", "loadingThreads"?,
-               "loading"?, "rpm"?, "shuttingDown"?, "startTime"?, "version"?, "zone"?, "labels"?}
+               "loading"?, "rpm"?, "shuttingDown"?, "startTime"?, "version"?, "zone"?, "labels"?,
+               "victimValue"?}
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ _INSTANCE_OPTIONAL_INTS = (
     ("loading", "loads_in_progress", 0),
     ("rpm", "requests_per_minute", 0),
     ("startTime", "start_time_ms", 0),
+    ("victimValue", "victim_value", -1),  # issue 12; absent from older records
 )
 
 
@@ -196,6 +198,7 @@ def encode_instance(record: InstanceRecord) -> bytes:
     for name, attr, default in _INSTANCE_OPTIONAL_INTS:
         _put_nondefault(obj, name, getattr(record, attr), default)
     _put_nondefault(obj, "shuttingDown", record.shutting_down, False)
+    _put_nondefault(obj, "recycling", record.recycling, False)
     _put_nondefault(obj, "version", record.version, "")
     _put_nondefault(obj, "zone", record.zone, "")
     _put_nondefault(obj, "labels", list(record.labels), [])
@@ -216,6 +219,7 @@ def decode_instance(data: bytes) -> InstanceRecord:
         model_count=f.integer("models"),
         lru_time_ms=f.integer("lruTime"),
         shutting_down=f.flag("shuttingDown", False),
+        recycling=f.flag("recycling", False),
         version=f.text("version", ""),
         zone=f.text("zone", ""),
         labels=tuple(labels),

@@ -60,8 +60,9 @@ def _guard_behavior(behavior: Callable[..., Any], need: Role, method: str, auth:
     return guarded
 
 
-def _guard_handler(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> grpc.RpcMethodHandler:
-    need = grpc_role(method)
+def _guard_handler(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator,
+                   role: Role | None = None) -> grpc.RpcMethodHandler:
+    need = role if role is not None else grpc_role(method)
     if need is None:
         return handler
     if handler.unary_unary is not None:
@@ -95,6 +96,9 @@ class _GuardedGeneric(grpc.GenericRpcHandler):
         handler = self.inner.service(handler_call_details)
         if handler is None:
             return None  # not ours (UNIMPLEMENTED): nothing kept for names callers make up
+        role = getattr(self.inner, "required_role", None)
+        if role is not None:  # a handler of any method (api/grpc_relay.py): its role, nothing kept
+            return _guard_handler(handler, method, self.auth, role)
         guarded = self._cache[method] = _guard_handler(handler, method, self.auth)  # wrapped once per method
         return guarded
 

@@ -15,6 +15,7 @@ INFER_GRPC_REFLECTION = frozenset({"/grpc.reflection.v1alpha.ServerReflection/Se
                                    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
 OPEN_REST = frozenset({"/v2/health/live", "/v2/health/ready"})
 INFER_REST_POST = frozenset({"/v2/repository/index"})
+INFER_SUFFIXES = ("/infer", "/generate", "/generate_stream")  # POST /v2/models/{name}/...: inference
 FORWARDED = b"mm-forwarded"  # a hop from a peer: served here, never placed; only peers (admin) send it
 
 
@@ -33,6 +34,6 @@ def rest_role(method: str, path: str) -> Role | None:
     """The role a REST call needs (None: open to anyone)."""
     if method in ("GET", "HEAD"):
         return None if path in OPEN_REST else Role.INFER
-    if method == "POST" and (path in INFER_REST_POST or (path.startswith("/v2/models/") and path.endswith("/infer"))):
+    if method == "POST" and (path in INFER_REST_POST or (path.startswith("/v2/models/") and path.endswith(INFER_SUFFIXES))):
         return Role.INFER
     return Role.ADMIN  # management, the peers' forwarding route, and anything unknown

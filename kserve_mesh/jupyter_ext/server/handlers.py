@@ -165,7 +165,8 @@ class DeployHandler(MeshHandler):
             model_type = str(body.get("type") or "").strip() or model_type_of(real)
             if not model_type:
                 raise PathRefused(400, f"cannot tell the model type of '{body.get('path')}' from its extension; "
-                                       "choose one (sklearn, xgboost, lightgbm, onnx, string)")
+                                       "choose one (sklearn, xgboost, lightgbm, onnx, pytorch, tensorflow, keras, "
+                                       "openvino_ir, python, string)")
             model_id = str(body.get("modelId") or "").strip() or model_id_of(real)
             client = self.mesh.client()
             await self.run(client.register, model_id, model_type, str(real), load_now=True)

@@ -15,6 +15,9 @@ MODEL_TYPES: dict[str, tuple[str, ...]] = {
     "xgboost": (".json", ".ubj"),
     "lightgbm": (".txt",),
     "onnx": (".onnx",),
+    "pytorch": (".pt", ".pth", ".torchscript"),
+    "keras": (".keras", ".h5"),
+    "openvino_ir": (".xml",),
     "string": (".string", ".str"),
 }
 """Model file extensions per type of the built-in runtime (kserve_mesh.runtime.builtin.models)."""

@@ -32,6 +32,7 @@ import kopf
 
 from kserve_mesh.core.clock import Clock, SystemClock
 from kserve_mesh.core.errors import DeadlineExceeded, MeshError, Unavailable
+from kserve_mesh.kube.controller.deploy.autoscaling import AUTOSCALER_CLASS
 from kserve_mesh.kube.controller.deploy.config import ServingConfig
 from kserve_mesh.kube.controller.deploy.objects import service_urls
 from kserve_mesh.kube.controller.kube_api import KubeApi, KubeHttp, Warnings
@@ -76,6 +77,7 @@ class Controller:
         self._checked_at: dict[tuple[str, str, str], float] = {}
         self._settled: dict[tuple[str, str, str], bool] = {}
         self._warned: dict[tuple[str, str, str], tuple[str, str] | None] = {}
+        self._autoscaler_warned: set[tuple[str, str, str]] = set()
         self.indices: dict[str, Any] = {}
         self.served_namespaces: dict[str, bool] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -241,6 +243,19 @@ class Controller:
             self._warned.pop(key, None)
         if self.settings.manage_deployments:
             self.sync.use(namespace, f"{kind}/{name}", result.runtime, result.claim)
+        self._autoscaler_on_model(body, key, result.runtime)
+
+    def _autoscaler_on_model(self, body: kopf.Body, key: tuple[str, str, str], runtime: str | None) -> None:
+        """KServe's autoscaler annotations on a ModelMesh model do nothing by themselves (its pods are
+        its runtime's, shared): say so once, naming the runtime to annotate instead."""
+        annotations = body.metadata.annotations or {}
+        if AUTOSCALER_CLASS not in annotations or key in self._autoscaler_warned:
+            return
+        self._autoscaler_warned.add(key)
+        where = f"ServingRuntime {runtime}" if runtime else "its ServingRuntime"
+        kopf.warn(body, reason="AutoscalerOnModel", message=(
+            f"{AUTOSCALER_CLASS} on a ModelMesh {body['kind']} has no effect: the runtime pods serve every model "
+            f"that uses the runtime; annotate {where} instead (the controller then keeps an HPA for its pods)"))
 
     async def remove_model(self, body: kopf.Body) -> None:
         kind, namespace, name = body["kind"], body.metadata.namespace or "default", body.metadata.name
@@ -256,6 +271,7 @@ class Controller:
         self._checked_at.pop(key, None)
         self._settled.pop(key, None)
         self._warned.pop(key, None)
+        self._autoscaler_warned.discard(key)
         if self.settings.manage_deployments:
             self.sync.drop(namespace, f"{kind}/{name}")
 
@@ -265,6 +281,19 @@ def _raw(body: kopf.Body) -> dict[str, Any]:
     return {key: body[key] for key in body}
 
 
+def login(controller_settings: ControllerSettings, /, **kwargs: Any) -> kopf.ConnectionInfo:
+    """Credentials: the in-cluster service account (unless a kubeconfig was named), else the
+    kubeconfig. ``kwargs`` are kopf's login arguments (its ``settings`` at least)."""
+    info = None
+    if controller_settings.kubeconfig is None:
+        info = kopf.login_with_service_account(**kwargs)
+    info = info or kopf.login_with_kubeconfig(**kwargs)
+    if info is None:
+        raise kopf.LoginError("no Kubernetes credentials: not in a cluster, and no kubeconfig "
+                              "(--kubeconfig or KUBECONFIG)")
+    return info
+
+
 def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
     """A kopf registry with every handler of the controller bound to ``ctl``."""
     registry = kopf.OperatorRegistry()
@@ -272,16 +301,9 @@ def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
 
     # Explicit ids: kopf names handlers (and the index kwargs) after their qualified names otherwise.
     @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info = None
-        if settings.kubeconfig is None:
-            info = kopf.login_with_service_account(**kwargs)
-        info = info or kopf.login_with_kubeconfig(**kwargs)
-        if info is None:
-            raise kopf.LoginError("no Kubernetes credentials: not in a cluster, and no kubeconfig "
-                                  "(--kubeconfig or KUBECONFIG)")
-        ctl.connection = info
-        return info
+    def login_handler(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        ctl.connection = login(settings, **kwargs)
+        return ctl.connection
 
     # Our own tasks live inside kopf's lifetime: kopf waits for any task still running when it
     # stops ("hung tasks"), so they start with the operator and stop with its cleanup.

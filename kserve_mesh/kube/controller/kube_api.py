@@ -1,5 +1,5 @@
 """The few Kubernetes API calls the controller makes beyond kopf's own (Deployments, Services,
-ConfigMaps, Secrets, PVCs, Events), on the credentials kopf logged in with.
+ConfigMaps, Secrets, PVCs, Events, the leader Lease, HPAs, ServiceMonitors), on the credentials kopf logged in with.
 
 kopf watches and patches the resources it handles with its own aiohttp client; it has no public
 client for other objects. ``KubeHttp`` is a small aiohttp client built from the same
@@ -79,6 +79,18 @@ def secrets_path(namespace: str, name: str = "") -> str:
 
 def pvc_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"
+
+
+def hpa_path(namespace: str, name: str = "") -> str:
+    return f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers" + (f"/{name}" if name else "")
+
+
+def service_monitor_path(namespace: str, name: str = "") -> str:
+    return f"/apis/monitoring.coreos.com/v1/namespaces/{namespace}/servicemonitors" + (f"/{name}" if name else "")
+
+
+def lease_path(namespace: str, name: str = "") -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
 
 
 def events_path(namespace: str) -> str:
@@ -209,6 +221,10 @@ class KubeHttp:
 
     async def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", path, dict(body), "application/merge-patch+json") or {}
+
+    async def json_patch(self, path: str, ops: list[Mapping[str, Any]]) -> dict[str, Any]:
+        """A JSON patch (RFC 6902); a failing ``test`` op is the API server's 409/422."""
+        return await self._call("PATCH", path, [dict(op) for op in ops], "application/json-patch+json") or {}
 
     async def delete(self, path: str) -> None:
         try:

@@ -9,9 +9,11 @@ closed. A bad flag is a one-line error and exit status 2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+from typing import Any
 
 from kserve_mesh.kube.controller.settings import ControllerSettings, InvalidControllerSettings
 
@@ -30,6 +32,10 @@ FLAG_FALLBACKS = {
     "health_port": ("KSERVE_MESH_HEALTH_PORT", "0: none"),
     "status_interval": ("KSERVE_MESH_STATUS_INTERVAL", "3"),
     "log_level": ("KSERVE_MESH_LOG_LEVEL", "INFO"),
+    "leader_election_lease": ("KSERVE_MESH_LEADER_ELECTION_LEASE", "none: no election, run at once"),
+    "lease_duration": ("KSERVE_MESH_LEASE_DURATION", "15"),
+    "lease_renew_deadline": ("KSERVE_MESH_LEASE_RENEW_DEADLINE", "10"),
+    "lease_retry_period": ("KSERVE_MESH_LEASE_RETRY_PERIOD", "2"),
 }
 
 
@@ -46,24 +52,78 @@ def parser():  # type: ignore[no-untyped-def]
     return p
 
 
-async def run(settings: ControllerSettings) -> None:
+async def run(settings: ControllerSettings) -> int:
+    """Run the controller until kopf stops (SIGTERM/SIGINT); with a leader election Lease, first wait
+    to be the leader, and stop when leadership is lost (exit status 1: restarted as a follower)."""
     import kopf
 
-    from kserve_mesh.kube.controller.handlers import Controller, build_registry, operator_settings
+    from kserve_mesh.kube.controller.handlers import Controller, build_registry, login, operator_settings
+    from kserve_mesh.kube.controller.kube_api import KubeHttp
+    from kserve_mesh.kube.controller.leader import LeaderElector, LeaseTiming
 
+    health = await _serve_health(settings.health_port) if settings.health_port else None
+    elector: LeaderElector | None = None
+    lease_client: KubeHttp | None = None
+    keeper: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
     ctl = Controller(settings)
-    registry = build_registry(ctl)
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    scope: dict[str, object] = ({"namespaces": [settings.namespace]} if settings.namespace_scope
-                                else {"clusterwide": True})
-    log.info("kserve-mesh controller: %s, mesh at %s, runtime Deployments %s",
-             f"namespace {settings.namespace}" if settings.namespace_scope else "cluster scope",
-             settings.mesh_address, "managed" if settings.manage_deployments else "not managed")
     try:
+        if settings.leader_election_lease:
+            lease_client = KubeHttp(login(settings, settings=operator_settings()))
+            elector = LeaderElector(lease_client, settings.controller_namespace, settings.leader_election_lease,
+                                    settings.identity, LeaseTiming(settings.lease_duration_s,
+                                                                   settings.lease_renew_deadline_s,
+                                                                   settings.lease_retry_s))
+            if health is not None:
+                health.app["elector"] = elector
+            log.info("leader election: %s is a candidate for lease %s/%s", settings.identity,
+                     settings.controller_namespace, settings.leader_election_lease)
+            await elector.acquire()
+            keeper = asyncio.create_task(elector.keep(), name="leader-lease-renewal")
+            keeper.add_done_callback(lambda _: stop.set())
+        registry = build_registry(ctl)
+        scope: dict[str, object] = ({"namespaces": [settings.namespace]} if settings.namespace_scope
+                                    else {"clusterwide": True})
+        log.info("kserve-mesh controller: %s, mesh at %s, runtime Deployments %s",
+                 f"namespace {settings.namespace}" if settings.namespace_scope else "cluster scope",
+                 settings.mesh_address, "managed" if settings.manage_deployments else "not managed")
         await kopf.operator(registry=registry, settings=operator_settings(), standalone=True,
-                            liveness_endpoint=liveness, **scope)  # type: ignore[arg-type]
+                            stop_flag=stop, **scope)  # type: ignore[arg-type]
     finally:
+        lost = keeper is not None and keeper.done() and not keeper.cancelled()
+        if keeper is not None and not keeper.done():
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         await ctl.close()  # normally done by kopf's cleanup already; idempotent
+        if elector is not None and not lost:
+            await elector.release()
+        if lease_client is not None:
+            await lease_client.close()
+        if health is not None:
+            await health.cleanup()
+    if lost:
+        log.error("kserve-mesh controller: leadership lost; exiting so that a fresh process waits as a follower")
+        return 1
+    return 0
+
+
+async def _serve_health(port: int) -> Any:
+    """``/healthz`` on ``port`` for the whole process: followers are alive too (kopf's own liveness
+    endpoint exists only while its operator runs, which a follower's does not)."""
+    from aiohttp import web
+
+    async def healthz(request: web.Request) -> web.Response:
+        elector = request.app.get("elector")
+        role = "leader" if elector is None or elector.is_leader else "follower"
+        return web.json_response({"status": "ok", "role": role})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # every address: the kubelet probes it
+    return runner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         os.environ["KUBECONFIG"] = str(settings.kubeconfig)  # kopf's kubeconfig login reads it
     try:
-        asyncio.run(run(settings))
+        return asyncio.run(run(settings))
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,14 +26,33 @@ from typing import Any
 
 from kserve_mesh.core.errors import MeshError
 from kserve_mesh.kube.controller.deploy.config import ServingConfig
-from kserve_mesh.kube.controller.deploy.plan import Create, Delete, Patch, managed_deployments, plan_namespace
+from kserve_mesh.kube.controller.deploy.monitoring import (
+    MONITORING_API,
+    SERVICE_MONITOR_NAME,
+    is_ours,
+    monitor_differs,
+    serves_service_monitors,
+    service_monitor,
+)
+from kserve_mesh.kube.controller.deploy.plan import (
+    HPA,
+    Action,
+    Create,
+    Patch,
+    Warn,
+    managed_deployments,
+    managed_hpas,
+    plan_namespace,
+)
 from kserve_mesh.kube.controller.deploy.security import PodInputs, SecretProblem
 from kserve_mesh.kube.controller.kube_api import (
     KubeApi,
     Warnings,
     configmap_path,
     deployments_path,
+    hpa_path,
     object_ref,
+    service_monitor_path,
     services_path,
 )
 from kserve_mesh.kube.controller.namespace_secrets import NamespaceSecrets
@@ -58,6 +77,11 @@ class RuntimeSync:
         self._usage: dict[str, dict[str, tuple[str, str | None]]] = defaultdict(dict)
         self._known: set[str] = set()
         self._poked: set[str] = set()
+        self._warned: dict[str, set[str]] = {}
+        self._monitoring = False
+        self._monitoring_checked_at = float("-inf")
+        self.monitoring_ttl_s = 60.0
+        """How often the Prometheus operator's API is looked for (it may be installed later)."""
         self._wake = asyncio.Event()
 
     # -- what the model handlers report ----------------------------------------------------------
@@ -112,7 +136,7 @@ class RuntimeSync:
                 except MeshError as exc:  # the API refused: log, and the next pass retries
                     log.warning("runtime Deployments of namespace %s not synced: %s", namespace, exc)
 
-    async def sync_namespace(self, namespace: str) -> list[Create | Patch | Delete]:
+    async def sync_namespace(self, namespace: str) -> list[Action]:
         config = await self._config_source()
         runtimes = self._runtime_docs(namespace)
         in_use = self.in_use(namespace)
@@ -129,15 +153,53 @@ class RuntimeSync:
             self.secrets.warnings.clear(problem_key)
         listed = await self.kube.list(deployments_path(namespace))
         ours = managed_deployments(config, listed)
+        hpas = managed_hpas(config, await self.kube.list(hpa_path(namespace)))
         service = await self.kube.get(services_path(namespace, config.service_name))
         actions = plan_namespace(config, namespace, runtimes, in_use, ours,
-                                 service is not None, self._now(), inputs)
+                                 service is not None, self._now(), inputs, hpas)
+        warned = {f"{namespace}/{a.kind}/{a.name}/{a.key}" for a in actions if isinstance(a, Warn)}
+        for key in self._warned.get(namespace, set()) - warned:  # fixed: news again if it comes back
+            self.secrets.warnings.clear(key)
+        self._warned[namespace] = warned
         for action in actions:
             await self._apply(namespace, action)
+        if service is not None or any(isinstance(a, Create) and a.kind == "Service" for a in actions):
+            await self._sync_service_monitor(config, namespace)
         return actions
 
-    async def _apply(self, namespace: str, action: Create | Patch | Delete) -> None:
-        path = deployments_path if action.kind == "Deployment" else services_path
+    async def _sync_service_monitor(self, config: ServingConfig, namespace: str) -> None:
+        """The namespace's ServiceMonitor (``deploy/monitoring.py``): kept where the Prometheus
+        operator's API exists and the config wants it, deleted (if ours) where it does not."""
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._monitoring_checked_at + self.monitoring_ttl_s:
+            self._monitoring = serves_service_monitors(await self.kube.get(MONITORING_API))
+            self._monitoring_checked_at = loop.time()
+        if not self._monitoring:
+            return
+        path = service_monitor_path(namespace, SERVICE_MONITOR_NAME)
+        existing = await self.kube.get(path)
+        if not config.service_monitor_wanted:
+            if existing is not None and is_ours(existing):
+                log.info("deleting ServiceMonitor %s/%s (metrics off or disablePrometheusOperatorSupport)",
+                         namespace, SERVICE_MONITOR_NAME)
+                await self.kube.delete(path)
+            return
+        service = await self.kube.get(services_path(namespace, config.service_name))
+        desired = service_monitor(config, namespace, str(((service or {}).get("metadata") or {}).get("uid") or ""))
+        if existing is None:
+            log.info("creating ServiceMonitor %s/%s", namespace, SERVICE_MONITOR_NAME)
+            await self.kube.create(service_monitor_path(namespace), desired)
+        elif is_ours(existing) and monitor_differs(desired, existing):
+            log.info("updating ServiceMonitor %s/%s", namespace, SERVICE_MONITOR_NAME)
+            await self.kube.patch(path, {"spec": desired["spec"]})
+
+    async def _apply(self, namespace: str, action: Action) -> None:
+        if isinstance(action, Warn):
+            ref = object_ref(action.kind, namespace, action.name, api_version="serving.kserve.io/v1alpha1")
+            await self.secrets.warnings.warn(f"{namespace}/{action.kind}/{action.name}/{action.key}", ref,
+                                             action.reason, action.message)
+            return
+        path = {"Deployment": deployments_path, HPA: hpa_path}.get(action.kind, services_path)
         if isinstance(action, Create):
             log.info("creating %s %s/%s", action.kind, namespace, action.body["metadata"]["name"])
             await self.kube.create(path(namespace), action.body)
@@ -150,9 +212,10 @@ class RuntimeSync:
 
 
 class ConfigSource:
-    """The model-serving-config ConfigMap, read at most every ``ttl_s`` seconds; a bad one keeps the
-    last good config. A bad ConfigMap, and every key of a good one that has no effect, is a Warning
-    Event on the ConfigMap (and a log line), once each."""
+    """The model-serving-config ConfigMap, read at most every ``ttl_s`` seconds. Every key that has
+    no effect (accepted but unused, unknown, or with a bad value: its default is used, the other
+    keys are) is a Warning Event on the ConfigMap naming it (and a log line), once each; a
+    ``config.yaml`` that is not a YAML mapping keeps the last good config (one Event too)."""
 
     def __init__(self, kube: KubeApi, namespace: str, name: str, *, image: str = "", ttl_s: float = 10.0,
                  warnings: Warnings | None = None) -> None:
@@ -179,7 +242,7 @@ class ConfigSource:
             config = self._config or ServingConfig()
             await self._report(doc, [("invalid", "InvalidConfig", f"not used (the last good config stays): {exc}")])
         else:
-            await self._report(doc, [(w.key, "ConfigKeyHasNoEffect", str(w)) for w in config.warnings])
+            await self._report(doc, [(w.key, w.reason, str(w)) for w in config.warnings])
         if self.image:
             config = replace(config, image=self.image)
         self._config = config

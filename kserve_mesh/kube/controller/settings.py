@@ -19,7 +19,18 @@ flag                                   environment                           def
 ``--health-port PORT``                 ``KSERVE_MESH_HEALTH_PORT``           none (0)
 ``--status-interval SECONDS``          ``KSERVE_MESH_STATUS_INTERVAL``       3
 ``--log-level LEVEL``                  ``KSERVE_MESH_LOG_LEVEL``             INFO
+``--leader-election-lease NAME``       ``KSERVE_MESH_LEADER_ELECTION_LEASE`` none: no election (one
+                                                                             replica only)
+``--lease-duration SECONDS``           ``KSERVE_MESH_LEASE_DURATION``        15
+``--lease-renew-deadline SECONDS``     ``KSERVE_MESH_LEASE_RENEW_DEADLINE``  10
+``--lease-retry-period SECONDS``       ``KSERVE_MESH_LEASE_RETRY_PERIOD``    2
+(the candidate's identity)             ``KSERVE_MESH_POD_NAME``              the host name, + a random
+                                                                             suffix either way
 =====================================  ====================================  ===========================
+
+With ``--leader-election-lease``, replicas elect a leader through that Lease in the controller's
+namespace (``leader.py``): only the leader reconciles; the others wait and take over when its
+Lease is not renewed for the lease duration.
 
 ``--mesh-address`` is where the management gRPC API of the mesh serving a namespace is: a fixed
 ``host:port`` (one mesh for every namespace, e.g. a laptop's) or a template with ``{namespace}``,
@@ -30,6 +41,9 @@ flag                                   environment                           def
 from __future__ import annotations
 
 import argparse
+import re
+import socket
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +53,7 @@ from kserve_mesh.core.errors import InvalidArgument
 DEFAULT_MESH_ADDRESS = "{service}.{namespace}:{port}"
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 class InvalidControllerSettings(InvalidArgument):
@@ -65,6 +80,13 @@ class ControllerSettings:
     """How often runtime Deployments are re-checked (scale to zero happens on such a pass)."""
     mesh_deadline_s: float = 10.0
     log_level: str = "INFO"
+    leader_election_lease: str = ""
+    """Name of the Lease replicas elect a leader through ("" = no election: run at once)."""
+    identity: str = ""
+    """This replica's name in the Lease (pod name or host name, plus a random suffix)."""
+    lease_duration_s: float = 15.0
+    lease_renew_deadline_s: float = 10.0
+    lease_retry_s: float = 2.0
 
     def mesh_address_for(self, namespace: str, service: str, port: int) -> str:
         return self.mesh_address.format(namespace=namespace, service=service, port=port)
@@ -111,7 +133,35 @@ class ControllerSettings:
             raise InvalidControllerSettings(f"--mesh-address must be host:port, got {mesh_address!r}")
         manage = not args.no_deployments and flag("KSERVE_MESH_MANAGE_DEPLOYMENTS",
                                                    env("KSERVE_MESH_MANAGE_DEPLOYMENTS", "true"))
+        lease = args.leader_election_lease if args.leader_election_lease is not None else env(
+            "KSERVE_MESH_LEADER_ELECTION_LEASE")
+        if lease and not _DNS_NAME.fullmatch(lease):
+            raise InvalidControllerSettings(f"--leader-election-lease must be a Lease name (DNS subdomain), "
+                                            f"got {lease!r}")
+
+        def seconds(flag_value: float | None, name: str, var: str, default: str) -> float:
+            value = flag_value if flag_value is not None else _float(var, env(var, default))
+            if value <= 0:
+                raise InvalidControllerSettings(f"{name} must be > 0 seconds, got {value}")
+            return value
+
+        duration = seconds(args.lease_duration, "--lease-duration", "KSERVE_MESH_LEASE_DURATION", "15")
+        deadline = seconds(args.lease_renew_deadline, "--lease-renew-deadline", "KSERVE_MESH_LEASE_RENEW_DEADLINE",
+                           "10")
+        retry = seconds(args.lease_retry_period, "--lease-retry-period", "KSERVE_MESH_LEASE_RETRY_PERIOD", "2")
+        if not duration > deadline:
+            raise InvalidControllerSettings(f"--lease-duration ({duration}) must be longer than "
+                                            f"--lease-renew-deadline ({deadline})")
+        if not deadline > 1.2 * retry:
+            raise InvalidControllerSettings(f"--lease-renew-deadline ({deadline}) must be longer than 1.2 x "
+                                            f"--lease-retry-period ({retry})")
+        identity = f"{env('KSERVE_MESH_POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
         return cls(
+            leader_election_lease=lease,
+            identity=identity,
+            lease_duration_s=duration,
+            lease_renew_deadline_s=deadline,
+            lease_retry_s=retry,
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
             mesh_address=mesh_address,
             namespace_scope=scope,
@@ -162,4 +212,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--health-port", type=int, help="serve /healthz on this port (0 = none)")
     p.add_argument("--status-interval", type=float, help="seconds between status checks of a loading model")
     p.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR")
+    p.add_argument("--leader-election-lease", help="elect a leader among replicas through this Lease "
+                                                   "(in the controller's namespace)")
+    p.add_argument("--lease-duration", type=float, help="seconds a leader's claim lasts unrenewed")
+    p.add_argument("--lease-renew-deadline", type=float, help="seconds the leader keeps leading without "
+                                                              "a successful renewal")
+    p.add_argument("--lease-retry-period", type=float, help="seconds between tries to take or renew the Lease")
     return p

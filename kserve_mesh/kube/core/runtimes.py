@@ -42,7 +42,8 @@ def _formats(names: Iterable[str], priority: int) -> tuple[SupportedModelFormat,
 BUILTIN_RUNTIMES: tuple[ServingRuntime, ...] = (
     ServingRuntime(
         meta=ObjectMeta(BUILTIN_RUNTIME, ""),
-        formats=_formats(("sklearn", "xgboost", "lightgbm", "onnx", "string"), 2),
+        formats=_formats(("sklearn", "xgboost", "lightgbm", "onnx", "string", "pytorch", "tensorflow", "keras",
+                          "openvino_ir", "python"), 2),
         cluster=True, multi_model=True, protocol_versions=("grpc-v2", "v2"),
         grpc_data_endpoint="port:8001", grpc_endpoint="port:8085",
     ),

@@ -1,5 +1,7 @@
-"""The built-in Python runtime: model loaders for sklearn, xgboost, lightgbm, onnx and a tiny
-``string`` test type, behind the ModelRuntime port (in-process, or as a gRPC server process)."""
+"""The built-in Python runtime: model loaders for sklearn, xgboost, lightgbm, onnx, pytorch
+(TorchScript), tensorflow / keras, openvino_ir, custom Python models (``kserve_mesh.model``) and a
+tiny ``string`` test type, behind the ModelRuntime port (in-process, or as a gRPC server process).
+The deep-learning and custom formats live in ``formats/``; docs/formats.md has the table."""
 
 from kserve_mesh.runtime.builtin.fetch import Fetcher, LocalFetcher
 from kserve_mesh.runtime.builtin.loaders import load_model_file

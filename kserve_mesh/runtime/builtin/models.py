@@ -6,8 +6,9 @@ metadata before calling ``predict``, so loaders can assume well-formed inputs.
 
 Model types arrive in two shapes:
 
-- plainly, ``sklearn`` / ``xgboost`` / ``lightgbm`` / ``onnx`` / ``string`` (an empty type means
-  "detect it from the file extension");
+- plainly, ``sklearn`` / ``xgboost`` / ``lightgbm`` / ``onnx`` / ``pytorch`` / ``tensorflow`` /
+  ``keras`` / ``openvino_ir`` / ``python`` / ``string`` (an empty type means "detect it from the
+  files": extensions, a ``saved_model.pb``, a ``model.py``);
 - as ModelMesh-serving passes them: ``rt:<runtime-name>`` in the type, and the real format in the
   model key, a JSON object such as ``{"model_type": {"name": "sklearn", "version": "1"},
   "storage_key": "localMinIO", "storage_params": {...}, "disk_size_bytes": 1234}``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,18 @@ XGBOOST = "xgboost"
 LIGHTGBM = "lightgbm"
 ONNX = "onnx"
 STRING = "string"
+PYTORCH = "pytorch"
+TENSORFLOW = "tensorflow"
+KERAS = "keras"
+OPENVINO = "openvino_ir"
+PYTHON = "python"
+
+SAVED_MODEL_FILE = "saved_model.pb"
+"""The file that marks a TensorFlow SavedModel directory (the model is the directory)."""
+CUSTOM_MODEL_FILE = "model.py"
+"""The file that marks a custom Python model directory (``kserve_mesh.model``)."""
+CUSTOM_SETTINGS_FILE = "model-settings.json"
+"""A custom model's settings: ``implementation`` (an importable class) and ``parameters``."""
 
 # File extensions per format, in order of preference. ``.txt`` is LightGBM's text format, so the
 # tiny string test model uses ``.string`` (or ``.str``).
@@ -43,7 +57,15 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     LIGHTGBM: (".txt",),
     ONNX: (".onnx",),
     STRING: (".string", ".str"),
+    PYTORCH: (".pt", ".pth", ".torchscript"),
+    KERAS: (".keras", ".h5", ".hdf5"),
+    TENSORFLOW: (SAVED_MODEL_FILE,),
+    OPENVINO: (".xml",),
+    PYTHON: (CUSTOM_MODEL_FILE,),
 }
+
+# Formats whose model is a directory, found by a marker file in it.
+_DIRECTORY_FORMATS = {TENSORFLOW: SAVED_MODEL_FILE, PYTHON: CUSTOM_MODEL_FILE}
 
 _ALIASES = {
     "sklearn": SKLEARN,
@@ -55,6 +77,19 @@ _ALIASES = {
     "lgbm": LIGHTGBM,
     "onnx": ONNX,
     "string": STRING,
+    "pytorch": PYTORCH,
+    "torch": PYTORCH,
+    "torchscript": PYTORCH,
+    "tensorflow": TENSORFLOW,
+    "tf": TENSORFLOW,
+    "savedmodel": TENSORFLOW,
+    "saved_model": TENSORFLOW,
+    "keras": KERAS,
+    "openvino_ir": OPENVINO,
+    "openvino": OPENVINO,
+    "openvino-ir": OPENVINO,
+    "python": PYTHON,
+    "custom": PYTHON,
 }
 
 NUMERIC_DATATYPES = frozenset(
@@ -95,7 +130,9 @@ class TensorSpec:
 
     ``shape`` uses -1 for a variable dimension (the batch). ``accepts`` lists the request datatypes
     the model takes for this input (numeric inputs are cast to ``dtype``). ``aliases`` are other
-    names a request may give this input (``INPUT_ALIASES`` where the name is ours).
+    names a request may give this input (``INPUT_ALIASES`` where the name is ours). ``any_rank``:
+    the model file does not say how many dimensions the input has (a TorchScript file without a
+    config.pbtxt), so any shape is passed on and the metadata shows ``shape``.
     """
 
     name: str
@@ -104,6 +141,7 @@ class TensorSpec:
     accepts: frozenset[str] = frozenset()
     dtype: Any = None
     aliases: frozenset[str] = frozenset()
+    any_rank: bool = False
 
 
 class LoadedModel:
@@ -113,10 +151,23 @@ class LoadedModel:
     platform: str = ""
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
+    free_inputs: bool = False
+    """Whether the model takes whatever tensors a request sends, unchecked (a custom model that
+    declares no inputs: its own code decides)."""
+    predict_inline: bool = True
+    """Whether a small request may predict on the event loop (False for user code, whose time is
+    unknown: it always runs in a worker thread, under the request's deadline)."""
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on validated inputs keyed by the names in ``self.inputs``. Blocking."""
         raise NotImplementedError
+
+    streams: bool = False
+    """Whether ``predict_stream`` may give several answers per request (a custom model that streams)."""
+
+    def predict_stream(self, inputs: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """The answers to one request as they come; one (``predict``'s) unless the model streams."""
+        yield self.predict(inputs)
 
     def fixed_size_bytes(self) -> int | None:
         """A known in-memory size, for models too small for an RSS measurement to mean anything."""
@@ -130,7 +181,7 @@ class LoadedModel:
         """
         feed: dict[str, np.ndarray] = {}
         for spec in self.inputs:
-            if spec.dtype is None or any(d < 0 for d in spec.shape[1:]) or not spec.shape:
+            if spec.dtype is None or spec.any_rank or any(d < 0 for d in spec.shape[1:]) or not spec.shape:
                 return
             feed[spec.name] = np.zeros((1, *spec.shape[1:]), dtype=spec.dtype)
         try:
@@ -206,7 +257,10 @@ def _parse_key(model_key: str) -> dict[str, Any] | None:
 def detect_model_type(path: str | Path) -> str:
     """The format of a model file (or of the one model file in a directory), by extension.
 
-    Raises ``ModelLoadFailed`` when nothing (or more than one format) is recognised.
+    A directory with a ``model.py`` at its top is a custom Python model (whatever data files lie
+    beside it); one holding a ``saved_model.pb`` (at its top, or in a Triton-style version folder)
+    is a TensorFlow SavedModel. Raises ``ModelLoadFailed`` when nothing (or more than one format)
+    is recognised.
     """
     p = Path(path)
     if p.is_file():
@@ -215,7 +269,11 @@ def detect_model_type(path: str | Path) -> str:
             raise ModelLoadFailed(f"cannot tell the model type of '{p.name}' from its extension")
         return found
     if p.is_dir():
+        if (p / CUSTOM_MODEL_FILE).is_file():
+            return PYTHON
         types = {t for f in _model_files(p) if (t := _type_of_file(f)) is not None}
+        if TENSORFLOW in types:  # a SavedModel's variables/ or assets/ hold no other model file
+            types = {TENSORFLOW}
         if len(types) == 1:
             return types.pop()
         if not types:
@@ -225,39 +283,107 @@ def detect_model_type(path: str | Path) -> str:
 
 
 def find_model_file(path: str | Path, model_type: str) -> Path:
-    """The model file at ``path``: the path itself, or the one file of that type in a directory."""
+    """The model file at ``path``: the path itself, or the one file of that type in a directory.
+
+    For a SavedModel (``tensorflow``, or ``keras`` given a SavedModel) it is the directory that
+    holds ``saved_model.pb``; for a custom Python model, the directory that holds ``model.py``
+    (or ``model-settings.json``)."""
     p = Path(path)
+    if model_type == PYTHON:
+        return _custom_model_dir(p)
     if p.is_file():
+        if p.name == SAVED_MODEL_FILE and model_type in (TENSORFLOW, KERAS):
+            return p.parent
         return p
     if not p.is_dir():
         raise ModelLoadFailed(f"model path '{p}' does not exist")
+    if model_type in (TENSORFLOW, KERAS):
+        saved = _saved_model_dir(p)
+        if saved is not None and (model_type == TENSORFLOW or not _files_with(p, EXTENSIONS[KERAS])):
+            return saved
     files = _model_files(p)
-    for ext in EXTENSIONS.get(model_type, ()):
+    exts = EXTENSIONS.get(model_type, ())
+    if model_type == TENSORFLOW:  # a tensorflow model may come as a Keras file too
+        exts = EXTENSIONS[KERAS]
+    for ext in exts:
         matches = [f for f in files if f.name.lower().endswith(ext)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
             names = ", ".join(sorted(f.name for f in matches))
             raise ModelLoadFailed(f"directory '{p}' holds several {model_type} model files: {names}")
-    if len(files) == 1:
+    if len(files) == 1 and model_type in _SINGLE_FILE_FALLBACK:
         return files[0]
-    exts = " ".join(EXTENSIONS.get(model_type, ()))
-    raise ModelLoadFailed(f"no {model_type} model file ({exts}) in directory '{p}'")
+    shown = " ".join(exts)
+    if model_type == TENSORFLOW:
+        shown = f"a {SAVED_MODEL_FILE} directory, or {shown}"
+    raise ModelLoadFailed(f"no {model_type} model file ({shown}) in directory '{p}'")
+
+
+# Formats that take a lone file of another name (as before the new formats came); the new ones
+# need their own extension, so a config.pbtxt or a README is never mistaken for the model.
+_SINGLE_FILE_FALLBACK = frozenset({SKLEARN, XGBOOST, LIGHTGBM, ONNX, STRING})
+
+_MAX_DEPTH = 3
+"""How deep a directory is searched for model files when its top holds none: Triton's layouts put
+them one or two folders down (``<model>/1/model.pt``, ``<model>/1/model.savedmodel/saved_model.pb``)."""
+
+
+def _visible_files(directory: Path) -> list[Path]:
+    return [f for f in directory.iterdir() if f.is_file() and not f.name.startswith(".")]
 
 
 def _model_files(directory: Path) -> list[Path]:
-    """Regular files in ``directory`` and one level below, skipping hidden files (``.meta`` etc.)."""
-    files = [f for f in directory.iterdir() if f.is_file() and not f.name.startswith(".")]
-    if not files:
-        for sub in directory.iterdir():
-            if sub.is_dir() and not sub.name.startswith("."):
-                files.extend(f for f in sub.iterdir() if f.is_file() and not f.name.startswith("."))
+    """Regular files in ``directory``, skipping hidden files (``.meta`` etc.); when none of them
+    has a known model extension, those of the shallowest level below (up to ``_MAX_DEPTH``) that
+    has one: a model in a version folder beside a ``config.pbtxt``, as Triton lays them out."""
+    files = _visible_files(directory)
+    if not files or not any(_type_of_file(f) for f in files):
+        level = [d for d in directory.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        for _depth in range(_MAX_DEPTH):
+            below = [f for d in level for f in _visible_files(d)]
+            if any(_type_of_file(f) for f in below):
+                return sorted(below)
+            if not files:
+                files = below
+            level = [s for d in level for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")]
     return sorted(files)
+
+
+def _files_with(directory: Path, exts: tuple[str, ...]) -> list[Path]:
+    return [f for f in _model_files(directory) if f.name.lower().endswith(exts)]
+
+
+def _saved_model_dir(directory: Path) -> Path | None:
+    """The directory holding ``saved_model.pb``: ``directory`` itself, or one below it."""
+    marked = [f.parent for f in _model_files(directory) if f.name == SAVED_MODEL_FILE]
+    if len(marked) > 1:
+        names = ", ".join(sorted(str(m.relative_to(directory)) for m in marked))
+        raise ModelLoadFailed(f"directory '{directory}' holds several SavedModels: {names}")
+    return marked[0] if marked else None
+
+
+def _custom_model_dir(p: Path) -> Path:
+    if p.is_file():
+        if p.name != CUSTOM_MODEL_FILE:
+            raise ModelLoadFailed(f"a python model is a directory with a {CUSTOM_MODEL_FILE} or a "
+                                  f"{CUSTOM_SETTINGS_FILE}, not the file '{p.name}'")
+        return p.parent
+    if not p.is_dir():
+        raise ModelLoadFailed(f"model path '{p}' does not exist")
+    if (p / CUSTOM_MODEL_FILE).is_file() or (p / CUSTOM_SETTINGS_FILE).is_file():
+        return p
+    raise ModelLoadFailed(f"directory '{p}' has no {CUSTOM_MODEL_FILE} and no {CUSTOM_SETTINGS_FILE} "
+                          "(a python model needs one of them)")
 
 
 def _type_of_file(path: Path) -> str | None:
     name = path.name.lower()
+    if name == SAVED_MODEL_FILE:
+        return TENSORFLOW
     for model_type, exts in EXTENSIONS.items():
+        if model_type in _DIRECTORY_FORMATS:
+            continue
         if name.endswith(exts):
             return model_type
     return None

@@ -5,6 +5,7 @@ the log)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -33,12 +34,33 @@ def predict(model_id: str, model: LoadedModel, feed: dict[str, np.ndarray]) -> d
     except MeshError:
         raise
     except Exception as exc:
-        if rejects_input(exc):
-            detail = str(exc).strip() or type(exc).__name__
-            if len(detail) > MAX_REJECTION_CHARS:
-                detail = detail[:MAX_REJECTION_CHARS] + "..."
-            logger.debug("model %s rejected an input: %s: %s", model_id, type(exc).__name__, detail)
-            raise InvalidArgument(f"model '{model_id}' rejected the input: {detail}") from exc
-        logger.error("model %s failed to predict", model_id, exc_info=exc)
-        raise InternalError(f"model '{model_id}' failed to predict ({type(exc).__name__}); "
-                            "see the server log") from exc
+        raise _as_mesh_error(model_id, exc) from exc
+
+
+def predict_stream(model_id: str, model: LoadedModel, feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """``model.predict_stream``'s answers as they come, failures converted as ``predict``'s."""
+    answers = model.predict_stream(feed)
+    try:
+        while True:
+            try:
+                answer = next(answers)
+            except StopIteration:
+                return
+            except MeshError:
+                raise
+            except Exception as exc:
+                raise _as_mesh_error(model_id, exc) from exc
+            yield answer
+    finally:
+        answers.close()
+
+
+def _as_mesh_error(model_id: str, exc: Exception) -> MeshError:
+    if rejects_input(exc):
+        detail = str(exc).strip() or type(exc).__name__
+        if len(detail) > MAX_REJECTION_CHARS:
+            detail = detail[:MAX_REJECTION_CHARS] + "..."
+        logger.debug("model %s rejected an input: %s: %s", model_id, type(exc).__name__, detail)
+        return InvalidArgument(f"model '{model_id}' rejected the input: {detail}")
+    logger.error("model %s failed to predict", model_id, exc_info=exc)
+    return InternalError(f"model '{model_id}' failed to predict ({type(exc).__name__}); see the server log")

@@ -1,4 +1,5 @@
-"""The built-in Python runtime: loads sklearn/xgboost/lightgbm/onnx/string models and serves them.
+"""The built-in Python runtime: loads sklearn/xgboost/lightgbm/onnx/string, pytorch, tensorflow/keras,
+openvino_ir and custom Python models (``formats/``) and serves them.
 
 It implements the ``ModelRuntime`` port (``runtime/spi.py``) in-process, which is how the embedded
 default runs it (no extra hop); ``runtime/server.py`` puts the same object behind gRPC.
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib
 import logging
 import math
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from kserve_mesh.core.errors import (
@@ -38,6 +41,7 @@ from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import tensors, v2
 from kserve_mesh.runtime.builtin.config import RuntimeConfig
 from kserve_mesh.runtime.builtin.fetch import Fetcher, default_fetcher
+from kserve_mesh.runtime.builtin.formats import FRAMEWORKS, import_framework
 from kserve_mesh.runtime.builtin.loaders import StringModel, load_model_file
 from kserve_mesh.runtime.builtin.models import (
     SKLEARN,
@@ -56,7 +60,9 @@ from kserve_mesh.runtime.builtin.sizing import (
     local_path,
     release_free_memory,
 )
+from kserve_mesh.runtime.builtin.streaming import stream_answers
 from kserve_mesh.runtime.builtin.validation import metadata_of, validate_inputs
+from kserve_mesh.runtime.gpu import GpuProbe
 from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
 
 logger = logging.getLogger(__name__)
@@ -77,6 +83,7 @@ class _Loaded:
     size_bytes: int
     metadata: v2.ModelMetadataResponse
     resident_delta_bytes: int = 0
+    gpu_bytes: int = 0  # GPU memory the load took (runtime/gpu.py), 0 without a GPU
 
 
 @dataclass(slots=True)
@@ -112,6 +119,7 @@ class BuiltinRuntime:
         self._baseline_bytes = current_rss_bytes() or 0
         self._imported: set[str] = set()
         self._trim: asyncio.Future[bool] | None = None  # a malloc_trim running in a worker thread
+        self._gpu = GpuProbe.open()  # GPU memory accounting: disabled, saying why, without a GPU
         self.trims = 0
 
     # -- status and sizes ---------------------------------------------------------------------
@@ -127,6 +135,8 @@ class BuiltinRuntime:
             runtime_version=c.runtime_version,
             resident_bytes=current_rss_bytes() or 0,
             baseline_bytes=self._baseline_bytes,
+            gpu_capacity_bytes=self._gpu.capacity_bytes,
+            gpu_status=self._gpu.status,
         )
 
     async def predict_model_size(self, model_id: str, info: ModelInfo) -> int:
@@ -156,7 +166,8 @@ class BuiltinRuntime:
             raise Unavailable("the runtime is shutting down")
         loaded = self._models.get(model_id)
         if loaded is not None:
-            return LoadResult(loaded.size_bytes, resident_delta_bytes=loaded.resident_delta_bytes)
+            return LoadResult(loaded.size_bytes, resident_delta_bytes=loaded.resident_delta_bytes,
+                          gpu_bytes=loaded.gpu_bytes)
         pending = self._pending.get(model_id)
         if pending is not None:  # the same model asked for again while it loads: share that load
             return await asyncio.shield(pending.waiter)
@@ -216,7 +227,8 @@ class BuiltinRuntime:
             )
         self._models[model_id] = loaded
         logger.info("loaded model %s (%s, %d bytes)", model_id, loaded.model.model_type, loaded.size_bytes)
-        return LoadResult(loaded.size_bytes, resident_delta_bytes=loaded.resident_delta_bytes)
+        return LoadResult(loaded.size_bytes, resident_delta_bytes=loaded.resident_delta_bytes,
+                          gpu_bytes=loaded.gpu_bytes)
 
     def _load_blocking(self, model_id: str, info: ModelInfo, spec: ModelSpec, pending: _PendingLoad) -> _Loaded:
         """Fetch, deserialize, warm up and measure one model. Runs in a load thread."""
@@ -229,17 +241,17 @@ class BuiltinRuntime:
             disk = disk_size_bytes(local)
             self._import_frameworks(model_type)
             with self._measure_lock:
-                before = current_rss_bytes()
-                model = load_model_file(model_type, model_file)
+                before, gpu_before = current_rss_bytes(), self._gpu.used_bytes()
+                model = load_model_file(model_type, model_file, model_id)
                 model.warm_up()
                 if self.config.release_memory:  # what deserializing freed is not the model's: give it back first
                     release_free_memory()
-                after = current_rss_bytes()
+                after, gpu_bytes = current_rss_bytes(), max(0, self._gpu.used_bytes() - gpu_before)
             size = self._measured_size(model, disk, before, after)
             # No RSS growth for models sized by computation: page-granular growth says nothing of them.
             measured = before is not None and after is not None and model.fixed_size_bytes() is None
             delta = max(0, after - before) if measured else 0  # type: ignore[operator]
-            return _Loaded(model, size, metadata_of(model_id, model), delta)
+            return _Loaded(model, size, metadata_of(model_id, model), delta, gpu_bytes)
         except BaseException as exc:
             self._release_quietly(model_id)
             if isinstance(exc, MeshError) or not isinstance(exc, Exception):
@@ -257,6 +269,9 @@ class BuiltinRuntime:
             before = current_rss_bytes()
             for module in _FRAMEWORK_MODULES.get(model_type, ()):
                 importlib.import_module(module)
+            framework = FRAMEWORKS.get(model_type)
+            for module in framework.modules if framework is not None else ():
+                import_framework(model_type, module)  # a missing one names the extra to install
             after = current_rss_bytes()
             if before is not None and after is not None:
                 self._baseline_bytes += max(0, after - before)
@@ -365,7 +380,7 @@ class BuiltinRuntime:
         loaded = self._get(model_id)
         feed = validate_inputs(model_id, loaded.model, request, tensors.decode_inputs(request))
         elements = sum(a.size for a in feed.values())
-        if elements <= self.config.inline_infer_max_elements:
+        if elements <= self.config.inline_infer_max_elements and loaded.model.predict_inline:
             outputs = _predict(model_id, loaded.model, feed)
         else:
             loop = asyncio.get_running_loop()
@@ -382,6 +397,25 @@ class BuiltinRuntime:
             raw=len(request.raw_input_contents) > 0,
             requested=[o.name for o in request.outputs] or None,
         )
+
+    async def infer_stream(self, request: v2.ModelInferRequest, *,
+                           timeout: float | None = None) -> AsyncIterator[v2.ModelInferResponse]:
+        """Every answer a model that streams gives (``predict_stream`` in a worker thread, at most
+        ``streaming.STREAM_AHEAD`` answers ahead of the caller), each as it comes; a model that does not stream
+        answers once, as ``infer``. Closing the iterator (the client went away) stops the model
+        before its next answer and closes its generator."""
+        model_id = request.model_name
+        loaded = self._get(model_id)
+        if not loaded.model.streams:
+            yield await self.infer(request, timeout=timeout)
+            return
+        feed = validate_inputs(model_id, loaded.model, request, tensors.decode_inputs(request))
+        async with contextlib.aclosing(stream_answers(model_id, loaded.model, feed, self._work_pool,
+                                                      timeout or self._timeout_s)) as answers:
+            async for outputs in answers:
+                yield tensors.encode_response(model_id, outputs, model_version=request.model_version,
+                                              request_id=request.id, raw=len(request.raw_input_contents) > 0,
+                                              requested=[o.name for o in request.outputs] or None)
 
     async def model_metadata(self, model_id: str) -> v2.ModelMetadataResponse:
         return self._get(model_id).metadata

@@ -23,6 +23,12 @@ def validate_inputs(
     Names must match the model's input names; an input whose name is ours rather than the model
     file's also answers to its ``aliases`` (``predict``, as ModelMesh's examples send, etc.).
     """
+    if model.free_inputs:
+        for name, arr in arrays.items():
+            if 0 in arr.shape:
+                raise InvalidArgument(f"input '{name}' of model '{model_id}' has shape {list(arr.shape)}: a "
+                                      "dimension of 0 leaves nothing to predict")
+        return dict(arrays)
     specs = model.inputs
     if len(specs) == 1 and len(arrays) == 1:
         spec, name = specs[0], next(iter(arrays))
@@ -55,7 +61,8 @@ def validate_inputs(
             raise InvalidArgument(
                 f"input '{name}' of model '{model_id}' has datatype {datatype}; the model expects {spec.datatype}{also}"
             )
-        check_shape(model_id, name, spec.shape, arr.shape)
+        if not spec.any_rank:
+            check_shape(model_id, name, spec.shape, arr.shape)
         if 0 in arr.shape:
             raise InvalidArgument(
                 f"input '{name}' of model '{model_id}' has shape {list(arr.shape)}: a dimension of 0 leaves "

@@ -19,10 +19,11 @@ import httpx
 
 from kserve_mesh.core.errors import DeadlineExceeded, InternalError, MeshError, ModelLoadFailed, Unavailable
 from kserve_mesh.protocol import v2
+from kserve_mesh.runtime.adapters.process import grpc_ready
 from kserve_mesh.runtime.grpc_errors import error_of
 from kserve_mesh.runtime.mlserver.config import MLServerConfig
 from kserve_mesh.runtime.mlserver.model_settings import remove_model_settings, write_model_settings
-from kserve_mesh.runtime.mlserver.process import MLServerEndpoint, MLServerProcess, grpc_ready
+from kserve_mesh.runtime.mlserver.process import MLServerEndpoint, MLServerProcess
 
 logger = logging.getLogger("kserve_mesh.runtime.mlserver.runtime")  # the runtime's log, as before the split
 

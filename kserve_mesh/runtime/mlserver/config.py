@@ -12,47 +12,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kserve_mesh.core.errors import Unavailable
+from kserve_mesh.runtime.adapters.config import AdapterConfig
 
-MiB = 1 << 20
 VENV_ENV = "KSERVE_MESH_MLSERVER_VENV"
 VENV_DIRNAME = ".venv-mlserver"
 _CHECKOUT_ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True, slots=True)
-class MLServerConfig:
-    """What ``runtimeStatus`` reports, sizing knobs, and how the MLServer process is run."""
+class MLServerConfig(AdapterConfig):
+    """What ``runtimeStatus`` reports, sizing knobs (``AdapterConfig``), and how the MLServer process
+    is run. ``recycle_bytes`` matters most here: MLServer keeps unloaded models' memory (recycle.py)."""
 
-    capacity_bytes: int = 1024 * MiB
-    max_loading_concurrency: int = 1
-    model_loading_timeout_ms: int = 90_000
-    default_model_size_bytes: int = 1 * MiB
-    # Floor of a measured size, as a multiple of the bytes on disk (ModelMesh adapters' guess).
-    floor_size_factor: float = 1.25
-    # predictModelSize: bytes on disk x this factor + model_overhead_bytes.
-    predict_size_factor: float = 2.0
-    model_overhead_bytes: int = 256 * 1024
     # MLServer's own parallel inference workers; 0 runs models in its main process (FACTS.md:
     # workers crash-loop with uvloop > 0.21, and a single process is what RSS measures best).
     parallel_workers: int = 0
     # How long MLServer may take to start and answer ready.
     start_timeout_s: float = 120.0
-    # Deadline of repository unload and metadata calls; inference has its own.
-    call_timeout_s: float = 30.0
-    infer_timeout_s: float = 60.0
-    max_message_bytes: int = 16 * MiB
 
     def __post_init__(self) -> None:
-        for name in ("capacity_bytes", "max_loading_concurrency", "model_loading_timeout_ms",
-                     "default_model_size_bytes", "max_message_bytes"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"MLServerConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.floor_size_factor < 1 or self.predict_size_factor < 1:
-            raise ValueError("MLServerConfig size factors must be at least 1")
+        AdapterConfig.__post_init__(self)  # (no zero-argument super() in a slots dataclass)
         if self.parallel_workers < 0:
             raise ValueError(f"MLServerConfig.parallel_workers must be 0 or more, got {self.parallel_workers}")
-        if min(self.start_timeout_s, self.call_timeout_s, self.infer_timeout_s) <= 0:
-            raise ValueError("MLServerConfig timeouts must be positive")
 
 
 def find_venv(explicit: Path | None = None) -> Path:

@@ -4,7 +4,7 @@
 start <work folder>`` on two free loopback ports, and waits (bounded) until both its REST and gRPC
 endpoints answer ready. MLServer cannot bind port 0 and tell us the port, so free ports are picked by
 binding and releasing them; if another process takes one in between, MLServer exits at once and the
-start is retried with fresh ports. MLServer's output goes to ``mlserver.log`` in the work folder;
+start is retried with fresh ports (``runtime.adapters.process``). MLServer's output goes to ``mlserver.log`` in the work folder;
 a failed start quotes its tail.
 """
 
@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +20,11 @@ from pathlib import Path
 import httpx
 
 from kserve_mesh.core.errors import Unavailable
+from kserve_mesh.runtime.adapters.process import ServerProcess, free_port, grpc_ready
 from kserve_mesh.runtime.mlserver.model_settings import server_settings, write_json
 
 logger = logging.getLogger(__name__)
 
-START_ATTEMPTS = 3
 _POLL_S = 0.2
 
 
@@ -43,29 +41,13 @@ class MLServerEndpoint:
     pid: int | None = None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class MLServerProcess:
+class MLServerProcess(ServerProcess):
     """An MLServer child process. Stop it with ``stop()``; it is killed if it ignores SIGTERM."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], endpoint: MLServerEndpoint, log_path: Path) -> None:
-        self.proc = proc
-        self.endpoint = endpoint
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        return log_tail(self.log_path, lines)
+    server = "MLServer"
+    stop_grace_s = 10.0
+    log = logger
+    endpoint: MLServerEndpoint
 
     @classmethod
     async def start(
@@ -78,37 +60,24 @@ class MLServerProcess:
             raise Unavailable(f"{mlserver} does not exist: create the venv with scripts/mlserver-venv.sh")
         repository = work_dir / "models"
         repository.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout_s
-        last = ""
-        for attempt in range(1, START_ATTEMPTS + 1):
+        log_path = work_dir / "mlserver.log"
+
+        def spawn() -> MLServerProcess:
             http_port, grpc_port = free_port(), free_port()
             while grpc_port == http_port:
                 grpc_port = free_port()
             write_json(work_dir / "settings.json", server_settings(
                 http_port=http_port, grpc_port=grpc_port, parallel_workers=parallel_workers,
                 max_message_bytes=max_message_bytes, repository=repository))
-            log_path = work_dir / "mlserver.log"
             proc = _spawn(mlserver, work_dir, log_path)
             endpoint = MLServerEndpoint(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", repository,
                                         proc.pid)
-            server = cls(proc, endpoint, log_path)
-            try:
-                await server._wait_ready(end)
-            except Unavailable as exc:
-                last = str(exc)
-                exited = not server.alive()
-                await server.stop()
-                if exited and attempt < START_ATTEMPTS and "address already in use" in last.lower():
-                    logger.info("MLServer lost a port race (attempt %d); retrying on new ports", attempt)
-                    continue
-                raise
-            except BaseException:
-                await server.stop()
-                raise
-            logger.info("MLServer %d ready: rest=%s grpc=%s", proc.pid, endpoint.http_url, endpoint.grpc_target)
-            return server
-        raise Unavailable(last)  # pragma: no cover - the loop returns or raises
+            return cls(proc, endpoint, log_path)
+
+        server = await cls._start_retrying(spawn, timeout_s, port_taken="address already in use")
+        logger.info("MLServer %d ready: rest=%s grpc=%s", server.pid, server.endpoint.http_url,
+                    server.endpoint.grpc_target)
+        return server
 
     async def _wait_ready(self, end: float) -> None:
         loop = asyncio.get_running_loop()
@@ -124,18 +93,6 @@ class MLServerProcess:
                 if loop.time() + _POLL_S > end:
                     raise Unavailable(f"MLServer did not become ready in time; its log ends:\n{self.log_tail()}")
                 await asyncio.sleep(_POLL_S)
-
-    async def stop(self, grace_s: float = 10.0) -> int | None:
-        """SIGTERM, wait up to ``grace_s``, then SIGKILL. Returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.proc.wait, grace_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("MLServer %d ignored SIGTERM for %g s; killing it", self.proc.pid, grace_s)
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 10)
-        return self.proc.returncode
 
 
 def _spawn(mlserver: Path, work_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
@@ -155,27 +112,3 @@ async def _ready(http: httpx.AsyncClient) -> bool:
     except httpx.HTTPError:
         return False
     return resp.status_code == 200
-
-
-async def grpc_ready(target: str, timeout_s: float = 2.0) -> bool:
-    """V2 ServerReady over gRPC (MLServer starts its gRPC server after its REST app)."""
-    import grpc
-
-    from kserve_mesh.protocol import v2
-
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(v2.method("ServerReady"), request_serializer=v2.ServerReadyRequest.SerializeToString,
-                                   response_deserializer=v2.ServerReadyResponse.FromString)
-        try:
-            resp = await call(v2.ServerReadyRequest(), timeout=timeout_s)
-        except grpc.aio.AioRpcError:
-            return False
-    return bool(resp.ready)
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"

@@ -5,21 +5,26 @@ its defaults (pods per runtime, ports, scale to zero, gRPC message size, ...). T
 it once per reconcile and passes the frozen :class:`ServingConfig` to the pure builders in
 ``objects.py``. The keys keep ModelMesh's camelCase names so an existing ConfigMap works.
 
-Every key either has an effect or is reported: ModelMesh keys whose job is done differently here
-(a REST proxy, a storage helper...) are accepted, and each one whose value would
-ask for something we do not do becomes a :class:`ConfigWarning` naming the key and why (the
-controller posts it as a Warning Event on the ConfigMap and logs it). Anything else is an error
-naming the key.
+Every key either has an effect or is reported, and one bad key never costs the others: ModelMesh
+keys whose job is done differently here (a REST proxy, a storage helper...) are accepted, and each
+one whose value would ask for something we do not do becomes a :class:`ConfigWarning` naming the
+key and why (``ConfigKeyHasNoEffect``); an unknown key is a warning too (``ConfigKeyUnknown``), and
+a key with a bad value (``ConfigKeyInvalid``) keeps its default while every other key is used. The
+controller posts each as a Warning Event on the ConfigMap and logs it. Only a ``config.yaml`` that
+is not a YAML mapping at all is refused whole (:class:`InvalidServingConfig`; the last good config
+stays). Keys are matched without regard to case, as ModelMesh Serving documents.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
 
+from kserve_mesh import __version__
 from kserve_mesh.core.errors import InvalidArgument, MeshError
 from kserve_mesh.core.payload_config import parse_payload_processors
 
@@ -28,6 +33,7 @@ CONFIGMAP_KEY = "config.yaml"
 MiB = 1 << 20
 
 TLS_CLIENT_AUTH = ("", "none", "optional", "require")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 METRICS_SCHEMES = ("http", "https")
 
 
@@ -46,7 +52,7 @@ IGNORED_KEYS: Mapping[str, tuple[str, Callable[[Any], bool]]] = {
     "storageHelperImage": (_NO_HELPER, _always),
     "storageHelperResources": (f"{_NO_HELPER} (meshResources sizes it)", _always),
     "builtInServerTypes": ("each ServingRuntime's spec.builtInAdapter.serverType chooses its adapter "
-                           + "(supported: mlserver), not this list", _always),
+                           + "(supported: mlserver, triton), not this list", _always),
     "internalModelMeshEnvVars": ("these are environment variables of ModelMesh's Java server; the mesh "
                                  + "container takes KSERVE_MESH_* settings", lambda v: v in (None, [], {})),
     "enableAccessLogging": ("there is no per-request access log", lambda v: v is False),
@@ -54,12 +60,19 @@ IGNORED_KEYS: Mapping[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+NO_EFFECT = "ConfigKeyHasNoEffect"
+UNKNOWN = "ConfigKeyUnknown"
+INVALID = "ConfigKeyInvalid"
+
+
 @dataclass(frozen=True)
 class ConfigWarning:
-    """A key of the ConfigMap that was accepted but has no effect, and why."""
+    """A key of the ConfigMap that has no effect (accepted but unused, unknown, or with a bad value
+    whose default is used instead), and why; ``reason`` is the Event reason the controller posts."""
 
     key: str
     message: str
+    reason: str = NO_EFFECT
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}"
@@ -100,8 +113,8 @@ class ServingConfig:
     """Key prefix of the mesh in etcd (each namespace gets its own root under it)."""
     storage_secret_name: str = "storage-config"
     """Secret with one JSON entry per storage key, mounted into every instance."""
-    image: str = "kserve-mesh:latest"
-    """Image of the mesh instance container."""
+    image: str = f"kserve-mesh:{__version__}"
+    """Image of the mesh instance container (the image this version of the repository builds)."""
     image_pull_policy: str = "IfNotPresent"
     instance_resources: Mapping[str, Any] = field(default_factory=lambda: {
         "requests": {"cpu": "300m", "memory": "448Mi"}, "limits": {"cpu": "3", "memory": "448Mi"}})
@@ -123,6 +136,11 @@ class ServingConfig:
     payload_processors: str = ""
     """``payloadProcessors``: http(s):// URLs (space-separated, or a YAML list) that receive every
     inference request and response as CloudEvents; ``?modelId=ID`` narrows one to a model or vmodel."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """``imagePullSecrets``: Secrets (names) every runtime pod pulls its images with."""
+    prometheus_operator: bool = True
+    """Not ``metrics.disablePrometheusOperatorSupport``: the controller keeps a ServiceMonitor for
+    each served namespace's Service when metrics are on and the Prometheus operator's CRD exists."""
     ignored_keys: tuple[str, ...] = ()
     """Keys of the ConfigMap that were accepted but are not used here."""
     warnings: tuple[ConfigWarning, ...] = ()
@@ -131,6 +149,11 @@ class ServingConfig:
     @property
     def tls_enabled(self) -> bool:
         return bool(self.tls_secret_name)
+
+    @property
+    def service_monitor_wanted(self) -> bool:
+        """Whether a ServiceMonitor should exist (where the Prometheus operator's CRD does)."""
+        return self.metrics_enabled and self.prometheus_operator
 
     @property
     def tls_metrics(self) -> bool:
@@ -156,53 +179,69 @@ class ServingConfig:
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> ServingConfig:
         reader = _Reader(doc)
+        d = cls()
         image_name = reader.text("modelMeshImage.name", "")
         image_tag = reader.text("modelMeshImage.tag", "")
         config = cls(
-            pods_per_runtime=reader.integer("podsPerRuntime", cls.pods_per_runtime, low=0),
-            service_name=reader.text("inferenceServiceName", cls.service_name),
-            headless_service=reader.flag("headlessService", cls.headless_service),
-            grpc_port=reader.port("grpcPort", reader.port("inferenceServicePort", cls.grpc_port)),
-            rest_port=reader.port("restProxy.port", cls.rest_port),
-            metrics_port=reader.port("metrics.port", cls.metrics_port),
-            metrics_enabled=reader.flag("metrics.enabled", cls.metrics_enabled),
-            grpc_max_message_bytes=reader.integer("grpcMaxMessageSizeBytes", cls.grpc_max_message_bytes, low=1),
-            scale_to_zero=reader.flag("scaleToZero.enabled", cls.scale_to_zero),
+            pods_per_runtime=reader.integer("podsPerRuntime", d.pods_per_runtime, low=0),
+            service_name=reader.text("inferenceServiceName", d.service_name),
+            headless_service=reader.flag("headlessService", d.headless_service),
+            grpc_port=reader.port("grpcPort", reader.port("inferenceServicePort", d.grpc_port)),
+            rest_port=reader.port("restProxy.port", d.rest_port),
+            metrics_port=reader.port("metrics.port", d.metrics_port),
+            metrics_enabled=reader.flag("metrics.enabled", d.metrics_enabled),
+            grpc_max_message_bytes=reader.integer("grpcMaxMessageSizeBytes", d.grpc_max_message_bytes, low=1),
+            scale_to_zero=reader.flag("scaleToZero.enabled", d.scale_to_zero),
             scale_to_zero_grace_seconds=float(reader.integer("scaleToZero.gracePeriodSeconds", 60, low=0)),
             termination_grace_seconds=reader.integer("terminationGracePeriodSeconds",
-                                                 cls.termination_grace_seconds, low=0),
+                                                     d.termination_grace_seconds, low=0),
             etcd_endpoints=reader.text("etcdEndpoints", ",".join(reader.str_list("etcd.endpoints"))
-                                       or cls.etcd_endpoints),
-            etcd_root_prefix=reader.text("etcd.rootPrefix", cls.etcd_root_prefix),
-            storage_secret_name=reader.text("storageSecretName", cls.storage_secret_name),
-            image=(f"{image_name}:{image_tag}" if image_name and image_tag else image_name or cls.image),
-            image_pull_policy=reader.text("modelMeshImage.pullPolicy", cls.image_pull_policy),
+                                       or d.etcd_endpoints),
+            etcd_root_prefix=reader.text("etcd.rootPrefix", d.etcd_root_prefix),
+            storage_secret_name=reader.text("storageSecretName", d.storage_secret_name),
+            image=(f"{image_name}:{image_tag}" if image_name and image_tag else image_name or d.image),
+            image_pull_policy=reader.choice("modelMeshImage.pullPolicy", d.image_pull_policy, PULL_POLICIES,
+                                            fold=False),
             instance_resources=(reader.mapping("meshResources") or reader.mapping("modelMeshResources")
-                                or cls().instance_resources),
+                                or d.instance_resources),
             service_account_name=reader.text("serviceAccountName", ""),
             runtime_pod_labels=reader.str_map("runtimePodLabels"),
             runtime_pod_annotations=reader.str_map("runtimePodAnnotations"),
             tls_secret_name=reader.text("tls.secretName", ""),
             tls_client_auth=reader.choice("tls.clientAuth", "", TLS_CLIENT_AUTH),
-            allow_any_pvc=reader.flag("allowAnyPVC", cls.allow_any_pvc),
-            metrics_scheme=reader.choice("metrics.scheme", cls.metrics_scheme, METRICS_SCHEMES),
+            allow_any_pvc=reader.flag("allowAnyPVC", d.allow_any_pvc),
+            metrics_scheme=reader.choice("metrics.scheme", d.metrics_scheme, METRICS_SCHEMES),
             payload_processors=reader.payload_processors("payloadProcessors"),
+            image_pull_secrets=reader.secret_names("imagePullSecrets"),
+            prometheus_operator=not reader.flag("metrics.disablePrometheusOperatorSupport", False),
         )
         unknown = reader.unread()
         ignored: dict[str, None] = {}
+        warnings = list(reader.problems)
         for key in unknown:
-            prefix = next((i for i in IGNORED_KEYS if key == i or key.startswith(i + ".")), None)
+            prefix = next((i for i in IGNORED_KEYS if _is_under(key, i)), None)
             if prefix is None:
-                raise InvalidServingConfig(f"{CONFIGMAP_NAME}: unknown key {key!r}")
+                warnings.append(ConfigWarning(key, "unknown key: not a model-serving-config setting, so it has no "
+                                              "effect (the other keys are used)", UNKNOWN))
+                continue
             ignored[prefix] = None
-        warnings = [ConfigWarning(key, IGNORED_KEYS[key][0]) for key in ignored
-                    if not IGNORED_KEYS[key][1](reader.peek(key))]
+        warnings += [ConfigWarning(key, IGNORED_KEYS[key][0]) for key in ignored
+                     if not IGNORED_KEYS[key][1](reader.peek(key))]
         warnings += _cross_field_warnings(config)
-        return replace(config, ignored_keys=tuple(unknown), warnings=tuple(warnings))
+        return replace(config, ignored_keys=tuple(k for k in unknown if any(_is_under(k, i) for i in IGNORED_KEYS)),
+                       warnings=tuple(warnings))
+
+
+def _is_under(key: str, prefix: str) -> bool:
+    key, prefix = key.lower(), prefix.lower()
+    return key == prefix or key.startswith(prefix + ".")
 
 
 def _cross_field_warnings(config: ServingConfig) -> list[ConfigWarning]:
     out = []
+    if not config.prometheus_operator and not config.metrics_enabled:
+        out.append(ConfigWarning("metrics.disablePrometheusOperatorSupport", "has no effect with metrics.enabled "
+                                 "false (no ServiceMonitor is made without metrics anyway)"))
     if config.tls_client_auth not in ("", "none") and not config.tls_enabled:
         out.append(ConfigWarning("tls.clientAuth", "has no effect without tls.secretName (no TLS, so no client "
                                  "certificates)"))
@@ -213,11 +252,15 @@ def _cross_field_warnings(config: ServingConfig) -> list[ConfigWarning]:
 
 
 class _Reader:
-    """Reads dotted keys from a nested mapping, checks types, and remembers what it read."""
+    """Reads dotted keys (any case) from a nested mapping, checks types, and remembers what it read.
+
+    A bad value is not raised: it becomes a ``ConfigKeyInvalid`` warning in ``problems`` naming the
+    key, what it must be and the default used instead, so one bad key never drops the others."""
 
     def __init__(self, doc: Mapping[str, Any]) -> None:
         self._doc = doc
         self._read: set[str] = set()
+        self.problems: list[ConfigWarning] = []
 
     def _get(self, key: str) -> Any:
         self._read.add(key)
@@ -225,29 +268,37 @@ class _Reader:
         parts = key.split(".")
         for i, part in enumerate(parts):
             if not isinstance(node, Mapping):
-                raise self._fail(".".join(parts[:i]), "a mapping", node)
-            if part not in node:
+                where = ".".join(parts[:i])
+                self._read.add(where)  # reported here, not again as an unknown key
+                if not any(p.key == where for p in self.problems):
+                    self.problems.append(ConfigWarning(where, f"must be a mapping, got {node!r}; its keys "
+                                                       "take their defaults", INVALID))
                 return None
-            node = node[part]
+            node = _child(node, part)
+            if node is _MISSING:
+                return None
         return node
 
-    def _fail(self, key: str, want: str, value: Any) -> InvalidServingConfig:
-        return InvalidServingConfig(f"{CONFIGMAP_NAME}: {key} must be {want}, got {value!r}")
+    def _invalid(self, key: str, want: str, value: Any, default: Any) -> Any:
+        shown = "none" if default in ("", None, (), {}) else repr(default)
+        self.problems.append(ConfigWarning(key, f"must be {want}, got {value!r}; the default ({shown}) is used "
+                                           "instead", INVALID))
+        return default
 
     def integer(self, key: str, default: int, low: int | None = None) -> int:
         value = self._get(key)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(key, "an integer", value)
+            return self._invalid(key, "an integer", value, default)
         if low is not None and value < low:
-            raise self._fail(key, f"an integer >= {low}", value)
+            return self._invalid(key, f"an integer >= {low}", value, default)
         return value
 
     def port(self, key: str, default: int) -> int:
         value = self.integer(key, default, low=1)
         if value > 65535:
-            raise self._fail(key, "a port (1-65535)", value)
+            return self._invalid(key, "a port (1-65535)", value, default)
         return value
 
     def flag(self, key: str, default: bool) -> bool:
@@ -255,7 +306,7 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self._fail(key, "true or false", value)
+            return self._invalid(key, "true or false", value, default)
         return value
 
     def peek(self, key: str) -> Any:
@@ -264,21 +315,23 @@ class _Reader:
         for part in key.split("."):
             if not isinstance(node, Mapping):
                 return None
-            node = node.get(part)
+            node = _child(node, part)
+            if node is _MISSING:
+                return None
         return node
 
-    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    def choice(self, key: str, default: str, allowed: tuple[str, ...], fold: bool = True) -> str:
         value = self.text(key, default)
-        if value.lower() not in allowed:
-            raise self._fail(key, "one of " + ", ".join(repr(a) for a in allowed), value)
-        return value.lower()
+        if (value.lower() if fold else value) not in allowed:
+            return self._invalid(key, "one of " + ", ".join(repr(a) for a in allowed if a), value, default)
+        return value.lower() if fold else value
 
     def text(self, key: str, default: str) -> str:
         value = self._get(key)
         if value is None:
             return default
         if not isinstance(value, str):
-            raise self._fail(key, "a string", value)
+            return self._invalid(key, "a string", value, default)
         return value
 
     def mapping(self, key: str) -> Mapping[str, Any] | None:
@@ -286,15 +339,16 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, Mapping):
-            raise self._fail(key, "a mapping", value)
+            return self._invalid(key, "a mapping", value, None)
         self._read.update(f"{key}.{k}" for k in _leaves(value))
         return value
 
     def str_map(self, key: str) -> dict[str, str]:
         value = self.mapping(key) or {}
-        for k, v in value.items():
-            if not isinstance(v, str):
-                raise self._fail(f"{key}.{k}", "a string", v)
+        bad = [k for k, v in value.items() if not isinstance(v, str)]
+        if bad:
+            return self._invalid(f"{key}.{bad[0]}", "a string (every value of the map is dropped)",
+                                 value[bad[0]], {})
         return dict(value)
 
     def payload_processors(self, key: str) -> str:
@@ -305,11 +359,12 @@ class _Reader:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = " ".join(value)
         if not isinstance(value, str):
-            raise self._fail(key, "space-separated http(s):// URLs or a list of them", value)
+            return self._invalid(key, "space-separated http(s):// URLs or a list of them", value, "")
         try:
             parse_payload_processors(value)
         except MeshError as exc:
-            raise InvalidServingConfig(f"{CONFIGMAP_NAME}: {key}: {exc.message}") from None
+            self.problems.append(ConfigWarning(key, f"{exc.message}; no payload processor is used", INVALID))
+            return ""
         return " ".join(value.split())
 
     def str_list(self, key: str) -> list[str]:
@@ -317,14 +372,40 @@ class _Reader:
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._fail(key, "a list of strings", value)
+            return self._invalid(key, "a list of strings", value, [])
         return list(value)
+
+    def secret_names(self, key: str) -> tuple[str, ...]:
+        """``imagePullSecrets``: a list of ``{name: ...}`` (Kubernetes' LocalObjectReference, as
+        ModelMesh Serving takes it) or of plain names."""
+        value = self._get(key)
+        if value is None:
+            return ()
+        names = []
+        for item in value if isinstance(value, list) else [None]:
+            name = item.get("name") if isinstance(item, Mapping) and set(item) == {"name"} else item
+            if not isinstance(name, str) or not _DNS_NAME.fullmatch(name):
+                return self._invalid(key, "a list of Secret names ({name: my-secret} or my-secret)", value, ())
+            names.append(name)
+        return tuple(dict.fromkeys(names))
 
     def unread(self) -> list[str]:
         return sorted(k for k in _leaves(self._doc) if not self._covered(k))
 
     def _covered(self, key: str) -> bool:
-        return any(key == r or key.startswith(r + ".") for r in self._read)
+        return any(_is_under(key, r) for r in self._read)
+
+
+_MISSING = object()
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def _child(node: Mapping[str, Any], part: str) -> Any:
+    """``node[part]``, the key matched without regard to case (ModelMesh's keys are case-insensitive)."""
+    if part in node:
+        return node[part]
+    lowered = part.lower()
+    return next((v for k, v in node.items() if isinstance(k, str) and k.lower() == lowered), _MISSING)
 
 
 def _leaves(doc: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -124,6 +124,12 @@ def _instance_runtime_args(spec: Mapping[str, Any]) -> list[str]:
     return ["--runtime", "remote", "--runtime-address", runtime_address(spec)]
 
 
+ADAPTERS = ("mlserver", "triton")
+"""The ``builtInAdapter.serverType`` values served (ModelMesh's names)."""
+TRITON_BACKENDS = "python,onnxruntime,pytorch,tensorflow,tensorrt,openvino"
+"""The backends of NVIDIA's tritonserver images (the ``-py3`` ones)."""
+
+
 def adapter_containers(config: ServingConfig, spec: Mapping[str, Any],
                        inputs: PodInputs = NO_INPUTS) -> list[dict[str, Any]]:
     """The ModelRuntime adapter in front of a third-party server (``builtInAdapter``), if any.
@@ -131,23 +137,31 @@ def adapter_containers(config: ServingConfig, spec: Mapping[str, Any],
     For ``serverType: mlserver`` it is ``python -m kserve_mesh.runtime.mlserver`` attached to the
     MLServer container: its gRPC on ``runtimeManagementPort`` and its REST on the next port (the
     ports ModelMesh's MLServer runtime uses: 8001 and 8002), its model repository under /models.
+    For ``serverType: triton`` it is ``python -m kserve_mesh.runtime.triton`` attached to the Triton
+    container (``--model-control-mode=explicit``, gRPC on ``runtimeManagementPort``, its model
+    repository ``/models/_triton_models``), as ModelMesh's triton-adapter.
     """
     adapter = spec.get("builtInAdapter")
     if adapter is None:
         return []
     server = adapter.get("serverType")
-    if server != "mlserver":
-        raise InvalidServingRuntime(f"spec.builtInAdapter.serverType '{server}' is not supported (supported: mlserver)")
+    if server not in ADAPTERS:
+        raise InvalidServingRuntime(f"spec.builtInAdapter.serverType '{server}' is not supported "
+                                    f"(supported: {', '.join(ADAPTERS)})")
     grpc_port = adapter.get("runtimeManagementPort", 8001)
     listen = runtime_address(spec).rsplit(":", 1)[1]
+    if server == "mlserver":
+        attach = ["--attach-grpc", f"127.0.0.1:{grpc_port}", "--attach-http", f"http://127.0.0.1:{grpc_port + 1}",
+                  "--attach-repository", f"{MODELS_PATH}/_mlserver_models"]
+    else:
+        attach = ["--attach-grpc", f"127.0.0.1:{grpc_port}", "--attach-repository", f"{MODELS_PATH}/_triton_models",
+                  "--attach-backends", TRITON_BACKENDS, "--cache-dir", f"{MODELS_PATH}/_cache"]
     return [{
-        "name": "mlserver-adapter",
+        "name": f"{server}-adapter",
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["python", "-m", "kserve_mesh.runtime.mlserver"],
-        "args": ["--host", "127.0.0.1", "--port", listen,
-                 "--attach-grpc", f"127.0.0.1:{grpc_port}", "--attach-http", f"http://127.0.0.1:{grpc_port + 1}",
-                 "--attach-repository", f"{MODELS_PATH}/_mlserver_models", "--storage-config", STORAGE_CONFIG_PATH],
+        "command": ["python", "-m", f"kserve_mesh.runtime.{server}"],
+        "args": ["--host", "127.0.0.1", "--port", listen, *attach, "--storage-config", STORAGE_CONFIG_PATH],
         "resources": copy.deepcopy(dict(config.instance_resources)),
         "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": MODELS_PATH},
                          {"name": STORAGE_CONFIG_VOLUME, "mountPath": STORAGE_CONFIG_PATH, "readOnly": True},
@@ -307,6 +321,12 @@ def runtime_deployment(config: ServingConfig, runtime: Mapping[str, Any], namesp
     for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
         if spec.get(key):
             pod_spec[key] = copy.deepcopy(spec[key])
+    # model-serving-config's imagePullSecrets, after the runtime's own (each Secret once).
+    pulls = list(pod_spec.get("imagePullSecrets") or [])
+    named = {p.get("name") for p in pulls if isinstance(p, Mapping)}
+    pulls += [{"name": n} for n in config.image_pull_secrets if n not in named]
+    if pulls:
+        pod_spec["imagePullSecrets"] = pulls
     if config.service_account_name:
         pod_spec["serviceAccountName"] = config.service_account_name
     return {

@@ -1,9 +1,10 @@
 """Resident memory of another process and its descendants, read from ``/proc`` (no psutil).
 
-MLServer loads models in its main process (``parallel_workers: 0``) or in worker processes it
-forks; the adapter charges a load with the growth of the whole tree's RSS. Summing RSS counts pages
-shared between parent and forked workers more than once, which over-reports; that errs on the safe
-side for a cache that must not overfill its container.
+An adapter charges a load with the growth of its server's whole process tree's RSS: MLServer loads
+models in its main process (``parallel_workers: 0``) or in worker processes it forks, Triton's
+Python backend runs each model instance in a stub process. Summing RSS counts pages shared between
+parent and forked workers more than once, which over-reports; that errs on the safe side for a
+cache that must not overfill its container.
 """
 
 from __future__ import annotations

@@ -1,0 +1,416 @@
+"""The adaptive eviction policy: frequency, size, load cost and recency, tuned online (issue 12).
+
+``AdaptivePolicy`` is a ``TrackingPolicy`` (``core/cache.py``): the ledger tells it of every miss,
+access, load (measured time and size) and removal, and asks it for victims. It is Window-TinyLFU
+(Caffeine's design) made aware of size and load cost, measured on ``tools/cachesim.py`` against LRU
+and the offline optimum (``benchmarks/cache_sim.py``):
+
+* **A frequency sketch (TinyLFU).** A count-min sketch (4 rows of byte counters saturating at 15,
+  a doorkeeper that keeps one-off requests out of the rows) estimates each model's recent request
+  count, also for models that are *not* loaded: a popular model evicted and requested again comes
+  back with its history. Every ``sample`` requests all counters halve (aging), so the estimate
+  follows a shifting workload. Width: 4 counters per copy (at least ``MIN_COPIES``' worth).
+* **Value per byte (GDSF).** A copy is worth ``f * cost / size``: ``f`` its estimated frequency,
+  ``cost`` its measured load time, ``size`` its bytes, i.e. load milliseconds saved per MB held.
+  Big, cheap-to-reload, rarely used copies are worth least.
+* **Segments and admission (W-TinyLFU).** A new copy enters a recency *window* (LRU order), so a
+  burst of requests for a new model finds it loaded whatever its history. When the window holds
+  more than its share of the capacity its oldest copies move to the main part's *probation*
+  segment as admission candidates; a probation copy that is used again moves to *protected*
+  (80 % of main; its oldest fall back to probation). When room is needed, each candidate duels
+  main's next victim (of the ``SAMPLE`` oldest probation copies, the least valuable; protected's
+  when probation has none): the candidate stays if it is worth more, else it is the victim (an
+  admission refused, counted). Without candidates, victims come from probation, then protected,
+  then the window.
+* **Hill climbing (adaptive window).** Every ``sample`` requests (10 per copy held) the hit ratio of
+  the last period is compared with the one before and the window's share moves a step in the
+  direction that helped (6.25 % of the capacity, decaying by 0.98 per period, restarting after a
+  change of 5 points). A bursty, recency-driven workload drives the window up (towards LRU), a
+  stable skewed one down (towards frequency and value per byte). (ARC-style "ghosts" of recent
+  victims, moving the window on every miss of one, were tried: they follow a fast shift sooner but
+  pushed the window towards LRU on the stationary simulator traces and lost most of the gain there.)
+
+The mesh cannot serve a model it does not hold, so nothing is ever bypassed: a model that loses
+its duel was loaded and served, and is the next victim. The ledger's invariants are the ledger's:
+this class only orders copies, it never sees a victim the ledger did not offer (``evictable``), and
+a copy that is loading or serving requests is never evictable. Cost: O(1) amortised per access and
+per request (ordered dicts, a sketch of fixed row count); a victim costs O(``SAMPLE``). State: the
+sketch (5 bytes per counter slot, at least ``MIN_WIDTH`` slots), per copy an ordered-dict entry and a
+small slot.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict, deque
+
+from kserve_mesh.core.cache import CacheEntry, Evictable, LruPolicy, TrackingPolicy
+from kserve_mesh.core.ids import ModelId
+from kserve_mesh.core.records import CopyState
+
+__all__ = ["POLICY_NAMES", "AdaptivePolicy", "FrequencySketch", "make_policy"]
+
+_MASK64 = (1 << 64) - 1
+_HALVE = bytes(i >> 1 for i in range(256))
+_MB = 1_000_000.0
+
+
+class FrequencySketch:
+    """Count-min sketch of request counts: 4 rows of byte counters, a doorkeeper, periodic halving.
+
+    ``width`` counters per row (a power of two); counters saturate at ``cap``; every ``sample``
+    increments every counter halves and the doorkeeper empties. A key is its 64-bit ``key_hash``;
+    the five indices (doorkeeper, 4 rows) are different bit ranges of it. ``estimate`` over-counts
+    only by collisions. Memory: 5 bytes per counter slot.
+    """
+
+    __slots__ = ("adds", "cap", "door", "mask", "rows", "sample", "step", "width")
+
+    def __init__(self, width: int, sample: int, cap: int = 15) -> None:
+        bits = max(6, (max(1, width) - 1).bit_length())
+        self.width = 1 << bits
+        self.mask = self.width - 1
+        self.step = (64 - bits) // 4  # row k reads bits [k * step, k * step + bits) of the hash
+        self.cap = cap
+        self.rows = [bytearray(self.width) for _ in range(4)]
+        self.door = bytearray(self.width)
+        self.sample = max(16, sample)
+        self.adds = 0
+
+    @staticmethod
+    def key_hash(key: str) -> int:
+        """A 64-bit hash of a model id, the same in every process (unlike ``hash()``)."""
+        return ((zlib.crc32(key.encode()) + 1) * 0x9E3779B97F4A7C15) & _MASK64 ^ (len(key) << 40)
+
+    def increment(self, h: int) -> None:
+        mask, step = self.mask, self.step
+        door = self.door
+        d = (h >> 60 | h << 4) & mask
+        if not door[d]:
+            door[d] = 1
+        else:
+            r0, r1, r2, r3 = self.rows
+            cap = self.cap
+            i = h & mask
+            if r0[i] < cap:
+                r0[i] += 1
+            i = (h >> step) & mask
+            if r1[i] < cap:
+                r1[i] += 1
+            i = (h >> 2 * step) & mask
+            if r2[i] < cap:
+                r2[i] += 1
+            i = (h >> 3 * step) & mask
+            if r3[i] < cap:
+                r3[i] += 1
+        self.adds += 1
+        if self.adds >= self.sample:
+            self.age()
+
+    def estimate(self, h: int) -> int:
+        mask, step = self.mask, self.step
+        r0, r1, r2, r3 = self.rows
+        f = min(r0[h & mask], r1[(h >> step) & mask], r2[(h >> 2 * step) & mask], r3[(h >> 3 * step) & mask])
+        return f + self.door[(h >> 60 | h << 4) & mask]
+
+    def age(self) -> None:
+        self.rows = [row.translate(_HALVE) for row in self.rows]
+        self.door = bytearray(self.width)
+        self.adds //= 2
+
+    def state_bytes(self) -> int:
+        return 5 * self.width
+
+
+_WIN, _PROB, _PROT = 0, 1, 2  # the segment a copy is in
+
+
+class _Slot:
+    """What the policy keeps per copy: its key hash, its segment, whether it was hit since its load."""
+
+    __slots__ = ("cand", "h", "hit", "seg")
+
+    def __init__(self, h: int) -> None:
+        self.h = h
+        self.hit = False
+        self.seg = _WIN
+        self.cand = False  # moved from the window to probation, not yet through its admission duel
+
+
+class AdaptivePolicy(TrackingPolicy):
+    """Window-TinyLFU with value-per-byte admission and a hill-climbed window. See the module doc.
+
+    Segments (each an LRU order): the window, and the main part split into probation and protected
+    (80 % of main). A new copy enters the window; a hit in probation promotes to protected (its
+    oldest fall back to probation); a hit anywhere moves the copy to its segment's young end.
+    Victims: while the window holds more than its share, its oldest copy is a *candidate* for main
+    and duels main's next victims (probation's oldest, then protected's): the candidate wins when
+    its value ``f * cost / size`` is higher (ties keep the incumbent); a winner evicts the victim
+    and moves on, a loser is itself the victim (admission refused). Without candidates, victims
+    come in order: probation, protected, window (oldest first).
+    """
+
+    name = "adaptive"
+
+    INITIAL_WINDOW = 0.01
+    PROTECTED = 0.80
+    STEP = 0.0625
+    STEP_DECAY = 0.98
+    RESTART_CHANGE = 0.05
+    MIN_COPIES = 32  # the sample period never shrinks below this many copies' worth
+    MIN_WIDTH = 4096  # counters per sketch row, at least (models not loaded need counters too)
+    SAMPLE_FACTOR = 10  # requests per sample period (aging, hill climbing), per copy
+    COUNTER_MAX = 15  # frequency counters saturate here (a model hot long ago ages out quickly)
+    SAMPLE = 4  # a victim is the least valuable of this many of its segment's oldest copies
+    MAX_CANDIDATES = 256  # copies from the window awaiting their admission duel (older ones just stay)
+
+    def __init__(self, capacity_bytes: int = 1, *, hill_climb: bool = True) -> None:
+        self.capacity = max(1, int(capacity_bytes))
+        self.hill_climb = hill_climb
+        self._segs: tuple[OrderedDict[ModelId, CacheEntry], ...] = (OrderedDict(), OrderedDict(), OrderedDict())
+        self._bytes = [0, 0, 0]
+        self._window_target = self.INITIAL_WINDOW * self.capacity
+        self._copies = 0
+        self._peak = self.MIN_COPIES
+        self._sketch = self._new_sketch()
+        # load cost of copies not measured yet: the mean of the measured ones, per byte
+        self._cost_ms_total = 0.0
+        self._cost_bytes_total = 0
+        # hill climber
+        self._step = self.STEP * self.capacity
+        self._prev_rate = 0.0
+        self._period_hits = 0
+        self._period_requests = 0
+        self.evicted_value = 0.0  # the sum of the victims' values (metrics; the ledger counts the rest)
+        self.refused = 0  # window candidates that lost their duel and were evicted
+        self._candidates: deque[CacheEntry] = deque(maxlen=self.MAX_CANDIDATES)
+
+    def _new_sketch(self) -> FrequencySketch:
+        """Sized for ``_peak`` copies: 4 counters each (at least ``MIN_WIDTH``), a sample period of
+        ``SAMPLE_FACTOR`` requests per copy held now (half the peak: the peak leaves room to grow)."""
+        copies = max(self.MIN_COPIES, self._peak // 2)
+        return FrequencySketch(max(self.MIN_WIDTH, 4 * self._peak), self.SAMPLE_FACTOR * copies, self.COUNTER_MAX)
+
+    def attach(self, capacity_bytes: int) -> None:
+        """The ledger's capacity (window share and hill-climbing step are fractions of it)."""
+        share = self._window_target / self.capacity
+        self.capacity = max(1, int(capacity_bytes))
+        self._window_target = share * self.capacity
+        self._step = self.STEP * self.capacity
+
+    # -- frequency and value -----------------------------------------------------------------------
+    def _record(self, slot: _Slot, hit: bool) -> None:
+        self._sketch.increment(slot.h)
+        self._period_requests += 1
+        if hit:
+            self._period_hits += 1
+        if self._period_requests >= self._sketch.sample and self.hill_climb:
+            self._climb()
+
+    def _climb(self) -> None:
+        rate = self._period_hits / self._period_requests
+        change = rate - self._prev_rate
+        amount = self._step if change >= 0 else -self._step
+        if abs(change) >= self.RESTART_CHANGE:
+            self._step = self.STEP * self.capacity * (1 if amount >= 0 else -1)
+        else:
+            self._step = self.STEP_DECAY * amount
+        self._prev_rate = rate
+        self._period_hits = self._period_requests = 0
+        self._window_target = min(float(self.capacity), max(0.0, self._window_target + amount))
+        self._demote_window()
+        self._rebalance_protected()
+
+    def _cost_ms(self, entry: CacheEntry) -> float:
+        if entry.load_ms > 0:
+            return entry.load_ms
+        if self._cost_bytes_total:
+            return max(1e-3, self._cost_ms_total * entry.size_bytes / self._cost_bytes_total)
+        return 1.0
+
+    def value(self, entry: CacheEntry) -> float:
+        """``f * cost / size``: estimated requests x load milliseconds saved, per MB held."""
+        sk = self._sketch
+        h, mask, step = entry.slot.h, sk.mask, sk.step
+        r0, r1, r2, r3 = sk.rows
+        f = min(r0[h & mask], r1[(h >> step) & mask], r2[(h >> 2 * step) & mask], r3[(h >> 3 * step) & mask])
+        f += sk.door[(h >> 60 | h << 4) & mask]  # the sketch's estimate, inlined: the hot path of a miss
+        cost = entry.load_ms or self._cost_ms(entry)
+        size = entry.size_bytes
+        return f * cost * _MB / (size if size > 0 else 1)
+
+    # -- segments ----------------------------------------------------------------------------------
+    def _move(self, entry: CacheEntry, seg: int) -> None:
+        slot: _Slot = entry.slot
+        mid = entry.model_id
+        del self._segs[slot.seg][mid]
+        self._bytes[slot.seg] -= entry.size_bytes
+        self._segs[seg][mid] = entry
+        self._bytes[seg] += entry.size_bytes
+        slot.seg = seg
+
+    def _rebalance_protected(self) -> None:
+        limit = self.PROTECTED * (self.capacity - self._window_target)
+        prot = self._segs[_PROT]
+        while self._bytes[_PROT] > limit and prot:
+            self._move(next(iter(prot.values())), _PROB)
+
+    # -- the seam ----------------------------------------------------------------------------------
+    def on_reserve(self, entry: CacheEntry, now_ms: int) -> None:
+        slot = _Slot(FrequencySketch.key_hash(entry.model_id))
+        entry.slot = slot
+        self._record(slot, hit=False)
+        self._segs[_WIN][entry.model_id] = entry
+        self._bytes[_WIN] += entry.size_bytes
+        self._demote_window()
+        self._copies += 1
+        if self._copies > self._peak:  # grow the sketch with the cache (its history restarts)
+            self._peak = 2 * self._copies
+            self._sketch = self._new_sketch()
+
+    def on_access(self, entry: CacheEntry, now_ms: int, counted: bool = True) -> None:
+        slot = entry.slot
+        if slot is None or not counted:
+            return
+        self._sketch.increment(slot.h)
+        self._period_requests += 1
+        if entry.state is CopyState.LOADED:
+            slot.hit = True
+            self._period_hits += 1
+        if self._period_requests >= self._sketch.sample and self.hill_climb:
+            self._climb()
+        if slot.seg == _PROB:
+            self._move(entry, _PROT)
+            self._rebalance_protected()
+        else:
+            self._segs[slot.seg].move_to_end(entry.model_id)
+
+    def on_loaded(self, entry: CacheEntry, load_ms: float) -> None:
+        if entry.slot is not None and load_ms > 0:
+            self._cost_ms_total += load_ms
+            self._cost_bytes_total += max(1, entry.size_bytes)
+
+    def on_resize(self, entry: CacheEntry, old_size: int) -> None:
+        slot = entry.slot
+        if slot is not None:
+            self._bytes[slot.seg] += entry.size_bytes - old_size
+
+    def on_remove(self, entry: CacheEntry, evicted: bool) -> None:
+        slot = entry.slot
+        if slot is None:
+            return
+        entry.slot = None
+        self._copies -= 1
+        if self._segs[slot.seg].pop(entry.model_id, None) is not None:
+            self._bytes[slot.seg] -= entry.size_bytes
+
+    def _next_victim(self, evictable: Evictable, taken: set[int], segs: tuple[int, ...]) -> CacheEntry | None:
+        """The next victim: of the ``SAMPLE`` oldest evictable copies of the first segment that has
+        any, the one of least value (by size and cost as well as frequency)."""
+        for seg in segs:
+            best: CacheEntry | None = None
+            best_value = 0.0
+            seen = 0
+            for entry in self._segs[seg].values():
+                if id(entry) in taken or not evictable(entry):
+                    continue
+                v = self.value(entry)
+                if best is None or v < best_value:
+                    best, best_value = entry, v
+                seen += 1
+                if seen >= self.SAMPLE:
+                    break
+            if best is not None:
+                return best
+        return None
+
+    def _demote_window(self) -> None:
+        """Move the window's oldest copies to probation, as admission candidates, while the window
+        holds more than its share (the newest copy always stays)."""
+        window = self._segs[_WIN]
+        while self._bytes[_WIN] > self._window_target and len(window) > 1:
+            entry = next(iter(window.values()))
+            self._move(entry, _PROB)
+            entry.slot.cand = True
+            if len(self._candidates) == self._candidates.maxlen:
+                old = self._candidates[0]
+                if old.slot is not None:
+                    old.slot.cand = False
+            self._candidates.append(entry)
+
+    def select_victims(self, needed_bytes: int, evictable: Evictable) -> list[CacheEntry]:
+        victims: list[CacheEntry] = []
+        taken: set[int] = set()
+        freed = 0
+        cands = self._candidates
+        while freed < needed_bytes:
+            cand = None
+            while cands:  # the oldest candidate still waiting in probation
+                c = cands.popleft()
+                if c.slot is not None and c.slot.cand and c.slot.seg == _PROB and id(c) not in taken:
+                    c.slot.cand = False
+                    cand = c
+                    break
+            if cand is not None:
+                cand_value = self.value(cand)
+                lost = False
+                while freed < needed_bytes:
+                    taken.add(id(cand))  # not its own rival
+                    victim = self._next_victim(evictable, taken, (_PROB, _PROT))
+                    taken.discard(id(cand))
+                    if victim is None:
+                        break
+                    if cand_value > self.value(victim):
+                        taken.add(id(victim))
+                        victims.append(victim)
+                        freed += victim.size_bytes
+                    else:
+                        lost = True
+                        break
+                if lost and evictable(cand):
+                    taken.add(id(cand))
+                    victims.append(cand)
+                    freed += cand.size_bytes
+                    self.refused += 1
+                continue
+            victim = self._next_victim(evictable, taken, (_PROB, _PROT, _WIN))
+            if victim is None:
+                break
+            taken.add(id(victim))
+            victims.append(victim)
+            freed += victim.size_bytes
+        for victim in victims:
+            self.evicted_value += self.value(victim)
+        return victims
+
+    def next_victim_value(self) -> float | None:
+        """The value (``f * cost / size``) of the copy main would evict first (else the window's)."""
+        for seg in (_PROB, _PROT, _WIN):
+            for entry in self._segs[seg].values():
+                if entry.state is CopyState.LOADED:
+                    return self.value(entry)
+        return None
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "evicted_value": self.evicted_value,
+            "window_fraction": self._window_target / self.capacity,
+        }
+
+    def state_bytes(self) -> int:
+        """An estimate of the policy's own memory: the sketch, and per copy an ordered-dict entry
+        (~100 bytes) and a slot (~70 bytes)."""
+        return self._sketch.state_bytes() + 170 * self._copies
+
+
+POLICY_NAMES = ("lru", "adaptive")
+
+
+def make_policy(name: str, capacity_bytes: int) -> TrackingPolicy:
+    """The eviction policy called ``name`` ("lru" or "adaptive") for a cache of ``capacity_bytes``."""
+    key = (name or "").strip().lower()
+    if key == "lru":
+        return LruPolicy()
+    if key == "adaptive":
+        return AdaptivePolicy(capacity_bytes)
+    raise ValueError(f"unknown eviction policy '{name}': expected one of {', '.join(POLICY_NAMES)}")
