@@ -41,6 +41,16 @@ class Mesh:
     def placements(self, i: int = 0) -> dict[str, list[str]]:
         return self.instances[i].call("GET", "/mesh/v1/status")[1]["placements"]
 
+    def holders(self, model_id: str, i: int = 0, timeout: float = 15.0) -> list[str]:
+        """The instances holding ``model_id`` as instance ``i`` sees them, once it sees one (a copy
+        loaded on a peer reaches this view through the store a moment later)."""
+        deadline = time.monotonic() + timeout
+        while not (where := self.placements(i).get(model_id)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"instance {i} never saw a copy of {model_id}")
+            time.sleep(0.05)
+        return where
+
     def instance_ids(self) -> list[str]:
         return [p.call("GET", "/mesh/v1/status")[1]["instanceId"] for p in self.instances]
 

@@ -36,8 +36,14 @@ class MeshProcess:
               cwd: str | Path | None = None, command: str = "up") -> MeshProcess:
         cmd = [sys.executable, "-m", "kserve_mesh.cli", command, "--rest-port", "0", "--grpc-port", "0",
                "--metrics-port", "0", *args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})}, cwd=cwd)
+        return cls.run(cmd, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+
+    @classmethod
+    def run(cls, cmd: list[str], *, timeout: float = 90.0, env: dict[str, str] | None = None,
+            cwd: str | Path | None = None) -> MeshProcess:
+        """Start ``cmd`` (a mesh however it is launched, e.g. inside the image's root filesystem) and
+        wait, up to ``timeout``, for its ready line."""
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
         output: list[str] = []
         found: list[re.Match[str]] = []
         done = threading.Event()

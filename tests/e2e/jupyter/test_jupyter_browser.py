@@ -106,6 +106,7 @@ def test_notebook_registers_and_tests_a_model_through_the_widget(
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(STEP_TIMEOUT_MS)
+            expect.set_options(timeout=STEP_TIMEOUT_MS)  # assertions wait as long as steps (a busy machine)
             page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
             page.wait_for_selector(".jp-Notebook .jp-Cell")
             wait_kernel_idle(lab)

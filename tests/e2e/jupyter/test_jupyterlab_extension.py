@@ -125,7 +125,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, folders: tuple[Path, Path],
 
 @pytest.fixture(scope="module")
 def page(lab: JupyterProcess) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
@@ -133,6 +133,7 @@ def page(lab: JupyterProcess) -> Iterator[Any]:
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 950})
             page.set_default_timeout(STEP_TIMEOUT_MS)
+            expect.set_options(timeout=STEP_TIMEOUT_MS)  # assertions wait as long as steps (a busy machine)
             page.on("request", lambda request: REQUESTED.append(request.url))
             page.goto(f"{lab.url}/lab?token={lab.token}")
             page.wait_for_selector(".jp-DirListing-item")

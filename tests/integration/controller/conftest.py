@@ -109,9 +109,11 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, interva
 
 
 @pytest.fixture(scope="module")
-def kube() -> Iterator[Kube]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "controller_kmock_server.py")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
+    """kmock for the module; a module's ``KMOCK_ARGS`` are extra arguments of its server."""
+    extra = list(getattr(request.module, "KMOCK_ARGS", ()))
+    proc = subprocess.Popen([sys.executable, str(HERE / "controller_kmock_server.py"), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     found: list[re.Match[str]] = []
     done = threading.Event()
@@ -165,17 +167,20 @@ def start_controller(kubeconfig: Path, mesh: MeshProcess) -> Iterator[Callable[.
     """Start ``kserve-mesh controller`` (a process) with extra flags; every one is stopped at the end."""
     started: list[Controller] = []
 
-    def start(*flags: str) -> Controller:
+    def start(*flags: str, env: dict[str, str] | None = None,
+              started_when: str = "Initial authentication has finished") -> Controller:
+        """``started_when``: the log line that says it runs (kopf's login; a follower of a leader
+        election never starts kopf, so its tests wait for another line)."""
         cmd = [sys.executable, "-m", "kserve_mesh.cli", "controller", "--kubeconfig", str(kubeconfig),
                "--mesh-address", mesh.grpc, "--status-interval", "0.5", *flags]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         output: list[str] = []
         done = threading.Event()
         threading.Thread(target=_pump, args=(proc, output, None, [], done), daemon=True).start()
         ctl = Controller(proc, output)
         started.append(ctl)
-        wait_for("the controller to log in", lambda: "Initial authentication has finished" in ctl.log()
+        wait_for("the controller to start", lambda: started_when in ctl.log()
                  or proc.poll() is not None, timeout=60, log=ctl.log)
         assert proc.poll() is None, ctl.log()
         return ctl
@@ -184,4 +189,6 @@ def start_controller(kubeconfig: Path, mesh: MeshProcess) -> Iterator[Callable[.
         yield start
     finally:
         for ctl in started:
+            if ctl.proc.poll() is None:
+                ctl.proc.send_signal(signal.SIGCONT)  # a test may have frozen it (SIGSTOP)
             _stop(ctl.proc)

@@ -6,11 +6,12 @@ them from the CRD objects). It prints ``kmock ready: <url>`` once it serves, and
 
 kmock 0.8 reads ``/api/v1/namespaces[/NAME]`` as "objects inside a namespace" and fails on it, so
 Namespace objects could not be created, listed or read; :func:`_parse_path` fixes that one case.
+Its discovery names the core group's version ``/v1``, which kubectl cannot use: ``v1`` here.
 It also stores objects without ``metadata.uid`` / ``resourceVersion``, which kopf's JSON patches
 test; :class:`Emulator` stamps them on create and bumps the version on every patch, as the real
 API server does, and answers a JSON patch whose test fails with 422 (kmock: 500).
 
-    python controller_kmock_server.py [--port 0]
+    python controller_kmock_server.py [--port 0] [--prometheus-operator] [--all-kinds]
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ class Emulator(kmock.KubernetesEmulator):
         version = str(self._last_version)
         listing = await super()._serve_list(request)
         listing["metadata"]["resourceVersion"] = version
+        # As the API server: a list names its kind (kubectl's decoder needs it; kopf does not).
+        info = self.resources.get(request.resource) if request.resource is not None else None
+        if info is not None and getattr(info, "kind", None):
+            group = request.resource.group
+            listing.setdefault("kind", f"{info.kind}List")
+            listing.setdefault("apiVersion", f"{group}/{request.resource.version}" if group
+                               else request.resource.version)
         return listing
 
     async def _serve_watch(self, request: Any) -> Any:
@@ -80,6 +88,12 @@ class Emulator(kmock.KubernetesEmulator):
             meta = obj.get("metadata", {})
             if request.namespace in (None, meta.get("namespace")) and request.name in (None, meta.get("name")):
                 yield event
+
+    async def _serve_version(self, request: Any) -> Any:
+        # kmock names the core group's version "/v1"; the API server (and kubectl) say "v1".
+        listing = await super()._serve_version(request)
+        listing["groupVersion"] = listing["groupVersion"].lstrip("/")
+        return listing
 
     async def _handle(self, request: Any) -> Any:
         data = request.data
@@ -113,21 +127,43 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "v1/services": ("Service", True, set()),
     "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
     "events.k8s.io/v1/events": ("Event", True, set()),
+    "coordination.k8s.io/v1/leases": ("Lease", True, set()),
+    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
     "serving.kserve.io/v1beta1/inferenceservices": ("InferenceService", True, {"status"}),
     "serving.kserve.io/v1alpha1/servingruntimes": ("ServingRuntime", True, {"status"}),
     "serving.kserve.io/v1alpha1/clusterservingruntimes": ("ClusterServingRuntime", False, {"status"}),
     "serving.kserve.io/v1alpha1/predictors": ("Predictor", True, {"status"}),
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+# Served only with --prometheus-operator (a cluster where the Prometheus operator is installed).
+PROMETHEUS_OPERATOR = {
+    "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", True, set()),
+    "monitoring.coreos.com/v1/prometheusrules": ("PrometheusRule", True, set()),
+}
 
 
-async def serve(port: int) -> None:
+# Served only with --all-kinds: every kind the quickstart applies (scripts/quickstart.sh's test).
+ALL_KINDS = {
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, {"status"}),
+    "apps/v1/statefulsets": ("StatefulSet", True, {"status", "scale"}),
+    "batch/v1/jobs": ("Job", True, {"status"}),
+    "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, set()),
+    "v1/serviceaccounts": ("ServiceAccount", True, set()),
+    "v1/pods": ("Pod", True, {"status"}),
+    "rbac.authorization.k8s.io/v1/roles": ("Role", True, set()),
+    "rbac.authorization.k8s.io/v1/rolebindings": ("RoleBinding", True, set()),
+}
+
+
+async def serve(port: int, prometheus_operator: bool = False, all_kinds: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Emulator() as emulator, kmock.Server(emulator, port=port or None) as server:
-        for key, (kind, namespaced, subresources) in RESOURCES.items():
+        resources = {**RESOURCES, **(PROMETHEUS_OPERATOR if prometheus_operator else {}),
+                     **(ALL_KINDS if all_kinds else {})}
+        for key, (kind, namespaced, subresources) in resources.items():
             emulator.resources[key] = kmock.ResourceInfo(
                 kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=VERBS, subresources=subresources)
         print(f"kmock ready: {str(server.url).rstrip('/')}", flush=True)
@@ -137,8 +173,10 @@ async def serve(port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--prometheus-operator", action="store_true", help="serve monitoring.coreos.com/v1 too")
+    parser.add_argument("--all-kinds", action="store_true", help="serve every kind the quickstart applies")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.port))
+    asyncio.run(serve(args.port, args.prometheus_operator, args.all_kinds))
     return 0
 
 

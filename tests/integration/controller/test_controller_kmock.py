@@ -39,6 +39,10 @@ def states(obj: dict[str, Any] | None) -> dict[str, Any]:
     return ((obj or {}).get("status") or {}).get("modelStatus") or {}
 
 
+def ok_body(reply: tuple[int, Any]) -> Any:
+    return reply[1] if reply[0] == 200 else None
+
+
 def events_for(kube: Kube, ns: str, name: str) -> list[dict[str, Any]]:
     listing = kube.get(f"/api/v1/namespaces/{ns}/events") or {"items": []}
     return [e for e in listing["items"] if e.get("involvedObject", {}).get("name") == name]
@@ -50,7 +54,8 @@ def controller(kube: Kube, start_controller: Callable[..., Controller]) -> Contr
     kube.create(f"/api/v1/namespaces/{CONTROLLER_NS}/configmaps", {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "model-serving-config"},
         "data": {"config.yaml": "podsPerRuntime: 1\nscaleToZero: {enabled: true, gracePeriodSeconds: 0}\n"
-                                "enableAccessLogging: true\n"}})
+                                "enableAccessLogging: true\npodsPerRutnime: 3\nheadlessService: 'no'\n"
+                                "imagePullSecrets: [{name: regcred}]\n"}})
     return start_controller("--controller-namespace", CONTROLLER_NS)
 
 
@@ -76,8 +81,8 @@ def test_modelmesh_isvc_is_served_with_status_and_runtime_deployment(
         kube.create(path, isvc("iris-a", ns, f"{base}/sklearn-iris/model.joblib"))
         kube.create(path, isvc("iris-serverless", ns, str(models_dir / "sklearn-iris"), modelmesh=False))
 
-        vmodel = wait_for("the vmodel in the mesh", lambda: (lambda r: r[1] if r[0] == 200 else None)(
-            mesh.call("GET", "/mesh/v1/vmodels/iris-a")), log=controller.log)
+        vmodel = wait_for("the vmodel in the mesh", lambda: ok_body(mesh.call("GET", "/mesh/v1/vmodels/iris-a")),
+                          log=controller.log)
         assert vmodel["activeModelId"].startswith("iris-a__isvc-")
         seen: list[str] = []
 
@@ -129,6 +134,13 @@ def test_modelmesh_isvc_is_served_with_status_and_runtime_deployment(
     assert len(reported) == 1 and reported[0]["message"].startswith("enableAccessLogging:")
     assert reported[0]["type"] == "Warning" and reported[0]["involvedObject"]["kind"] == "ConfigMap"
     assert "enableAccessLogging" in controller.log()
+    # An unknown key and a bad value are Events naming them; the rest of the config was used
+    # (podsPerRuntime 1 above, imagePullSecrets here; headlessService kept its default).
+    by_reason = {e["reason"]: e["message"] for e in events_for(kube, CONTROLLER_NS, "model-serving-config")}
+    assert by_reason["ConfigKeyUnknown"].startswith("podsPerRutnime: unknown key")
+    assert by_reason["ConfigKeyInvalid"].startswith("headlessService: must be true or false")
+    assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert svc["spec"]["clusterIP"] == "None"
 
     # The Serverless InferenceService was never touched: no status, no finalizer, no annotation, no vmodel.
     other = kube.get(f"{path}/iris-serverless")
@@ -153,7 +165,7 @@ def test_load_failures_and_missing_runtimes_become_status_and_events(
     kube.namespace(ns, enabled=True)
     path = ISVCS.format(ns=ns)
     kube.create(path, isvc("missing-b", ns, str(tmp_path / "no-such-model")))
-    kube.create(path, isvc("tf-b", ns, str(tmp_path), fmt="tensorflow"))
+    kube.create(path, isvc("pmml-b", ns, str(tmp_path), fmt="pmml"))
 
     def failed(name: str, reason: str) -> Callable[[], dict[str, Any] | None]:
         def probe() -> dict[str, Any] | None:
@@ -172,12 +184,12 @@ def test_load_failures_and_missing_runtimes_become_status_and_events(
         e for e in events_for(kube, ns, "missing-b") if e["reason"] == "ModelLoadFailed"], log=controller.log)[0]
     assert event["type"] == "Warning" and event["involvedObject"]["kind"] == "InferenceService"
 
-    info = wait_for("tf-b to report NoSupportingRuntime", failed("tf-b", "NoSupportingRuntime"), log=controller.log)
-    assert "tensorflow" in info["message"]
-    wait_for("a Warning Event for tf-b", lambda: [
-        e for e in events_for(kube, ns, "tf-b") if e["reason"] == "NoSupportingRuntime"], log=controller.log)
+    info = wait_for("pmml-b to report NoSupportingRuntime", failed("pmml-b", "NoSupportingRuntime"), log=controller.log)
+    assert "pmml" in info["message"]
+    wait_for("a Warning Event for pmml-b", lambda: [
+        e for e in events_for(kube, ns, "pmml-b") if e["reason"] == "NoSupportingRuntime"], log=controller.log)
     # One event per failure, not one per status pass.
-    assert len([e for e in events_for(kube, ns, "tf-b") if e["reason"] == "NoSupportingRuntime"]) == 1
+    assert len([e for e in events_for(kube, ns, "pmml-b") if e["reason"] == "NoSupportingRuntime"]) == 1
 
 
 def test_predictors_are_served_and_unlabelled_namespaces_ignored(
@@ -189,9 +201,11 @@ def test_predictors_are_served_and_unlabelled_namespaces_ignored(
         "apiVersion": "serving.kserve.io/v1alpha1", "kind": "Predictor",
         "metadata": {"name": "iris-predictor", "namespace": "team-c"},
         "spec": {"modelType": {"name": "sklearn"}, "path": str(models_dir / "sklearn-iris")}})
-    obj = wait_for("the Predictor to be Loaded", lambda: (lambda o: o if (o or {}).get("status", {}).get(
-        "activeModelState") == "Loaded" else None)(kube.get(f"{PREDICTORS.format(ns='team-c')}/iris-predictor")),
-        timeout=90, log=controller.log)
+    def predictor_loaded() -> dict[str, Any] | None:
+        o = kube.get(f"{PREDICTORS.format(ns='team-c')}/iris-predictor")
+        return o if (o or {}).get("status", {}).get("activeModelState") == "Loaded" else None
+
+    obj = wait_for("the Predictor to be Loaded", predictor_loaded, timeout=90, log=controller.log)
     assert obj["status"]["available"] is True
     assert mesh.call("GET", "/mesh/v1/vmodels/iris-predictor")[1]["owner"] == "ksp"
     # By now the controller has handled later events: the InferenceService of the unlabelled
@@ -223,9 +237,11 @@ def test_namespace_scope_serves_its_namespace_only_with_namespaced_runtimes(
     kube.create(ISVCS.format(ns="scoped-other"), isvc("iris-scoped-other", "scoped-other",
                                                        str(models_dir / "sklearn-iris")))
     kube.create(ISVCS.format(ns="scoped"), isvc("iris-scoped", "scoped", str(models_dir / "sklearn-iris")))
-    obj = wait_for("iris-scoped to be Loaded", lambda: (lambda o: o if states(o).get("states", {}).get(
-        "activeModelState") == "Loaded" else None)(kube.get(f"{ISVCS.format(ns='scoped')}/iris-scoped")),
-        timeout=90, log=scoped.log)
+    def scoped_loaded() -> dict[str, Any] | None:
+        o = kube.get(f"{ISVCS.format(ns='scoped')}/iris-scoped")
+        return o if states(o).get("states", {}).get("activeModelState") == "Loaded" else None
+
+    obj = wait_for("iris-scoped to be Loaded", scoped_loaded, timeout=90, log=scoped.log)
     assert obj["status"]["url"] == "grpc://modelmesh-serving.scoped:8033"
     assert kube.get("/apis/apps/v1/namespaces/scoped/deployments")["items"] == []  # --no-deployments
     other = kube.get(f"{ISVCS.format(ns='scoped-other')}/iris-scoped-other")

@@ -6,11 +6,16 @@ script once per client:
 
     python grpc_clients.py triton|kserve HOST:PORT INPUTS_JSON
     python grpc_clients.py triton-repository HOST:PORT MODELS_JSON
+    python grpc_clients.py triton-stream HOST:PORT STREAM_JSON
 
 It prints one JSON line: {model_id: {output name: flat list of values}} or {"error": ...}; for
 ``triton-repository`` ({"models": [...]}): {model_id: {"loaded", "unloaded"}} after tritonclient's
 ``load_model`` / ``unload_model`` (Triton's repository request shape: the model name is field 2),
-and ``__missing__``: the status of loading a model nobody registered.
+and ``__missing__``: the status of loading a model nobody registered; for ``triton-stream``
+({"headers": {...}, "requests": [{"model", "id", "request"}, ...], "answers": N}): the N (default:
+one per request) answers of one
+``start_stream`` / ``async_stream_infer`` stream in the order they came, each
+{"id", "model", outputs...} or {"error": message}.
 """
 
 from __future__ import annotations
@@ -75,6 +80,37 @@ def triton_repository(target: str, cases: dict) -> dict:
     return out
 
 
+def triton_stream(target: str, spec: dict) -> dict:
+    import queue
+
+    import tritonclient.grpc as tg
+
+    client = tg.InferenceServerClient(target)
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)), headers=spec.get("headers"))
+    try:
+        for item in spec["requests"]:
+            inputs = []
+            for t in item["request"]["inputs"]:
+                arr = _array(t)
+                inp = tg.InferInput(t["name"], list(arr.shape), t["datatype"])
+                inp.set_data_from_numpy(arr)
+                inputs.append(inp)
+            client.async_stream_infer(item["model"], inputs, request_id=item["id"])
+        out = []
+        for _ in range(spec.get("answers", len(spec["requests"]))):  # a model that streams answers several times
+            result, error = answers.get(timeout=60)
+            if error is not None:
+                out.append({"error": error.message()})
+                continue
+            resp = result.get_response()
+            out.append({"id": resp.id, "model": resp.model_name,
+                        **{o.name: _plain(result.as_numpy(o.name)) for o in resp.outputs}})
+    finally:
+        client.stop_stream()
+    return {"answers": out}
+
+
 async def kserve_client(target: str, cases: dict) -> dict:
     from kserve import InferenceGRPCClient, InferInput, InferRequest
 
@@ -97,6 +133,19 @@ async def kserve_client(target: str, cases: dict) -> dict:
     return out
 
 
+def run(which: str, target: str, spec: dict, folder) -> dict:  # type: ignore[no-untyped-def]
+    """Run this script for ``which`` in a process of its own (from a test) and return its answer."""
+    import subprocess
+    from pathlib import Path
+
+    path = Path(folder) / f"grpc-client-{which}.json"
+    path.write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, __file__, which, target, str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     which, target, path = sys.argv[1:4]
     with open(path) as fh:
@@ -106,6 +155,8 @@ def main() -> None:
             result = triton(target, cases)
         elif which == "triton-repository":
             result = triton_repository(target, cases)
+        elif which == "triton-stream":
+            result = triton_stream(target, cases)
         else:
             result = asyncio.run(kserve_client(target, cases))
     except Exception as exc:  # noqa: BLE001 - reported to the test as data

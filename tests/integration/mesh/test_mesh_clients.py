@@ -5,12 +5,10 @@ models, with the built-in runtime in-process and as its own process."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import grpc_clients
 import numpy as np
 import pytest
 from mesh_process import MeshProcess
@@ -41,12 +39,7 @@ def _check(result: dict[str, Any], inputs: dict[str, Any]) -> None:
 
 
 def _grpc_client(which: str, target: str, cases: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
-    path = tmp_path / f"cases-{which}.json"
-    path.write_text(json.dumps(cases))
-    done = subprocess.run([sys.executable, str(HERE / "grpc_clients.py"), which, target, str(path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return grpc_clients.run(which, target, cases, tmp_path)
 
 
 def _triton_http(rest_url: str, inputs: dict[str, Any], binary: bool) -> dict[str, Any]:

@@ -157,7 +157,7 @@ def test_a_forwarded_request_is_logged_once_by_the_instance_called(tmp_path: Pat
             code, body = mesh.instances[0].call("PUT", "/mesh/v1/models/fw", {
                 "modelInfo": {"type": "string", "path": str(tmp_path / "fw")}, "loadNow": True, "sync": True})
             assert code == 200, body
-            (holder,) = mesh.placements()["fw"]
+            (holder,) = mesh.holders("fw")
             other = mesh.instances[1 - mesh.instance_ids().index(holder)]
             assert _rest_infer(other, "fw", b"r", "fw-rest") == b"fw:zzzzzr"
             assert _grpc_infer(other, "fw", b"g", "fw-grpc") == b"fw:zzzzzg"

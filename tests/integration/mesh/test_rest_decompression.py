@@ -164,7 +164,7 @@ def test_a_forwarded_compressed_request_reaches_the_peer_decompressed(tmp_path: 
                 "modelInfo": {"type": "string", "path": str(tmp_path / "fw")}}, timeout=CALL_S)
             assert code == 200, body
             assert mesh.infer(0, "fw", timeout=CALL_S)[0] == 200
-            (holder,) = mesh.placements()["fw"]
+            (holder,) = mesh.holders("fw")
             other = mesh.instances[1 - mesh.instance_ids().index(holder)]
             client = th.InferenceServerClient(other.rest.removeprefix("http://"), network_timeout=CALL_S)
             try:

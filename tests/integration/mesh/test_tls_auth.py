@@ -127,6 +127,25 @@ def test_grpc_roles_management_api(secure: MeshProcess, pki: Pki, example_models
         stub.unregisterModel(mm.UnregisterModelRequest(modelId="grpc-tls-copy"), timeout=30, metadata=admin)
 
 
+def test_grpc_roles_relayed_calls_need_infer(secure: MeshProcess, pki: Pki) -> None:
+    """Any other method naming a model (relayed to its runtime) needs the infer role; a peer's hop
+    (mm-forwarded) needs admin, as on every front door."""
+    creds = grpc.ssl_channel_credentials(pki.ca_pem.read_bytes())
+    with grpc.secure_channel(secure.grpc, creds) as channel:
+        predict = channel.unary_unary("/tfserving.PredictionService/Predict")
+        routed = (("mm-model-id", "sklearn-iris"),)
+        with pytest.raises(grpc.RpcError) as none:
+            predict(b"", timeout=30, metadata=routed)
+        assert none.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        reader = (("authorization", f"Bearer {INFER}"),)
+        with pytest.raises(grpc.RpcError) as inprocess:  # let in, then: the in-process runtime serves V2 only
+            predict(b"", timeout=30, metadata=routed + reader)
+        assert inprocess.value.code() is grpc.StatusCode.UNIMPLEMENTED and "runs in its process" in inprocess.value.details()
+        with pytest.raises(grpc.RpcError) as hop:
+            predict(b"", timeout=30, metadata=(*routed, *reader, ("mm-forwarded", "1")))
+        assert hop.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
 def _run_client(which: str, target: str, tmp_path: Path, **cfg: Any) -> dict[str, Any]:
     path = tmp_path / f"{which}.json"
     path.write_text(json.dumps({"model": "sklearn-iris", "input": REQUEST, **cfg}))

@@ -1,18 +1,16 @@
 """Fixtures of the MLServer adapter tests: MLServer's own venv (made by scripts/mlserver-venv.sh
-when missing, bounded), a tiny sklearn model with its expected predictions, and process helpers."""
+when missing, bounded), a tiny sklearn model with its expected predictions, and the adapter's
+environment (the child-process helpers are in tests/support/child_process.py)."""
 
 from __future__ import annotations
 
 import os
-import selectors
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from example_models import make_models_module
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -25,8 +23,8 @@ VENV_TIMEOUT_S = 540
 def mlserver_venv() -> Path:
     """The MLServer venv (KSERVE_MESH_MLSERVER_VENV or .venv-mlserver), created if missing."""
     try:
-        done = subprocess.run(["bash", str(VENV_SCRIPT)], capture_output=True, text=True, timeout=VENV_TIMEOUT_S,
-                              cwd=ROOT)
+        done = subprocess.run(["bash", str(VENV_SCRIPT)], check=False, capture_output=True, text=True,
+                              timeout=VENV_TIMEOUT_S, cwd=ROOT)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"scripts/mlserver-venv.sh did not finish in {VENV_TIMEOUT_S} s") from exc
     assert done.returncode == 0, f"scripts/mlserver-venv.sh failed:\n{done.stderr[-3000:]}"
@@ -43,52 +41,9 @@ def sklearn_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
     return out / "sklearn-iris", sample
 
 
-def readline(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
-    """The next stdout line of ``proc``, within ``timeout`` seconds."""
-    assert proc.stdout is not None
-    end = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = end - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise AssertionError(f"{what} printed nothing within {timeout} s")
-            line = proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"{what} exited with status {proc.wait(5)} before printing a line")
-            return line.strip()
-
-
-def stop(proc: subprocess.Popen[str], grace: float = 30.0) -> int:
-    """SIGTERM, wait, SIGKILL if needed; returns the exit status."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    return proc.returncode
-
-
 def child_env(venv: Path) -> dict[str, str]:
     return {**os.environ, "KSERVE_MESH_MLSERVER_VENV": str(venv),
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purpose.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 PYTHON = sys.executable

@@ -17,7 +17,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from conftest import PYTHON, ROOT, child_env, pid_alive, readline, stop
+from child_process import pid_alive, readline, stop
+from conftest import PYTHON, ROOT, child_env
 from mesh_process import MeshProcess
 
 from kserve_mesh.protocol import tensors, v2

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import pid_alive
+from child_process import pid_alive
 from example_models import make_models_module
 from slow_http import serve_dir
 
@@ -29,9 +29,9 @@ from kserve_mesh.core.errors import (
 )
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import tensors, v2
+from kserve_mesh.runtime.adapters.memory import tree_rss_bytes
 from kserve_mesh.runtime.builtin.sizing import disk_size_bytes
 from kserve_mesh.runtime.mlserver import MLServerConfig, MLServerRuntime
-from kserve_mesh.runtime.mlserver.memory import tree_rss_bytes
 from kserve_mesh.runtime.spi import RuntimeState
 from kserve_mesh.storage import ModelFetcher, StoragePolicy, make_fetcher
 

@@ -129,6 +129,10 @@ def test_the_runtime_reports_its_memory_and_each_loads_growth(forests: Path, mes
     for name in ("kserve_mesh_runtime_resident_bytes", "kserve_mesh_runtime_baseline_bytes",
                  "kserve_mesh_runtime_unaccounted_bytes", "kserve_mesh_cache_accounted_bytes"):
         assert re.search(rf"^{name} -?\d", text, re.MULTILINE), name
+    # GPU memory accounting over the runtime's wire: no GPU here, and the status says why (issue 11).
+    gpu = status(mesh)["gpu"]
+    assert gpu["capacityBytes"] == 0 and gpu["status"].startswith("no GPU: ") and "NVML" in gpu["status"], gpu
+    assert "kserve_mesh_gpu_capacity_bytes" not in text
 
 
 def test_churn_rss_stays_within_the_margin_and_drift_shows_without_the_fix(

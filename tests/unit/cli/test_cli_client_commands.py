@@ -54,6 +54,7 @@ def test_never_used_models_say_never_and_the_cache_age_is_true(cli, cli_mesh: Me
     assert rows["string-1"]["lastUsedTime"] == rows["string-2"]["lastUsedTime"] == 0
     status = cli("status", *url).stdout
     assert "unused" in status and "60m" not in status and "6.0h" not in status, status
+    assert "GPU memory accounting off: no GPU: " in " ".join(status.split()), status  # said, not hidden
     assert cli("infer", "string-1", "-d", STRING_REQUEST, *url).exit_code == 0
     table = cli("models", *url).stdout
     line = {ln.split("│")[1].strip(): ln for ln in table.splitlines() if "string-" in ln}
@@ -80,8 +81,8 @@ def test_registration_refuses_an_unknown_type_and_a_missing_path_at_once(cli, cl
                                                                         cli_models: Path) -> None:
     url = ("--url", cli_mesh.rest)
     path = str(cli_models / "string-1")
-    result = cli("register", "bad-type", "--type", "pytorch", "--path", path, *url)
-    assert result.exit_code == 1 and "unsupported model type 'pytorch'" in result.stderr, result.stderr
+    result = cli("register", "bad-type", "--type", "pmml", "--path", path, *url)
+    assert result.exit_code == 1 and "unsupported model type 'pmml'" in result.stderr, result.stderr
     missing = str(cli_models / "not-there.joblib")
     result = cli("register", "bad-path", "--type", "sklearn", "--path", missing, *url)
     assert result.exit_code == 1 and f"model path '{missing}' does not exist" in result.stderr, result.stderr

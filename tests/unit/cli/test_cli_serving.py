@@ -78,7 +78,7 @@ def test_help_has_descriptions_defaults_and_variables_in_one_style(cli) -> None:
     for command in ("up", "instance"):
         text = re.sub(r"[\s│]", "", cli(command, "--help", env={"COLUMNS": "300"}).stdout)  # cells as one string
         assert "(envKSERVE_MESH_REST_PORT;default8008)" in text, text
-        assert "Modelcachecapacityoftheruntime(envKSERVE_MESH_CAPACITY_BYTES;default536870912)" in text
+        assert "whensetenvKSERVE_MESH_CAPACITY_BYTES;default536870912" in text.replace("(", "").replace(")", ""), text
     runtime = cli("runtime", "--help")
     assert runtime.exit_code == 0 and "╭─ Options" in runtime.stdout and "[default: 8085]" in runtime.stdout
     assert "loads run at once" in runtime.stdout

@@ -164,8 +164,16 @@ def test_builtin_adapter_runtimes_use_that_adapter() -> None:
     assert adapter["args"][adapter["args"].index("--port") + 1] == "8085"
     assert adapter["args"][adapter["args"].index("--attach-grpc") + 1] == "127.0.0.1:8001"
     assert adapter["args"][adapter["args"].index("--attach-http") + 1] == "http://127.0.0.1:8002"
-    with pytest.raises(InvalidServingRuntime, match="serverType"):
-        runtime_deployment(ServingConfig(), serving_runtime(builtInAdapter={"serverType": "triton"}), "ns", 1)
+    # Triton (ModelMesh's triton-2.x): the adapter attaches to Triton's gRPC and lays models out in its repository.
+    triton = containers(runtime_deployment(ServingConfig(), serving_runtime(
+        builtInAdapter={"serverType": "triton", "runtimeManagementPort": 8001}), "ns", 1))["triton-adapter"]
+    assert triton["command"] == ["python", "-m", "kserve_mesh.runtime.triton"]
+    args = triton["args"]
+    assert args[args.index("--attach-grpc") + 1] == "127.0.0.1:8001" and args[args.index("--port") + 1] == "8085"
+    assert args[args.index("--attach-repository") + 1] == "/models/_triton_models"
+    assert "onnxruntime" in args[args.index("--attach-backends") + 1].split(",")
+    with pytest.raises(InvalidServingRuntime, match="serverType 'torchserve' is not supported .supported: mlserver, triton"):
+        runtime_deployment(ServingConfig(), serving_runtime(builtInAdapter={"serverType": "torchserve"}), "ns", 1)
 
 
 @pytest.mark.parametrize(("spec", "message"), [

@@ -178,7 +178,12 @@ async def test_config_source_reads_the_configmap_and_keeps_the_last_good_one() -
     source = ConfigSource(kube, "sys", "model-serving-config", image="reg/mesh:9", ttl_s=0)
     config = await source()
     assert config.pods_per_runtime == 3 and config.image == "reg/mesh:9"
-    kube.objects[path] = {"data": {"config.yaml": "podsPerRuntime: many"}}
-    assert (await source()).pods_per_runtime == 3  # bad config: the last good one stays
+    kube.objects[path] = {"data": {"config.yaml": "podsPerRuntime: many\ngrpcMaxMessageSizeBytes: 1024"}}
+    config = await source()  # a bad key: its default, and every other key used
+    assert config.pods_per_runtime == 2 and config.grpc_max_message_bytes == 1024
+    kube.objects[path] = {"data": {"config.yaml": "podsPerRuntime: 3"}}
+    await source()
+    kube.objects[path] = {"data": {"config.yaml": "- not a mapping"}}
+    assert (await source()).pods_per_runtime == 3  # unreadable config.yaml: the last good one stays
     del kube.objects[path]
     assert (await source()).pods_per_runtime == 2  # no ConfigMap: the defaults

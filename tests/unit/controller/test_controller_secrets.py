@@ -247,7 +247,15 @@ async def test_config_keys_without_effect_are_warning_events_on_the_configmap_on
     kube.objects[path]["data"]["config.yaml"] = "enableAccessLogging: true\npodsPerRuntime: many"
     await source()
     reasons = [e["reason"] for e in events(kube, "sys")]
-    assert reasons.count("InvalidConfig") == 1 and len(reasons) == 3
+    assert reasons.count("ConfigKeyInvalid") == 1 and reasons.count("ConfigKeyHasNoEffect") == 3
+    # Unknown keys are Events naming each one; config.yaml that is no mapping is one InvalidConfig.
+    kube.objects[path]["data"]["config.yaml"] = "podsPerRutnime: 3\nheadlessService: false"
+    assert (await source()).headless_service is False
+    unknown = [e for e in events(kube, "sys") if e["reason"] == "ConfigKeyUnknown"]
+    assert len(unknown) == 1 and unknown[0]["message"].startswith("podsPerRutnime: unknown key")
+    kube.objects[path]["data"]["config.yaml"] = "[1, 2]"
+    assert (await source()).headless_service is False
+    assert [e["reason"] for e in events(kube, "sys")].count("InvalidConfig") == 1
 
 
 # -- calling the mesh ------------------------------------------------------------------------------

@@ -260,8 +260,8 @@ def test_the_mounted_secrets_load_in_the_instances_own_auth_and_tls_code(tmp_pat
     import trustme
 
     from kserve_mesh import cli
-    from kserve_mesh.cli import serving
     from kserve_mesh.api.auth import Authenticator, Role
+    from kserve_mesh.cli import serving
     from kserve_mesh.kube.controller.deploy.security import AUTH_PATH, TLS_PATH
     from kserve_mesh.mesh.tls import TlsFiles, TlsMaterial
 

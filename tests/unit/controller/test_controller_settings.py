@@ -30,6 +30,19 @@ def test_environment_of_the_shipped_manifests() -> None:
     assert not s.namespace_scope and s.health_port == 8081 and s.kubeconfig == Path("/k")
 
 
+def test_leader_election_is_off_unless_a_lease_is_named() -> None:
+    s = ControllerSettings.from_args([], {})
+    assert s.leader_election_lease == ""
+    assert (s.lease_duration_s, s.lease_renew_deadline_s, s.lease_retry_s) == (15, 10, 2)
+    s = ControllerSettings.from_args(["--lease-duration", "4", "--lease-renew-deadline", "3"], {
+        "KSERVE_MESH_LEADER_ELECTION_LEASE": "kserve-mesh-controller-leader", "KSERVE_MESH_POD_NAME": "ctl-0"})
+    assert s.leader_election_lease == "kserve-mesh-controller-leader"
+    assert (s.lease_duration_s, s.lease_renew_deadline_s) == (4, 3)
+    other = ControllerSettings.from_args([], {"KSERVE_MESH_POD_NAME": "ctl-0"})
+    # The pod name, made unique (a restarted container is a new candidate).
+    assert s.identity.startswith("ctl-0_") and other.identity.startswith("ctl-0_") and s.identity != other.identity
+
+
 def test_namespace_scope_from_flag_or_environment() -> None:
     s = ControllerSettings.from_args(["--namespace-scope"], {"POD_NAMESPACE": "team-a"})
     assert s.namespace_scope and s.namespace == "team-a" and s.controller_namespace == "team-a"
@@ -48,6 +61,10 @@ def test_namespace_scope_from_flag_or_environment() -> None:
     (["--bogus"], {}, "unrecognized arguments: --bogus"),
     ([], {"KSERVE_MESH_NAMESPACE_SCOPE": "maybe"}, "KSERVE_MESH_NAMESPACE_SCOPE"),
     ([], {"KSERVE_MESH_HEALTH_PORT": "x"}, "KSERVE_MESH_HEALTH_PORT"),
+    (["--leader-election-lease", "Not_A_Name"], {}, "--leader-election-lease must be a Lease name"),
+    (["--lease-duration", "5", "--lease-renew-deadline", "5"], {}, "--lease-duration .* must be longer"),
+    (["--lease-renew-deadline", "2", "--lease-retry-period", "2"], {}, "--lease-renew-deadline .* 1.2 x"),
+    ([], {"KSERVE_MESH_LEASE_RETRY_PERIOD": "0"}, "--lease-retry-period must be > 0"),
 ])
 def test_bad_settings_name_what_is_wrong(argv: list[str], env: dict[str, str], message: str) -> None:
     with pytest.raises(InvalidControllerSettings, match=message.replace("{", r"\{").replace("}", r"\}")):
@@ -64,6 +81,6 @@ def test_main_reports_bad_flags_in_one_line(capsys: pytest.CaptureFixture[str], 
 
 def test_the_cli_command_reaches_the_controller() -> None:
     proc = subprocess.run([sys.executable, "-m", "kserve_mesh.cli", "controller", "--bogus"],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "unrecognized arguments: --bogus" in proc.stderr and "Traceback" not in proc.stderr

@@ -22,9 +22,10 @@ NOW = 10_000_000
 
 
 def inst(name: str, *, cap: int = 100, used: int = 0, models: int = 0, lru: int = NOW - 3_600_000,
-         rpm: int = 0, shutting_down: bool = False) -> InstanceRecord:
+         rpm: int = 0, shutting_down: bool = False, recycling: bool = False, victim: int = -1) -> InstanceRecord:
     return InstanceRecord(InstanceId(name), f"{name}:8033", cap, used, models, lru,
-                          requests_per_minute=rpm, shutting_down=shutting_down)
+                          requests_per_minute=rpm, shutting_down=shutting_down, recycling=recycling,
+                          victim_value=victim)
 
 
 def test_non_full_first_then_fewest_models_then_most_free() -> None:
@@ -42,8 +43,28 @@ def test_all_full_prefers_the_coldest_cache_and_respects_the_churn_guard() -> No
     assert choose([records[2]], req) is None
 
 
-def test_exclusions_holders_failures_shutdown_and_too_small() -> None:
-    records = [inst("a"), inst("b"), inst("c"), inst("d", shutting_down=True), inst("e", cap=5)]
+def test_all_full_and_all_publishing_a_victim_value_prefer_the_least_valuable_victim() -> None:
+    # issue 12: the eviction policy's value of each instance's next victim, not its LRU age
+    records = [inst("cold-but-valuable", used=99, lru=NOW - 600_000, victim=900),
+               inst("warm-cheap", used=99, lru=NOW - 60_000, victim=5),
+               inst("mid", used=99, lru=NOW - 300_000, victim=40),
+               inst("roomy", used=10, victim=1_000)]
+    req = PlacementRequest(size_bytes=10, now_ms=NOW, min_churn_age_ms=30_000)
+    order = [r.instance_id for r in rank(records, req)]
+    assert order == ["roomy", "warm-cheap", "mid", "cold-but-valuable"]  # room still comes first
+
+
+def test_a_full_instance_without_a_victim_value_keeps_the_coldest_cache_rule() -> None:
+    # an lru instance (or an older one) publishes none: the values cannot be compared, LRU age rules
+    records = [inst("valued", used=99, lru=NOW - 60_000, victim=1),
+               inst("lru", used=99, lru=NOW - 600_000)]
+    order = [r.instance_id for r in rank(records, PlacementRequest(size_bytes=10, now_ms=NOW))]
+    assert order == ["lru", "valued"]
+
+
+def test_exclusions_holders_failures_shutdown_recycling_and_too_small() -> None:
+    records = [inst("a"), inst("b"), inst("c"), inst("d", shutting_down=True), inst("e", cap=5),
+               inst("f", recycling=True)]
     req = PlacementRequest(size_bytes=10, now_ms=NOW, exclude={InstanceId("a")}, holders={InstanceId("b")},
                            failed_on={InstanceId("c")})
     assert rank(records, req) == []

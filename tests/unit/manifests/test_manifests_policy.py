@@ -27,6 +27,8 @@ CONTROLLER_GRANTS = {
     ("", "namespaces"): {"get", "list", "watch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+    ("monitoring.coreos.com", "servicemonitors"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "secrets"): {"get", "create"},
@@ -121,7 +123,7 @@ def test_every_container_has_probes_requests_and_limits(kustomization):
             assert "memory" in container["resources"].get("limits", {}), where
             assert container.get("securityContext", {}).get("allowPrivilegeEscalation") is False, where
             checked.append(where)
-    assert len(checked) == 4, checked  # controller, etcd, and the two runtimes
+    assert len(checked) == 5, checked  # controller, etcd, and the three runtimes
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)

@@ -13,6 +13,7 @@ from manifests_checks import (
     OVERLAYS,
     by_kind,
     containers_of,
+    image_of_this_version,
     kubectl,
     one,
     render,
@@ -57,7 +58,7 @@ def test_renders_the_common_parts(kustomization):
     one(objects, "Role", "kserve-mesh-leader-election")
     runtime_names = {o["metadata"]["name"] for o in objects
                      if o["kind"] in ("ServingRuntime", "ClusterServingRuntime")}
-    assert runtime_names == {"kserve-mesh-python", "mlserver-1.x"}
+    assert runtime_names == {"kserve-mesh-python", "mlserver-1.x", "triton-2.x"}
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -104,7 +105,7 @@ def test_cluster_scope_overlay():
                                     "namespace": NAMESPACE}]
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert {"namespaces", "clusterservingruntimes"} <= resources
-    assert len(by_kind(objects, "ClusterServingRuntime")) == 2
+    assert len(by_kind(objects, "ClusterServingRuntime")) == 3
     assert env_of(controller(objects), "KSERVE_MESH_NAMESPACE_SCOPE") == "false"
 
 
@@ -113,7 +114,7 @@ def test_namespace_scope_overlay_has_nothing_cluster_wide_but_the_crds():
     assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
     assert not by_kind(objects, "ClusterServingRuntime")
     assert {o["metadata"]["name"] for o in by_kind(objects, "ServingRuntime")} == {
-        "kserve-mesh-python", "mlserver-1.x"}
+        "kserve-mesh-python", "mlserver-1.x", "triton-2.x"}
     role = one(objects, "Role", "kserve-mesh-controller")
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert "namespaces" not in resources and "clusterservingruntimes" not in resources
@@ -128,9 +129,9 @@ def test_controller_runs_kserve_mesh_controller_with_one_image_everywhere(overla
     objects = render(overlay)
     container = controller(objects)
     assert container["command"] == ["kserve-mesh"] and container["args"][0] == "controller"
-    assert container["image"] == "kserve-mesh:latest"
+    assert container["image"] == image_of_this_version()
     assert env_of(container, "KSERVE_MESH_INSTANCE_IMAGE") == container["image"]
-    python_runtime = [o for o in objects if o["metadata"]["name"] == "kserve-mesh-python"][0]
+    python_runtime = next(o for o in objects if o["metadata"]["name"] == "kserve-mesh-python")
     assert python_runtime["spec"]["containers"][0]["image"] == container["image"]
 
 
@@ -144,7 +145,7 @@ def test_an_image_set_in_an_overlay_reaches_every_kserve_mesh_container(overlay,
     subprocess.run([kubectl(), "kustomize", str(workdir)], check=True, capture_output=True, timeout=60)
     kustomization = workdir / "kustomization.yaml"
     kustomization.write_text(kustomization.read_text().replace(
-        "    newName: kserve-mesh\n    newTag: latest",
+        f"    newName: kserve-mesh\n    newTag: \"{image_of_this_version().split(':')[1]}\"",
         "    newName: registry.example.com/kserve-mesh\n    newTag: v1.2.3"))
     out = subprocess.run([kubectl(), "kustomize", str(workdir)], capture_output=True, text=True,
                          timeout=60, check=True).stdout
@@ -155,12 +156,32 @@ def test_an_image_set_in_an_overlay_reaches_every_kserve_mesh_container(overlay,
     container = controller(objects)
     assert container["image"] == wanted
     assert env_of(container, "KSERVE_MESH_INSTANCE_IMAGE") == wanted
-    runtime = [o for o in objects if o["metadata"]["name"] == "kserve-mesh-python"][0]
+    runtime = next(o for o in objects if o["metadata"]["name"] == "kserve-mesh-python")
     assert runtime["spec"]["containers"][0]["image"] == wanted
-    assert "kserve-mesh:latest" not in out
+    assert image_of_this_version() not in out
 
 
 def test_crds_are_generated_from_generate_py():
     proc = subprocess.run([sys.executable, str(MANIFESTS / "crd" / "generate.py"), "--check"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_every_kustomization_in_the_tree_renders_and_is_tested():
+    """No overlay is left out of the tests: each kustomization.yaml renders cleanly (a Component
+    is rendered through the overlay that uses it)."""
+    from manifests_checks import KUSTOMIZATIONS
+
+    tested = set(KUSTOMIZATIONS) | {"overlays/quickstart", "overlays/quickstart/inferenceservice-crd", "grafana",
+                                    "crd", "base/system", "base/runtimes", "base/system/config",
+                                    "base/system/controller", "base/system/etcd"}
+    found = set()
+    for path in sorted(MANIFESTS.rglob("kustomization.yaml")):
+        rel = str(path.parent.relative_to(MANIFESTS))
+        if "kind: Component" in path.read_text():
+            assert any(f"../../{rel}" in (MANIFESTS / k / "kustomization.yaml").read_text()
+                       for k in KUSTOMIZATIONS if (MANIFESTS / k / "kustomization.yaml").is_file()), rel
+            continue
+        found.add(rel)
+        assert render(rel), rel
+    assert found <= tested, sorted(found - tested)

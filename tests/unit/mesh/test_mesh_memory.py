@@ -67,9 +67,10 @@ async def test_the_watch_recycles_past_the_threshold_once_per_interval() -> None
     async def recycle(reason: str) -> None:
         asked.append(reason)
 
+    told: list[bool] = []
     watch = MemoryWatch(None, cache, MemorySettings(margin_bytes=0, recycle_bytes=50 * MiB,  # type: ignore[arg-type]
                                                     recycle_min_interval_s=60), recycle=recycle,
-                        monotonic=lambda: now[0])
+                        monotonic=lambda: now[0], on_recycling=told.append)
     watch.observe(resident=200 * MiB, baseline=200 * MiB)  # the first reading of an empty cache
     watch.observe(resident=240 * MiB, baseline=200 * MiB)  # 40 MiB: below the threshold
     await asyncio.sleep(0)
@@ -77,6 +78,8 @@ async def test_the_watch_recycles_past_the_threshold_once_per_interval() -> None
     watch.observe(resident=260 * MiB, baseline=200 * MiB)
     await asyncio.sleep(0)
     assert len(asked) == 1 and "60 MiB" in asked[0] and watch.recycles == 1
+    await asyncio.sleep(0)
+    assert told == [True, False] and not watch.recycling  # the mesh heard it start and end (its record)
     assert cache.ledger.unaccounted_bytes == 0  # the fresh process holds none of it
     now[0] = 30.0
     watch.observe(resident=260 * MiB, baseline=200 * MiB)

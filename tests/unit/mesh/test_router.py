@@ -5,6 +5,7 @@ dispatcher's choice between balanced and unbalanced traffic is checked here too,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,6 +201,18 @@ async def test_an_instance_restarting_its_runtime_sends_loads_to_peers() -> None
     alone.register()
     with pytest.raises(Unavailable, match="no instance can load"):
         await route(alone, M, FakeHop(alone), 5.0)
+
+
+async def test_an_instance_recycling_its_runtime_places_new_copies_on_peers() -> None:
+    """Memory truth (issue 16): while the runtime child restarts, the instance's own record says
+    ``recycling``; a model nobody holds is loaded on a peer, not queued here."""
+    mesh = FakeMesh()
+    mesh.me = dataclasses.replace(_instance("me", free=GiB), recycling=True)  # roomiest, but recycling
+    mesh.peers = {InstanceId("p1"): _instance("p1", free=GiB // 2, models=3)}
+    mesh.register()
+    hop = FakeHop(mesh)
+    assert await route(mesh, M, hop, 5.0) == "served by p1"
+    assert hop.sent == [("p1", True)] and mesh.served_here == []
 
 
 async def test_the_deadline_bounds_the_retries() -> None:

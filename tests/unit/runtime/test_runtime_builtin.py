@@ -180,7 +180,9 @@ async def test_load_failures_are_clear_and_leave_nothing(runtime: BuiltinRuntime
     (tmp_path / "model.onnx").write_bytes(b"garbage")
     with pytest.raises(ModelLoadFailed, match="cannot load onnx model 'model.onnx'"):
         await runtime.load_model("bad", ModelInfo(type="onnx", path=str(tmp_path)))
-    with pytest.raises(ModelLoadFailed, match="unsupported model type 'tensorflow'"):
+    with pytest.raises(ModelLoadFailed, match="unsupported model type 'pmml'"):
+        await runtime.load_model("pmml", ModelInfo(type="pmml", path=str(tmp_path)))
+    with pytest.raises(ModelLoadFailed, match=r"no tensorflow model file \(a saved_model.pb directory"):
         await runtime.load_model("tf", ModelInfo(type="tensorflow", path=str(tmp_path)))
     assert runtime.loaded_models() == {}
 

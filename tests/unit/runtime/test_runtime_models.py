@@ -67,10 +67,10 @@ def test_resolve_plain_and_modelmesh_serving_types() -> None:
 @pytest.mark.parametrize(
     ("model_type", "key", "message"),
     [
-        ("pytorch", "", "unsupported model type 'pytorch'"),
+        ("pmml", "", "unsupported model type 'pmml'"),
         ("rt:mlserver", "plainkey", "model key must then be a JSON object"),
         ("sklearn", "{not json", "does not parse"),
-        ("rt:mlserver", '{"model_type": {"name": "keras"}}', "unsupported model type 'keras'"),
+        ("rt:mlserver", '{"model_type": {"name": "mleap"}}', "unsupported model type 'mleap'"),
     ],
 )
 def test_resolve_rejects_unknown_types_clearly(model_type: str, key: str, message: str) -> None:

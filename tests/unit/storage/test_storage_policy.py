@@ -132,9 +132,9 @@ def test_the_registration_check_refuses_a_type_the_runtime_does_not_serve(tree: 
     check = model_check(None, policy(tree), check_type=normalize_type)
     check(ModelInfo("string", "hello.string"))
     check(ModelInfo("scikit-learn", "hello.string"))  # the runtime's aliases are its types too
-    with pytest.raises(InvalidArgument, match="unsupported model type 'pytorch'; the built-in runtime serves"):
-        check(ModelInfo("pytorch", "hello.string"))
-    model_check(None, policy(tree))(ModelInfo("pytorch", "hello.string"))  # types unknown (a remote runtime)
+    with pytest.raises(InvalidArgument, match="unsupported model type 'pmml'; the built-in runtime serves"):
+        check(ModelInfo("pmml", "hello.string"))
+    model_check(None, policy(tree))(ModelInfo("pmml", "hello.string"))  # types unknown (a remote runtime)
 
 
 def test_local_fetcher_is_confined_too(tree: Path) -> None:

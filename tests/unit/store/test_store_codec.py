@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -65,10 +66,12 @@ instances = st.builds(
     loads_in_progress=st.integers(0, 64),
     requests_per_minute=ints,
     shutting_down=st.booleans(),
+    recycling=st.booleans(),
     start_time_ms=ints,
     version=st.text(),
     zone=st.text(),
     labels=st.lists(st.text(), max_size=3).map(tuple),
+    victim_value=st.integers(-1, 10**12),
 )
 
 
@@ -103,6 +106,19 @@ def test_unknown_fields_are_ignored_and_missing_optionals_default() -> None:
         {"id": "i", "endpoint": "e", "capacity": 1, "used": 0, "models": 0, "lruTime": 3, "gpu": 1}
     ).encode()
     assert decode_instance(inst).loading_threads == 1
+
+
+def test_victim_value_is_optional_and_old_records_decode() -> None:
+    old = b'{"id":"i","endpoint":"e","capacity":10,"used":5,"models":1,"lruTime":3}'
+    assert decode_instance(old).victim_value == -1  # written before issue 12: unknown
+    rec = decode_instance(old)
+    assert encode_instance(rec) == old  # the default is left out: old readers see the same bytes
+    with_value = dataclasses.replace(rec, victim_value=1234)
+    data = encode_instance(with_value)
+    assert b'"victimValue":1234' in data
+    assert decode_instance(data) == with_value
+    with pytest.raises(CorruptRecord, match="corrupt instance record.*victimValue"):
+        decode_instance(data.replace(b"1234", b'"x"'))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,225 @@
+"""The eviction policies behind the ledger (issue 12): the adaptive policy's parts, by example.
+
+The frequency sketch counts and ages; a popular model outlives one-off ones; value per byte sends
+big, cheap, rarely used copies first; a copy that is loading or in use is never a victim; the
+hill climber moves the window; names are checked.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kserve_mesh.core.cache import CacheLedger, LruPolicy
+from kserve_mesh.core.errors import InternalError
+from kserve_mesh.core.eviction import AdaptivePolicy, FrequencySketch, make_policy
+from kserve_mesh.core.ids import ModelId
+from kserve_mesh.core.records import CopyState
+
+M = ModelId
+
+
+def loaded(ledger: CacheLedger, name: str, size: int, t: int, load_ms: float = 100.0) -> None:
+    assert ledger.try_reserve(M(name), size, t)
+    ledger.mark_loaded(M(name), t, load_ms)
+
+
+def miss(ledger: CacheLedger, name: str, size: int, t: int, load_ms: float = 100.0) -> list[ModelId]:
+    """The cache manager's miss: evict, release, reserve, load. Returns the victims."""
+    victims: list[ModelId] = []
+    while not ledger.try_reserve(M(name), size, t):
+        chosen = ledger.plan_eviction(size)
+        assert chosen, "no victim although the cache holds evictable copies"
+        for v in chosen:
+            ledger.release(v)
+        victims += chosen
+    ledger.mark_loaded(M(name), t, load_ms)
+    return victims
+
+
+def test_policy_names() -> None:
+    assert isinstance(make_policy("lru", 10), LruPolicy)
+    assert isinstance(make_policy(" Adaptive ", 10), AdaptivePolicy)
+    with pytest.raises(ValueError, match="unknown eviction policy 'fifo': expected one of lru, adaptive"):
+        make_policy("fifo", 10)
+
+
+def test_sketch_counts_and_halves() -> None:
+    sketch = FrequencySketch(1024, sample=1000)
+    h, other = FrequencySketch.key_hash("popular"), FrequencySketch.key_hash("rare")
+    for _ in range(9):
+        sketch.increment(h)
+    sketch.increment(other)
+    assert sketch.estimate(h) == 9  # 1 in the doorkeeper + 8 in the rows
+    assert sketch.estimate(other) == 1
+    assert sketch.estimate(FrequencySketch.key_hash("never")) == 0
+    sketch.age()
+    assert sketch.estimate(h) == 4  # rows halved, doorkeeper emptied
+    assert sketch.estimate(other) == 0
+
+
+def test_sketch_counters_saturate() -> None:
+    sketch = FrequencySketch(64, sample=10_000, cap=15)
+    h = FrequencySketch.key_hash("hot")
+    for _ in range(100):
+        sketch.increment(h)
+    assert sketch.estimate(h) == 16
+
+
+def test_sketch_ages_by_itself_every_sample() -> None:
+    sketch = FrequencySketch(64, sample=16)
+    h = FrequencySketch.key_hash("a")
+    for _ in range(15):
+        sketch.increment(h)
+    assert sketch.estimate(h) == 15
+    sketch.increment(h)  # the 16th increment halves everything
+    assert sketch.estimate(h) == 7
+
+
+def test_key_hash_is_stable_across_processes() -> None:
+    # crc32-based, not hash(): the same model id lands on the same counters in every run
+    assert FrequencySketch.key_hash("model-1") == FrequencySketch.key_hash("model-1")
+    assert FrequencySketch.key_hash("model-1") != FrequencySketch.key_hash("model-2")
+    assert 0 <= FrequencySketch.key_hash("x") < 1 << 64
+
+
+def test_a_popular_model_outlives_a_stream_of_one_off_models() -> None:
+    ledger = CacheLedger(10, AdaptivePolicy(10, hill_climb=False))
+    t = 0
+    loaded(ledger, "hot", 1, t)
+    for _ in range(20):
+        t += 1
+        ledger.touch(M("hot"), t)
+    for i in range(200):
+        t += 1
+        miss(ledger, f"once-{i}", 1, t)
+        if i % 20 == 0:
+            ledger.touch(M("hot"), t)
+    assert ledger.get(M("hot")) is not None  # LRU evicts it (20 one-offs between its uses): next test
+
+
+def test_lru_would_lose_the_popular_model_in_the_same_workload() -> None:
+    ledger = CacheLedger(10, LruPolicy())
+    t = 0
+    loaded(ledger, "hot", 1, t)
+    for i in range(200):
+        t += 1
+        miss(ledger, f"once-{i}", 1, t)
+        if i % 20 == 0:
+            ledger.touch(M("hot"), t)
+    assert ledger.get(M("hot")) is None
+
+
+def test_value_per_byte_evicts_the_big_cheap_copy_first() -> None:
+    policy = AdaptivePolicy(100, hill_climb=False)
+    ledger = CacheLedger(100, policy)
+    loaded(ledger, "big", 60, 1, load_ms=100.0)
+    loaded(ledger, "small", 10, 2, load_ms=100.0)
+    loaded(ledger, "mid", 30, 3, load_ms=100.0)
+    for t in range(4, 10):  # same frequency for all
+        for name in ("big", "small", "mid"):
+            ledger.touch(M(name), t)
+    assert policy.value(ledger.get(M("small"))) > policy.value(ledger.get(M("mid"))) > policy.value(
+        ledger.get(M("big"))
+    )  # type: ignore[arg-type]
+    assert ledger.plan_eviction(20) == [M("big")]
+
+
+def test_a_model_slow_to_load_is_worth_more_than_a_fast_one() -> None:
+    policy = AdaptivePolicy(100, hill_climb=False)
+    ledger = CacheLedger(100, policy)
+    loaded(ledger, "slow", 10, 1, load_ms=5_000.0)
+    loaded(ledger, "fast", 10, 1, load_ms=50.0)
+    assert policy.value(ledger.get(M("slow"))) > policy.value(ledger.get(M("fast")))  # type: ignore[arg-type]
+
+
+def test_the_measured_load_time_reaches_the_policy_after_the_load() -> None:
+    policy = AdaptivePolicy(100, hill_climb=False)
+    ledger = CacheLedger(100, policy)
+    assert ledger.try_reserve(M("a"), 10, 1)
+    ledger.mark_loaded(M("a"), 2)  # the cache manager learns the time a moment later
+    before = policy.value(ledger.get(M("a")))  # type: ignore[arg-type]
+    ledger.record_load_time(M("a"), 9_000.0)
+    assert ledger.get(M("a")).load_ms == 9_000.0  # type: ignore[union-attr]
+    assert policy.value(ledger.get(M("a"))) > before  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", ["lru", "adaptive"])
+def test_loading_and_in_use_copies_are_never_victims(policy: str) -> None:
+    ledger = CacheLedger(30, make_policy(policy, 30))
+    loaded(ledger, "in-use", 10, 1)
+    loaded(ledger, "idle", 10, 2)
+    assert ledger.try_reserve(M("loading"), 10, 3)
+    assert ledger.plan_eviction(30, protect={M("in-use")}) == [M("idle")]
+    assert ledger.get(M("in-use")).state is CopyState.LOADED  # type: ignore[union-attr]
+    assert ledger.get(M("loading")).state is CopyState.LOADING  # type: ignore[union-attr]
+    # nothing else may go: the rest is loading or in use
+    assert ledger.plan_eviction(30, protect={M("in-use")}) == []
+
+
+def test_a_tracking_policy_cannot_evict_what_is_not_evictable() -> None:
+    class Rogue(LruPolicy):
+        def __init__(self, ledger_: list[CacheLedger]) -> None:
+            super().__init__()
+            self.ledger = ledger_
+
+        def select_victims(self, needed_bytes, evictable):  # type: ignore[no-untyped-def]
+            return [self.ledger[0].get(M("loading"))]
+
+    box: list[CacheLedger] = []
+    ledger = CacheLedger(100, Rogue(box))
+    box.append(ledger)
+    loaded(ledger, "a", 50, 1)
+    assert ledger.try_reserve(M("loading"), 50, 1)
+    with pytest.raises(InternalError, match="Rogue chose model 'loading'"):
+        ledger.plan_eviction(10)
+    assert ledger.get(M("loading")).state is CopyState.LOADING  # type: ignore[union-attr]
+
+
+def test_hill_climbing_moves_the_window() -> None:
+    policy = AdaptivePolicy(1_000)
+    ledger = CacheLedger(1_000, policy)
+    start = policy.stats()["window_fraction"]
+    for i in range(3 * policy._sketch.sample):  # several sample periods of a recency-heavy trace
+        t = i + 1
+        name = f"m{i // 3}"  # each model used three times in a row, then never again
+        if ledger.get(M(name)) is None:
+            miss(ledger, name, 10, t)
+        else:
+            ledger.touch(M(name), t)
+    assert policy.stats()["window_fraction"] != start
+
+
+def test_policy_stats_and_next_victim_value() -> None:
+    ledger = CacheLedger(20, AdaptivePolicy(20, hill_climb=False))
+    assert ledger.next_victim_value() is None
+    loaded(ledger, "a", 10, 1)
+    loaded(ledger, "b", 10, 2)
+    ledger.touch(M("b"), 3)
+    value = ledger.next_victim_value()
+    assert value is not None and value >= 0
+    miss(ledger, "c", 10, 4)
+    stats = ledger.policy_stats()
+    assert stats["requests"] == 4 and stats["hits"] == 1 and stats["evictions"] == 1
+    assert stats["evicted_unused"] == 1  # the victim served no request after its load
+    assert stats["evicted_value"] >= 0 and 0 <= stats["window_fraction"] <= 1
+    assert ledger.policy_name == "adaptive"
+    assert CacheLedger(10).policy_name == "lru" and CacheLedger(10).next_victim_value() is None
+
+
+def test_a_policy_set_later_learns_the_copies_already_there() -> None:
+    ledger = CacheLedger(30)
+    loaded(ledger, "a", 10, 1)
+    loaded(ledger, "b", 10, 2)
+    ledger.policy = AdaptivePolicy(30, hill_climb=False)
+    assert sorted(ledger.plan_eviction(30)) == [M("a"), M("b")]
+
+
+def test_lru_breaks_ties_of_last_use_by_model_id_as_before() -> None:
+    ledger = CacheLedger(20, LruPolicy())
+    loaded(ledger, "b", 10, 5)
+    loaded(ledger, "a", 10, 5)  # same last use, reserved later, smaller id
+    assert ledger.plan_eviction(10) == [M("a")]
+    ledger.touch(M("b"), 7)
+    ledger.touch(M("b"), 6)  # a late stamp never moves a copy back
+    assert ledger.get(M("b")).last_used_ms == 7  # type: ignore[union-attr]
+
