@@ -91,7 +91,9 @@ export function postJSON<T>(path: string, body: unknown, method = 'POST'): Promi
   return requestAPI<T>(path, { method, body: JSON.stringify(body) });
 }
 
-export const MODEL_TYPES = ['sklearn', 'xgboost', 'lightgbm', 'onnx', 'string'];
+export const MODEL_TYPES = [
+  'sklearn', 'xgboost', 'lightgbm', 'onnx', 'pytorch', 'tensorflow', 'keras', 'openvino_ir', 'python', 'string'
+];
 
 /** Extensions "Deploy to mesh" is offered for, and the type each stands for. */
 export const MODEL_EXTENSIONS: { [ext: string]: string } = {
@@ -102,6 +104,12 @@ export const MODEL_EXTENSIONS: { [ext: string]: string } = {
   '.ubj': 'xgboost',
   '.txt': 'lightgbm',
   '.onnx': 'onnx',
+  '.pt': 'pytorch',
+  '.pth': 'pytorch',
+  '.torchscript': 'pytorch',
+  '.keras': 'keras',
+  '.h5': 'keras',
+  '.xml': 'openvino_ir',
   '.string': 'string',
   '.str': 'string'
 };
