@@ -10,6 +10,8 @@ is started, measured and stopped here, one at a time:
     kserve        KServe 0.21's ModelServer with a ``kserve.Model`` running the same joblib file
     mesh          ``kserve-mesh up`` (the built-in runtime in its process, the embedded default)
     mesh-process  ``kserve-mesh up --runtime process`` (the runtime as a child process)
+    mesh-workers  ``kserve-mesh up --workers 2``: etcd and two instances sharing the ports
+                  (SO_REUSEPORT), each with the runtime in process and a copy of the model
 
 Load comes from C load generators, never from Python: ``wrk`` for V2 REST (HTTP/1.1 keep-alive,
 the JSON body) and ``h2load`` for V2 gRPC (HTTP/2, a pre-encoded ``ModelInferRequest`` in its
@@ -55,11 +57,11 @@ from rich.console import Console
 from rich.table import Table
 
 MODEL = "sklearn-iris"
-SERVERS = ("mlserver", "mlserver-w", "kserve", "mesh", "mesh-process")
+SERVERS = ("mlserver", "mlserver-w", "kserve", "mesh", "mesh-process", "mesh-workers")
 PEERS = ("mlserver", "mlserver-w", "kserve")
 CELLS = (("rest", 1), ("rest", 16), ("grpc", 1), ("grpc", 16))
 START_TIMEOUT_S = 180.0
-TARGETS = {"mesh": (2.0, 0.5), "mesh-process": (1.5, 0.8)}  # (x best peer at c=16, p50 ms at c=1)
+TARGETS = {"mesh": (2.0, 0.5), "mesh-process": (1.5, 0.8), "mesh-workers": (2.0, 0.5)}  # (x best peer at c=16, p50 ms at c=1)
 TARGET_CPU_MS = 0.35
 
 KSERVE_SERVER = '''
@@ -175,6 +177,18 @@ def start_server(name: str, procs: Processes, models: Path, work: Path) -> tuple
     """Start ``name`` serving ``models/MODEL``; returns the process, its REST URL and gRPC address."""
     py = sys.executable
     quiet = {"KSERVE_MESH_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    if name == "mesh-workers":
+        rest_port, grpc_port = free_port(), free_port()
+        cmd = [py, "-m", "kserve_mesh.cli", "up", "--models", str(models), "--workers", "2",
+               "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), "--metrics-port", "0"]
+        proc = procs.server(name, cmd, r"kserve-mesh cluster ready: etcd=\S+ rest=(\S+) grpc=(\S+) (.*)",
+                            work / f"{name}.log", quiet)
+        m = proc.wait_ready(START_TIMEOUT_S)
+        for peer in re.findall(r"peer=(\S+)", m.group(3)):  # a copy in each instance, as traffic would make
+            req = urllib.request.Request(f"{peer}/v2/repository/models/{MODEL}/load", data=b"", method="POST")
+            with urllib.request.urlopen(req, timeout=START_TIMEOUT_S) as resp:
+                resp.read()
+        return proc, m.group(1), m.group(2)
     if name.startswith("mesh"):
         cmd = [py, "-m", "kserve_mesh.cli", "up", "--models", str(models), "--rest-port", "0", "--grpc-port", "0",
                "--metrics-port", "0", *(["--runtime", "process"] if name == "mesh-process" else [])]

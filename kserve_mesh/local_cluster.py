@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-READY = re.compile(r"kserve-mesh ready: rest=(\S+) grpc=(\S+) metrics=(\S+)")
+READY = re.compile(r"kserve-mesh ready: rest=(\S+) grpc=(\S+) metrics=(\S+)(?: shared: rest=(\S+) grpc=(\S+))?")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Member:
     rest: str = ""
     grpc: str = ""
     metrics: str = ""
+    shared_rest: str = ""
+    shared_grpc: str = ""
     lines: list[str] = field(default_factory=list)
 
     def pump(self, log_file: Path) -> None:
@@ -46,7 +48,8 @@ class Member:
                 del self.lines[:-50]
                 m = READY.search(line)
                 if m:
-                    self.rest, self.grpc, self.metrics = m.groups()
+                    self.rest, self.grpc, self.metrics = m.group(1, 2, 3)
+                    self.shared_rest, self.shared_grpc = m.group(4) or "", m.group(5) or ""
                     self.state = "ready"
         if self.state != "stopped":
             self.state = f"exited ({self.proc.wait()})"
@@ -65,9 +68,11 @@ def _table(etcd_url: str, members: list[Member]) -> Table:
 
 def run(n: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int, models: Path | None,
         capacity: int | None, runtime: str, storage_config: Path | None, console: Console,
-        extra_args: list[str] | None = None) -> int:
+        extra_args: list[str] | None = None, share_ports: bool = False) -> int:
     """Run etcd and ``n`` instances until SIGINT/SIGTERM; ``extra_args`` go to every instance
-    (security flags of ``up``: TLS, authentication, storage roots)."""
+    (security flags of ``up``: TLS, authentication, storage roots). With ``share_ports`` (``up
+    --workers``) every instance binds the same REST and gRPC ports (SO_REUSEPORT) and serves its
+    peers on ports of its own."""
     from kserve_mesh.store.etcd_server import EtcdServer
 
     stop = threading.Event()
@@ -80,7 +85,8 @@ def run(n: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int,
             for i in range(n):
                 args = _instance_args(i, host=host, rest_port=rest_port, grpc_port=grpc_port,
                                       metrics_port=metrics_port, etcd_url=etcd.client_url, runtime=runtime,
-                                      models=models, capacity=capacity, storage_config=storage_config)
+                                      models=models, capacity=capacity, storage_config=storage_config,
+                                      share_ports=share_ports)
                 members.append(_start_member(f"instance-{i}", args + (extra_args or []), logs))
             _show_start(etcd.client_url, members, stop, console)
             failed = [m for m in members if m.state != "ready"]
@@ -89,22 +95,31 @@ def run(n: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int,
                     console.print(f"[red]{m.name} did not start[/red]:\n" + "".join(m.lines[-15:]))
                 return 1
             first = members[0]
-            console.print(f"mesh ready (logs in {logs}); try: kserve-mesh status --url {first.rest}")
-            print(f"kserve-mesh cluster ready: etcd={etcd.client_url} " +
-                  " ".join(f"rest={m.rest}" for m in members), flush=True)
+            if share_ports:
+                console.print(f"mesh ready (logs in {logs}): {n} instances share rest={first.shared_rest} "
+                              f"grpc={first.shared_grpc}; try: kserve-mesh status --url {first.shared_rest}")
+                print(f"kserve-mesh cluster ready: etcd={etcd.client_url} rest={first.shared_rest} "
+                      f"grpc={first.shared_grpc} " + " ".join(f"peer={m.rest}" for m in members), flush=True)
+            else:
+                console.print(f"mesh ready (logs in {logs}); try: kserve-mesh status --url {first.rest}")
+                print(f"kserve-mesh cluster ready: etcd={etcd.client_url} " +
+                      " ".join(f"rest={m.rest}" for m in members), flush=True)
             return _serve_until_stopped(members, stop, console)
         finally:
             _stop_members(members, console)
 
 
 def _instance_args(i: int, *, host: str, rest_port: int, grpc_port: int, metrics_port: int, etcd_url: str,
-                   runtime: str, models: Path | None, capacity: int | None, storage_config: Path | None) -> list[str]:
-    """The command line of instance ``i``: the base ports + ``i`` (0 stays ephemeral)."""
+                   runtime: str, models: Path | None, capacity: int | None, storage_config: Path | None,
+                   share_ports: bool = False) -> list[str]:
+    """The command line of instance ``i``: the base ports + ``i`` (0 stays ephemeral); with
+    ``share_ports`` the REST and gRPC ports are the same for all, their peer ports any free ones."""
     def port(base: int) -> str:
         return str(base + i if base else 0)
 
+    shared = ["--share-ports", "--rest-port", str(rest_port), "--grpc-port", str(grpc_port)]
     args = [sys.executable, "-m", "kserve_mesh.cli", "instance", "--host", host,
-            "--rest-port", port(rest_port), "--grpc-port", port(grpc_port),
+            *(shared if share_ports else ["--rest-port", port(rest_port), "--grpc-port", port(grpc_port)]),
             "--metrics-port", port(metrics_port), "--etcd-endpoints", etcd_url,
             "--runtime", runtime, "--instance-id", f"instance-{i}"]
     if models is not None:

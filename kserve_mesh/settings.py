@@ -31,6 +31,15 @@ class MeshSettings(BaseSettings):
     rest_port: int = Field(8008, ge=0, le=65535, description="KServe V2 REST + management REST port (0 = any).")
     grpc_port: int = Field(8033, ge=0, le=65535, description="KServe V2 gRPC + ModelMesh management gRPC port.")
     metrics_port: int = Field(2112, ge=0, le=65535, description="Prometheus metrics port.")
+    share_ports: bool = Field(False, description="Bind the REST and gRPC ports with SO_REUSEPORT so that "
+                              "several instances on one host (a pod with several cores) share them, the "
+                              "kernel spreading connections between them; each instance then serves its "
+                              "peers on ports of its own (peer_rest_port, peer_grpc_port). Needs a mesh "
+                              "(etcd_endpoints) and fixed rest_port and grpc_port.")
+    peer_rest_port: int = Field(0, ge=0, le=65535, description="With share_ports: the REST port this instance "
+                                "alone listens on, which its peers forward to (0 = any).")
+    peer_grpc_port: int = Field(0, ge=0, le=65535, description="With share_ports: the gRPC port this instance "
+                                "alone listens on, which its peers forward to (0 = any).")
     instance_id: str = Field("", description="Id of this instance (default: host name and process id).")
     namespace: str = Field("default", description="Store root: one per Kubernetes namespace.")
     etcd_endpoints: str = Field("", description="etcd client URLs (comma-separated): join a mesh of "
@@ -163,6 +172,16 @@ class MeshSettings(BaseSettings):
             for name in ("tls_ca", "tls_server_name"):
                 if getattr(self, name):
                     raise ValueError(f"{name} is about TLS towards peers and needs tls_cert and tls_key")
+        if self.share_ports:
+            if not self.etcd_endpoints:
+                raise ValueError("share_ports lets several instances share one pair of ports: it needs a mesh "
+                                 "of several instances (etcd_endpoints), else each would serve its own models")
+            if not self.rest_port or not self.grpc_port:
+                raise ValueError("share_ports needs fixed rest_port and grpc_port (0, any free port, cannot "
+                                 "be shared)")
+        elif self.peer_rest_port or self.peer_grpc_port:
+            raise ValueError("peer_rest_port and peer_grpc_port are the ports of one instance among several "
+                             "sharing rest_port and grpc_port: they need share_ports")
         if self.peer_token_file is not None and not self.etcd_endpoints:
             raise ValueError("peer_token_file is what an instance presents to its peers: it needs a mesh of "
                              "several instances (etcd_endpoints)")

@@ -88,13 +88,17 @@ def models_folder(models: Path | None) -> Path:
 
 
 # -- checks before a start ------------------------------------------------------------------------
-def port_in_use(host: str, port: int) -> bool:
-    """Whether ``host:port`` is taken (a listener there); 0 (any free port) never is."""
+def port_in_use(host: str, port: int, *, shared: bool = False) -> bool:
+    """Whether ``host:port`` is taken (a listener there); 0 (any free port) never is. ``shared``:
+    taken only by a listener that does not share it (instances sharing it with SO_REUSEPORT leave
+    it free for another)."""
     if not port:
         return False
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        if shared:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -102,11 +106,12 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def check_ports(host: str, ports: dict[str, int], offsets: range = range(1)) -> None:
-    """Fail with one line naming the first port taken and what to do."""
+def check_ports(host: str, ports: dict[str, int], offsets: range = range(1), *, shared: bool = False) -> None:
+    """Fail with one line naming the first port taken and what to do (``shared``: by a listener
+    that does not share it)."""
     for i in offsets:
         for field, port in ports.items():
-            if port and port_in_use(host, port + i):
+            if port and port_in_use(host, port + i, shared=shared):
                 fail(port_taken(host, port + i, field))
 
 
@@ -143,7 +148,10 @@ def serve(settings: Any, load_with_progress: bool) -> None:
     if settings.models_dir is not None and not settings.models_dir.is_dir():
         fail(f"models folder {settings.models_dir} does not exist: --models (KSERVE_MESH_MODELS_DIR) names a "
              "folder of models, one file or sub-folder per model")
-    check_ports(settings.host, {f: getattr(settings, f) for f in _PORT_FLAGS})
+    ports = {f: getattr(settings, f) for f in _PORT_FLAGS}
+    if settings.share_ports:  # the shared ones may be held by the instances this one joins
+        check_ports(settings.host, {f: ports.pop(f) for f in ("rest_port", "grpc_port")}, shared=True)
+    check_ports(settings.host, ports)
     setup_logging(settings.log_level)
 
     async def show_loading(server: MeshServer) -> None:
@@ -217,19 +225,37 @@ def up(
     storage_config: Path | None = setting_option("storage_config", "--storage-config"),
     instances: int = typer.Option(1, "--instances", min=1, help="Start etcd and this many instances, each "
                                   "with its runtime process (ports: base + i)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Start etcd and this many instances that share "
+                                "the REST and gRPC ports (SO_REUSEPORT), each with its runtime in process: "
+                                "one per core for throughput on a machine with several."),
     **flags: Any,
 ) -> None:
     """Start a mesh serving the example models (or --models DIR), from any folder.
 
-    One instance (in-memory store, built-in runtime in process) or, with --instances N, etcd and N
-    instances with their runtime processes. Every option not given comes from its KSERVE_MESH_*
-    variable, else its default."""
+    One instance (in-memory store, built-in runtime in process); with --instances N, etcd and N
+    instances with their runtime processes, each on its own ports; with --workers N, etcd and N
+    instances sharing one pair of ports (the kernel spreads connections; a hot model gets a copy in
+    each). Every option not given comes from its KSERVE_MESH_* variable, else its default."""
     settings = mesh_settings(host=host, rest_port=rest_port, grpc_port=grpc_port, metrics_port=metrics_port,
                              capacity_bytes=capacity, runtime=runtime, load_models_at_start=load,
                              storage_config=storage_config, **security_kwargs(flags))
     folder = models_folder(models if models is not None else settings.models_dir)
     settings = settings.model_copy(update={"models_dir": folder})
     ports = {f: getattr(settings, f) for f in _PORT_FLAGS}
+    if workers > 1:
+        if instances > 1:
+            fail("--instances and --workers are two ways to start several instances: give one of them")
+        if not settings.rest_port or not settings.grpc_port:
+            fail("--workers shares the REST and gRPC ports between its instances: they cannot be 0 (any port)")
+        check_ports(settings.host, {f: p for f, p in ports.items() if f != "metrics_port"}, shared=True)
+        check_ports(settings.host, {"metrics_port": settings.metrics_port}, range(workers))
+        from kserve_mesh.local_cluster import run as run_cluster
+
+        raise typer.Exit(run_cluster(workers, host=settings.host, rest_port=settings.rest_port,
+                                     grpc_port=settings.grpc_port, metrics_port=settings.metrics_port,
+                                     models=folder, capacity=capacity, runtime=settings.runtime,
+                                     storage_config=settings.storage_config, console=console,
+                                     extra_args=security_args(flags), share_ports=True))
     check_ports(settings.host, ports, range(instances))
     if instances > 1:
         from kserve_mesh.local_cluster import run as run_cluster
@@ -257,6 +283,9 @@ def instance(
     max_loading_concurrency: int | None = setting_option("max_loading_concurrency", "--max-loading-concurrency"),
     storage_config: Path | None = setting_option("storage_config", "--storage-config"),
     etcd_endpoints: str | None = setting_option("etcd_endpoints", "--etcd-endpoints"),
+    share_ports: bool | None = setting_option("share_ports", "--share-ports/--own-ports"),
+    peer_rest_port: int | None = setting_option("peer_rest_port", "--peer-rest-port"),
+    peer_grpc_port: int | None = setting_option("peer_grpc_port", "--peer-grpc-port"),
     instance_id: str | None = setting_option("instance_id", "--instance-id"),
     namespace: str | None = setting_option("namespace", "--namespace"),
     shutdown_grace: float | None = setting_option("shutdown_grace_s", "--shutdown-grace-s"),
@@ -271,7 +300,9 @@ def instance(
                              advertise_host=advertise_host, capacity_bytes=capacity, runtime=runtime,
                              runtime_address=runtime_address, models_dir=models,
                              max_loading_concurrency=max_loading_concurrency, storage_config=storage_config,
-                             etcd_endpoints=etcd_endpoints, instance_id=instance_id, namespace=namespace,
+                             etcd_endpoints=etcd_endpoints, share_ports=share_ports,
+                             peer_rest_port=peer_rest_port, peer_grpc_port=peer_grpc_port,
+                             instance_id=instance_id, namespace=namespace,
                              shutdown_grace_s=shutdown_grace, scaleup_rpm_threshold=scaleup_rpm,
                              rate_check_s=rate_check, scale_down_s=scale_down, log_level=log_level,
                              **security_kwargs(flags))

@@ -28,11 +28,13 @@ REST_START_TIMEOUT_S = 30.0
 
 
 async def start_grpc(s: MeshSettings, security: Security, plane: DataPlane, mgmt: Management,
-                     instance: Instance) -> tuple[grpc.aio.Server, HealthService, int]:
-    """The gRPC server, started: its health service (to start once the instance serves) and port."""
+                     instance: Instance) -> tuple[grpc.aio.Server, HealthService, int, int]:
+    """The gRPC server, started: its health service (to start once the instance serves), its port
+    and the port its peers reach it at (the same one unless ``share_ports``: then a port of its own)."""
     options = [("grpc.max_send_message_length", s.grpc_max_message_bytes),
                ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
-               ("grpc.so_reuseport", 0),
+               # a port is shared only when asked (share_ports): two meshes never share one by mistake
+               ("grpc.so_reuseport", 1 if s.share_ports else 0),
                # a client that never finishes its TLS handshake / HTTP/2 preface is dropped in time
                ("grpc.server_handshake_timeout_ms", int(s.http_header_timeout_s * 1000))]
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs)
@@ -42,15 +44,21 @@ async def start_grpc(s: MeshSettings, security: Security, plane: DataPlane, mgmt
     health = add_health_and_reflection(services, instance)  # grpc.health.v1, reflection
     # last: any other method naming a model goes to its runtime (the server asks handlers in order)
     services.add_generic_rpc_handlers((grpc_relay.RelayHandler(plane),))
-    address = f"{s.host}:{s.grpc_port}"
+    port = _grpc_port(server, security, s.host, s.grpc_port)
+    peer_port = _grpc_port(server, security, s.host, s.peer_grpc_port) if s.share_ports else port
+    await server.start()
+    return server, health, port, peer_port
+
+
+def _grpc_port(server: grpc.aio.Server, security: Security, host: str, wanted: int) -> int:
+    address = f"{host}:{wanted}"
     if security.tls is not None:
         port = server.add_secure_port(address, security.tls.grpc_server_credentials())
     else:
         port = server.add_insecure_port(address)
     if port == 0:
-        raise Unavailable(f"cannot bind the gRPC port {s.host}:{s.grpc_port}")
-    await server.start()
-    return server, health, port
+        raise Unavailable(f"cannot bind the gRPC port {host}:{wanted}")
+    return port
 
 
 def guarded_asgi(s: MeshSettings, app: Any, security: Security) -> Any:
@@ -62,8 +70,11 @@ def guarded_asgi(s: MeshSettings, app: Any, security: Security) -> Any:
                           extra_hosts=[s.advertise_host, socket.gethostname()])
 
 
-async def start_rest(s: MeshSettings, asgi: Any, security: Security) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    """uvicorn serving ``asgi`` with the body, header and TLS handshake bounds; its task and port."""
+async def start_rest(s: MeshSettings, asgi: Any,
+                     security: Security) -> tuple[uvicorn.Server, asyncio.Task[None], int, int]:
+    """uvicorn serving ``asgi`` with the body, header and TLS handshake bounds; its task, its port
+    and the port its peers reach it at (with ``share_ports``: the shared port is bound with
+    SO_REUSEPORT, and a port of its own serves the same app to its peers)."""
     if security.tls is not None:
         # asyncio gives a TLS handshake 60 s; a client must finish it within the header timeout.
         asyncio.constants.SSL_HANDSHAKE_TIMEOUT = s.http_header_timeout_s  # type: ignore[attr-defined]
@@ -79,20 +90,45 @@ async def start_rest(s: MeshSettings, asgi: Any, security: Security) -> tuple[uv
             config.http_protocol_class = with_tls_identity(config.http_protocol_class)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve(), name="rest")
+    sockets = None
+    if s.share_ports:
+        sockets = [listening_socket(s.host, s.rest_port, reuse_port=True),
+                   listening_socket(s.host, s.peer_rest_port)]
+    task = asyncio.create_task(server.serve(sockets=sockets), name="rest")
     async with asyncio.timeout(REST_START_TIMEOUT_S):
         while not server.started:
             if task.done():
                 raise Unavailable(f"cannot serve REST on {s.host}:{s.rest_port}")
             await asyncio.sleep(0.01)
-    return server, task, _bound_port(server)
+    ports = _bound_ports(server)
+    return server, task, ports[0], ports[-1]
 
 
-def _bound_port(server: uvicorn.Server) -> int:
-    for srv in server.servers:
-        for sock in srv.sockets:
-            return int(sock.getsockname()[1])
-    raise RuntimeError("the REST server has no socket")
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6), with SO_REUSEPORT when ``reuse_port``:
+    every process of the same user that binds the port so shares it, the kernel spreading new
+    connections between them."""
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise Unavailable(f"cannot bind the REST port {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bound_ports(server: uvicorn.Server) -> list[int]:
+    """The ports the REST server listens on, in the order of its sockets."""
+    ports = [int(sock.getsockname()[1]) for srv in server.servers for sock in srv.sockets]
+    if not ports:
+        raise RuntimeError("the REST server has no socket")
+    return ports
 
 
 def advertised_host(bind_host: str, advertise_host: str = "") -> str:

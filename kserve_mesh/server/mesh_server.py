@@ -89,7 +89,8 @@ class MeshServer:
         self._rest_task: asyncio.Task[None] | None = None
         self._metrics_httpd = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self.endpoints: Endpoints | None = None
+        self.endpoints: Endpoints | None = None  # where peers reach this instance
+        self.public: Endpoints | None = None  # where clients do (the shared ports with share_ports)
         self.cluster: Cluster | None = None
         self.peers: PeerPool | None = None
         self.shutting_down = False
@@ -133,9 +134,10 @@ class MeshServer:
         plane = DataPlane(self.instance, __version__, observer=self.telemetry,
                           payloads=self.payloads if self.payloads is not None and self.payloads.enabled else None)
         mgmt = Management(self.instance)
-        self._grpc, self._health, grpc_port = await start_grpc(s, self.security, plane, mgmt, self.instance)
+        self._grpc, self._health, grpc_port, peer_grpc_port = await start_grpc(s, self.security, plane, mgmt,
+                                                                               self.instance)
         self._health.start()
-        rest_port = await self._start_rest(plane, mgmt)
+        rest_port, peer_rest_port = await self._start_rest(plane, mgmt)
         metrics_tls = self.tls.server_context() if self.tls is not None and s.tls_metrics else None
         self._metrics_httpd, metrics_port = self.telemetry.serve(s.host, s.metrics_port, ssl_context=metrics_tls)
         if self.security.reloadable:
@@ -144,10 +146,13 @@ class MeshServer:
 
         host = advertised_host(s.host, s.advertise_host)  # what peers connect to: never a wildcard
         web = "https" if self.tls is not None else "http"
-        self.endpoints = Endpoints(f"{web}://{host}:{rest_port}", f"{host}:{grpc_port}",
+        # Peers reach this instance at its own ports (with share_ports, not the shared ones, which
+        # could land on another instance); clients are told the shared ones.
+        self.endpoints = Endpoints(f"{web}://{host}:{peer_rest_port}", f"{host}:{peer_grpc_port}",
                                    f"{'https' if metrics_tls else 'http'}://{host}:{metrics_port}/metrics")
+        self.public = Endpoints(f"{web}://{host}:{rest_port}", f"{host}:{grpc_port}", self.endpoints.metrics)
         assert self.kube is not None
-        self.kube.set_endpoints(grpc=f"{host}:{grpc_port}", rest=f"{web}://{host}:{rest_port}")
+        self.kube.set_endpoints(grpc=self.public.grpc, rest=self.public.rest)
         if s.etcd_endpoints:
             await self._join_cluster(registry)
         await self.kube.resync()  # re-apply stored InferenceServices / Predictors
@@ -208,7 +213,7 @@ class MeshServer:
         self.telemetry.bind_payloads(self.payloads)
         return registry
 
-    async def _start_rest(self, plane: DataPlane, mgmt: Management) -> int:
+    async def _start_rest(self, plane: DataPlane, mgmt: Management) -> tuple[int, int]:
         from kserve_mesh.api.rest_kube import router as kube_router
         from kserve_mesh.kube import KubeService
 
@@ -217,8 +222,8 @@ class MeshServer:
         self.kube = KubeService.for_instance(self.instance, self.store, Keys.for_namespace(s.namespace), self.clock)
         app = build_app(plane, mgmt, __version__, extra_status=self.status, routers=[kube_router(self.kube)])
         asgi = guarded_asgi(s, serve_infer_first(app), self.security)
-        self._rest, self._rest_task, port = await start_rest(s, asgi, self.security)
-        return port
+        self._rest, self._rest_task, port, peer_port = await start_rest(s, asgi, self.security)
+        return port, peer_port
 
     async def _join_cluster(self, registry: Registry) -> None:
         assert self.instance is not None
@@ -364,8 +369,11 @@ class MeshServer:
             loop.add_signal_handler(sig, stop.set)
         try:
             endpoints = await self.start()
-            print(f"kserve-mesh ready: rest={endpoints.rest} grpc={endpoints.grpc} metrics={endpoints.metrics}",
-                  flush=True)
+            shared = ""
+            if self.settings.share_ports and self.public is not None:
+                shared = f" shared: rest={self.public.rest} grpc={self.public.grpc}"
+            print(f"kserve-mesh ready: rest={endpoints.rest} grpc={endpoints.grpc} metrics={endpoints.metrics}"
+                  f"{shared}", flush=True)
             if on_ready is not None:
                 await on_ready(self)
             await stop.wait()
