@@ -27,6 +27,11 @@ class RuntimeConfig:
     inline_infer_max_elements: int = 4096
     # After unloads, give the allocator's free memory back to the OS (glibc malloc_trim; see sizing.py).
     release_memory: bool = True
+    # Adaptive batching (batching.py): concurrent requests of a model stacked up to this many rows
+    # (0 or 1: off) for models that take a batch dimension; a request waits at most the delay for
+    # others (0: no deliberate wait, only what arrives meanwhile). A model key's "batching" overrides.
+    batch_max_size: int = 32
+    batch_max_delay_ms: float = 0.0
     runtime_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -34,5 +39,7 @@ class RuntimeConfig:
                      "default_model_size_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RuntimeConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.batch_max_size < 0 or self.batch_max_delay_ms < 0:
+            raise ValueError("RuntimeConfig.batch_max_size and batch_max_delay_ms must not be negative")
         if self.floor_size_factor < 1 or self.predict_size_factor < 1:
             raise ValueError("RuntimeConfig size factors must be at least 1")

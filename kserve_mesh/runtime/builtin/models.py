@@ -13,7 +13,9 @@ Model types arrive in two shapes:
   model key, a JSON object such as ``{"model_type": {"name": "sklearn", "version": "1"},
   "storage_key": "localMinIO", "storage_params": {...}, "disk_size_bytes": 1234}``.
 
-``resolve_model_spec`` turns either into a ``ModelSpec`` (format, storage key, disk size hint).
+``resolve_model_spec`` turns either into a ``ModelSpec`` (format, storage key, disk size hint, and
+the model's own adaptive batching settings: ``"batching": {"max_batch_size": 8,
+"max_batch_delay_ms": 2}`` in the key, ``batching.py``).
 """
 
 from __future__ import annotations
@@ -173,6 +175,28 @@ class LoadedModel:
         """A known in-memory size, for models too small for an RSS measurement to mean anything."""
         return None
 
+    batch_by_default: bool = True
+    """Whether the runtime's default batching applies (False for user code: a custom model opts in
+    with its settings, ``batching``, or the model key's ``batching``)."""
+    batching: BatchSettings | None = None
+    """The model's own batching settings (a custom model's ``model-settings.json``)."""
+
+    def stacks_rows(self) -> str:
+        """Why concurrent requests cannot be stacked along dim 0 for this model ("" when they can):
+        every input must be numeric with a dynamic first dimension (-1: the batch)."""
+        if self.free_inputs:
+            return ""  # undeclared inputs: each request is checked as it comes (batching.py)
+        if not self.inputs:
+            return "it has no inputs"
+        for spec in self.inputs:
+            if spec.any_rank:
+                return f"input '{spec.name}' has no declared shape"
+            if spec.datatype in BYTES_DATATYPES or spec.dtype is None:
+                return f"input '{spec.name}' is {spec.datatype}"
+            if not spec.shape or spec.shape[0] >= 0:
+                return f"input '{spec.name}' has no batch dimension (shape {list(spec.shape)})"
+        return ""
+
     def warm_up(self) -> None:
         """Run one tiny prediction so lazy allocations happen inside the measured load.
 
@@ -193,13 +217,50 @@ class LoadedModel:
         """Release what the model holds beyond Python references (sessions, handles)."""
 
 
+MAX_BATCH_SIZE_LIMIT = 65_536
+MAX_BATCH_DELAY_MS_LIMIT = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """Adaptive batching of one model: at most ``max_batch_size`` rows predicted together (0 or 1:
+    off), a request waiting at most ``max_batch_delay_ms`` for others. None: the runtime's default."""
+
+    max_batch_size: int | None = None
+    max_batch_delay_ms: float | None = None
+
+
+def parse_batch_settings(doc: Any, where: str) -> BatchSettings:
+    """``{"max_batch_size": int >= 0, "max_batch_delay_ms": number >= 0}`` (both optional), or
+    ``ModelLoadFailed`` saying what is wrong in ``where``."""
+    if not isinstance(doc, dict):
+        raise ModelLoadFailed(f"{where} must be an object such as {{\"max_batch_size\": 8, "
+                              f"\"max_batch_delay_ms\": 2}}, got {json.dumps(doc)[:100]}")
+    unknown = sorted(set(doc) - {"max_batch_size", "max_batch_delay_ms"})
+    if unknown:
+        raise ModelLoadFailed(f"{where} has unknown field(s) {', '.join(unknown)} (known: max_batch_size, "
+                              "max_batch_delay_ms)")
+    size, delay = doc.get("max_batch_size"), doc.get("max_batch_delay_ms")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                             or not 0 <= size <= MAX_BATCH_SIZE_LIMIT):
+        raise ModelLoadFailed(f"{where}.max_batch_size must be an integer from 0 (off) to {MAX_BATCH_SIZE_LIMIT}, "
+                              f"got {json.dumps(size)[:50]}")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int | float)
+                              or not 0 <= delay <= MAX_BATCH_DELAY_MS_LIMIT):
+        raise ModelLoadFailed(f"{where}.max_batch_delay_ms must be a number of milliseconds from 0 to "
+                              f"{MAX_BATCH_DELAY_MS_LIMIT}, got {json.dumps(delay)[:50]}")
+    return BatchSettings(size, None if delay is None else float(delay))
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A load request resolved: the format, the storage key for the fetcher, an optional size hint."""
+    """A load request resolved: the format, the storage key for the fetcher, an optional size hint,
+    the model's batching settings from the key (None: not given)."""
 
     model_type: str  # one of the formats above, or "" to detect from the file
     storage_key: str = ""
     disk_size_bytes: int = 0
+    batching: BatchSettings | None = None
 
 
 def normalize_type(name: str) -> str:
@@ -240,7 +301,9 @@ def resolve_model_spec(model_type: str, model_key: str) -> ModelSpec:
         disk_size_bytes = max(0, int(disk_size))
     except (TypeError, ValueError):
         disk_size_bytes = 0
-    return ModelSpec(normalize_type(format_name), storage_key=storage_key, disk_size_bytes=disk_size_bytes)
+    batching = key_doc.get("batching")
+    return ModelSpec(normalize_type(format_name), storage_key=storage_key, disk_size_bytes=disk_size_bytes,
+                     batching=None if batching is None else parse_batch_settings(batching, "model key 'batching'"))
 
 
 def _parse_key(model_key: str) -> dict[str, Any] | None:

@@ -12,6 +12,8 @@ it loaded is dropped and its files released. Nothing abandoned ever becomes serv
 
 Inference: validate against the model's metadata (``validation.py``), predict (``prediction.py``), encode. Small
 requests predict on the event loop (a thread hop costs more than a tiny model); large ones go to a worker thread.
+Models that take a batch dimension get an adaptive batcher (``batching.py``, decided at load time by
+``batch_plan``): concurrent requests are stacked, predicted once and split.
 
 The settings are ``RuntimeConfig`` (``config.py``, importable from here as before).
 """
@@ -39,6 +41,7 @@ from kserve_mesh.core.errors import (
 )
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import tensors, v2
+from kserve_mesh.runtime.builtin.batching import Batcher, BatchSnapshot, BatchStats
 from kserve_mesh.runtime.builtin.config import RuntimeConfig
 from kserve_mesh.runtime.builtin.fetch import Fetcher, default_fetcher
 from kserve_mesh.runtime.builtin.formats import FRAMEWORKS, import_framework
@@ -46,6 +49,7 @@ from kserve_mesh.runtime.builtin.loaders import StringModel, load_model_file
 from kserve_mesh.runtime.builtin.models import (
     SKLEARN,
     STRING,
+    BatchSettings,
     LoadedModel,
     ModelSpec,
     detect_model_type,
@@ -77,6 +81,28 @@ _FRAMEWORK_MODULES = {
 }
 
 
+def batch_plan(model: LoadedModel, key: BatchSettings | None, config: RuntimeConfig) -> tuple[int, float] | None:
+    """(max batch size, max delay in ms) of a loaded model, or None when it is not batched: the
+    model key's ``batching`` first, then the model's own settings (a custom model's), then the
+    runtime's defaults, which apply only to models that take them (``batch_by_default``: not user
+    code). Never for a model whose inputs cannot be stacked (``LoadedModel.stacks_rows``)."""
+    own = model.batching or BatchSettings()
+    key = key or BatchSettings()
+    size = key.max_batch_size if key.max_batch_size is not None else own.max_batch_size
+    if size is None:
+        size = config.batch_max_size if model.batch_by_default else 0
+    delay = key.max_batch_delay_ms if key.max_batch_delay_ms is not None else own.max_batch_delay_ms
+    if delay is None:
+        delay = config.batch_max_delay_ms
+    if size <= 1:
+        return None
+    why_not = model.stacks_rows()
+    if why_not:
+        logger.debug("model of type %s not batched: %s", model.model_type, why_not)
+        return None
+    return size, delay
+
+
 @dataclass(slots=True)
 class _Loaded:
     model: LoadedModel
@@ -84,6 +110,8 @@ class _Loaded:
     metadata: v2.ModelMetadataResponse
     resident_delta_bytes: int = 0
     gpu_bytes: int = 0  # GPU memory the load took (runtime/gpu.py), 0 without a GPU
+    batching: BatchSettings | None = None  # the model key's batching settings
+    batcher: Batcher | None = None  # adaptive batching of this model (made on the loop), None: off
 
 
 @dataclass(slots=True)
@@ -121,6 +149,7 @@ class BuiltinRuntime:
         self._trim: asyncio.Future[bool] | None = None  # a malloc_trim running in a worker thread
         self._gpu = GpuProbe.open()  # GPU memory accounting: disabled, saying why, without a GPU
         self.trims = 0
+        self._batch_stats = BatchStats()  # requests per model call of the batched models
 
     # -- status and sizes ---------------------------------------------------------------------
 
@@ -225,8 +254,10 @@ class BuiltinRuntime:
                 f"model '{model_id}' needs {loaded.size_bytes} bytes, more than the runtime's whole "
                 f"capacity of {self.config.capacity_bytes} bytes"
             )
+        loaded.batcher = self._batcher(model_id, loaded)
         self._models[model_id] = loaded
-        logger.info("loaded model %s (%s, %d bytes)", model_id, loaded.model.model_type, loaded.size_bytes)
+        logger.info("loaded model %s (%s, %d bytes%s)", model_id, loaded.model.model_type, loaded.size_bytes,
+                    f", batches of up to {loaded.batcher.max_batch_size}" if loaded.batcher else "")
         return LoadResult(loaded.size_bytes, resident_delta_bytes=loaded.resident_delta_bytes,
                           gpu_bytes=loaded.gpu_bytes)
 
@@ -251,12 +282,26 @@ class BuiltinRuntime:
             # No RSS growth for models sized by computation: page-granular growth says nothing of them.
             measured = before is not None and after is not None and model.fixed_size_bytes() is None
             delta = max(0, after - before) if measured else 0  # type: ignore[operator]
-            return _Loaded(model, size, metadata_of(model_id, model), delta, gpu_bytes)
+            return _Loaded(model, size, metadata_of(model_id, model), delta, gpu_bytes, spec.batching)
         except BaseException as exc:
             self._release_quietly(model_id)
             if isinstance(exc, MeshError) or not isinstance(exc, Exception):
                 raise
             raise ModelLoadFailed(f"cannot load model '{model_id}': {type(exc).__name__}: {exc}") from exc
+
+    def _batcher(self, model_id: str, loaded: _Loaded) -> Batcher | None:
+        plan = batch_plan(loaded.model, loaded.batching, self.config)
+        if plan is None:
+            return None
+        size, delay_ms = plan
+        return Batcher(model_id, loaded.model, max_batch_size=size, max_batch_delay_ms=delay_ms,
+                       executor=self._work_pool, inline_max_elements=self.config.inline_infer_max_elements,
+                       stats=self._batch_stats)
+
+    def batch_stats(self) -> BatchSnapshot:
+        """Batch sizes so far (requests per model call of the batched models): the
+        ``kserve_mesh_batch_size`` histogram."""
+        return self._batch_stats.snapshot()
 
     def _import_frameworks(self, model_type: str) -> None:
         """Import a model type's libraries before a load is measured; the RSS they cost the first
@@ -331,6 +376,8 @@ class BuiltinRuntime:
             await asyncio.shield(releasing)
 
     def _dispose(self, model_id: str, loaded: _Loaded) -> asyncio.Future[None]:
+        if loaded.batcher is not None:
+            loaded.batcher.close()
         loaded.model.close()
         fut = asyncio.get_running_loop().run_in_executor(self._work_pool, self._release_quietly, model_id)
         self._releasing[model_id] = fut
@@ -380,7 +427,9 @@ class BuiltinRuntime:
         loaded = self._get(model_id)
         feed = validate_inputs(model_id, loaded.model, request, tensors.decode_inputs(request))
         elements = sum(a.size for a in feed.values())
-        if elements <= self.config.inline_infer_max_elements and loaded.model.predict_inline:
+        if loaded.batcher is not None:
+            outputs = await loaded.batcher.infer(feed, timeout)
+        elif elements <= self.config.inline_infer_max_elements and loaded.model.predict_inline:
             outputs = _predict(model_id, loaded.model, feed)
         else:
             loop = asyncio.get_running_loop()

@@ -10,6 +10,11 @@ is fenced: an exception (or ``SystemExit``) in import, ``__init__`` or ``load`` 
 else an ``InternalError`` naming the model (traceback in the log only), and so is a return value
 that is not a dict of arrays or an array. ``predict`` always runs in a worker thread.
 
+Adaptive batching (``batching.py``) is off for custom models unless they opt in: MLServer's
+``max_batch_size`` (rows) and ``max_batch_time`` (seconds) in ``model-settings.json``, or the
+model key's ``batching``. A batched model's ``predict`` gets the requests' rows stacked along dim 0
+and must answer every output with that many rows.
+
 Each ``model.py`` is imported as a module of its own (``kserve_mesh_custom_<hash>``), so two models
 with the same class names never meet, and dropped from ``sys.modules`` on unload.
 """
@@ -34,7 +39,15 @@ import numpy as np
 from kserve_mesh.core.errors import InternalError, ModelLoadFailed
 from kserve_mesh.model import Model, Tensor
 from kserve_mesh.runtime.builtin.formats.common import V2_DTYPES, input_spec
-from kserve_mesh.runtime.builtin.models import CUSTOM_MODEL_FILE, CUSTOM_SETTINGS_FILE, PYTHON, LoadedModel, TensorSpec
+from kserve_mesh.runtime.builtin.models import (
+    CUSTOM_MODEL_FILE,
+    CUSTOM_SETTINGS_FILE,
+    PYTHON,
+    BatchSettings,
+    LoadedModel,
+    TensorSpec,
+    parse_batch_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +64,7 @@ class CustomModel(LoadedModel):
     model_type = PYTHON
     platform = "kserve-mesh_python"
     predict_inline = False
+    batch_by_default = False  # user code opts in (model-settings.json max_batch_size)
 
     def __init__(self, model_id: str, user: Model, module_name: str | None) -> None:
         self._id = model_id
@@ -208,6 +222,22 @@ def _read_settings(folder: Path) -> dict[str, Any]:
     return doc
 
 
+def _batch_settings(settings: dict[str, Any]) -> BatchSettings | None:
+    """MLServer's ``max_batch_size`` (rows) and ``max_batch_time`` (seconds) of a model-settings.json."""
+    size, seconds = settings.get("max_batch_size"), settings.get("max_batch_time")
+    if size is None and seconds is None:
+        return None
+    doc: dict[str, Any] = {}
+    if size is not None:
+        doc["max_batch_size"] = size
+    if seconds is not None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ModelLoadFailed(f"max_batch_time in {CUSTOM_SETTINGS_FILE} must be a number of seconds, "
+                                  f"got {json.dumps(seconds)[:50]}")
+        doc["max_batch_delay_ms"] = seconds * 1000
+    return parse_batch_settings(doc, CUSTOM_SETTINGS_FILE)
+
+
 def _import_model_file(model_id: str, folder: Path) -> tuple[Any, str]:
     path = folder / CUSTOM_MODEL_FILE
     digest = hashlib.sha256(f"{model_id}\0{path.resolve()}".encode()).hexdigest()[:16]
@@ -266,6 +296,7 @@ def load_custom_model(folder: Path, model_id: str) -> LoadedModel:
     """Import, construct and ``load()`` a custom model from its folder."""
     model_id = model_id or folder.name
     settings = _read_settings(folder)
+    batching = _batch_settings(settings)
     implementation = settings.get("implementation") or ""
     if not isinstance(implementation, str):
         raise ModelLoadFailed(f"'implementation' in {CUSTOM_SETTINGS_FILE} must be a string")
@@ -291,7 +322,9 @@ def load_custom_model(folder: Path, model_id: str) -> LoadedModel:
             user.load()
         except _USER_FAULTS as exc:
             raise _fail(model_id, f"{cls.__name__}.load()", exc) from exc
-        return CustomModel(model_id, user, module_name)
+        model = CustomModel(model_id, user, module_name)
+        model.batching = batching
+        return model
     except BaseException:
         if module_name is not None:
             sys.modules.pop(module_name, None)

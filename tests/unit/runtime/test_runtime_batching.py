@@ -1,0 +1,330 @@
+"""Adaptive batching (runtime/builtin/batching.py): stacking, splitting, what is never stacked,
+failures that stay with their request, cancellation, deadlines, size and delay bounds; and how the
+built-in runtime decides per loaded model (``batch_plan``, the model key's ``batching``)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kserve_mesh.core.errors import DeadlineExceeded, InternalError, InvalidArgument, ModelLoadFailed, ModelNotFound
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.protocol import tensors
+from kserve_mesh.runtime.builtin import BuiltinRuntime, LocalFetcher, RuntimeConfig
+from kserve_mesh.runtime.builtin.batching import Batcher, BatchStats, stack_key
+from kserve_mesh.runtime.builtin.models import BatchSettings, LoadedModel, TensorSpec, resolve_model_spec
+from kserve_mesh.runtime.builtin.runtime import batch_plan
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class RowSums(LoadedModel):
+    """``y`` = each row's sum; refuses NaN (as sklearn does); records the batch sizes it saw.
+    With a ``gate``, predict waits for it (a batch held in flight)."""
+
+    model_type = "test"
+
+    def __init__(self, *, inline: bool = True, gate: threading.Event | None = None, fail: bool = False,
+                 aggregate: bool = False) -> None:
+        self.inputs = (TensorSpec("x", "FP64", (-1, 2), dtype=np.dtype(np.float64)),)
+        self.outputs = (TensorSpec("y", "FP64", (-1,)),)
+        self.predict_inline = inline
+        self.gate = gate
+        self.fail = fail
+        self.aggregate = aggregate
+        self.calls: list[int] = []
+        self.entered = threading.Event()
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.calls.append(x.shape[0])
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "test gate never opened"
+        if self.fail:
+            raise RuntimeError("the model broke")
+        if np.isnan(x).any():
+            raise ValueError("Input contains NaN")
+        if self.aggregate:
+            return {"y": np.array([x.sum()])}
+        return {"y": x.sum(axis=1)}
+
+
+@pytest.fixture
+def pool() -> Any:
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        yield executor
+
+
+def batcher(model: RowSums, pool: Any, *, size: int = 32, delay_ms: float = 0, inline_max: int = 4096,
+            stats: BatchStats | None = None) -> Batcher:
+    return Batcher("m", model, max_batch_size=size, max_batch_delay_ms=delay_ms, executor=pool,
+                   inline_max_elements=inline_max, stats=stats)
+
+
+def rows(*values: float, width: int = 2) -> dict[str, np.ndarray]:
+    return {"x": np.array([[v] * width for v in values], dtype=np.float64)}
+
+
+async def test_concurrent_requests_are_stacked_predicted_once_and_split(pool: Any) -> None:
+    model, stats = RowSums(), BatchStats()
+    b = batcher(model, pool, stats=stats)
+    feeds = [rows(1), rows(2, 3), rows(4), rows(5, 6, 7)]
+    outs = await asyncio.gather(*(b.infer(f) for f in feeds))
+    assert model.calls == [7]
+    assert [o["y"].tolist() for o in outs] == [[2], [4, 6], [8], [10, 12, 14]]
+    snap = stats.snapshot()
+    assert snap.calls == 1 and snap.total == 4
+
+
+async def test_each_answer_equals_the_unbatched_answer_off_the_loop(pool: Any) -> None:
+    model = RowSums(inline=False)
+    b = batcher(model, pool)
+    feeds = [rows(float(i)) for i in range(12)]
+    outs = await asyncio.gather(*(b.infer(f) for f in feeds))
+    assert [o["y"].tolist() for o in outs] == [[2.0 * i] for i in range(12)]
+    assert sum(model.calls) == 12 and len(model.calls) < 12
+
+
+async def test_incompatible_inputs_are_not_stacked_together(pool: Any) -> None:
+    model = RowSums()
+    b = batcher(model, pool)
+    wide = {"x": np.ones((1, 3))}  # other trailing dims (a model with free inputs would take it)
+    as_int = {"x": np.ones((1, 2), dtype=np.int64)}
+    outs = await asyncio.gather(b.infer(rows(1)), b.infer(wide), b.infer(as_int), b.infer(rows(2)))
+    assert sorted(model.calls) == [1, 1, 2]  # the two compatible ones together, the others apart
+    assert [o["y"].tolist() for o in outs] == [[2], [3], [2], [4]]
+    assert stack_key({"x": np.array(["a"], dtype=object)}) is None  # BYTES never stacked
+    assert stack_key({"x": np.array(1.0)}) is None  # no batch dimension
+    assert stack_key({"a": np.ones((1, 2)), "b": np.ones((2, 2))}) is None  # first dims disagree
+
+
+async def test_a_refused_request_does_not_fail_the_others(pool: Any) -> None:
+    model = RowSums()
+    b = batcher(model, pool)
+    results = await asyncio.gather(b.infer(rows(1)), b.infer(rows(float("nan"))), b.infer(rows(3)),
+                                   return_exceptions=True)
+    assert results[0]["y"].tolist() == [2] and results[2]["y"].tolist() == [6]
+    assert isinstance(results[1], InvalidArgument) and "NaN" in str(results[1])
+    assert model.calls == [3, 1, 1, 1]  # the batch, refused; then each alone
+
+
+async def test_a_broken_model_fails_every_request_of_the_batch(pool: Any) -> None:
+    model = RowSums(fail=True)
+    b = batcher(model, pool)
+    results = await asyncio.gather(*(b.infer(rows(i)) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, InternalError) for r in results)
+    assert model.calls == [3]
+
+
+async def test_outputs_without_the_batch_dimension_fall_back_to_one_by_one(pool: Any) -> None:
+    model = RowSums(aggregate=True)
+    b = batcher(model, pool)
+    outs = await asyncio.gather(b.infer(rows(1)), b.infer(rows(2, 3)))
+    assert [o["y"].tolist() for o in outs] == [[2], [10]]
+    assert model.calls == [3, 1, 2] and not b.enabled  # and never stacked again
+    await asyncio.gather(b.infer(rows(1)), b.infer(rows(2)))
+    assert model.calls[3:] == [1, 1]
+
+
+async def test_requests_arriving_during_a_batch_join_the_next_one(pool: Any) -> None:
+    gate = threading.Event()
+    model = RowSums(inline=False, gate=gate)
+    b = batcher(model, pool)
+    first = asyncio.ensure_future(b.infer(rows(1)))
+    await asyncio.to_thread(model.entered.wait, 5)
+    later = [asyncio.ensure_future(b.infer(rows(float(i)))) for i in range(2, 6)]
+    await asyncio.sleep(0.02)
+    assert model.calls == [1]  # nothing starts while the model's batch predicts
+    gate.set()
+    outs = await asyncio.gather(first, *later)
+    assert model.calls == [1, 4]
+    assert [o["y"].tolist() for o in outs] == [[2], [4], [6], [8], [10]]
+
+
+async def test_a_cancelled_waiting_request_leaves_the_others_alone(pool: Any) -> None:
+    gate = threading.Event()
+    model = RowSums(inline=False, gate=gate)
+    b = batcher(model, pool)
+    first = asyncio.ensure_future(b.infer(rows(1)))
+    await asyncio.to_thread(model.entered.wait, 5)
+    waiting = [asyncio.ensure_future(b.infer(rows(float(i)))) for i in range(2, 5)]
+    await asyncio.sleep(0)
+    waiting[1].cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    done = await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert isinstance(done[2], asyncio.CancelledError)
+    assert [done[i]["y"].tolist() for i in (0, 1, 3)] == [[2], [4], [8]]
+    assert model.calls == [1, 2]  # the cancelled request never reached the model
+
+
+async def test_a_request_in_a_running_batch_can_be_cancelled(pool: Any) -> None:
+    gate = threading.Event()
+    model = RowSums(inline=False, gate=gate)
+    b = batcher(model, pool)
+    tasks = [asyncio.ensure_future(b.infer(rows(float(i)))) for i in range(3)]
+    await asyncio.to_thread(model.entered.wait, 5)
+    tasks[0].cancel()
+    gate.set()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert [d["y"].tolist() for d in done[1:]] == [[2], [4]]
+
+
+async def test_deadlines_are_kept_while_waiting(pool: Any) -> None:
+    gate = threading.Event()
+    model = RowSums(inline=False, gate=gate)
+    b = batcher(model, pool)
+    first = asyncio.ensure_future(b.infer(rows(1)))
+    await asyncio.to_thread(model.entered.wait, 5)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="did not answer within"):
+        await b.infer(rows(2), timeout=0.05)
+    assert time.monotonic() - started < 2
+    other = asyncio.ensure_future(b.infer(rows(3)))
+    gate.set()
+    assert (await first)["y"].tolist() == [2] and (await other)["y"].tolist() == [6]
+    assert model.calls == [1, 1]  # the request past its deadline was dropped from the queue
+
+
+async def test_batches_hold_at_most_max_batch_size_rows(pool: Any) -> None:
+    model = RowSums()
+    b = batcher(model, pool, size=4)
+    outs = await asyncio.gather(*(b.infer(rows(float(i))) for i in range(10)), b.infer(rows(*range(6))))
+    assert sorted(model.calls) == [2, 4, 4, 6]  # the 6-row request alone: larger than a batch
+    assert [o["y"].tolist() for o in outs[:10]] == [[2.0 * i] for i in range(10)]
+    assert outs[10]["y"].tolist() == [2.0 * i for i in range(6)]
+
+
+async def test_a_delay_gathers_requests_that_arrive_within_it(pool: Any) -> None:
+    model = RowSums()
+    b = batcher(model, pool, delay_ms=100)
+    started = time.monotonic()
+    first = asyncio.ensure_future(b.infer(rows(1)))
+    await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(b.infer(rows(2)))
+    outs = await asyncio.gather(first, second)
+    waited = time.monotonic() - started
+    assert model.calls == [2] and [o["y"].tolist() for o in outs] == [[2], [4]]
+    assert 0.08 <= waited < 2  # the first request waited for the delay, not much longer
+
+
+async def test_a_full_batch_does_not_wait_for_the_delay(pool: Any) -> None:
+    model = RowSums()
+    b = batcher(model, pool, size=3, delay_ms=5_000)
+    started = time.monotonic()
+    outs = await asyncio.gather(*(b.infer(rows(float(i))) for i in range(3)))
+    assert time.monotonic() - started < 2 and model.calls == [3] and len(outs) == 3
+
+
+async def test_closing_fails_what_still_waits(pool: Any) -> None:
+    model = RowSums()
+    b = batcher(model, pool, delay_ms=5_000)
+    waiting = asyncio.ensure_future(b.infer(rows(1)))
+    await asyncio.sleep(0.01)
+    b.close()
+    with pytest.raises(ModelNotFound, match="unloaded"):
+        await waiting
+    with pytest.raises(ModelNotFound):
+        await b.infer(rows(1))
+    assert model.calls == []
+
+
+# -- the runtime's decision per model ----------------------------------------------------------------
+
+def test_batch_plan_defaults_and_overrides() -> None:
+    config = RuntimeConfig(batch_max_size=16, batch_max_delay_ms=1)
+    model = RowSums()
+    assert batch_plan(model, None, config) == (16, 1.0)
+    assert batch_plan(model, BatchSettings(max_batch_size=4), config) == (4, 1.0)
+    assert batch_plan(model, BatchSettings(max_batch_size=0), config) is None
+    assert batch_plan(model, BatchSettings(max_batch_delay_ms=3), config) == (16, 3.0)
+    assert batch_plan(model, None, RuntimeConfig(batch_max_size=1)) is None
+    fixed = RowSums()
+    fixed.inputs = (TensorSpec("x", "FP64", (1, 2), dtype=np.dtype(np.float64)),)
+    assert batch_plan(fixed, None, config) is None  # no batch dimension
+    text = RowSums()
+    text.inputs = (TensorSpec("x", "BYTES", (-1,)),)
+    assert batch_plan(text, BatchSettings(max_batch_size=8), config) is None
+    custom = RowSums()
+    custom.batch_by_default = False  # user code: off unless it (or the key) opts in
+    assert batch_plan(custom, None, config) is None
+    custom.batching = BatchSettings(max_batch_size=8, max_batch_delay_ms=2)
+    assert batch_plan(custom, None, config) == (8, 2.0)
+    assert batch_plan(custom, BatchSettings(max_batch_size=2), config) == (2, 2.0)
+
+
+@pytest.mark.parametrize(("batching", "message"), [
+    ("yes", "must be an object"),
+    ({"max_batch_size": -1}, "max_batch_size must be an integer"),
+    ({"max_batch_size": 2.5}, "max_batch_size must be an integer"),
+    ({"max_batch_size": True}, "max_batch_size must be an integer"),
+    ({"max_batch_delay_ms": "2"}, "max_batch_delay_ms must be a number"),
+    ({"max_batch_delay_ms": 10**9}, "max_batch_delay_ms must be a number"),
+    ({"max_batch": 2}, "unknown field"),
+])
+def test_malformed_batching_in_the_model_key_is_refused(batching: Any, message: str) -> None:
+    key = json.dumps({"model_type": {"name": "sklearn"}, "batching": batching})
+    with pytest.raises(ModelLoadFailed, match=f"model key 'batching'.*{message}|{message}"):
+        resolve_model_spec("rt:mlserver", key)
+
+
+def test_batching_in_the_model_key_is_read() -> None:
+    key = json.dumps({"model_type": {"name": "sklearn"}, "batching": {"max_batch_size": 8, "max_batch_delay_ms": 2}})
+    assert resolve_model_spec("rt:x", key).batching == BatchSettings(8, 2.0)
+    assert resolve_model_spec("sklearn", "plain-key").batching is None
+
+
+@pytest.fixture
+async def runtime(models_dir: Path) -> AsyncIterator[BuiltinRuntime]:
+    rt = BuiltinRuntime(RuntimeConfig(batch_max_size=8), LocalFetcher([models_dir]))
+    yield rt
+    await rt.close()
+
+
+async def test_runtime_batches_sklearn_by_default_and_not_string_models(
+        runtime: BuiltinRuntime, models_dir: Path) -> None:
+    await runtime.load_model("sk", ModelInfo(type="sklearn", path=str(models_dir / "sklearn-iris")))
+    await runtime.load_model("str", ModelInfo(type="string", path=str(models_dir / "string-1")))
+    key = json.dumps({"model_type": {"name": "sklearn"}, "batching": {"max_batch_size": 0}})
+    await runtime.load_model("sk-off", ModelInfo(type="rt:x", path=str(models_dir / "sklearn-iris"), key=key))
+    assert runtime._models["sk"].batcher is not None
+    assert runtime._models["str"].batcher is None and runtime._models["sk-off"].batcher is None
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]] * 4)
+    alone = [tensors.decode_outputs(await runtime.infer(tensors.encode_request("sk-off", {"input-0": x[i:i + 1]})))
+             for i in range(len(x))]
+    together = await asyncio.gather(*(runtime.infer(tensors.encode_request("sk", {"input-0": x[i:i + 1]}, raw=i % 2 == 0))
+                                      for i in range(len(x))))
+    assert [tensors.decode_outputs(r)["output-0"].tolist() for r in together] == [a["output-0"].tolist() for a in alone]
+    snap = runtime.batch_stats()
+    assert snap.total == len(x) and snap.calls == 2  # 12 requests in batches of at most 8
+
+
+async def test_a_malformed_batching_key_fails_the_load_clearly(runtime: BuiltinRuntime, models_dir: Path) -> None:
+    key = json.dumps({"model_type": {"name": "sklearn"}, "batching": {"max_batch_size": "many"}})
+    with pytest.raises(ModelLoadFailed, match="max_batch_size must be an integer"):
+        await runtime.load_model("bad", ModelInfo(type="rt:x", path=str(models_dir / "sklearn-iris"), key=key))
+    assert not runtime.is_loaded("bad")
+
+
+async def test_unloading_a_model_fails_its_waiting_requests(models_dir: Path) -> None:
+    rt = BuiltinRuntime(RuntimeConfig(batch_max_delay_ms=5_000), LocalFetcher([models_dir]))
+    try:
+        await rt.load_model("sk", ModelInfo(type="sklearn", path=str(models_dir / "sklearn-iris")))
+        waiting = asyncio.ensure_future(rt.infer(tensors.encode_request("sk", {"input-0": np.ones((1, 4))})))
+        await asyncio.sleep(0.01)
+        await rt.unload_model("sk")
+        with pytest.raises(ModelNotFound):
+            await waiting
+    finally:
+        await rt.close()
