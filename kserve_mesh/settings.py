@@ -105,6 +105,15 @@ class MeshSettings(BaseSettings):
     runtime_restart_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between restarts of a "
                                                  "runtime child that keeps dying (backoff doubles from 0.5 s).")
 
+    # -- adaptive batching (issue 15; runtime/builtin/batching.py) ---------------------------------
+    batch_max_size: int = Field(32, ge=0, le=65_536, description="Adaptive batching of the built-in runtime: "
+                                "concurrent requests of a model stacked along the batch dimension, at most this "
+                                "many rows per model call (0 or 1: off). Models that take a batch dimension "
+                                "only; a model key's or InferenceService's batching overrides.")
+    batch_max_delay_ms: float = Field(0.0, ge=0, le=60_000, description="Longest a request waits for others "
+                                      "to batch with (0: no deliberate wait; requests arriving while the model "
+                                      "predicts are batched).")
+
     # -- memory truth (issue 16) --------------------------------------------------------------------
     runtime_release_memory: bool = Field(True, description="After unloads, the built-in runtime gives the "
                                          "allocator's free memory back to the OS (glibc malloc_trim).")

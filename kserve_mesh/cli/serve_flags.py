@@ -41,6 +41,11 @@ SECURITY_FLAGS = {
                                     "(a child runtime is restarted)."),
     "runtime_allocator": _opt("--runtime-allocator", help="glibc | jemalloc: the allocator of the runtime child "
                               "(--runtime process); jemalloc needs libjemalloc2 (issue 16)."),
+    "batch_max_size": _opt("--batch-max-size", help="Adaptive batching: rows per model call at most (default "
+                           "32; 0 or 1: off), for models that take a batch dimension (env "
+                           "KSERVE_MESH_BATCH_MAX_SIZE)."),
+    "batch_max_delay_ms": _opt("--batch-max-delay-ms", help="Adaptive batching: longest a request waits for "
+                               "others, in ms (default 0: no deliberate wait; env KSERVE_MESH_BATCH_MAX_DELAY_MS)."),
     "eviction_policy": _opt("--eviction-policy", help="lru | adaptive: which model copies the cache evicts "
                             "first (default lru, ModelMesh's; adaptive weighs frequency, size, load time and "
                             "recency, issue 12)."),
@@ -78,6 +83,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "payload_queue_size": Optional[int], "per_model_metrics": Optional[bool],
     "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
     "runtime_allocator": Optional[str], "eviction_policy": Optional[str],
+    "batch_max_size": Optional[int], "batch_max_delay_ms": Optional[float],
     "tls_cert": Optional[Path], "tls_key": Optional[Path], "tls_client_ca": Optional[Path],
     "tls_client_auth": Optional[str], "tls_ca": Optional[Path], "tls_server_name": Optional[str],
     "tls_metrics": Optional[bool], "auth": Optional[str], "auth_file": Optional[Path],

@@ -318,6 +318,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="size assumed when a model's size cannot be predicted")
     p.add_argument("--release-memory", action=argparse.BooleanOptionalAction, default=d.release_memory,
                    help="after unloads, give the allocator's free memory back to the OS (glibc malloc_trim)")
+    p.add_argument("--batch-max-size", type=int, default=d.batch_max_size,
+                   help="adaptive batching: rows per model call at most, for models that take a batch dimension "
+                        "(0 or 1: off; a model key's 'batching' overrides)")
+    p.add_argument("--batch-max-delay-ms", type=float, default=d.batch_max_delay_ms,
+                   help="adaptive batching: longest a request waits for others (0: no deliberate wait)")
     p.add_argument("--max-message-bytes", type=parse_bytes, default=DEFAULT_MAX_MESSAGE_BYTES,
                    help="largest gRPC message accepted or sent")
     p.add_argument("--storage-config", type=Path, default=None,
@@ -384,6 +389,8 @@ async def _run(args: argparse.Namespace) -> int:
         model_loading_timeout_ms=args.model_loading_timeout_ms,
         default_model_size_bytes=args.default_model_size_bytes,
         release_memory=args.release_memory,
+        batch_max_size=args.batch_max_size,
+        batch_max_delay_ms=args.batch_max_delay_ms,
     )
     server, port = await serve(
         config, args.host, args.port, fetcher=_fetcher(args), max_message_bytes=args.max_message_bytes,

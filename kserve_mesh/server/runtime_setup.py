@@ -38,7 +38,8 @@ def child_args(s: MeshSettings, cache_dir: Path) -> list[str]:
             "--model-loading-timeout-ms", str(s.model_loading_timeout_ms),
             "--default-model-size-bytes", str(s.default_model_size_bytes),
             "--cache-dir", str(cache_dir),
-            "--release-memory" if s.runtime_release_memory else "--no-release-memory"]
+            "--release-memory" if s.runtime_release_memory else "--no-release-memory",
+            "--batch-max-size", str(s.batch_max_size), "--batch-max-delay-ms", f"{s.batch_max_delay_ms:g}"]
     if s.storage_config is not None:
         args += ["--storage-config", str(s.storage_config)]
     return args + StoragePolicy.from_settings(s).flags()  # the same folders, claims and hosts
@@ -53,7 +54,8 @@ async def make_runtime(s: MeshSettings, cache_dir: Path) -> tuple[ModelRuntime, 
         config = RuntimeConfig(capacity_bytes=s.capacity_bytes, max_loading_concurrency=s.max_loading_concurrency,
                                model_loading_timeout_ms=s.model_loading_timeout_ms,
                                default_model_size_bytes=s.default_model_size_bytes,
-                               release_memory=s.runtime_release_memory)
+                               release_memory=s.runtime_release_memory, batch_max_size=s.batch_max_size,
+                               batch_max_delay_ms=s.batch_max_delay_ms)
         return BuiltinRuntime(config, make_fetcher(s.storage_config, cache_dir, StoragePolicy.from_settings(s))), None
     from kserve_mesh.runtime.grpc_client import GrpcRuntimeClient
 

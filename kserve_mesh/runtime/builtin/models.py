@@ -181,9 +181,11 @@ class LoadedModel:
     batching: BatchSettings | None = None
     """The model's own batching settings (a custom model's ``model-settings.json``)."""
 
-    def stacks_rows(self) -> str:
+    def stacks_rows(self, *, explicit: bool = False) -> str:
         """Why concurrent requests cannot be stacked along dim 0 for this model ("" when they can):
-        every input must be numeric with a dynamic first dimension (-1: the batch)."""
+        every input must be numeric with a dynamic first dimension (-1: the batch). Unless batching
+        was asked for ``explicit``-ly, every input must also have a dimension after the batch one: a
+        lone ``[-1]`` may be one variable-length vector that the model reads as a whole."""
         if self.free_inputs:
             return ""  # undeclared inputs: each request is checked as it comes (batching.py)
         if not self.inputs:
@@ -195,6 +197,8 @@ class LoadedModel:
                 return f"input '{spec.name}' is {spec.datatype}"
             if not spec.shape or spec.shape[0] >= 0:
                 return f"input '{spec.name}' has no batch dimension (shape {list(spec.shape)})"
+            if len(spec.shape) < 2 and not explicit:
+                return f"input '{spec.name}' has shape {list(spec.shape)}: perhaps no batch dimension"
         return ""
 
     def warm_up(self) -> None:

@@ -85,10 +85,12 @@ def batch_plan(model: LoadedModel, key: BatchSettings | None, config: RuntimeCon
     """(max batch size, max delay in ms) of a loaded model, or None when it is not batched: the
     model key's ``batching`` first, then the model's own settings (a custom model's), then the
     runtime's defaults, which apply only to models that take them (``batch_by_default``: not user
-    code). Never for a model whose inputs cannot be stacked (``LoadedModel.stacks_rows``)."""
+    code), and then only where every input has a dimension after the batch one. Never for a model
+    whose inputs cannot be stacked (``LoadedModel.stacks_rows``)."""
     own = model.batching or BatchSettings()
     key = key or BatchSettings()
     size = key.max_batch_size if key.max_batch_size is not None else own.max_batch_size
+    explicit = size is not None
     if size is None:
         size = config.batch_max_size if model.batch_by_default else 0
     delay = key.max_batch_delay_ms if key.max_batch_delay_ms is not None else own.max_batch_delay_ms
@@ -96,7 +98,7 @@ def batch_plan(model: LoadedModel, key: BatchSettings | None, config: RuntimeCon
         delay = config.batch_max_delay_ms
     if size <= 1:
         return None
-    why_not = model.stacks_rows()
+    why_not = model.stacks_rows(explicit=explicit)
     if why_not:
         logger.debug("model of type %s not batched: %s", model.model_type, why_not)
         return None

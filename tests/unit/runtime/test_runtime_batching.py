@@ -256,6 +256,10 @@ def test_batch_plan_defaults_and_overrides() -> None:
     text = RowSums()
     text.inputs = (TensorSpec("x", "BYTES", (-1,)),)
     assert batch_plan(text, BatchSettings(max_batch_size=8), config) is None
+    vector = RowSums()
+    vector.inputs = (TensorSpec("x", "FP32", (-1,), dtype=np.dtype(np.float32)),)
+    assert batch_plan(vector, None, config) is None  # [-1] may be one vector, read as a whole...
+    assert batch_plan(vector, BatchSettings(max_batch_size=8), config) == (8, 1.0)  # ...unless told
     custom = RowSums()
     custom.batch_by_default = False  # user code: off unless it (or the key) opts in
     assert batch_plan(custom, None, config) is None
@@ -328,3 +332,26 @@ async def test_unloading_a_model_fails_its_waiting_requests(models_dir: Path) ->
             await waiting
     finally:
         await rt.close()
+
+
+# -- settings ----------------------------------------------------------------------------------------
+
+def test_settings_reach_the_in_process_runtime_and_the_child(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    from kserve_mesh.runtime.server import _parser
+    from kserve_mesh.server.runtime_setup import child_args
+    from kserve_mesh.settings import MeshSettings
+
+    monkeypatch.setenv("KSERVE_MESH_BATCH_MAX_SIZE", "8")
+    monkeypatch.setenv("KSERVE_MESH_BATCH_MAX_DELAY_MS", "2.5")
+    s = MeshSettings()
+    assert (s.batch_max_size, s.batch_max_delay_ms) == (8, 2.5)
+    args = child_args(s, tmp_path)
+    parsed = _parser().parse_args(args)
+    assert (parsed.batch_max_size, parsed.batch_max_delay_ms) == (8, 2.5)
+    defaults = _parser().parse_args([])
+    assert (defaults.batch_max_size, defaults.batch_max_delay_ms) == (32, 0.0)
+    with pytest.raises(ValueError, match="batch_max_size"):
+        MeshSettings(batch_max_size=-1)
+    with pytest.raises(ValueError, match="must not be negative"):
+        RuntimeConfig(batch_max_delay_ms=-1)
