@@ -24,6 +24,12 @@ and ``kserve_mesh_cache_window_fraction`` (adaptive: the recency window's share 
 The ``modelmesh_instance_lru_*`` gauges keep ModelMesh's meaning (the oldest last use of a loaded
 copy) under every policy.
 
+Adaptive batching (issue 15) is the histogram ``kserve_mesh_batch_size``: requests predicted by one
+model call of a batched model, in this instance's runtime (no model label: one series set per
+instance). It is read from the runtime at scrape time (in process), or from its last
+``runtimeStatus`` (a runtime process: up to ``memory_check_interval_s`` old; it restarts from zero
+when the runtime process does); absent while the runtime has batched nothing.
+
 Names, labels, units and buckets follow ModelMesh (its ``Metric.java`` / ``Metrics.java``), so its
 Grafana dashboard and alerts work unchanged. Metrics are registered on an injectable
 ``CollectorRegistry`` (a fresh one by default), so tests and several instances in one process never
@@ -60,10 +66,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
+
+from kserve_mesh.runtime.spi import BATCH_SIZE_BUCKETS
 
 # ModelMesh's buckets. Latency in ms: sub-millisecond hits to 5-minute loads.
 MS_BUCKETS = (
@@ -232,6 +240,29 @@ class _PolicyCollector:
                                     "policy's recency window (tuned online)", value=n.window_fraction)
 
 
+class _BatchCollector:
+    """``kserve_mesh_batch_size`` from the runtime's batch counts as last read (module docstring)."""
+
+    def __init__(self) -> None:
+        self.counts: tuple[int, ...] = ()
+        self.total = 0
+
+    def collect(self) -> Iterator[Metric]:
+        counts, total = self.counts, self.total
+        if not any(counts):
+            return
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*BATCH_SIZE_BUCKETS, None), counts, strict=False):
+            running += count
+            buckets.append(("+Inf" if bound is None else floatToGoString(bound), running))
+        if buckets[-1][0] != "+Inf":
+            buckets.append(("+Inf", sum(counts)))
+        yield HistogramMetricFamily("kserve_mesh_batch_size", "Requests predicted together by one model call "
+                                    "(adaptive batching) in this instance's runtime", buckets=buckets,
+                                    sum_value=total)
+
+
 class MeshMetrics:
     """The metrics of one instance, with helpers the mesh calls."""
 
@@ -253,6 +284,8 @@ class MeshMetrics:
         self.registry.register(self._memory)  # type: ignore[arg-type]
         self._policy = _PolicyCollector()
         self.registry.register(self._policy)  # type: ignore[arg-type]
+        self._batches = _BatchCollector()
+        self.registry.register(self._batches)  # type: ignore[arg-type]
 
     def _declare_histograms(self, req: tuple[str, ...], mdl: tuple[str, ...]) -> None:
         """Request histograms labelled ``req``, model lifecycle ones ``mdl``."""
@@ -471,6 +504,11 @@ class MeshMetrics:
     def set_policy(self, numbers: PolicyNumbers) -> None:
         """The eviction policy's numbers as read now (exposed until the next call)."""
         self._policy.numbers = numbers
+
+    def set_batches(self, counts: Iterable[int], total: int) -> None:
+        """The runtime's batch sizes as read now: model calls per ``BATCH_SIZE_BUCKETS`` bucket (then
+        one more for larger; not cumulative) and the requests of all of them."""
+        self._batches.counts, self._batches.total = tuple(counts), total
 
     def set_payloads(self, sinks: Iterable[SinkCounts]) -> None:
         """The payload sinks' counters, as read now (exposed until the next call)."""

@@ -157,6 +157,7 @@ class Telemetry:
                                lru_age_s=max(0.0, (now_ms - lru_ms) / 1000.0))
         self._refresh_memory(inst)
         self._refresh_policy(inst)
+        self._refresh_batches(inst)
         records = inst.model_records()
         self.metrics.set_cluster(models_managed=len(records), models_loaded=sum(1 for r in records if r.instances),
                                  models_with_failure=sum(1 for r in records if r.failures))
@@ -178,6 +179,18 @@ class Telemetry:
             gpu_capacity_bytes=gpu.capacity_bytes if gpu is not None else 0,
             gpu_used_bytes=gpu.used_bytes(inst.cache.copies) if gpu is not None and gpu.enabled else 0,
         ))
+
+    def _refresh_batches(self, inst: Any) -> None:
+        """``kserve_mesh_batch_size``: from the runtime itself when it is in this process (it has
+        ``batch_stats``), else from its last runtimeStatus (the memory watch reads it)."""
+        stats = getattr(getattr(inst, "runtime", None), "batch_stats", None)
+        if callable(stats):
+            snap = stats()
+            self.metrics.set_batches(snap.counts, snap.total)
+            return
+        watch = getattr(inst, "memory", None)
+        counts, total = getattr(watch, "batch_sizes", ((), 0))
+        self.metrics.set_batches(counts, total)
 
     def _refresh_policy(self, inst: Any) -> None:
         ledger = getattr(getattr(inst, "cache", None), "ledger", None)

@@ -112,6 +112,9 @@ class MemoryWatch:
         self.snapshot = MemorySnapshot()
         self.recycles = 0
         self.mispredictions = 0
+        # The runtime's batch sizes as last reported (runtimeStatus: counts per bucket, requests):
+        # what kserve_mesh_batch_size shows for a runtime in another process.
+        self.batch_sizes: tuple[tuple[int, ...], int] = ((), 0)
         self._last_recycle = float("-inf")
         self._start_offset: int | None = None  # resident - baseline at the first reading of an empty cache
         self._recycling: asyncio.Task[None] | None = None
@@ -145,6 +148,7 @@ class MemoryWatch:
             status = await asyncio.wait_for(self.runtime.runtime_status(), max(1.0, self.settings.interval_s))
         except (MeshError, TimeoutError):
             return self.snapshot  # the supervisor deals with a runtime that does not answer
+        self.batch_sizes = (tuple(status.batch_size_counts), status.batch_size_total)
         return self.observe(status.resident_bytes, status.baseline_bytes)
 
     def observe(self, resident: int, baseline: int) -> MemorySnapshot:

@@ -128,6 +128,8 @@ class GrpcRuntimeClient:
             baseline_bytes=resp.baselineBytes,
             gpu_capacity_bytes=resp.gpuCapacityBytes,
             gpu_status=resp.gpuStatus,
+            batch_size_counts=tuple(resp.batchSizeCounts),
+            batch_size_total=resp.batchSizeTotal,
         )
 
     async def load_model(self, model_id: str, info: ModelInfo) -> LoadResult:

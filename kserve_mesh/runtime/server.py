@@ -109,6 +109,8 @@ class _Service:
             baselineBytes=status.baseline_bytes,
             gpuCapacityBytes=status.gpu_capacity_bytes,
             gpuStatus=status.gpu_status,
+            batchSizeCounts=status.batch_size_counts,
+            batchSizeTotal=status.batch_size_total,
         )
         for method in _ID_FIELD_METHODS:
             resp.methodInfos[f"{v2.SERVICE}/{method}"].idInjectionPath.append(1)

@@ -40,14 +40,13 @@ import numpy as np
 from kserve_mesh.core.errors import DeadlineExceeded, InternalError, InvalidArgument, MeshError, ModelNotFound
 from kserve_mesh.runtime.builtin.models import LoadedModel
 from kserve_mesh.runtime.builtin.prediction import predict as _predict
+from kserve_mesh.runtime.spi import BATCH_SIZE_BUCKETS
 
 logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 Feed = dict[str, np.ndarray]
 
-BATCH_SIZE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-"""Upper bounds of the batch size histogram (requests per model call); +Inf follows."""
 
 
 class BatchStats:

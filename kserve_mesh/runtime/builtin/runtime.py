@@ -168,6 +168,8 @@ class BuiltinRuntime:
             baseline_bytes=self._baseline_bytes,
             gpu_capacity_bytes=self._gpu.capacity_bytes,
             gpu_status=self._gpu.status,
+            batch_size_counts=(batches := self._batch_stats.snapshot()).counts,
+            batch_size_total=batches.total,
         )
 
     async def predict_model_size(self, model_id: str, info: ModelInfo) -> int:

@@ -355,3 +355,31 @@ def test_settings_reach_the_in_process_runtime_and_the_child(monkeypatch: pytest
         MeshSettings(batch_max_size=-1)
     with pytest.raises(ValueError, match="must not be negative"):
         RuntimeConfig(batch_max_delay_ms=-1)
+
+
+# -- the metric --------------------------------------------------------------------------------------
+
+def test_batch_sizes_render_as_a_prometheus_histogram() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kserve_mesh.api.metrics import MeshMetrics
+    from kserve_mesh.runtime.spi import BATCH_SIZE_BUCKETS
+
+    stats = BatchStats()
+    for size in (1, 1, 3, 8, 300):
+        stats.observe(size)
+    snap = stats.snapshot()
+    assert len(snap.counts) == len(BATCH_SIZE_BUCKETS) + 1 and snap.calls == 5 and snap.total == 313
+    metrics = MeshMetrics()
+    assert b"kserve_mesh_batch_size" not in metrics.render()[0]  # nothing batched yet: no series
+    metrics.set_batches(snap.counts, snap.total)
+    family = next(f for f in text_string_to_metric_families(metrics.render()[0].decode())
+                  if f.name == "kserve_mesh_batch_size")
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert samples[("kserve_mesh_batch_size_bucket", "1.0")] == 2
+    assert samples[("kserve_mesh_batch_size_bucket", "4.0")] == 3
+    assert samples[("kserve_mesh_batch_size_bucket", "8.0")] == 4
+    assert samples[("kserve_mesh_batch_size_bucket", "256.0")] == 4
+    assert samples[("kserve_mesh_batch_size_bucket", "+Inf")] == 5
+    assert samples[("kserve_mesh_batch_size_count", None)] == 5
+    assert samples[("kserve_mesh_batch_size_sum", None)] == 313
