@@ -71,7 +71,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
-from kserve_mesh.runtime.spi import BATCH_SIZE_BUCKETS
+from kserve_mesh.core.batching import BATCH_SIZE_BUCKETS
 
 # ModelMesh's buckets. Latency in ms: sub-millisecond hits to 5-minute loads.
 MS_BUCKETS = (

@@ -22,10 +22,6 @@ from typing import Protocol
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import v2
 
-BATCH_SIZE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-"""Upper bounds of the batch size histogram (requests per model call, adaptive batching); the
-counts a runtime reports have one more entry, for calls above the largest bound."""
-
 
 class RuntimeState(enum.Enum):
     STARTING = 0
@@ -52,8 +48,9 @@ class RuntimeStatus:
     # GPU, and what the runtime found (a device, or why there is none).
     gpu_capacity_bytes: int = 0
     gpu_status: str = ""
-    # Adaptive batching (extension): model calls per batch size bucket (``BATCH_SIZE_BUCKETS``, then
-    # one more for larger), not cumulative, and the requests of all those calls; () / 0: none.
+    # Adaptive batching (extension): model calls per batch size bucket (core/batching.py
+    # ``BATCH_SIZE_BUCKETS``, then one more for larger), not cumulative, and the requests of all
+    # those calls; () / 0: none.
     batch_size_counts: tuple[int, ...] = ()
     batch_size_total: int = 0
 

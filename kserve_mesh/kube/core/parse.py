@@ -8,22 +8,27 @@ ignored.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from kserve_mesh.core.batching import MAX_BATCH_DELAY_MS_LIMIT, MAX_BATCH_SIZE_LIMIT
 from kserve_mesh.kube.core import schema as s
 from kserve_mesh.kube.core.errors import InvalidSpec
 from kserve_mesh.kube.core.resources import (
     DEPLOYMENT_MODE_ANNOTATION,
     KINDS,
     LEGACY_FRAMEWORKS,
+    MAX_BATCH_DELAY_ANNOTATION,
+    MAX_BATCH_SIZE_ANNOTATION,
     MODELMESH_MODE,
     PROTOCOLS,
     RUNTIME_ANNOTATION,
     SCHEMA_PATH_ANNOTATION,
     SECRET_KEY_ANNOTATION,
     STORAGE_SCHEMES,
+    Batching,
     InferenceService,
     ModelFormat,
     ModelSource,
@@ -143,7 +148,7 @@ def _isvc(obj: Mapping[str, Any], meta: ObjectMeta) -> InferenceService:
         fmt = ModelFormat(s.req_str(fmt_obj, "name", f"{mpath}.modelFormat"),
                           _version(fmt_obj, f"{mpath}.modelFormat"))
         runtime = s.opt_str(model, "runtime", mpath) or None
-        return InferenceService(meta, _extension(model, mpath, fmt, runtime, None, meta))
+        return InferenceService(meta, _with_batching(_extension(model, mpath, fmt, runtime, None, meta), pred, meta))
     if not frameworks:
         raise InvalidSpec(f"{path}.model", "is required (or a framework spec such as predictor.sklearn)")
     if len(frameworks) > 1:
@@ -152,8 +157,56 @@ def _isvc(obj: Mapping[str, Any], meta: ObjectMeta) -> InferenceService:
     name = frameworks[0]
     fpath = f"{path}.{name}"
     framework = s.mapping(pred[name], fpath, (*_EXTENSION_FIELDS, *_CONTAINER_FIELDS))
-    return InferenceService(meta, _extension(framework, fpath, ModelFormat(name), runtime_annotation or None,
-                                             name, meta))
+    source = _extension(framework, fpath, ModelFormat(name), runtime_annotation or None, name, meta)
+    return InferenceService(meta, _with_batching(source, pred, meta))
+
+
+def _with_batching(source: ModelSource, pred: Mapping[str, Any] | None, meta: ObjectMeta) -> ModelSource:
+    """KServe's ``predictor.batcher`` (``maxBatchSize``, ``maxLatency`` in ms; ``timeout`` is its
+    sidecar's and ignored), then the batching annotations for what the field leaves unset."""
+    size: int | None = None
+    delay: int | float | None = None
+    batcher = s.opt_mapping(pred, "batcher", "spec.predictor", ("maxBatchSize", "maxLatency", "timeout")) \
+        if pred is not None else None
+    if batcher is not None:
+        bpath = "spec.predictor.batcher"
+        size = _batch_size(s.opt_int(batcher, "maxBatchSize", bpath), f"{bpath}.maxBatchSize")
+        delay = _batch_delay(batcher.get("maxLatency"), f"{bpath}.maxLatency")
+        s.opt_int(batcher, "timeout", bpath)
+    annotations = meta.annotations
+    if size is None and MAX_BATCH_SIZE_ANNOTATION in annotations:
+        where = f"metadata.annotations.{MAX_BATCH_SIZE_ANNOTATION}"
+        text = annotations[MAX_BATCH_SIZE_ANNOTATION].strip()
+        if not text.isdigit():
+            raise InvalidSpec(where, f"must be an integer from 0 (off) to {MAX_BATCH_SIZE_LIMIT}, got '{text[:50]}'")
+        size = _batch_size(int(text), where)
+    if delay is None and MAX_BATCH_DELAY_ANNOTATION in annotations:
+        where = f"metadata.annotations.{MAX_BATCH_DELAY_ANNOTATION}"
+        text = annotations[MAX_BATCH_DELAY_ANNOTATION].strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise InvalidSpec(where, f"must be a number of milliseconds from 0 to {MAX_BATCH_DELAY_MS_LIMIT}, "
+                                     f"got '{text[:50]}'") from None
+        delay = _batch_delay(int(number) if number.is_integer() else number, where)
+    if size is None and delay is None:
+        return source
+    return dataclasses.replace(source, batching=Batching(size, delay))
+
+
+def _batch_size(value: int | None, where: str) -> int | None:
+    if value is not None and not 0 <= value <= MAX_BATCH_SIZE_LIMIT:
+        raise InvalidSpec(where, f"must be an integer from 0 (off) to {MAX_BATCH_SIZE_LIMIT}, got {value}")
+    return value
+
+
+def _batch_delay(value: Any, where: str) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_BATCH_DELAY_MS_LIMIT:
+        raise InvalidSpec(where, f"must be a number of milliseconds from 0 to {MAX_BATCH_DELAY_MS_LIMIT}, "
+                                 f"got {value!r}"[:200])
+    return value
 
 
 def _version(obj: Mapping[str, Any], path: str) -> str | None:
@@ -270,7 +323,8 @@ def _predictor(obj: Mapping[str, Any], meta: ObjectMeta) -> Predictor:
             schema_path = schema_path or s.opt_str(storage, "schemaPath", spath) or None
     if not model_path:
         raise InvalidSpec("spec.path", "is required (spec.path or spec.storage.path)")
-    return Predictor(meta, ModelSource(fmt, runtime, protocol, None, model_path, key, params, schema_path))
+    return Predictor(meta, _with_batching(ModelSource(fmt, runtime, protocol, None, model_path, key, params,
+                                                      schema_path), None, meta))
 
 
 # -- ServingRuntime / ClusterServingRuntime ------------------------------------------------------

@@ -29,6 +29,10 @@ MODELMESH_MODE = "ModelMesh"
 RUNTIME_ANNOTATION = "serving.kserve.io/servingRuntime"
 SECRET_KEY_ANNOTATION = "serving.kserve.io/secretKey"
 SCHEMA_PATH_ANNOTATION = "serving.kserve.io/schemaPath"
+# Adaptive batching of a model (the built-in runtime's, issue 15): as KServe's predictor.batcher
+# maxBatchSize / maxLatency, for resources without that field (a Predictor) or to set one of them.
+MAX_BATCH_SIZE_ANNOTATION = "serving.kserve.io/max-batch-size"
+MAX_BATCH_DELAY_ANNOTATION = "serving.kserve.io/max-batch-delay-ms"
 
 PROTOCOLS = ("v1", "v2", "grpc-v1", "grpc-v2")
 LEGACY_FRAMEWORKS = ("sklearn", "xgboost", "lightgbm", "tensorflow", "pytorch", "triton", "onnx", "pmml",
@@ -47,6 +51,15 @@ class ObjectMeta:
     generation: int = 0
     uid: str = ""
     creation_timestamp: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """A model's adaptive batching: rows per model call at most (0 or 1: off), the longest a
+    request waits for others in ms; None: the runtime's default."""
+
+    max_batch_size: int | None = None
+    max_batch_delay_ms: int | float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,7 @@ class ModelSource:
     schema_path: str | None = None
     runtime_version: str | None = None
     framework: str | None = None  # the legacy framework field used (``sklearn``), if any
+    batching: Batching | None = None  # predictor.batcher and the batching annotations, if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,14 @@ vmodel moves to it without downtime; an unchanged spec re-applies as a no-op.
 - ``path``: the path inside the storage (``s3://bucket/a/b`` -> ``a/b``); a local path as
   ``file://...`` (a relative one stays relative to the runtime's working folder); empty for a
   plain HTTP URL, whose ``url`` goes into the parameters;
-- ``key``: JSON ``{"storage_key", "storage_params", "model_type": {name, version}, "schema_path"}``;
-  the storageUri's own parameters (``type``, ``bucket``, ``name``, ``url``...) override
-  ``storage.parameters``, and ``storage_key`` is left out when none is given (the
-  ``storage-config`` entry ``default`` then applies).
+- ``key``: JSON ``{"storage_key", "storage_params", "model_type": {name, version}, "schema_path",
+  "batching"}``; the storageUri's own parameters (``type``, ``bucket``, ``name``, ``url``...)
+  override ``storage.parameters``, and ``storage_key`` is left out when none is given (the
+  ``storage-config`` entry ``default`` then applies). ``batching`` (``max_batch_size``,
+  ``max_batch_delay_ms``: the built-in runtime's adaptive batching) comes from KServe's
+  ``predictor.batcher`` (``maxBatchSize``, ``maxLatency``) or the annotations
+  ``serving.kserve.io/max-batch-size`` / ``serving.kserve.io/max-batch-delay-ms``; left out when
+  neither is given (the runtime's defaults apply), so existing models keep their ids.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ def owner_of(resource: InferenceService | Predictor) -> str:
 def spec_hash(source: ModelSource) -> str:
     """10 hex digits of a SHA-1 of the canonical JSON of the model spec."""
     doc = asdict(source)
+    if doc["batching"] is None:
+        del doc["batching"]  # as before batching existed: unchanged resources keep their model ids
     doc["parameters"] = dict(sorted(source.parameters.items()))
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
@@ -113,6 +119,10 @@ def model_key(source: ModelSource) -> str:
         key["storage_params"] = dict(sorted(params.items()))
     if source.schema_path:
         key["schema_path"] = source.schema_path
+    if source.batching is not None:
+        batching = {"max_batch_size": source.batching.max_batch_size,
+                    "max_batch_delay_ms": source.batching.max_batch_delay_ms}
+        key["batching"] = {k: v for k, v in batching.items() if v is not None}
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kserve_mesh.core.batching import BATCH_SIZE_BUCKETS
 from kserve_mesh.core.errors import DeadlineExceeded, InternalError, InvalidArgument, MeshError, ModelNotFound
 from kserve_mesh.runtime.builtin.models import LoadedModel
 from kserve_mesh.runtime.builtin.prediction import predict as _predict
-from kserve_mesh.runtime.spi import BATCH_SIZE_BUCKETS
 
 logger = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from kserve_mesh.core.batching import MAX_BATCH_DELAY_MS_LIMIT, MAX_BATCH_SIZE_LIMIT
 from kserve_mesh.core.errors import ModelLoadFailed
 
 logger = logging.getLogger(__name__)
@@ -219,10 +220,6 @@ class LoadedModel:
 
     def close(self) -> None:
         """Release what the model holds beyond Python references (sessions, handles)."""
-
-
-MAX_BATCH_SIZE_LIMIT = 65_536
-MAX_BATCH_DELAY_MS_LIMIT = 60_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,7 +363,7 @@ def test_batch_sizes_render_as_a_prometheus_histogram() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     from kserve_mesh.api.metrics import MeshMetrics
-    from kserve_mesh.runtime.spi import BATCH_SIZE_BUCKETS
+    from kserve_mesh.core.batching import BATCH_SIZE_BUCKETS
 
     stats = BatchStats()
     for size in (1, 1, 3, 8, 300):
