@@ -38,13 +38,19 @@ def unary(method: Method, request_type: Any | None) -> Callable[[bytes, grpc.aio
     return handle
 
 
-def service(name: str, methods: Mapping[str, tuple[Method, Any | None, Any]],
-            streams: Mapping[str, grpc.RpcMethodHandler] | None = None) -> grpc.GenericRpcHandler:
-    """The service ``name``: method name -> (handler, request type or None for bytes, response type);
-    ``streams``: streaming methods, as handlers that answer their own errors."""
+def method_handlers(methods: Mapping[str, tuple[Method, Any | None, Any]],
+                    streams: Mapping[str, grpc.RpcMethodHandler] | None = None) -> dict[str, grpc.RpcMethodHandler]:
+    """Method name -> handler, from method name -> (handler, request type or None for bytes,
+    response type); ``streams``: streaming methods, as handlers that answer their own errors."""
     handlers = {
         method: grpc.unary_unary_rpc_method_handler(unary(handler, request_type),
                                                     response_serializer=response_type.SerializeToString)
         for method, (handler, request_type, response_type) in methods.items()
     }
-    return grpc.method_handlers_generic_handler(name, {**handlers, **(streams or {})})
+    return {**handlers, **(streams or {})}
+
+
+def service(name: str, methods: Mapping[str, tuple[Method, Any | None, Any]],
+            streams: Mapping[str, grpc.RpcMethodHandler] | None = None) -> grpc.GenericRpcHandler:
+    """The service ``name`` as a generic handler (see ``method_handlers``)."""
+    return grpc.method_handlers_generic_handler(name, method_handlers(methods, streams))

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from kserve_mesh.api.errors import grpc_code, to_mesh_error
-from kserve_mesh.api.grpc_calls import service
+from kserve_mesh.api.grpc_calls import method_handlers
 from kserve_mesh.mesh.dataplane import DataPlane
 from kserve_mesh.mesh.wire import Routing
 from kserve_mesh.protocol import v2
@@ -108,11 +108,13 @@ class V2Servicer:
         return v2.RepositoryModelUnloadResponse(model_name=model_id, isUnloaded=True)
 
 
-def handler(plane: DataPlane) -> grpc.GenericRpcHandler:
-    """The V2 service. ModelInfer hands its bytes to the data plane, which parses them (inside its
-    timing); repository load/unload parse theirs in either shape."""
+def handlers(plane: DataPlane) -> dict[str, grpc.RpcMethodHandler]:
+    """The V2 service's methods, for ``add_registered_method_handlers`` (grpc's core matches the
+    method of a registered call itself: no generic-handler lookup per call). ModelInfer hands its
+    bytes to the data plane, which parses them (inside its timing); repository load/unload parse
+    theirs in either shape."""
     s = V2Servicer(plane)
-    return service(v2.SERVICE, {
+    return method_handlers({
         "ModelInfer": (s.ModelInfer, None, v2.ModelInferResponse),
         "ModelMetadata": (s.ModelMetadata, v2.ModelMetadataRequest, v2.ModelMetadataResponse),
         "ModelReady": (s.ModelReady, v2.ModelReadyRequest, v2.ModelReadyResponse),

@@ -39,7 +39,7 @@ async def start_grpc(s: MeshSettings, security: Security, plane: DataPlane, mgmt
                ("grpc.server_handshake_timeout_ms", int(s.http_header_timeout_s * 1000))]
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs)
     services = GuardedServer(server, security.auth) if security.auth is not None else server
-    services.add_generic_rpc_handlers((grpc_v2.handler(plane),))
+    services.add_registered_method_handlers(grpc_v2.v2.SERVICE, grpc_v2.handlers(plane))
     grpc_mgmt.add_to_server(mgmt, services)
     health = add_health_and_reflection(services, instance)  # grpc.health.v1, reflection
     # last: any other method naming a model goes to its runtime (the server asks handlers in order)
