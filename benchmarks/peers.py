@@ -12,6 +12,11 @@ is started, measured and stopped here, one at a time:
     mesh-process  ``kserve-mesh up --runtime process`` (the runtime as a child process)
     mesh-workers  ``kserve-mesh up --workers 2``: etcd and two instances sharing the ports
                   (SO_REUSEPORT), each with the runtime in process and a copy of the model
+    mesh-workers-nobatch  the same with adaptive batching off (``KSERVE_MESH_BATCH_MAX_SIZE=0``)
+
+The mesh rows run with their defaults, adaptive batching included (concurrent requests of the
+model stacked into one predict); ``--c64`` adds cells at 64 connections, for the batching target
+(>= 3x the best peer's throughput at c=64, p99 <= 2x the unbatched p99).
 
 Load comes from C load generators, never from Python: ``wrk`` for V2 REST (HTTP/1.1 keep-alive,
 the JSON body) and ``h2load`` for V2 gRPC (HTTP/2, a pre-encoded ``ModelInferRequest`` in its
@@ -57,11 +62,15 @@ from rich.console import Console
 from rich.table import Table
 
 MODEL = "sklearn-iris"
-SERVERS = ("mlserver", "mlserver-w", "kserve", "mesh", "mesh-process", "mesh-workers")
+SERVERS = ("mlserver", "mlserver-w", "kserve", "mesh", "mesh-process", "mesh-workers", "mesh-workers-nobatch")
+UNBATCHED = {"mesh-workers": "mesh-workers-nobatch"}  # a batched server -> its unbatched twin
 PEERS = ("mlserver", "mlserver-w", "kserve")
 CELLS = (("rest", 1), ("rest", 16), ("grpc", 1), ("grpc", 16))
+CELLS_64 = (("rest", 64), ("grpc", 64))
+TARGET_BATCH_X, TARGET_BATCH_P99_X = 3.0, 2.0  # c=64: x best peer's req/s; p99 / the unbatched p99
 START_TIMEOUT_S = 180.0
-TARGETS = {"mesh": (2.0, 0.5), "mesh-process": (1.5, 0.8), "mesh-workers": (2.0, 0.5)}  # (x best peer at c=16, p50 ms at c=1)
+TARGETS = {"mesh": (2.0, 0.5), "mesh-process": (1.5, 0.8), "mesh-workers": (2.0, 0.5),
+           "mesh-workers-nobatch": (2.0, 0.5)}  # (x best peer at c=16, p50 ms at c=1)
 TARGET_CPU_MS = 0.35
 
 KSERVE_SERVER = '''
@@ -177,7 +186,9 @@ def start_server(name: str, procs: Processes, models: Path, work: Path) -> tuple
     """Start ``name`` serving ``models/MODEL``; returns the process, its REST URL and gRPC address."""
     py = sys.executable
     quiet = {"KSERVE_MESH_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
-    if name == "mesh-workers":
+    if name.startswith("mesh-workers"):
+        if name.endswith("-nobatch"):
+            quiet["KSERVE_MESH_BATCH_MAX_SIZE"] = "0"
         rest_port, grpc_port = free_port(), free_port()
         cmd = [py, "-m", "kserve_mesh.cli", "up", "--models", str(models), "--workers", "2",
                "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), "--metrics-port", "0"]
@@ -285,14 +296,14 @@ def run_h2load(url: str, body: Path, connections: int, seconds: float, work: Pat
 
 
 def measure(name: str, proc: ServerProcess, rest: str, grpc_address: str, bodies: dict[str, Path], seconds: float,
-            work: Path) -> list[Cell]:
+            work: Path, grid: tuple[tuple[str, int], ...] = CELLS) -> list[Cell]:
     cells = []
     urls = {"rest": f"{rest}/v2/models/{MODEL}/infer",
             "grpc": f"http://{grpc_address}/inference.GRPCInferenceService/ModelInfer"}
     runners = {"rest": run_wrk, "grpc": run_h2load}
     for transport, connections in ((t, 1) for t in ("rest", "grpc")):  # warm-up
         runners[transport](urls[transport], bodies[transport], connections, 1, work)
-    for transport, connections in CELLS:
+    for transport, connections in grid:
         cpu0, t0 = tree_cpu_seconds(proc.pid()), time.monotonic()
         requests, errors, p50, p99 = runners[transport](urls[transport], bodies[transport], connections, seconds,
                                                         work)
@@ -335,6 +346,17 @@ def summarize(cells: list[Cell]) -> dict[str, Any]:
         row["cpu_ms_per_request_c16"] = round(cpu, 3)
         if server == "mesh":
             row["cpu_ok"] = cpu <= TARGET_CPU_MS
+        if all((p, "rest", 64) in by for p in peers) and (server, "rest", 64) in by:
+            twin = UNBATCHED.get(server)
+            for transport in ("rest", "grpc"):
+                best = max(by[(p, transport, 64)].rps for p in peers)
+                ratio = by[(server, transport, 64)].rps / best if best else float("nan")
+                row[f"{transport}_c64_x_best_peer"] = round(ratio, 2)
+                row[f"{transport}_c64_x_ok"] = ratio >= TARGET_BATCH_X
+                if twin is not None and (twin, transport, 64) in by:
+                    p99_x = by[(server, transport, 64)].p99_ms / by[(twin, transport, 64)].p99_ms
+                    row[f"{transport}_c64_p99_x_unbatched"] = round(p99_x, 2)
+                    row[f"{transport}_c64_p99_ok"] = p99_x <= TARGET_BATCH_P99_X
         out[server] = row
     return out
 
@@ -342,13 +364,14 @@ def summarize(cells: list[Cell]) -> dict[str, Any]:
 def render(console: Console, cells: list[Cell], verdict: dict[str, Any]) -> None:
     table = Table(title=f"{MODEL}: req/s (p50 / p99 ms) per cell, server CPU ms per request", box=box.SIMPLE_HEAVY)
     table.add_column("server")
-    for transport, connections in CELLS:
+    grid = [cell for cell in CELLS + CELLS_64 if any((c.transport, c.connections) == cell for c in cells)]
+    for transport, connections in grid:
         table.add_column(f"{transport.upper()} c={connections}", justify="right")
     table.add_column("CPU ms/req c=16", justify="right")
     by = {(c.server, c.transport, c.connections): c for c in cells}
     for server in sorted({c.server for c in cells}, key=SERVERS.index):
         row = [server]
-        for transport, connections in CELLS:
+        for transport, connections in grid:
             c = by[(server, transport, connections)]
             err = f" [red]{c.errors} err[/red]" if c.errors else ""
             row.append(f"{c.rps:,.0f} ({c.p50_ms:.2f} / {c.p99_ms:.2f}){err}")
@@ -363,6 +386,12 @@ def render(console: Console, cells: list[Cell], verdict: dict[str, Any]) -> None
                       f"{row['rest_p50_c1_ms']} ms {marks['rest_p50_ok']}, gRPC {row['grpc_p50_c1_ms']} ms "
                       f"{marks['grpc_p50_ok']} (target {p50_max} ms); CPU {row['cpu_ms_per_request_c16']} ms/request"
                       + (f" {marks['cpu_ok']} (target {TARGET_CPU_MS} ms)" if "cpu_ok" in marks else ""))
+        if "rest_c64_x_ok" in marks:
+            p99 = "".join(f", {t} p99 {row[f'{t}_c64_p99_x_unbatched']}x unbatched {marks[f'{t}_c64_p99_ok']}"
+                          for t in ("rest", "grpc") if f"{t}_c64_p99_ok" in marks)
+            console.print(f"  c=64 (batching): REST {row['rest_c64_x_best_peer']}x the best peer {marks['rest_c64_x_ok']}, "
+                          f"gRPC {row['grpc_c64_x_best_peer']}x {marks['grpc_c64_x_ok']} (target {TARGET_BATCH_X}x)"
+                          + (f"{p99} (target {TARGET_BATCH_P99_X}x)" if p99 else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,13 +400,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2-second cells (a smoke run)")
     parser.add_argument("--only", default=",".join(SERVERS), help="servers to run, comma separated")
     parser.add_argument("--json", type=Path, default=None, help="write the cells and the verdict here")
+    parser.add_argument("--c64", action="store_true", help="also cells at 64 connections (the batching target)")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in SERVERS]
     if unknown:
         parser.error(f"unknown server(s) {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
     seconds = 2.0 if args.quick else args.seconds
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=170)  # a log keeps the table whole
     ensure_tools(console)
     cells: list[Cell] = []
     with tempfile.TemporaryDirectory(prefix="kserve-mesh-peers-") as tmp, Processes() as procs:
@@ -389,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[bold]{name}[/bold]: starting")
             proc, rest, grpc_address = start_server(name, procs, models, work)
             check_server(name, rest, grpc_address, bodies, entry["expected"])
-            console.print(f"[bold]{name}[/bold]: answers checked; {len(CELLS)} cells of {seconds:g} s")
-            cells += measure(name, proc, rest, grpc_address, bodies, seconds, work)
+            grid = CELLS + CELLS_64 if args.c64 else CELLS
+            console.print(f"[bold]{name}[/bold]: answers checked; {len(grid)} cells of {seconds:g} s")
+            cells += measure(name, proc, rest, grpc_address, bodies, seconds, work, grid)
             procs.stop_all()
     verdict = summarize(cells)
     render(console, cells, verdict)
