@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,74 @@ def test_up_instances_serves_and_stops_everything(tmp_path: Path) -> None:
         assert status["placements"]["sklearn-iris"]
         started = _children(proc.pid)
         assert len(started) >= 5  # etcd, 2 instances, 2 runtime processes
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(10)
+    assert code == 0, "".join(lines[-30:])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in started):
+        time.sleep(0.2)
+    assert not [p for p in started if _alive(p)], "processes left running"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_up_workers_share_the_ports_and_each_serves(tmp_path: Path) -> None:
+    """`up --workers 2`: etcd and two instances on one pair of ports, each with its runtime in
+    process; a copy of a model in each serves, whichever takes the connection; SIGTERM stops all."""
+    models = tmp_path / "models"
+    cases = make_models_module().make_all(models, string_models=1)
+    rest_port, grpc_port = _free_port(), _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kserve_mesh.cli", "up", "--workers", "2", "--models", str(models),
+                             "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), "--metrics-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready: list[re.Match[str]] = []
+    got = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = READY.search(line)
+            if m:
+                ready.append(m)
+                got.set()
+        got.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    started: set[int] = set()
+    try:
+        assert got.wait(180) and ready, "".join(lines)
+        shared = f"http://127.0.0.1:{rest_port}"
+        assert f"rest={shared} grpc=127.0.0.1:{grpc_port}" in ready[0].group(2)
+        peers = re.findall(r"peer=(\S+)", ready[0].group(2))
+        assert len(peers) == 2 and shared not in peers
+        for peer in peers:  # a copy in each instance, loaded through its own port
+            req = urllib.request.Request(f"{peer}/v2/repository/models/sklearn-iris/load", data=b"", method="POST")
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                assert resp.status == 200
+        status = json.loads(subprocess.run([sys.executable, "-m", "kserve_mesh.cli", "status", "-o", "json", "--url",
+                                            shared], capture_output=True, text=True, timeout=60).stdout)
+        assert len(status["instances"]) == 2 and len(status["placements"]["sklearn-iris"]) == 2
+        request = json.dumps(cases["sklearn-iris"]["request"])
+        for _ in range(4):
+            out = subprocess.run([sys.executable, "-m", "kserve_mesh.cli", "infer", "sklearn-iris", "-d", request,
+                                  "--url", shared], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["outputs"][0]["data"] == cases["sklearn-iris"]["expected"]["outputs"][0]["data"]
+        started = _children(proc.pid)
+        assert len(started) >= 3  # etcd and 2 instances (their runtimes run inside them)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
