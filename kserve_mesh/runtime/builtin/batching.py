@@ -4,10 +4,12 @@ Concurrent requests for one model are stacked along the batch dimension (dim 0),
 and the outputs split back, row ranges to each request. One ``Batcher`` per loaded model, living on
 the runtime's event loop:
 
-- **Adaptive**: a request that finds nothing queued and no batch predicting is flushed in the next
-  turn of the event loop (``max_batch_delay_ms`` 0, the default) or at most ``max_batch_delay_ms``
-  later; requests arriving in the same loop turn, or while the model's previous batch predicts (in
-  a worker thread), join the next batch. One batch per model predicts at a time. A batch holds at
+- **Adaptive**: a request that finds nothing queued and no batch predicting is predicted at once
+  when nothing else is ready to run on the event loop (no other request can arrive before the loop
+  polls again: a lone request pays nothing), else in the next turn of the loop
+  (``max_batch_delay_ms`` 0, the default), or at most ``max_batch_delay_ms`` later; requests
+  arriving in the same loop turn, or while the model's previous batch predicts (in a worker
+  thread), join the next batch. One batch per model predicts at a time. A batch holds at
   most ``max_batch_size`` rows; a request of that many rows or more predicts alone.
 - **Compatible only**: requests are stacked only when their inputs have the same names, dtypes and
   trailing dimensions (``stack_key``); BYTES/object inputs and 0-d inputs never are. A model whose
@@ -100,6 +102,14 @@ def stack_key(feed: Feed) -> tuple[object, ...] | None:
     return tuple(parts) if parts else None
 
 
+def _idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether nothing else is ready to run in this turn of ``loop`` (no other request can reach a
+    batcher before the loop polls for I/O again). asyncio's own loop keeps its ready callbacks in
+    ``_ready``; another loop (uvloop) is never taken for idle, so requests always wait one turn."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready
+
+
 def _rows(feed: Feed) -> int:
     return next(iter(feed.values())).shape[0]
 
@@ -161,11 +171,21 @@ class Batcher:
         if key is None or rows >= self.max_batch_size:
             return await self._alone(feed, timeout)
         loop = asyncio.get_running_loop()
+        now = self.max_batch_delay_s <= 0 and not self._running and self._handle is None and _idle(loop)
+        if now and not self._queue and sum(a.size for a in feed.values()) <= self._inline_max:
+            # Nothing else can arrive before the loop polls again, and it predicts on the loop: at once.
+            if self._stats is not None:
+                self._stats.observe(1)
+            return self._predict(self.model_id, self.model, feed)
         item = _Item(feed, key, rows, loop.create_future(), loop.time())
-        item.future.add_done_callback(lambda _f: self._left(item))
         self._queue.append(item)
         self._queued_rows += rows
-        self._schedule(loop)
+        if now:
+            self._flush()  # starts the model's batch in a worker thread; later arrivals queue behind it
+        else:
+            self._schedule(loop)
+        if item.future.done():  # predicted on the loop just now
+            return item.future.result()
         try:
             async with asyncio.timeout(timeout):
                 return await item.future
@@ -173,7 +193,8 @@ class Batcher:
             raise DeadlineExceeded(f"model '{self.model_id}' did not answer within {timeout:g} s") from None
         finally:
             if not item.future.done():
-                item.future.cancel()  # leaves the queue (or its batch's answer is dropped)
+                item.future.cancel()  # its batch's answer, if one comes, is dropped
+            self._left(item)
 
     async def _alone(self, feed: Feed, timeout: float | None) -> Outputs:
         """One request predicted by itself, as the runtime does without batching."""
@@ -189,7 +210,8 @@ class Batcher:
             raise DeadlineExceeded(f"model '{self.model_id}' did not answer within {timeout:g} s") from None
 
     def _left(self, item: _Item) -> None:
-        """An item's future is done (answered, cancelled, failed): it no longer counts as queued."""
+        """A request no longer waits (answered, cancelled, timed out): it leaves the queue's count
+        (``_schedule`` and ``_take`` drop it from the queue itself)."""
         if item.queued:
             item.queued = False
             self._queued_rows -= item.rows
@@ -336,6 +358,7 @@ class Batcher:
             self._handle = None
         while self._queue:
             item = self._queue.popleft()
+            self._left(item)
             if not item.future.done():
                 item.future.set_exception(ModelNotFound(self.model_id, f"model '{self.model_id}' was unloaded "
                                                         "while the request waited for its batch"))

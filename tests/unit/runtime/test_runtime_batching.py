@@ -86,6 +86,17 @@ async def test_concurrent_requests_are_stacked_predicted_once_and_split(pool: An
     assert snap.calls == 1 and snap.total == 4
 
 
+async def test_a_lone_request_is_predicted_at_once(pool: Any) -> None:
+    model, stats = RowSums(), BatchStats()
+    b = batcher(model, pool, stats=stats)
+    await asyncio.sleep(0)  # let whatever the test runner scheduled run: the loop has nothing else ready
+    coro = b.infer(rows(1, 2))
+    with pytest.raises(StopIteration) as done:  # answered without giving up the loop even once
+        coro.send(None)
+    assert done.value.value["y"].tolist() == [2, 4]
+    assert model.calls == [2] and stats.snapshot().calls == 1
+
+
 async def test_each_answer_equals_the_unbatched_answer_off_the_loop(pool: Any) -> None:
     model = RowSums(inline=False)
     b = batcher(model, pool)
