@@ -394,3 +394,69 @@ def test_batch_sizes_render_as_a_prometheus_histogram() -> None:
     assert samples[("kserve_mesh_batch_size_bucket", "+Inf")] == 5
     assert samples[("kserve_mesh_batch_size_count", None)] == 5
     assert samples[("kserve_mesh_batch_size_sum", None)] == 313
+
+
+# -- custom models: off unless they opt in -----------------------------------------------------------
+
+SEEN_ROWS = """
+    import numpy as np
+    from kserve_mesh.model import Model
+
+    class Seen(Model):
+        def predict(self, inputs):
+            x = inputs["x"]
+            return {"y": x * 2, "rows": np.full(len(x), len(x))}
+    """
+
+
+async def test_custom_models_batch_only_when_their_settings_opt_in(tmp_path: Path) -> None:
+    from format_models import make_custom_source
+
+    make_custom_source(tmp_path / "plain", SEEN_ROWS)
+    make_custom_source(tmp_path / "opted", SEEN_ROWS)
+    (tmp_path / "opted" / "model-settings.json").write_text('{"max_batch_size": 8, "max_batch_time": 0.02}')
+    make_custom_source(tmp_path / "bad", SEEN_ROWS)
+    (tmp_path / "bad" / "model-settings.json").write_text('{"max_batch_time": "soon"}')
+    rt = BuiltinRuntime(RuntimeConfig(), LocalFetcher([tmp_path]))
+    try:
+        for name in ("plain", "opted"):
+            await rt.load_model(name, ModelInfo(type="python", path=str(tmp_path / name)))
+        with pytest.raises(ModelLoadFailed, match="max_batch_time in model-settings.json must be a number"):
+            await rt.load_model("bad", ModelInfo(type="python", path=str(tmp_path / "bad")))
+
+        async def rows_seen(model_id: str) -> list[int]:
+            answers = await asyncio.gather(*(rt.infer(tensors.encode_request(model_id, {"x": np.full((1, 2), float(i))}))
+                                             for i in range(6)))
+            outs = [tensors.decode_outputs(a) for a in answers]
+            assert [o["y"].tolist() for o in outs] == [[[2.0 * i] * 2] for i in range(6)]
+            return [int(o["rows"][0]) for o in outs]
+
+        assert await rows_seen("plain") == [1] * 6
+        assert max(await rows_seen("opted")) > 1
+    finally:
+        await rt.close()
+
+
+@pytest.mark.parametrize("folder", ["xgboost-iris", "lightgbm-iris", "onnx-iris"])
+async def test_other_formats_with_a_batch_dimension_are_batched_by_default(
+        runtime: BuiltinRuntime, models_dir: Path, folder: str) -> None:
+    info = ModelInfo(type="", path=str(models_dir / folder))
+    await runtime.load_model("m", info)
+    key = json.dumps({"model_type": {"name": folder.split("-")[0]}, "batching": {"max_batch_size": 0}})
+    await runtime.load_model("alone", ModelInfo(type="rt:x", path=info.path, key=key))
+    assert runtime._models["m"].batcher is not None and runtime._models["alone"].batcher is None
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]] * 3, dtype=np.float32)
+    name = (await runtime.model_metadata("m")).inputs[0].name
+
+    def request(model_id: str, i: int) -> Any:
+        return tensors.encode_request(model_id, {name: x[i:i + 1]})
+
+    alone = [tensors.decode_outputs(await runtime.infer(request("alone", i))) for i in range(len(x))]
+    before = runtime.batch_stats().calls
+    together = [tensors.decode_outputs(r) for r in await asyncio.gather(*(runtime.infer(request("m", i))
+                                                                             for i in range(len(x))))]
+    assert runtime.batch_stats().calls - before < len(x)
+    for got, want in zip(together, alone, strict=True):
+        assert list(got) == list(want)
+        for output in want:
+            np.testing.assert_allclose(got[output], want[output], rtol=1e-5)
