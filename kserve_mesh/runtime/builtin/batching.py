@@ -281,8 +281,13 @@ class Batcher:
             self._deliver(batch, outcome)
             self._schedule(loop)
             return
+        try:
+            work = loop.run_in_executor(self._executor, self._run, batch)
+        except RuntimeError as exc:  # the worker threads are shut down (the runtime is closing)
+            self._deliver(batch, self._failed(batch, ModelNotFound(self.model_id, f"model '{self.model_id}' was "
+                                                                   f"unloaded ({exc})")))
+            return
         self._running = True
-        work = loop.run_in_executor(self._executor, self._run, batch)
         work.add_done_callback(lambda done: self._finished(batch, done))
 
     def _finished(self, batch: list[_Item], done: asyncio.Future[_Outcome]) -> None:

@@ -460,3 +460,11 @@ async def test_other_formats_with_a_batch_dimension_are_batched_by_default(
         assert list(got) == list(want)
         for output in want:
             np.testing.assert_allclose(got[output], want[output], rtol=1e-5)
+
+
+async def test_no_request_hangs_when_the_worker_threads_are_gone() -> None:
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    executor.shutdown()
+    b = batcher(RowSums(inline=False), executor)
+    results = await asyncio.gather(*(b.infer(rows(float(i)), timeout=5) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ModelNotFound) for r in results), results
