@@ -430,10 +430,10 @@ class BuiltinRuntime:
         model_id = request.model_name
         loaded = self._get(model_id)
         feed = validate_inputs(model_id, loaded.model, request, tensors.decode_inputs(request))
-        elements = sum(a.size for a in feed.values())
         if loaded.batcher is not None:
             outputs = await loaded.batcher.infer(feed, timeout)
-        elif elements <= self.config.inline_infer_max_elements and loaded.model.predict_inline:
+        elif sum(a.size for a in feed.values()) <= self.config.inline_infer_max_elements and \
+                loaded.model.predict_inline:
             outputs = _predict(model_id, loaded.model, feed)
         else:
             loop = asyncio.get_running_loop()
