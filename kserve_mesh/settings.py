@@ -57,6 +57,10 @@ class MeshSettings(BaseSettings):
         "inprocess", description="inprocess: built-in runtime in this process; process: start "
         "`kserve-mesh runtime` as a child process; remote: connect to runtime_address.")
     runtime_address: str = Field("", description="host:port of a ModelRuntime server (runtime=remote).")
+    runtime_link: Literal["frames", "grpc"] = Field(
+        "grpc", description="How inference reaches the runtime child (runtime=process): frames, a framed "
+        "multiplexed link over a Unix socket (runtime/local_link.py; management stays on gRPC), or grpc, "
+        "every call over gRPC. A remote runtime is always reached over gRPC.")
     capacity_bytes: int = Field(512 * MiB, gt=0, description="Model cache capacity of the runtime (with a "
                                 "remote runtime, which reports its own: at most this much when set).")
     max_loading_concurrency: int = Field(2, gt=0, description="Loads run at once.")
@@ -164,6 +168,10 @@ class MeshSettings(BaseSettings):
     def _check(self) -> MeshSettings:
         if self.runtime == "remote" and not self.runtime_address:
             raise ValueError("runtime=remote needs runtime_address (host:port)")
+        if self.runtime == "remote" and self.runtime_link == "frames" and "runtime_link" in self.model_fields_set:
+            raise ValueError("runtime_link=frames is the local link to the runtime child this instance starts "
+                             "(runtime=process); a remote runtime is reached over gRPC only: set runtime_link=grpc "
+                             "or leave it unset")
         if self.eviction_policy.strip().lower() not in ("lru", "adaptive"):
             raise ValueError(f"eviction_policy: unknown eviction policy '{self.eviction_policy}': expected lru "
                              "or adaptive")

@@ -39,6 +39,8 @@ SECURITY_FLAGS = {
     "runtime_check_interval_s": _opt("--runtime-check-interval-s", help="Seconds between runtime status checks."),
     "runtime_check_timeout_s": _opt("--runtime-check-timeout-s", help="A runtime silent this long is hung "
                                     "(a child runtime is restarted)."),
+    "runtime_link": _opt("--runtime-link", help="frames | grpc: how inference reaches the runtime child "
+                         "(--runtime process): a framed link over a Unix socket, or gRPC (issue 15)."),
     "runtime_allocator": _opt("--runtime-allocator", help="glibc | jemalloc: the allocator of the runtime child "
                               "(--runtime process); jemalloc needs libjemalloc2 (issue 16)."),
     "batch_max_size": _opt("--batch-max-size", help="Adaptive batching: rows per model call at most (default "
@@ -82,7 +84,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "grpc_max_concurrent_rpcs": Optional[int], "payload_processors": Optional[str],
     "payload_queue_size": Optional[int], "per_model_metrics": Optional[bool],
     "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
-    "runtime_allocator": Optional[str], "eviction_policy": Optional[str],
+    "runtime_allocator": Optional[str], "runtime_link": Optional[str], "eviction_policy": Optional[str],
     "batch_max_size": Optional[int], "batch_max_delay_ms": Optional[float],
     "tls_cert": Optional[Path], "tls_key": Optional[Path], "tls_client_ca": Optional[Path],
     "tls_client_auth": Optional[str], "tls_ca": Optional[Path], "tls_server_name": Optional[str],

@@ -50,15 +50,18 @@ STOP_TIMEOUT_S = 10.0
 HANG_CHECKS = 2  # runtimeStatus failures in a row that make a runtime hung (or, remote, lost)
 INITIAL_BACKOFF_S = 0.5
 SOCKET_NAME = "runtime.sock"
+LINK_SOCKET_NAME = "link.sock"  # the local link (runtime/local_link.py), beside the gRPC socket
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 
 class RuntimeProcess:
-    """``kserve-mesh runtime`` as a child process, on a Unix socket in a private folder."""
+    """``kserve-mesh runtime`` as a child process, on a Unix socket in a private folder; with
+    ``link``, it also serves inference over the local link on ``link_path`` in the same folder."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, *, link: bool = False) -> None:
         self.args = args  # flags of `kserve-mesh runtime` that carry the instance's settings
         self.env = env or {}  # added to the instance's environment (e.g. LD_PRELOAD of an allocator)
+        self.link = link
         self.proc: asyncio.subprocess.Process | None = None
         self.address = ""
         self._dir: str | None = None
@@ -84,6 +87,11 @@ class RuntimeProcess:
         os.chmod(self._dir, 0o700)
         return os.path.join(self._dir, SOCKET_NAME)
 
+    @property
+    def link_path(self) -> str:
+        """The local link's socket (``link``): beside the gRPC one, in the same private folder."""
+        return os.path.join(os.path.dirname(self._socket_path()), LINK_SOCKET_NAME)
+
     async def start(self, timeout_s: float = START_TIMEOUT_S) -> str:
         """Start a child and return the address it listens on (``unix:/path``)."""
         self.kill()  # a previous child that outlived its SIGKILL (it cannot serve this socket again)
@@ -92,6 +100,8 @@ class RuntimeProcess:
             os.unlink(path)  # left by a child that was killed
         args = [sys.executable, "-m", "kserve_mesh.runtime.server", "--listen", f"unix:{path}",
                 "--parent-pid", str(os.getpid()), *self.args]
+        if self.link:
+            args += ["--link", f"unix:{self.link_path}"]  # a stale socket there is replaced by the child
         env = {**os.environ, **self.env} if self.env else None
         self.proc = proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, env=env)
         assert proc.stdout is not None

@@ -308,6 +308,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="", metavar="unix:PATH|HOST:PORT",
                    help="where to listen instead of --host/--port, e.g. unix:/run/mesh/runtime.sock (a Unix "
                         "domain socket, made owner-only)")
+    p.add_argument("--link", default="", metavar="unix:PATH",
+                   help="also serve ModelInfer over the local link (runtime/local_link.py: framed, multiplexed) "
+                        "on this Unix socket, made owner-only: what a mesh instance uses for --runtime process")
     p.add_argument("--parent-pid", type=int, default=0, metavar="PID",
                    help="stop when this process (the mesh instance that started the runtime) ends")
     p.add_argument("--capacity-bytes", type=parse_bytes, default=d.capacity_bytes,
@@ -398,6 +401,16 @@ async def _run(args: argparse.Namespace) -> int:
         config, args.host, args.port, fetcher=_fetcher(args), max_message_bytes=args.max_message_bytes,
         listen=args.listen,
     )
+    link = None
+    if args.link:  # served before the ready line below: the instance connects once it reads that
+        from kserve_mesh.runtime.local_link import serve_link
+
+        try:
+            link = await serve_link(_link_path(args.link), server.runtime.infer,
+                                    max_message_bytes=args.max_message_bytes)
+        except (OSError, ValueError):
+            await server.stop(grace=0)
+            raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -407,8 +420,17 @@ async def _run(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         logger.info("runtime stopping")
-        await server.stop(grace=5.0)
+        if link is not None:
+            await asyncio.gather(link.close(grace=5.0), server.stop(grace=5.0))
+        else:
+            await server.stop(grace=5.0)
     return 0
+
+
+def _link_path(link: str) -> str:
+    if not link.startswith("unix:") or len(link) <= len("unix:"):
+        raise ValueError(f"--link {link}: the local link listens on a Unix socket only (unix:PATH)")
+    return link[len("unix:"):]
 
 
 def main(argv: list[str] | None = None) -> int:

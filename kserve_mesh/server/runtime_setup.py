@@ -61,9 +61,17 @@ async def make_runtime(s: MeshSettings, cache_dir: Path) -> tuple[ModelRuntime, 
 
     address, child = s.runtime_address, None
     if s.runtime == "process":
-        # On a Unix socket in a private folder (mesh/runtime_process.py), never a loopback port.
-        child = RuntimeProcess(child_args(s, cache_dir / "runtime"), env=allocator_env(s.runtime_allocator))
+        # On a Unix socket in a private folder (mesh/runtime_process.py), never a loopback port;
+        # inference over the local link beside it (runtime_link=frames), the rest over gRPC.
+        link = s.runtime_link == "frames"
+        child = RuntimeProcess([*child_args(s, cache_dir / "runtime"), "--max-message-bytes",
+                                str(s.grpc_max_message_bytes)], env=allocator_env(s.runtime_allocator), link=link)
         address = await child.start()
+        if link:
+            from kserve_mesh.runtime.local_link import LinkedRuntimeClient
+
+            return LinkedRuntimeClient(address, child.link_path, max_message_bytes=s.grpc_max_message_bytes), child
+        return GrpcRuntimeClient(address, max_message_bytes=s.grpc_max_message_bytes), child
     return GrpcRuntimeClient(address), child
 
 
