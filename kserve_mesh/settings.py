@@ -58,7 +58,7 @@ class MeshSettings(BaseSettings):
         "`kserve-mesh runtime` as a child process; remote: connect to runtime_address.")
     runtime_address: str = Field("", description="host:port of a ModelRuntime server (runtime=remote).")
     runtime_link: Literal["frames", "grpc"] = Field(
-        "grpc", description="How inference reaches the runtime child (runtime=process): frames, a framed "
+        "frames", description="How inference reaches the runtime child (runtime=process): frames, a framed "
         "multiplexed link over a Unix socket (runtime/local_link.py; management stays on gRPC), or grpc, "
         "every call over gRPC. A remote runtime is always reached over gRPC.")
     capacity_bytes: int = Field(512 * MiB, gt=0, description="Model cache capacity of the runtime (with a "
