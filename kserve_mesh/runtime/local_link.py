@@ -118,6 +118,8 @@ class _Framed(asyncio.Protocol):
         self._buf = bytearray()
         self._stall: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
+        self._out: list[bytes] = []  # frames of this loop turn, written together (one send)
+        self._flushing = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -197,8 +199,24 @@ class _Framed(asyncio.Protocol):
         self.close(abort=True)
 
     def send(self, kind: int, request_id: int, payload: bytes = b"") -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(frame(kind, request_id, payload))
+        """Queue a frame: the frames of one loop turn leave in one write (the answers of one batch,
+        the requests of concurrent callers), one system call and one wake-up of the other side."""
+        self.send_frame(frame(kind, request_id, payload))
+
+    def send_frame(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        self._out.append(data)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        out, self._out = self._out, []
+        if self.closed or self.transport is None or not out:
+            return
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def writable(self, timeout: float) -> bool:
         """Wait (at most ``timeout``) until the transport takes writes again; False if it did not."""
@@ -299,11 +317,12 @@ class _ServerConnection(_Framed):
             log.exception("unexpected error in %s of model '%s'", METHOD, model_id)
             answer = frame(ERROR, request_id, error_payload(grpc.StatusCode.INTERNAL, "",
                                                             f"internal error in {METHOD}: {type(exc).__name__}"))
-        if self.closed or self.transport is None:
-            return
-        self.transport.write(answer)
+        # A client that reads nothing: answers wait here (still counted in flight) instead of
+        # piling up in the transport, and the connection closes after WRITE_TIMEOUT_S.
         if not await self.writable(WRITE_TIMEOUT_S):
             self.protocol_error(f"the client read nothing for {WRITE_TIMEOUT_S:g} s")
+            return
+        self.send_frame(answer)
 
     def lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
