@@ -119,6 +119,7 @@ class _Framed(asyncio.Protocol):
         self._stall: asyncio.TimerHandle | None = None
         self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
         self._out: list[bytes] = []  # frames of this loop turn, written together (one send)
+        self._stuck: asyncio.TimerHandle | None = None  # armed while the transport is paused
         self._flushing = False
 
     # asyncio.Protocol
@@ -172,15 +173,25 @@ class _Framed(asyncio.Protocol):
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
+        if self._stuck is not None:
+            self._stuck.cancel()
+            self._stuck = None
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self.lost(exc)
 
     def pause_writing(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._writable is None or self._writable.done():
-            self._writable = asyncio.get_running_loop().create_future()
+            self._writable = loop.create_future()
+        if self._stuck is None:  # a peer that reads nothing for this long is given up on
+            self._stuck = loop.call_later(WRITE_TIMEOUT_S, self.protocol_error,
+                                          f"the other side read nothing for {WRITE_TIMEOUT_S:g} s")
 
     def resume_writing(self) -> None:
+        if self._stuck is not None:
+            self._stuck.cancel()
+            self._stuck = None
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 

@@ -446,3 +446,30 @@ def test_runtime_link_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         MeshSettings(runtime="remote", runtime_address="h:1")
     with pytest.raises(ValidationError):
         MeshSettings(runtime="process", runtime_link="shm")
+
+
+async def test_a_client_that_reads_nothing_is_disconnected(sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ll, "WRITE_TIMEOUT_S", 0.3)
+    runtime = FakeRuntime()
+    path = str(sock_dir / "link.sock")
+    server = await serve_link(path, runtime.infer, max_message_bytes=64 * 1024)
+    try:
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.connect(path)
+            raw.setblocking(False)
+            request = ll.REQUEST_HEAD.pack(10.0) + _request("big").SerializeToString()
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(raw, b"".join(ll.frame(ll.REQUEST, i, request) for i in range(1, 600)))
+            for _ in range(300):
+                if server.connections:
+                    break
+                await asyncio.sleep(0.01)
+            conn = next(iter(server.connections))
+            for _ in range(300):  # answers pile up unread: the server gives up on the connection
+                if conn.closed:
+                    break
+                await asyncio.sleep(0.01)
+            assert conn.closed and not server.connections
+    finally:
+        await server.close()
