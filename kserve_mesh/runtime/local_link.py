@@ -485,6 +485,9 @@ class LinkClient:
             conn = self._conn
             if conn is None or conn.closed:
                 conn = await self._connect(deadline, model_id)
+            if conn.closed:  # lost while it was being opened
+                raise self._fail(grpc.StatusCode.UNAVAILABLE, conn.reason or "the connection to the runtime was lost",
+                                 model_id)
             request_id = next(self._ids)
             fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
             conn.pending[request_id] = fut
