@@ -40,7 +40,8 @@ SECURITY_FLAGS = {
     "runtime_check_timeout_s": _opt("--runtime-check-timeout-s", help="A runtime silent this long is hung "
                                     "(a child runtime is restarted)."),
     "runtime_link": _opt("--runtime-link", help="frames | grpc: how inference reaches the runtime child "
-                         "(--runtime process): a framed link over a Unix socket, or gRPC (issue 15)."),
+                         "(--runtime process): a framed link over a Unix socket, or gRPC (default frames; env "
+                         "KSERVE_MESH_RUNTIME_LINK)."),
     "runtime_allocator": _opt("--runtime-allocator", help="glibc | jemalloc: the allocator of the runtime child "
                               "(--runtime process); jemalloc needs libjemalloc2 (issue 16)."),
     "batch_max_size": _opt("--batch-max-size", help="Adaptive batching: rows per model call at most (default "
