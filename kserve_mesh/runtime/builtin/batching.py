@@ -22,6 +22,11 @@ the runtime's event loop:
   that is cancelled or passes its deadline leaves the queue without touching the others; closing
   the batcher (unload) fails what is still queued.
 
+- **Waiting only where it pays**: when ``SOLO_STREAK`` batches in a row held one request each (a
+  front door that hands the loop one request per turn, as grpc.aio does), the next ``SOLO_SKIP``
+  requests that find nothing queued predict at once, as if batching were off; then waiting is tried
+  again. Under REST concurrency batches form and this never triggers.
+
 Small batches predict on the event loop, as unbatched requests do (``inline_max_elements``);
 larger ones in the runtime's worker threads. ``BatchStats`` counts how many requests each model
 call predicted (the ``kserve_mesh_batch_size`` histogram).
@@ -48,6 +53,11 @@ logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 Feed = dict[str, np.ndarray]
+
+SOLO_STREAK = 8
+"""Batches in a row of a single request after which waiting is given up for a while."""
+SOLO_SKIP = 64
+"""Requests then predicted at once (when nothing is queued) before waiting is tried again."""
 
 
 
@@ -156,6 +166,8 @@ class Batcher:
         self._handle: asyncio.Handle | None = None
         self._handle_due = 0.0
         self._closed = False
+        self._solo_streak = 0  # batches in a row that held one request
+        self._skip = 0  # requests still to predict at once, waiting having not paid
         self.enabled = True  # False once the model's outputs proved not splittable
 
     # -- the request side ----------------------------------------------------------------------
@@ -171,7 +183,11 @@ class Batcher:
         if key is None or rows >= self.max_batch_size:
             return await self._alone(feed, timeout)
         loop = asyncio.get_running_loop()
-        now = self.max_batch_delay_s <= 0 and not self._running and self._handle is None and _idle(loop)
+        free = self.max_batch_delay_s <= 0 and not self._running and self._handle is None
+        now = free and _idle(loop)
+        if free and not now and self._skip > 0 and not self._queue:
+            self._skip -= 1  # waiting has not formed batches lately: no wait for this one
+            now = True
         if now and not self._queue and sum(a.size for a in feed.values()) <= self._inline_max:
             # Nothing else can arrive before the loop polls again, and it predicts on the loop: at once.
             if self._stats is not None:
@@ -270,6 +286,12 @@ class Batcher:
         batch = self._take()
         if not batch:
             return
+        if len(batch) > 1:
+            self._solo_streak = 0
+        else:
+            self._solo_streak += 1
+            if self._solo_streak >= SOLO_STREAK:
+                self._solo_streak, self._skip = 0, SOLO_SKIP
         loop = asyncio.get_running_loop()
         elements = sum(a.size for item in batch for a in item.feed.values())
         if elements <= self._inline_max:

@@ -468,3 +468,44 @@ async def test_no_request_hangs_when_the_worker_threads_are_gone() -> None:
     b = batcher(RowSums(inline=False), executor)
     results = await asyncio.gather(*(b.infer(rows(float(i)), timeout=5) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, ModelNotFound) for r in results), results
+
+
+async def test_waiting_is_given_up_while_it_forms_no_batches_then_tried_again(pool: Any) -> None:
+    """A front door that hands the loop one request per turn (grpc.aio) never lets a batch form:
+    after SOLO_STREAK single-request batches, requests predict at once (no wait, no queue) for
+    SOLO_SKIP requests, then waiting is tried again."""
+    from kserve_mesh.runtime.builtin.batching import SOLO_SKIP, SOLO_STREAK
+
+    model, stats = RowSums(), BatchStats()
+    b = batcher(model, pool, stats=stats)
+    loop = asyncio.get_running_loop()
+    busy = True
+
+    def keep_busy() -> None:  # the loop always has something ready: it is never idle
+        if busy:
+            loop.call_soon(keep_busy)
+
+    loop.call_soon(keep_busy)
+    try:
+        await asyncio.sleep(0)
+
+        def answered_at_once(value: float) -> bool:
+            coro = b.infer(rows(value))
+            try:
+                coro.send(None)
+            except StopIteration:
+                return True
+            coro.close()  # it waited: its queued request is dropped
+            return False
+
+        assert not answered_at_once(0)  # the loop is busy: a request waits a turn for others
+        for i in range(SOLO_STREAK):  # each waits a turn, and is predicted alone
+            assert (await b.infer(rows(i)))["y"].tolist() == [2 * i]
+        assert stats.snapshot().total == stats.snapshot().calls == SOLO_STREAK
+        assert all(answered_at_once(i) for i in range(SOLO_SKIP))  # waiting given up
+        assert not answered_at_once(0)  # tried again
+        # concurrent requests still stack while waiting is tried
+        outs = await asyncio.gather(*(b.infer(rows(v)) for v in (1, 2, 3)))
+        assert [o["y"].tolist() for o in outs] == [[2], [4], [6]] and model.calls[-1] == 3
+    finally:
+        busy = False
