@@ -182,6 +182,13 @@ def _wait_http_ready(url: str, timeout_s: float) -> None:
     raise SystemExit(f"{url} did not answer 200 within {timeout_s:g} s")
 
 
+def load_model(rest: str) -> None:
+    """Load ``MODEL`` into the mesh instance at ``rest`` (V2 repository load: a copy there)."""
+    req = urllib.request.Request(f"{rest}/v2/repository/models/{MODEL}/load", data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=START_TIMEOUT_S) as resp:
+        resp.read()
+
+
 def start_server(name: str, procs: Processes, models: Path, work: Path) -> tuple[ServerProcess, str, str]:
     """Start ``name`` serving ``models/MODEL``; returns the process, its REST URL and gRPC address."""
     py = sys.executable
@@ -196,9 +203,7 @@ def start_server(name: str, procs: Processes, models: Path, work: Path) -> tuple
                             work / f"{name}.log", quiet)
         m = proc.wait_ready(START_TIMEOUT_S)
         for peer in re.findall(r"peer=(\S+)", m.group(3)):  # a copy in each instance, as traffic would make
-            req = urllib.request.Request(f"{peer}/v2/repository/models/{MODEL}/load", data=b"", method="POST")
-            with urllib.request.urlopen(req, timeout=START_TIMEOUT_S) as resp:
-                resp.read()
+            load_model(peer)
         return proc, m.group(1), m.group(2)
     if name.startswith("mesh"):
         cmd = [py, "-m", "kserve_mesh.cli", "up", "--models", str(models), "--rest-port", "0", "--grpc-port", "0",
@@ -206,11 +211,8 @@ def start_server(name: str, procs: Processes, models: Path, work: Path) -> tuple
         proc = procs.server(name, cmd, r"kserve-mesh ready: rest=(\S+) grpc=(\S+) metrics", work / f"{name}.log",
                             quiet)
         m = proc.wait_ready(START_TIMEOUT_S)
-        rest, grpc_address = m.group(1), m.group(2)
-        req = urllib.request.Request(f"{rest}/v2/repository/models/{MODEL}/load", data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=START_TIMEOUT_S) as resp:
-            resp.read()
-        return proc, rest, grpc_address
+        load_model(m.group(1))
+        return proc, m.group(1), m.group(2)
     http_port, grpc_port = free_port(), free_port()
     if name == "kserve":
         script = work / "kserve_server.py"

@@ -42,6 +42,7 @@ from kserve_mesh.protos import v2_repository_pb2 as repo_pb
 from kserve_mesh.runtime.builtin import BuiltinRuntime, RuntimeConfig
 from kserve_mesh.runtime.builtin.fetch import Fetcher
 from kserve_mesh.runtime.grpc_errors import ERROR_KIND_KEY, code_of
+from kserve_mesh.runtime.local_link import remove_stale_socket, serve_link
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ async def serve(
     socket_path = address[len("unix:"):] if address.startswith("unix:") else ""
     try:
         if socket_path:
-            _remove_stale_socket(socket_path)
+            remove_stale_socket(socket_path)
         bound = server.add_insecure_port(address)
         if bound == 0:
             raise RuntimeError("nothing was bound")
@@ -266,19 +267,6 @@ async def serve(
         where = f"{host_part}:{bound}"
     logger.info("runtime gRPC server listening on %s", where)
     return RuntimeServer(server, rt, bound, owns, where), bound
-
-
-def _remove_stale_socket(path: str) -> None:
-    """A socket file left by a runtime that was killed; refuse to remove anything else."""
-    import stat
-
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(f"{path} exists and is not a socket")
-    os.unlink(path)
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -403,8 +391,6 @@ async def _run(args: argparse.Namespace) -> int:
     )
     link = None
     if args.link:  # served before the ready line below: the instance connects once it reads that
-        from kserve_mesh.runtime.local_link import serve_link
-
         try:
             link = await serve_link(_link_path(args.link), server.runtime.infer,
                                     max_message_bytes=args.max_message_bytes)

@@ -47,11 +47,10 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def test_up_instances_serves_and_stops_everything(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    cases = make_models_module().make_all(models, string_models=1)
-    proc = subprocess.Popen([sys.executable, "-m", "kserve_mesh.cli", "up", "--instances", "2", "--models", str(models),
-                             "--rest-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+def _start_up(*args: str) -> tuple[subprocess.Popen[str], list[str], list[re.Match[str]], threading.Event]:
+    """``kserve-mesh up ARGS``, its output pumped into ``lines``; ``got`` is set at its cluster-ready
+    line (then in ``ready``) or when it exits."""
+    proc = subprocess.Popen([sys.executable, "-m", "kserve_mesh.cli", "up", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     ready: list[re.Match[str]] = []
@@ -68,6 +67,34 @@ def test_up_instances_serves_and_stops_everything(tmp_path: Path) -> None:
         got.set()
 
     threading.Thread(target=pump, daemon=True).start()
+    return proc, lines, ready, got
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM ``up`` (SIGKILL if it does not exit in time); its exit code."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
+def _check_stopped(code: int, lines: list[str], started: set[int]) -> None:
+    """``up`` exited 0 and left none of the processes it started running."""
+    assert code == 0, "".join(lines[-30:])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in started):
+        time.sleep(0.2)
+    assert not [p for p in started if _alive(p)], "processes left running"
+
+
+def test_up_instances_serves_and_stops_everything(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    cases = make_models_module().make_all(models, string_models=1)
+    proc, lines, ready, got = _start_up("--instances", "2", "--models", str(models), "--rest-port", "0",
+                                        "--grpc-port", "0", "--metrics-port", "0")
+    started: set[int] = set()
     try:
         assert got.wait(180) and ready, "".join(lines)
         rests = re.findall(r"rest=(\S+)", ready[0].group(2))
@@ -86,17 +113,8 @@ def test_up_instances_serves_and_stops_everything(tmp_path: Path) -> None:
         started = _children(proc.pid)
         assert len(started) >= 5  # etcd, 2 instances, 2 runtime processes
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait(10)
-    assert code == 0, "".join(lines[-30:])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in started):
-        time.sleep(0.2)
-    assert not [p for p in started if _alive(p)], "processes left running"
+        code = _stop(proc)
+    _check_stopped(code, lines, started)
 
 
 def _free_port() -> int:
@@ -113,24 +131,8 @@ def test_up_workers_share_the_ports_and_each_serves(tmp_path: Path) -> None:
     models = tmp_path / "models"
     cases = make_models_module().make_all(models, string_models=1)
     rest_port, grpc_port = _free_port(), _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kserve_mesh.cli", "up", "--workers", "2", "--models", str(models),
-                             "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), "--metrics-port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    ready: list[re.Match[str]] = []
-    got = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            m = READY.search(line)
-            if m:
-                ready.append(m)
-                got.set()
-        got.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    proc, lines, ready, got = _start_up("--workers", "2", "--models", str(models), "--rest-port", str(rest_port),
+                                        "--grpc-port", str(grpc_port), "--metrics-port", "0")
     started: set[int] = set()
     try:
         assert got.wait(180) and ready, "".join(lines)
@@ -154,14 +156,5 @@ def test_up_workers_share_the_ports_and_each_serves(tmp_path: Path) -> None:
         started = _children(proc.pid)
         assert len(started) >= 3  # etcd and 2 instances (their runtimes run inside them)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait(10)
-    assert code == 0, "".join(lines[-30:])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in started):
-        time.sleep(0.2)
-    assert not [p for p in started if _alive(p)], "processes left running"
+        code = _stop(proc)
+    _check_stopped(code, lines, started)
