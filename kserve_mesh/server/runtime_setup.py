@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kserve_mesh.core.clock import Clock
 from kserve_mesh.core.errors import MeshError, Unavailable
+from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.mesh.cache_manager import CacheConfig
 from kserve_mesh.mesh.runtime_process import RuntimeProcess, allocator_env, describe_exit
 from kserve_mesh.runtime.spi import ModelRuntime, RuntimeState
@@ -21,14 +22,16 @@ log = logging.getLogger(__name__)
 RUNTIME_READY_TIMEOUT_S = 180.0
 
 
-def builtin_type_check(s: MeshSettings) -> Callable[[str], object] | None:
-    """How a registration's model type is checked: against the built-in runtime's types (in process
-    or a child process); None for a remote runtime, whose types are not known here."""
+def builtin_type_check(s: MeshSettings) -> Callable[[ModelInfo], object] | None:
+    """How a registration's model type and key are checked: as the built-in runtime (in process or a
+    child process) would resolve them at load (its types, ``rt:<runtime>`` with the format in the
+    key, the key's ``batching``), so a model it could never load is refused when registered; None
+    for a remote runtime, whose types are not known here."""
     if s.runtime == "remote":
         return None
-    from kserve_mesh.runtime.builtin.models import normalize_type
+    from kserve_mesh.runtime.builtin.models import resolve_model_spec
 
-    return normalize_type
+    return lambda info: resolve_model_spec(info.type, info.key)
 
 
 def child_args(s: MeshSettings, cache_dir: Path) -> list[str]:

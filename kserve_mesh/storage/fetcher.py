@@ -239,18 +239,18 @@ def make_fetcher(storage_config: Path | None, cache_dir: Path | None,
 
 
 def model_check(storage_config: Path | None, policy: StoragePolicy, *,
-                check_type: Callable[[str], object] | None = None) -> Callable[[ModelInfo], None]:
+                check_type: Callable[[ModelInfo], object] | None = None) -> Callable[[ModelInfo], None]:
     """The registration check of a mesh instance (``Instance(check_model=...)``): refuses, as
     ``InvalidArgument``, a model whose path the policy refuses or does not exist (a local path),
-    whose modelKey is malformed, or whose type ``check_type`` refuses (by raising a ``MeshError``;
-    given where the runtime's model types are known)."""
+    whose modelKey is malformed, or whose type and key ``check_type`` refuses (by raising a
+    ``MeshError``; given where the runtime's model types and key fields are known)."""
     resolver = StorageResolver(StorageConfig.load(storage_config), policy)
     if check_type is None:
         return resolver.check_model
 
     def check(info: ModelInfo) -> None:
         try:
-            check_type(info.type)
+            check_type(info)
         except MeshError as exc:
             raise InvalidArgument(exc.message) from exc
         resolver.check_model(info)

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from kserve_mesh.api.grpc_v2 import handler
+from kserve_mesh.api.grpc_v2 import handlers
 from kserve_mesh.protocol import v2
 
 
@@ -50,7 +50,7 @@ class FakeContext:
 
 
 async def _call(plane: FakePlane, method: str, data: bytes) -> Any:
-    behaviour = handler(plane).service(type("Details", (), {"method": f"/{v2.SERVICE}/{method}"})())  # type: ignore[arg-type]
+    behaviour = handlers(plane)[method]
     return await behaviour.unary_unary(data, FakeContext())
 
 

@@ -127,14 +127,33 @@ def test_missing_local_file_inside_a_root_is_refused_at_registration_and_fails_t
 
 
 def test_the_registration_check_refuses_a_type_the_runtime_does_not_serve(tree: Path) -> None:
-    from kserve_mesh.runtime.builtin.models import normalize_type
+    from kserve_mesh.server.runtime_setup import builtin_type_check
+    from kserve_mesh.settings import MeshSettings
 
-    check = model_check(None, policy(tree), check_type=normalize_type)
+    check = model_check(None, policy(tree), check_type=builtin_type_check(MeshSettings()))
     check(ModelInfo("string", "hello.string"))
     check(ModelInfo("scikit-learn", "hello.string"))  # the runtime's aliases are its types too
     with pytest.raises(InvalidArgument, match="unsupported model type 'pmml'; the built-in runtime serves"):
         check(ModelInfo("pmml", "hello.string"))
     model_check(None, policy(tree))(ModelInfo("pmml", "hello.string"))  # types unknown (a remote runtime)
+    assert builtin_type_check(MeshSettings(runtime="remote", runtime_address="h:1")) is None
+
+
+def test_the_registration_check_reads_the_key_as_the_runtime_will(tree: Path) -> None:
+    """ModelMesh-serving's shape (``rt:<runtime>``, the format in the key) is accepted, and a key
+    the runtime would refuse at load (a malformed ``batching``) is refused at registration."""
+    from kserve_mesh.server.runtime_setup import builtin_type_check
+    from kserve_mesh.settings import MeshSettings
+
+    check = model_check(None, policy(tree), check_type=builtin_type_check(MeshSettings()))
+    check(ModelInfo("rt:kserve-mesh", "hello.string", '{"model_type": {"name": "string"}}'))
+    check(ModelInfo("string", "hello.string", '{"batching": {"max_batch_size": 8}}'))
+    with pytest.raises(InvalidArgument, match=r"model key 'batching'.max_batch_size must be an integer"):
+        check(ModelInfo("string", "hello.string", '{"batching": {"max_batch_size": -2}}'))
+    with pytest.raises(InvalidArgument, match="unknown field"):
+        check(ModelInfo("string", "hello.string", '{"batching": {"size": 8}}'))
+    with pytest.raises(InvalidArgument, match="unsupported model type 'pmml'"):
+        check(ModelInfo("rt:kserve-mesh", "hello.string", '{"model_type": {"name": "pmml"}}'))
 
 
 def test_local_fetcher_is_confined_too(tree: Path) -> None:
