@@ -266,7 +266,13 @@ class Instance:
             raise ModelNotFound(model_id)
         touch = last_used_ms or self.clock.now_ms()
         if touch > rec.last_used_ms:
-            await self.registry.put_model(replace(rec, last_used_ms=touch))
+            # compare-and-set: a plain put of this view's record would undo what another instance
+            # wrote a moment ago and this view has not seen yet (its copy in ``instances``)
+            def newer(r: ModelRecord) -> ModelRecord:
+                return replace(r, last_used_ms=touch) if touch > r.last_used_ms else r
+
+            if await self.registry.mutate_model(mid, newer) is None:
+                raise ModelNotFound(model_id)
         self.cache.ledger.touch(mid, touch)
         await self._request_load(mid, sync)
         return self.model_status(mid)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 
 from kserve_mesh.core.errors import InvalidArgument, MeshError, ModelNotFound, Unavailable, VModelNotFound
 from kserve_mesh.core.ids import ModelId, VModelId
@@ -206,14 +205,6 @@ class Registry:
     async def delete_vmodel(self, vmodel_id: VModelId) -> None:
         await self._store.delete(self._keys.vmodel(vmodel_id))
         self.vmodels.pop(vmodel_id, None)
-
-    async def update_model(self, model_id: ModelId, **changes: object) -> ModelRecord | None:
-        rec = self.models.get(model_id)
-        if rec is None:
-            return None
-        new = replace(rec, **changes)  # type: ignore[arg-type]
-        await self.put_model(new)
-        return new
 
     def refcount(self, model_id: ModelId) -> int:
         return sum(1 for vm in self.vmodels.values() if model_id in (vm.active, vm.target))

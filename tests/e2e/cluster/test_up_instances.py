@@ -144,8 +144,13 @@ def test_up_workers_share_the_ports_and_each_serves(tmp_path: Path) -> None:
             req = urllib.request.Request(f"{peer}/v2/repository/models/sklearn-iris/load", data=b"", method="POST")
             with urllib.request.urlopen(req, timeout=120) as resp:
                 assert resp.status == 200
-        status = json.loads(subprocess.run([sys.executable, "-m", "kserve_mesh.cli", "status", "-o", "json", "--url",
-                                            shared], capture_output=True, text=True, timeout=60).stdout)
+        deadline = time.monotonic() + 20
+        while True:  # a copy loaded on one instance reaches the other's view through etcd a moment later
+            status = json.loads(subprocess.run([sys.executable, "-m", "kserve_mesh.cli", "status", "-o", "json",
+                                                "--url", shared], capture_output=True, text=True, timeout=60).stdout)
+            if len(status["placements"].get("sklearn-iris", [])) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert len(status["instances"]) == 2 and len(status["placements"]["sklearn-iris"]) == 2
         request = json.dumps(cases["sklearn-iris"]["request"])
         for _ in range(4):
