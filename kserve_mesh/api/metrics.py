@@ -20,7 +20,10 @@ copies that never served a request after their load: the policy let them in only
 next victims), ``kserve_mesh_cache_evicted_value_total`` (the policy's value of the evicted copies:
 estimated requests x load milliseconds per MB; 0 under LRU), the gauge
 ``kserve_mesh_cache_victim_value`` (the value of the copy that would go first; absent under LRU)
-and ``kserve_mesh_cache_window_fraction`` (adaptive: the recency window's share of the capacity).
+and ``kserve_mesh_cache_window_fraction`` (adaptive: the recency window's share of the capacity);
+under ``adaptive`` also ``kserve_mesh_cache_lru_shadow_hits_total`` (requests plain LRU of the same
+capacity would have hit: compare with ``_hits_total``) and ``kserve_mesh_cache_lru_shadow_wins_total``
+(duel periods LRU won clearly, after which the policy re-ranks its protected copies).
 The ``modelmesh_instance_lru_*`` gauges keep ModelMesh's meaning (the oldest last use of a loaded
 copy) under every policy.
 
@@ -206,6 +209,8 @@ class PolicyNumbers:
     evicted_value: float = 0.0
     victim_value: float | None = None
     window_fraction: float | None = None
+    lru_shadow_hits: float | None = None
+    lru_shadow_wins: float | None = None
 
 
 class _PolicyCollector:
@@ -238,6 +243,13 @@ class _PolicyCollector:
         if n.window_fraction is not None:
             yield GaugeMetricFamily("kserve_mesh_cache_window_fraction", "Share of the capacity in the adaptive "
                                     "policy's recency window (tuned online)", value=n.window_fraction)
+        if n.lru_shadow_hits is not None:
+            yield CounterMetricFamily("kserve_mesh_cache_lru_shadow_hits", "Requests plain LRU of the same "
+                                      "capacity would have hit (the adaptive policy's shadow)", value=n.lru_shadow_hits)
+        if n.lru_shadow_wins is not None:
+            yield CounterMetricFamily("kserve_mesh_cache_lru_shadow_wins", "Duel periods in which the LRU shadow "
+                                      "hit clearly more (the adaptive policy then re-ranked protected copies)",
+                                      value=n.lru_shadow_wins)
 
 
 class _BatchCollector:

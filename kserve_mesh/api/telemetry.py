@@ -203,6 +203,7 @@ class Telemetry:
             evictions=int(stats["evictions"]), refused=int(stats["evicted_unused"]),
             evicted_value=stats.get("evicted_value", 0.0), victim_value=ledger.next_victim_value()
             if ledger.policy_name != "lru" else None, window_fraction=window,
+            lru_shadow_hits=stats.get("lru_shadow_hits"), lru_shadow_wins=stats.get("lru_shadow_wins"),
         ))
 
     def scrape(self) -> tuple[bytes, str]:

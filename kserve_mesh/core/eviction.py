@@ -29,6 +29,17 @@ and the offline optimum (``benchmarks/cache_sim.py``):
   stable skewed one down (towards frequency and value per byte). (ARC-style "ghosts" of recent
   victims, moving the window on every miss of one, were tried: they follow a fast shift sooner but
   pushed the window towards LRU on the stationary simulator traces and lost most of the gain there.)
+* **An LRU shadow (never worse than LRU on a fast shift).** The policy also keeps what plain LRU of
+  the same capacity would hold (key hash and size per model, no copies) and, per duel period (one
+  request per copy held, at least ``MIN_DUEL``), counts the requests only LRU would have hit and the
+  requests only this policy hit. When LRU wins clearly (by 2 % of the requests and 1.5 standard
+  deviations of a sign test) the hot set has moved faster than the frequencies follow, and the
+  protected segment is full of models that used to be hot: protected falls back into probation,
+  where every copy duels on its value again. (Widening the window or ageing the sketch on a win
+  were tried too: the window cost the stationary traces more, the ageing added nothing.) Past
+  ``SHADOW_FULL`` copies the shadow follows a sample of the models by key hash in as much less room
+  (SHARDS' spatial sampling), so its cost and memory stay small at 20k copies. The shadow's hits are
+  a metric: what LRU would have done (estimated, when sampled), side by side with this policy's hits.
 
 The mesh cannot serve a model it does not hold, so nothing is ever bypassed: a model that loses
 its duel was loaded and served, and is the next victim. The ledger's invariants are the ledger's:
@@ -36,7 +47,7 @@ this class only orders copies, it never sees a victim the ledger did not offer (
 a copy that is loading or serving requests is never evictable. Cost: O(1) amortised per access and
 per request (ordered dicts, a sketch of fixed row count); a victim costs O(``SAMPLE``). State: the
 sketch (5 bytes per counter slot, at least ``MIN_WIDTH`` slots), per copy an ordered-dict entry and a
-small slot.
+small slot, per model in the shadow an ordered-dict entry (at most ``SHADOW_FULL`` or so).
 """
 
 from __future__ import annotations
@@ -163,6 +174,10 @@ class AdaptivePolicy(TrackingPolicy):
     COUNTER_MAX = 15  # frequency counters saturate here (a model hot long ago ages out quickly)
     SAMPLE = 4  # a victim is the least valuable of this many of its segment's oldest copies
     MAX_CANDIDATES = 256  # copies from the window awaiting their admission duel (older ones just stay)
+    MIN_DUEL = 32  # requests per duel period with the LRU shadow, at least (else one per copy held)
+    DUEL_MARGIN = 0.02  # LRU wins a period when it hit more by this share of the requests ...
+    DUEL_Z = 1.5  # ... and by this many standard deviations of the difference (sign test)
+    SHADOW_FULL = 4096  # copies (peak) up to which the LRU shadow follows every model
 
     def __init__(self, capacity_bytes: int = 1, *, hill_climb: bool = True) -> None:
         self.capacity = max(1, int(capacity_bytes))
@@ -184,6 +199,18 @@ class AdaptivePolicy(TrackingPolicy):
         self.evicted_value = 0.0  # the sum of the victims' values (metrics; the ledger counts the rest)
         self.refused = 0  # window candidates that lost their duel and were evicted
         self._candidates: deque[CacheEntry] = deque(maxlen=self.MAX_CANDIDATES)
+        # the LRU shadow: what plain LRU of the same capacity would hold (key hash -> size)
+        self._shadow: OrderedDict[int, int] = OrderedDict()
+        self._shadow_bytes = 0
+        self._shadow_shift = 0  # it follows 1 model in 2**shift (by key hash) in as many times less room
+        self._shadow_cut = 1 << 16  # ... those whose hash's top 16 bits are below this
+        self._shadow_weight = 1  # requests each of its hits stands for
+        self._shadow_capacity = self.capacity
+        self._duel_requests = 0
+        self._lru_only = 0  # requests of this duel period the shadow hit and we missed
+        self._ours_only = 0  # and the other way round
+        self.shadow_hits = 0  # requests plain LRU would have hit (metrics)
+        self.lru_wins = 0  # duel periods LRU won (metrics)
 
     def _new_sketch(self) -> FrequencySketch:
         """Sized for ``_peak`` copies: 4 counters each (at least ``MIN_WIDTH``), a sample period of
@@ -195,10 +222,61 @@ class AdaptivePolicy(TrackingPolicy):
         """The ledger's capacity (window share and hill-climbing step are fractions of it)."""
         share = self._window_target / self.capacity
         self.capacity = max(1, int(capacity_bytes))
+        self._shadow_capacity = self.capacity >> self._shadow_shift
         self._window_target = share * self.capacity
         self._step = self.STEP * self.capacity
 
     # -- frequency and value -----------------------------------------------------------------------
+    def _shadow_request(self, h: int, size: int, hit: bool) -> None:
+        """One request, as the LRU shadow sees it; at the end of a duel period, the verdict."""
+        if h >> 48 >= self._shadow_cut:  # not in the sample of models the shadow follows
+            return
+        shadow = self._shadow
+        if h in shadow:
+            shadow.move_to_end(h)
+            self.shadow_hits += self._shadow_weight
+            if not hit:
+                self._lru_only += 1
+        else:
+            if hit:
+                self._ours_only += 1
+            shadow[h] = size
+            self._shadow_bytes += size
+            cap = self._shadow_capacity
+            while self._shadow_bytes > cap and len(shadow) > 1:
+                self._shadow_bytes -= shadow.popitem(last=False)[1]
+        self._duel_requests += 1
+        if self._duel_requests >= max(self.MIN_DUEL, self._copies >> self._shadow_shift):
+            a, b = self._lru_only, self._ours_only
+            if a - b > max(self.DUEL_MARGIN * self._duel_requests, self.DUEL_Z * (a + b) ** 0.5):
+                self._lru_won()
+            self._duel_requests = self._lru_only = self._ours_only = 0
+
+    def _sample_shadow(self) -> None:
+        """Past ``SHADOW_FULL`` copies the shadow follows a sample of the models (1 in 2**shift by
+        key hash, with as many times less room), as SHARDS samples reuse distances: the duel needs
+        a few thousand models' verdicts, not every model's, and each request skipped saves its cost."""
+        shift = 0
+        while (self._peak >> shift) > self.SHADOW_FULL:
+            shift += 1
+        if shift == self._shadow_shift:
+            return
+        self._shadow_shift = shift
+        self._shadow_cut = 1 << (16 - min(shift, 16))
+        self._shadow_weight = 1 << shift
+        self._shadow_capacity = self.capacity >> shift
+        kept = OrderedDict((h, size) for h, size in self._shadow.items() if h >> 48 < self._shadow_cut)
+        self._shadow, self._shadow_bytes = kept, sum(kept.values())
+
+    def _lru_won(self) -> None:
+        """Plain LRU would have hit clearly more in the last duel period: the workload moved faster
+        than the frequencies follow, and the protected segment holds what used to be hot. Protected
+        falls back into probation, where each copy duels on its value again."""
+        self.lru_wins += 1
+        prot = self._segs[_PROT]
+        while prot:
+            self._move(next(iter(prot.values())), _PROB)
+
     def _record(self, slot: _Slot, hit: bool) -> None:
         self._sketch.increment(slot.h)
         self._period_requests += 1
@@ -259,6 +337,7 @@ class AdaptivePolicy(TrackingPolicy):
     def on_reserve(self, entry: CacheEntry, now_ms: int) -> None:
         slot = _Slot(FrequencySketch.key_hash(entry.model_id))
         entry.slot = slot
+        self._shadow_request(slot.h, entry.size_bytes, False)
         self._record(slot, hit=False)
         self._segs[_WIN][entry.model_id] = entry
         self._bytes[_WIN] += entry.size_bytes
@@ -266,6 +345,7 @@ class AdaptivePolicy(TrackingPolicy):
         self._copies += 1
         if self._copies > self._peak:  # grow the sketch with the cache (its history restarts)
             self._peak = 2 * self._copies
+            self._sample_shadow()
             self._sketch = self._new_sketch()
 
     def on_access(self, entry: CacheEntry, now_ms: int, counted: bool = True) -> None:
@@ -274,9 +354,11 @@ class AdaptivePolicy(TrackingPolicy):
             return
         self._sketch.increment(slot.h)
         self._period_requests += 1
-        if entry.state is CopyState.LOADED:
+        loaded = entry.state is CopyState.LOADED
+        if loaded:
             slot.hit = True
             self._period_hits += 1
+        self._shadow_request(slot.h, entry.size_bytes, loaded)
         if self._period_requests >= self._sketch.sample and self.hill_climb:
             self._climb()
         if slot.seg == _PROB:
@@ -395,12 +477,14 @@ class AdaptivePolicy(TrackingPolicy):
         return {
             "evicted_value": self.evicted_value,
             "window_fraction": self._window_target / self.capacity,
+            "lru_shadow_hits": float(self.shadow_hits),
+            "lru_shadow_wins": float(self.lru_wins),
         }
 
     def state_bytes(self) -> int:
-        """An estimate of the policy's own memory: the sketch, and per copy an ordered-dict entry
-        (~100 bytes) and a slot (~70 bytes)."""
-        return self._sketch.state_bytes() + 170 * self._copies
+        """An estimate of the policy's own memory: the sketch, per copy an ordered-dict entry
+        (~100 bytes) and a slot (~70 bytes), per model in the LRU shadow an entry (~100 bytes)."""
+        return self._sketch.state_bytes() + 170 * self._copies + 100 * len(self._shadow)
 
 
 POLICY_NAMES = ("lru", "adaptive")

@@ -91,7 +91,11 @@ async def test_policy_metrics(policy: str) -> None:
     if policy == "lru":
         assert "kserve_mesh_cache_victim_value" not in names
         assert "kserve_mesh_cache_window_fraction" not in names
+        assert "kserve_mesh_cache_lru_shadow_hits_total" not in names
     else:
+        # plain LRU with room for 3: a a a hit, b c d miss (d evicts a), a misses
+        assert sample(text, "kserve_mesh_cache_lru_shadow_hits_total") == 2
+        assert sample(text, "kserve_mesh_cache_lru_shadow_wins_total") == 0
         assert sample(text, "kserve_mesh_cache_victim_value") >= 0
         assert 0 <= sample(text, "kserve_mesh_cache_window_fraction") <= 1
         assert sample(text, "kserve_mesh_cache_evicted_value_total") > 0

@@ -2,10 +2,13 @@
 
 The frequency sketch counts and ages; a popular model outlives one-off ones; value per byte sends
 big, cheap, rarely used copies first; a copy that is loading or in use is never a victim; the
-hill climber moves the window; names are checked.
+hill climber moves the window; the LRU shadow counts what LRU would hit and, when the hot set moves
+faster than the frequencies follow, re-ranks the protected copies; names are checked.
 """
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
@@ -223,3 +226,79 @@ def test_lru_breaks_ties_of_last_use_by_model_id_as_before() -> None:
     ledger.touch(M("b"), 6)  # a late stamp never moves a copy back
     assert ledger.get(M("b")).last_used_ms == 7  # type: ignore[union-attr]
 
+
+
+def _replay(ledger: CacheLedger, trace: list[tuple[str, int]]) -> int:
+    """Requests (model, size) through ``ledger`` as the cache manager makes them; returns the hits."""
+    hits = 0
+    for t, (name, size) in enumerate(trace, start=1):
+        if ledger.get(M(name)) is not None:
+            ledger.touch(M(name), t)
+            hits += 1
+        else:
+            miss(ledger, name, size, t)
+    return hits
+
+
+def test_the_lru_shadow_hits_exactly_what_lru_hits() -> None:
+    rng = random.Random(7)
+    sizes = {f"m{i}": rng.randint(5, 60) for i in range(80)}
+    trace = [(name, sizes[name]) for name in rng.choices(list(sizes), weights=[1 / (i + 1) for i in range(80)], k=3000)]
+    policy = AdaptivePolicy(400)
+    _replay(CacheLedger(400, policy), trace)
+    lru_hits = _replay(CacheLedger(400, LruPolicy()), trace)
+    assert lru_hits > 500  # a cache that hits, so the equality below says something
+    assert policy.stats()["lru_shadow_hits"] == lru_hits
+
+
+def _shifting_trace(rng: random.Random, phases: int, per_phase: int) -> list[tuple[str, int]]:
+    """Ten hot models per phase (a new ten each phase) among one-off cold ones, all of one size."""
+    trace = []
+    for phase in range(phases):
+        for i in range(per_phase):
+            hot = rng.random() < 0.8
+            trace.append((f"hot{phase}-{rng.randrange(10)}" if hot else f"cold{phase}-{i}", 10))
+    return trace
+
+
+def test_a_moving_hot_set_makes_the_shadow_win_and_re_ranks_protected_copies() -> None:
+    trace = _shifting_trace(random.Random(3), phases=6, per_phase=400)
+    policy = AdaptivePolicy(150, hill_climb=False)
+    ledger = CacheLedger(150, policy)
+    _replay(ledger, trace[:400])  # the first hot ten settle in protected
+    assert policy._bytes[2] > 0 and policy.lru_wins == 0
+    hits = _replay(ledger, trace[400:])
+    assert policy.lru_wins >= 1  # the old hot models held protected when the hot set moved
+    without = AdaptivePolicy(150, hill_climb=False)
+    without.DUEL_MARGIN = 2.0  # a shadow that never wins: the policy as it was
+    ledger_without = CacheLedger(150, without)
+    _replay(ledger_without, trace[:400])
+    assert hits > _replay(ledger_without, trace[400:])
+    assert without.lru_wins == 0
+
+
+def test_a_stationary_skewed_workload_gives_the_shadow_no_win() -> None:
+    rng = random.Random(11)
+    names = [f"m{i}" for i in range(300)]
+    trace = [(n, 10) for n in rng.choices(names, weights=[1 / (i + 1) for i in range(300)], k=6000)]
+    policy = AdaptivePolicy(300)
+    hits = _replay(CacheLedger(300, policy), trace)
+    assert hits > policy.stats()["lru_shadow_hits"]  # frequency beats recency here ...
+    assert policy.lru_wins == 0  # ... and the duel never says otherwise
+
+
+def test_past_shadow_full_copies_the_shadow_is_lru_over_a_sample_of_the_models() -> None:
+    rng = random.Random(5)
+    names = [f"m{i}" for i in range(3000)]
+    trace = [(n, 10) for n in rng.choices(names, weights=[1 / (i + 1) for i in range(3000)], k=20000)]
+    policy = AdaptivePolicy(4000)
+    policy.SHADOW_FULL = 50
+    policy._peak = 800  # room for 400 copies of 10 bytes: the sample is fixed from the start
+    policy._sample_shadow()
+    assert policy._shadow_shift == 4  # 1 model in 16, in 1/16 of the room
+    _replay(CacheLedger(4000, policy), trace)
+    followed = [(n, size) for n, size in trace if FrequencySketch.key_hash(n) >> 48 < policy._shadow_cut]
+    assert 0 < len(followed) < len(trace)
+    sample_hits = _replay(CacheLedger(4000 >> 4, LruPolicy()), followed)
+    assert policy.stats()["lru_shadow_hits"] == 16 * sample_hits  # exactly LRU on the sample, scaled
+    assert len(policy._shadow) <= 25

@@ -6,7 +6,7 @@ loads with measured times, resizes, unregistrations, failed loads, copies in use
 * ``AdaptiveMachine``: with the adaptive policy, used bytes never exceed capacity, a victim is
   always a LOADED copy that is not protected (loading and in-use copies never go), and the
   policy's state stays bounded: it tracks exactly the ledger's copies, its segments' bytes add up,
-  its candidate queue and sketch stay within their bounds.
+  its candidate queue, sketch and LRU shadow stay within their bounds.
 * ``LruMachine``: the tracking ``LruPolicy`` (a lazy heap) chooses exactly what today's LRU chose (a
   sort of the evictable copies by last use, then id, through the plain ``choose_victims`` path of a
   second ledger fed the same steps), and both ledgers stay identical.
@@ -122,6 +122,12 @@ class AdaptiveMachine(RuleBasedStateMachine):
         assert len(p._candidates) <= p.MAX_CANDIDATES
         assert p._sketch.width <= max(p.MIN_WIDTH, 8 * max(p.MIN_COPIES, 2 * len(MODELS)))
         assert 0.0 <= p._window_target <= CAPACITY
+        # the LRU shadow: one entry per model it holds, its bytes within the capacity (but for one
+        # model bigger than the whole cache), and each duel period ends
+        assert p._shadow_bytes == sum(p._shadow.values())
+        assert p._shadow_bytes <= CAPACITY or len(p._shadow) == 1
+        assert len(p._shadow) <= len(MODELS)
+        assert p._duel_requests < max(p.MIN_DUEL, p._copies) + 1
 
 
 class _TodaysLru:
