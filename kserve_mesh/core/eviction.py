@@ -29,7 +29,7 @@ and the offline optimum (``benchmarks/cache_sim.py``):
   stable skewed one down (towards frequency and value per byte). (ARC-style "ghosts" of recent
   victims, moving the window on every miss of one, were tried: they follow a fast shift sooner but
   pushed the window towards LRU on the stationary simulator traces and lost most of the gain there.)
-* **An LRU shadow (never worse than LRU on a fast shift).** The policy also keeps what plain LRU of
+* **An LRU shadow (following a fast shift).** The policy also keeps what plain LRU of
   the same capacity would hold (key hash and size per model, no copies) and, per duel period (one
   request per copy held, at least ``MIN_DUEL``), counts the requests only LRU would have hit and the
   requests only this policy hit. When LRU wins clearly (by 2 % of the requests and 1.5 standard

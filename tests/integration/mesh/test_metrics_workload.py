@@ -4,7 +4,7 @@ query of the shipped Grafana dashboard names only metrics that exist (issue 10, 
 Two real instances over a real etcd, on loopback:
 
 - ``i0``: the built-in runtime in process, one load slot, room for three models, a payload sink;
-- ``i1``: a runtime process of its own (this file run as a script: the built-in runtime behind the
+- ``i1``: the adaptive eviction policy (its metrics, LRU shadow included, are on the dashboard), a runtime process of its own (this file run as a script: the built-in runtime behind the
   gRPC runtime API, whose loads report no size, so the mesh sizes each model after loading, and
   whose unloads of ``flaky-*`` fail once and of ``stuck-*`` every time).
 
@@ -155,7 +155,8 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
                             "--capacity-bytes", str(3 * STRING_SIZE + STRING_SIZE // 2),
                             "--payload-processors", sink.url(), command="instance", timeout=60),
                 pool.submit(MeshProcess.start, *common, "--instance-id", "i1", "--runtime", "remote",
-                            "--runtime-address", f"127.0.0.1:{port}", command="instance", timeout=60),
+                            "--runtime-address", f"127.0.0.1:{port}", "--eviction-policy", "adaptive",
+                            command="instance", timeout=60),
             ]
         errors = [f.exception() for f in futures if f.exception() is not None]
         started += [f.result() for f in futures if f.exception() is None]
@@ -243,6 +244,8 @@ def scrapes(workload: Workload) -> dict[str, str]:
     for model_id in ("flaky-1", "stuck-1"):
         status, body = i1.call("POST", f"/v2/repository/models/{model_id}/unload", {}, timeout=30)
         assert status == 200, body
+    status, body = _load_here(i1, "m5")  # a copy that stays: the adaptive policy has a next victim to value
+    assert status == 200, body
 
     _wait_for(lambda: total(i0.metrics_text(), "kserve_mesh_payload_events_total", outcome="sent") >= 2,
               "no payload event was sent", 10.0)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prom_text import dashboard_exprs, histogram_base, metric_names, promql_metric_names
 
-from kserve_mesh.api.metrics import MemoryNumbers, MeshMetrics
+from kserve_mesh.api.metrics import MemoryNumbers, MeshMetrics, PolicyNumbers
 
 REPO = Path(__file__).resolve().parents[3]
 GRAFANA = REPO / "manifests" / "grafana"
@@ -88,6 +88,8 @@ def exposed_names() -> set[str]:
     metrics.observe_load(1.0, 1)
     metrics.set_payloads([Sink()])
     metrics.set_memory(MemoryNumbers(resident_bytes=3, baseline_bytes=1, accounted_bytes=1, recycles=1))
+    metrics.set_policy(PolicyNumbers(policy="adaptive", requests=2, hits=1, victim_value=1.0, window_fraction=0.1,
+                                     lru_shadow_hits=1, lru_shadow_wins=0))
     return metric_names(metrics.render()[0].decode())
 
 
