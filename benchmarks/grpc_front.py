@@ -8,7 +8,7 @@ bytes without decoding the request, served four ways, one after the other and ro
 each loaded by ``h2load`` (HTTP/2, a 69-byte gRPC frame) at 1 and 16 connections:
 
     aio          ``grpc.aio`` server on asyncio's default loop (what the mesh runs)
-    aio-uvloop   the same on uvloop
+    aio-uvloop   the same on uvloop (left out when uvloop is not installed)
     sync         ``grpc.server`` with a pool of 8 threads, the handler in the thread
     sync-hop     the same, but each call runs a coroutine on an asyncio loop in another thread
                  (``run_coroutine_threadsafe(...).result()``): what a sync front over the mesh's
@@ -46,6 +46,14 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
+def _service(handle: object) -> object:
+    """The one method, its request and answer passed as bytes."""
+    import grpc
+
+    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(handle, _identity, _identity)})
+
+
 def serve(mode: str) -> None:
     """Serve ``mode`` on an ephemeral port of 127.0.0.1 until killed; prints the port."""
     import grpc
@@ -56,9 +64,7 @@ def serve(mode: str) -> None:
 
         async def main() -> None:
             server = grpc.aio.server()
-            handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
-                "ModelInfer": grpc.unary_unary_rpc_method_handler(handle, _identity, _identity)})
-            server.add_generic_rpc_handlers((handler,))
+            server.add_generic_rpc_handlers((_service(handle),))
             port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             print(f"serving on {port}", flush=True)
@@ -85,9 +91,7 @@ def serve(mode: str) -> None:
         return ANSWER
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(handle_sync, _identity, _identity)})
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((_service(handle_sync),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"serving on {port}", flush=True)
@@ -133,13 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     ensure_tools(Console(stderr=True))
+    import importlib.util
+
+    modes = [m for m in MODES if m != "aio-uvloop" or importlib.util.find_spec("uvloop") is not None]
+    if len(modes) < len(MODES):
+        print("uvloop is not installed here: aio-uvloop left out (pip install uvloop)", file=sys.stderr)
     cells: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="km-grpc-front-") as tmp:
         for r in range(a.rounds):
-            for mode in MODES:
+            for mode in modes:
                 cells += [{**c, "round": r + 1} for c in measure(mode, a.seconds, Path(tmp))]
     print(f"{'mode':12} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'CPU us/call':>12}   (mean of {a.rounds} rounds)")
-    for mode in MODES:
+    for mode in modes:
         for connections in (1, 16):
             mine = [c for c in cells if c["mode"] == mode and c["connections"] == connections]
             mean = {k: sum(float(c[k]) for c in mine) / len(mine) for k in ("req_s", "p50_ms", "cpu_us_per_call")}
