@@ -34,6 +34,7 @@ from kserve_mesh.runtime.builtin.models import (
     TensorSpec,
     accepted_datatypes,
 )
+from kserve_mesh.runtime.builtin.sklearn_linear import linear_predict
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class SklearnModel(LoadedModel):
         if not hasattr(estimator, "predict"):
             raise ModelLoadFailed(f"the sklearn file holds a {type(estimator).__name__}, which has no predict()")
         self._estimator = estimator
+        self._linear = linear_predict(estimator)
         n_features = int(getattr(estimator, "n_features_in_", -1))
         self.inputs = (_features_input(n_features, np.float64),)
         classes = getattr(estimator, "classes_", None)
@@ -81,7 +83,12 @@ class SklearnModel(LoadedModel):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = inputs[INPUT]
-        if x.dtype.kind == "f" and np.isfinite(x).all():
+        linear = self._linear
+        if linear is not None and x.dtype == np.float64 and x.ndim == 2 and len(x) and np.isfinite(x).all():
+            # One of scikit-learn's linear models, checked at load to give exactly its answers
+            # (sklearn_linear.py): the matrix product alone, ~5 µs instead of ~300 for a few rows.
+            result = linear(x)
+        elif x.dtype.kind == "f" and np.isfinite(x).all():
             # Checked here (float, finite; shape and dtype by the runtime's validation): scikit-learn
             # need not check again (~30% of a small predict). Non-finite inputs take the plain path,
             # so estimators that accept NaN still see it and the others still refuse it.
@@ -169,8 +176,9 @@ class OnnxModel(LoadedModel):
             if arg.type not in _ONNX_TYPES:
                 raise ModelLoadFailed(f"ONNX input '{arg.name}' has unsupported type {arg.type}")
             datatype, dt = _ONNX_TYPES[arg.type]
-            specs.append(TensorSpec(arg.name, datatype, _onnx_shape(arg.shape), accepted_datatypes(datatype),
-                                    np.dtype(dt)))
+            specs.append(
+                TensorSpec(arg.name, datatype, _onnx_shape(arg.shape), accepted_datatypes(datatype), np.dtype(dt))
+            )
         self.inputs = tuple(specs)
         outs = []
         for arg in session.get_outputs():
