@@ -22,7 +22,13 @@ the runtime's event loop:
   that is cancelled or passes its deadline leaves the queue without touching the others; closing
   the batcher (unload) fails what is still queued.
 
-- **Waiting only where it pays**: when ``SOLO_STREAK`` batches in a row held one request each (a
+- **Batching only where it pays**: a batch saves model calls, and costs each request a queue, a
+  future and a turn of the loop. A model whose calls take under ``CHEAP_CALL_S`` (a moving average
+  of the measured calls; scikit-learn's linear models predicted from their coefficients take a few
+  microseconds) saves less than that, so with the default delay (0) its requests predict at once,
+  as if batching were off, while their calls stay that cheap. An explicit ``max_batch_delay_ms``
+  always batches.
+- **Waiting only where it forms batches**: when ``SOLO_STREAK`` batches in a row held one request each (a
   front door that hands the loop one request per turn, as grpc.aio does), the next ``SOLO_SKIP``
   requests that find nothing queued predict at once, as if batching were off; then waiting is tried
   again. Under REST concurrency batches form and this never triggers.
@@ -38,6 +44,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +65,10 @@ SOLO_STREAK = 8
 """Batches in a row of a single request after which waiting is given up for a while."""
 SOLO_SKIP = 64
 """Requests then predicted at once (when nothing is queued) before waiting is tried again."""
+CHEAP_CALL_S = 50e-6
+"""Model calls cheaper than this (moving average) are not worth batching (with the default delay)."""
+CALL_EMA = 0.1
+"""Weight of the newest call in the moving average of a model call's duration."""
 
 
 
@@ -149,7 +160,8 @@ class Batcher:
     def __init__(self, model_id: str, model: LoadedModel, *, max_batch_size: int, max_batch_delay_ms: float,
                  executor: concurrent.futures.Executor, inline_max_elements: int,
                  stats: BatchStats | None = None,
-                 predict: Callable[[str, LoadedModel, Feed], Outputs] = _predict) -> None:
+                 predict: Callable[[str, LoadedModel, Feed], Outputs] = _predict,
+                 cheap_call_s: float = CHEAP_CALL_S) -> None:
         if max_batch_size < 2:
             raise ValueError(f"a batcher needs max_batch_size >= 2, got {max_batch_size}")
         self.model_id = model_id
@@ -168,6 +180,8 @@ class Batcher:
         self._closed = False
         self._solo_streak = 0  # batches in a row that held one request
         self._skip = 0  # requests still to predict at once, waiting having not paid
+        self._cheap_call_s = cheap_call_s if self.max_batch_delay_s <= 0 else 0.0
+        self.call_s: float | None = None  # moving average of a model call's duration (seconds)
         self.enabled = True  # False once the model's outputs proved not splittable
 
     # -- the request side ----------------------------------------------------------------------
@@ -182,6 +196,13 @@ class Batcher:
         rows = _rows(feed) if key is not None else 0
         if key is None or rows >= self.max_batch_size:
             return await self._alone(feed, timeout)
+        call_s = self.call_s
+        if (call_s is not None and call_s < self._cheap_call_s and not self._queue and not self._running
+                and sum(a.size for a in feed.values()) <= self._inline_max):
+            # The model's calls cost less than a batch would save: predicted at once, on the loop.
+            if self._stats is not None:
+                self._stats.observe(1)
+            return self._call(feed)
         loop = asyncio.get_running_loop()
         free = self.max_batch_delay_s <= 0 and not self._running and self._handle is None
         now = free and _idle(loop)
@@ -192,7 +213,7 @@ class Batcher:
             # Nothing else can arrive before the loop polls again, and it predicts on the loop: at once.
             if self._stats is not None:
                 self._stats.observe(1)
-            return self._predict(self.model_id, self.model, feed)
+            return self._call(feed)
         item = _Item(feed, key, rows, loop.create_future(), loop.time())
         self._queue.append(item)
         self._queued_rows += rows
@@ -217,7 +238,7 @@ class Batcher:
         if self._stats is not None:
             self._stats.observe(1)
         if sum(a.size for a in feed.values()) <= self._inline_max:
-            return self._predict(self.model_id, self.model, feed)
+            return self._call(feed)
         work = asyncio.get_running_loop().run_in_executor(self._executor, self._predict, self.model_id,
                                                           self.model, feed)
         try:
@@ -354,7 +375,7 @@ class Batcher:
         feed = {name: np.concatenate([item.feed[name] for item in batch]) for name in batch[0].feed}
         total = sum(item.rows for item in batch)
         try:
-            outputs = self._predict(self.model_id, self.model, feed)
+            outputs = self._call(feed)
         except InvalidArgument:  # someone's rows were refused: each request on its own
             return _Outcome([self._one(item.feed) for item in batch], [1] * len(batch))
         except MeshError as err:
@@ -371,9 +392,19 @@ class Batcher:
 
     def _one(self, feed: Feed) -> Outputs | MeshError:
         try:
-            return self._predict(self.model_id, self.model, feed)
+            return self._call(feed)
         except MeshError as err:
             return err
+
+    def _call(self, feed: Feed) -> Outputs:
+        """One model call (blocking), timed into ``call_s``."""
+        start = time.perf_counter()
+        try:
+            return self._predict(self.model_id, self.model, feed)
+        finally:
+            spent = time.perf_counter() - start
+            last = self.call_s
+            self.call_s = spent if last is None else last + CALL_EMA * (spent - last)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -66,9 +66,11 @@ def pool() -> Any:
 
 
 def batcher(model: RowSums, pool: Any, *, size: int = 32, delay_ms: float = 0, inline_max: int = 4096,
-            stats: BatchStats | None = None) -> Batcher:
+            stats: BatchStats | None = None, cheap_call_s: float = 0.0) -> Batcher:
+    """A batcher of ``model``; RowSums' calls take microseconds, so by default these tests turn off
+    the skip for cheap calls (``CHEAP_CALL_S``), which has tests of its own."""
     return Batcher("m", model, max_batch_size=size, max_batch_delay_ms=delay_ms, executor=pool,
-                   inline_max_elements=inline_max, stats=stats)
+                   inline_max_elements=inline_max, stats=stats, cheap_call_s=cheap_call_s)
 
 
 def rows(*values: float, width: int = 2) -> dict[str, np.ndarray]:
@@ -509,3 +511,69 @@ async def test_waiting_is_given_up_while_it_forms_no_batches_then_tried_again(po
         assert [o["y"].tolist() for o in outs] == [[2], [4], [6]] and model.calls[-1] == 3
     finally:
         busy = False
+
+
+# The skip for cheap calls, with a threshold far from both models' call times (RowSums: microseconds;
+# SlowRowSums: DEAR), so the tests do not depend on this machine's speed. The default is CHEAP_CALL_S.
+CHEAP = 0.0005
+DEAR = 0.01
+
+
+def test_the_default_threshold_is_the_documented_one(pool: Any) -> None:
+    from kserve_mesh.runtime.builtin.batching import CHEAP_CALL_S
+
+    b = Batcher("m", RowSums(), max_batch_size=4, max_batch_delay_ms=0, executor=pool, inline_max_elements=16)
+    assert b._cheap_call_s == CHEAP_CALL_S == 50e-6
+    b = Batcher("m", RowSums(), max_batch_size=4, max_batch_delay_ms=1, executor=pool, inline_max_elements=16)
+    assert b._cheap_call_s == 0  # an explicit delay always batches
+
+
+class SlowRowSums(RowSums):
+    """RowSums whose calls take ``seconds`` (a model worth batching), changeable between calls."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.seconds:
+            time.sleep(self.seconds)
+        return super().predict(inputs)
+
+
+async def test_a_model_whose_calls_are_cheap_is_not_batched_and_one_that_costs_is(pool: Any) -> None:
+    cheap, stats = RowSums(), BatchStats()
+    b = batcher(cheap, pool, stats=stats, cheap_call_s=CHEAP)
+    first = await asyncio.gather(*(b.infer(rows(v)) for v in (1, 2, 3, 4)))
+    assert cheap.calls == [4]  # nothing measured yet: stacked
+    assert b.call_s is not None and b.call_s < CHEAP
+    then = await asyncio.gather(*(b.infer(rows(v)) for v in (1, 2, 3, 4)))
+    assert cheap.calls == [4, 1, 1, 1, 1]  # each predicted at once: a batch would cost more than it saves
+    assert [o["y"].tolist() for o in then] == [o["y"].tolist() for o in first] == [[2], [4], [6], [8]]
+    assert stats.snapshot().calls == 5 and stats.snapshot().total == 8
+
+    slow = SlowRowSums(DEAR)
+    b = batcher(slow, pool, cheap_call_s=CHEAP)
+    for _ in range(2):
+        await asyncio.gather(*(b.infer(rows(v)) for v in (1, 2, 3, 4)))
+    assert slow.calls == [4, 4] and b.call_s is not None and b.call_s > CHEAP
+
+
+async def test_a_model_whose_calls_grow_dear_is_batched_again(pool: Any) -> None:
+    model = SlowRowSums(0.0)
+    b = batcher(model, pool, cheap_call_s=CHEAP)
+    await asyncio.gather(*(b.infer(rows(v)) for v in (1, 2)))
+    await asyncio.gather(*(b.infer(rows(v)) for v in (1, 2)))
+    assert model.calls == [2, 1, 1]
+    model.seconds = DEAR  # e.g. the requests grew: every call measured so far was at once, and dear now
+    await b.infer(rows(1))
+    outs = await asyncio.gather(*(b.infer(rows(v)) for v in (1, 2, 3)))
+    assert model.calls == [2, 1, 1, 1, 3] and [o["y"].tolist() for o in outs] == [[2], [4], [6]]
+
+
+async def test_an_explicit_delay_batches_even_cheap_calls(pool: Any) -> None:
+    model = RowSums()
+    b = batcher(model, pool, delay_ms=5, cheap_call_s=CHEAP)
+    for _ in range(3):
+        await asyncio.gather(*(b.infer(rows(v)) for v in (1, 2, 3)))
+    assert model.calls == [3, 3, 3]
