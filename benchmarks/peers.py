@@ -1,9 +1,13 @@
 """Throughput and latency of the mesh against its peers, side by side in one run (issue 15).
 
-    python benchmarks/peers.py [--seconds 15] [--quick] [--only mesh,kserve,...] [--json OUT]
+    python benchmarks/peers.py [--seconds 15] [--quick] [--only mesh,kserve,...] [--c64]
+                               [--estimator logistic|tree] [--json OUT]
 
-Every server serves the same model (the example sklearn iris LogisticRegression) on 127.0.0.1 and
-is started, measured and stopped here, one at a time:
+Every server serves the same model (the example sklearn iris LogisticRegression, or with
+``--estimator tree`` a DecisionTreeClassifier on the same data) on 127.0.0.1 and is started,
+measured and stopped here, one at a time. The mesh predicts scikit-learn's linear models from their
+coefficients (``runtime/builtin/sklearn_linear.py``); a tree goes through scikit-learn's ``predict``
+in every server, so its ratios show the serving overhead alone:
 
     mlserver      MLServer 1.7.1 (its own venv, scripts/mlserver-venv.sh), parallel_workers 0
     mlserver-w    the same with one inference worker process (MLServer's default)
@@ -180,6 +184,29 @@ def _wait_http_ready(url: str, timeout_s: float) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit(f"{url} did not answer 200 within {timeout_s:g} s")
+
+
+ESTIMATORS = ("logistic", "tree")
+
+
+def as_tree(entry: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Replace the example LogisticRegression at ``path`` with a DecisionTreeClassifier on the same
+    data, which no server can predict without scikit-learn's own ``predict``; the entry's expected
+    outputs become the tree's."""
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = load_iris(return_X_y=True)
+    tree = DecisionTreeClassifier(max_depth=4, random_state=0).fit(x, y)
+    joblib.dump(tree, path)
+    first = entry["request"]["inputs"][0]
+    sample = np.asarray(first["data"], dtype=np.float64).reshape(first["shape"])
+    out = entry["expected"]["outputs"][0]
+    predicted = tree.predict(sample).astype(np.int64)
+    return {**entry, "expected": {**entry["expected"],
+                                  "outputs": [{**out, "shape": list(predicted.shape), "data": predicted.tolist()}]}}
 
 
 def load_model(rest: str) -> None:
@@ -403,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SERVERS), help="servers to run, comma separated")
     parser.add_argument("--json", type=Path, default=None, help="write the cells and the verdict here")
     parser.add_argument("--c64", action="store_true", help="also cells at 64 connections (the batching target)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="logistic",
+                        help="the iris model every server runs: the example LogisticRegression (default; the "
+                             "mesh predicts it from its coefficients) or a DecisionTreeClassifier (scikit-learn's "
+                             "own predict everywhere, so the ratios show serving overhead alone)")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in SERVERS]
@@ -416,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         models = work / "models"
         entry = make_model(MODEL, models)
+        if args.estimator == "tree":
+            entry = as_tree(entry, models / MODEL / "model.joblib")
         bodies = encode_bodies(entry, work)
         for name in sorted(only, key=SERVERS.index):
             console.print(f"[bold]{name}[/bold]: starting")
@@ -428,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = summarize(cells)
     render(console, cells, verdict)
     if args.json is not None:
-        args.json.write_text(json.dumps({"model": MODEL, "seconds": seconds, "cpus": os.cpu_count(),
+        args.json.write_text(json.dumps({"model": MODEL, "estimator": args.estimator, "seconds": seconds, "cpus": os.cpu_count(),
                                          "cells": [{**asdict(c), "rps": c.rps} for c in cells],
                                          "verdict": verdict}, indent=2))
     return 0
