@@ -302,3 +302,61 @@ def test_past_shadow_full_copies_the_shadow_is_lru_over_a_sample_of_the_models()
     sample_hits = _replay(CacheLedger(4000 >> 4, LruPolicy()), followed)
     assert policy.stats()["lru_shadow_hits"] == 16 * sample_hits  # exactly LRU on the sample, scaled
     assert len(policy._shadow) <= 25
+
+
+def test_the_spread_of_the_sizes_held_is_followed_exactly() -> None:
+    policy = AdaptivePolicy(10_000, hill_climb=False)
+    ledger = CacheLedger(10_000, policy)
+    for i in range(6):
+        loaded(ledger, f"eq{i}", 100, i)
+    assert not policy.sizes_vary()  # equal sizes: no spread
+    loaded(ledger, "big", 3_000, 7)
+    assert policy.sizes_vary()  # 6 x 100 and 3,000: a coefficient of variation of ~2.2
+    ledger.resize(M("big"), 120)
+    assert not policy.sizes_vary()  # resized: 100 x 6 and 120 spread little
+    ledger.resize(M("big"), 3_000)
+    ledger.release(M("big"))
+    assert not policy.sizes_vary()
+    assert policy._size_sum == 600 and policy._size_sq == 6 * 100 * 100  # exact after all of it
+    for i in range(6):
+        ledger.release(M(f"eq{i}"))
+    assert (policy._size_sum, policy._size_sq, policy._copies) == (0, 0, 0)
+
+
+def test_a_victim_comes_from_a_wider_sample_while_sizes_vary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kserve_mesh.core import eviction
+
+    def oldest_probation_victim(sizes: list[int]) -> tuple[str, list[int]]:
+        policy = AdaptivePolicy(100_000, hill_climb=False)
+        ledger = CacheLedger(100_000, policy)
+        for i, size in enumerate(sizes):
+            loaded(ledger, f"m{i}", size, i)
+        victim = policy._next_victim(lambda e: True, set(), (eviction._PROB,),  # type: ignore[arg-type]
+                                     AdaptivePolicy.SAMPLE_VARIED if policy.sizes_vary() else AdaptivePolicy.SAMPLE)
+        samples: list[int] = []
+        real = policy._next_victim
+
+        def spy(evictable, taken, segs, sample=0):  # type: ignore[no-untyped-def]
+            samples.append(sample)
+            return real(evictable, taken, segs, sample)
+
+        monkeypatch.setattr(policy, "_next_victim", spy)
+        assert ledger.plan_eviction(100_000 - sum(sizes) + 1_000)  # needs room: the policy picks victims
+        return victim.model_id, samples  # type: ignore[union-attr]
+
+    # The same access history (one request each); the 9th oldest is the biggest, so worth least per byte.
+    varied = [500] * 8 + [20_000] + [500] * 3
+    victim, samples = oldest_probation_victim(varied)
+    assert victim == M("m8")  # within the 16 oldest: found
+    assert samples and set(samples) == {AdaptivePolicy.SAMPLE_VARIED}  # and the ledger's plan used 16
+    equal = [500] * 12
+    victim, samples = oldest_probation_victim(equal)
+    assert victim == M("m0")  # equal values: the oldest of the 4
+    assert samples and set(samples) == {AdaptivePolicy.SAMPLE}
+    # with the narrow sample the big copy, 9th oldest, would not even be looked at
+    policy = AdaptivePolicy(100_000, hill_climb=False)
+    ledger = CacheLedger(100_000, policy)
+    for i, size in enumerate(varied):
+        loaded(ledger, f"m{i}", size, i)
+    narrow = policy._next_victim(lambda e: True, set(), (eviction._PROB,), AdaptivePolicy.SAMPLE)  # type: ignore[arg-type]
+    assert narrow is not None and narrow.model_id != M("m8")

@@ -119,6 +119,8 @@ class AdaptiveMachine(RuleBasedStateMachine):
         in_segments = [e for seg in p._segs for e in seg.values()]
         assert sorted(e.model_id for e in in_segments) == sorted(e.model_id for e in tracked)
         assert p._bytes == [sum(e.size_bytes for e in seg.values()) for seg in p._segs]
+        assert p._size_sum == sum(e.size_bytes for e in tracked)  # the sizes' spread, exact
+        assert p._size_sq == sum(e.size_bytes**2 for e in tracked)
         assert len(p._candidates) <= p.MAX_CANDIDATES
         assert p._sketch.width <= max(p.MIN_WIDTH, 8 * max(p.MIN_COPIES, 2 * len(MODELS)))
         assert 0.0 <= p._window_target <= CAPACITY
