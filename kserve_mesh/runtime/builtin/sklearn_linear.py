@@ -31,6 +31,7 @@ import numpy as np
 __all__ = ["linear_predict"]
 
 _PROBE_ROWS = 64
+_PROBE_BYTES = 4 << 20
 # scikit-learn's own regressor methods that come down to ``X @ coef_.T + intercept_`` on dense rows
 _REGRESSOR_PREDICT = frozenset(
     {"LinearModel.predict", "MultiOutputLinearModel.predict", "Ridge.predict", "BaseSGDRegressor.predict"}
@@ -73,7 +74,8 @@ def _regressor(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
 def linear_predict(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
     """A function computing ``estimator.predict`` on finite float64 rows ``[n, n_features]`` without
     scikit-learn's checks, or None when the estimator is not one of scikit-learn's own linear models
-    or the function does not give exactly scikit-learn's answers on probe rows."""
+    or the function does not give exactly scikit-learn's answers on probe rows (64, fewer for a model
+    of more than ~8,000 features, so that the probe stays within ~4 MiB)."""
     try:
         from sklearn.linear_model._base import LinearClassifierMixin
     except ImportError:  # a scikit-learn without these private bases: its own path
@@ -102,8 +104,11 @@ def linear_predict(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
         return None
     if fast is None:
         return None
-    rng = np.random.default_rng(0)
-    probe = np.vstack([np.zeros((1, n_features)), rng.standard_normal((_PROBE_ROWS - 1, n_features)) * 10.0])
+    # up to 64 rows, fewer for very wide models: the probe stays within ~4 MiB whatever the width
+    count = max(2, min(_PROBE_ROWS, _PROBE_BYTES // (8 * n_features)))
+    probe = np.zeros((count, n_features))
+    np.random.default_rng(0).standard_normal(out=probe[1:])
+    probe[1:] *= 10.0
     try:
         pairs = [(np.asarray(fast(rows)), np.asarray(estimator.predict(rows))) for rows in (probe, probe[1:2])]
     except Exception:  # noqa: BLE001 - any failure here only means: keep scikit-learn's path

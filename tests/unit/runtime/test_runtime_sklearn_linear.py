@@ -129,4 +129,30 @@ def test_nan_and_other_dtypes_still_go_through_sklearn() -> None:
     with pytest.raises(InvalidArgument, match="infinity"):
         predict("iris", model, {"input-0": rows})
     f32 = X[:10].astype(np.float32)
-    assert np.array_equal(model.predict({"input-0": f32})["output-0"], estimator.predict(f32))
+    expected = estimator.predict(f32)
+    seen: list[np.dtype] = []
+    real = estimator.predict
+    estimator.predict = lambda x: seen.append(x.dtype) or real(x)  # type: ignore[method-assign]
+    try:
+        assert np.array_equal(model.predict({"input-0": f32})["output-0"], expected)
+    finally:
+        del estimator.predict
+    assert seen == [np.dtype(np.float32)]  # scikit-learn's own predict answered it
+
+
+def test_a_very_wide_model_is_probed_within_a_few_mib() -> None:
+    import tracemalloc
+
+    wide = LogisticRegression()  # a fitted binary model of 200,000 features, set directly
+    wide.coef_ = np.random.default_rng(1).standard_normal((1, 200_000))
+    wide.intercept_ = np.array([0.5])
+    wide.classes_ = np.array([0, 1])
+    wide.n_features_in_ = 200_000
+    tracemalloc.start()
+    try:
+        fast = linear_predict(wide)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fast is not None
+    assert peak < 24 << 20, f"probing a 1.6 MB model took {peak >> 20} MiB"  # 64 rows would be ~200 MiB
