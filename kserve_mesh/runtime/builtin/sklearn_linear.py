@@ -14,6 +14,8 @@ such models, so the runtime computes them directly:
   overrides either keeps scikit-learn's path (RidgeClassifier, with its own multilabel ``predict``,
   does too);
 * with dense ``coef_`` (not ``sparsify()``-ed) and a known feature count that matches it;
+* alone, or at the end of a plain ``Pipeline`` whose other steps are ``StandardScaler`` (or
+  passthrough), each applied as its ``transform`` does: ``(X - mean_) / scale_`` on a copy;
 * the same operations in the same order on the same arrays as scikit-learn 1.x, so the results are
   bit for bit the same; this is checked when the model loads, on probe rows, and any difference
   (another scikit-learn version, an unusual attribute) keeps the model on scikit-learn's path;
@@ -71,11 +73,8 @@ def _regressor(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
     return predict
 
 
-def linear_predict(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A function computing ``estimator.predict`` on finite float64 rows ``[n, n_features]`` without
-    scikit-learn's checks, or None when the estimator is not one of scikit-learn's own linear models
-    or the function does not give exactly scikit-learn's answers on probe rows (64, fewer for a model
-    of more than ~8,000 features, so that the probe stays within ~4 MiB)."""
+def _linear(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The matrix product for one of scikit-learn's own linear models, unverified; else None."""
     try:
         from sklearn.linear_model._base import LinearClassifierMixin
     except ImportError:  # a scikit-learn without these private bases: its own path
@@ -89,20 +88,67 @@ def linear_predict(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
         return None
     if not isinstance(getattr(estimator, "intercept_", None), (np.ndarray, float, int)):
         return None
-    fast: Callable[[np.ndarray], np.ndarray] | None
     if (
         getattr(kind, "predict", None) is LinearClassifierMixin.predict
         and getattr(kind, "decision_function", None) is LinearClassifierMixin.decision_function
     ):
-        fast = _classifier(estimator)
-    elif (
+        return _classifier(estimator)
+    if (
         _sklearns(getattr(kind, "predict", None)) in _REGRESSOR_PREDICT
         and _sklearns(getattr(kind, "_decision_function", None)) in _REGRESSOR_SCORES
     ):
-        fast = _regressor(estimator)
-    else:
+        return _regressor(estimator)
+    return None
+
+
+def _pipeline(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A plain ``Pipeline`` of ``StandardScaler`` steps (or passthrough) ending in a linear model:
+    each scaler's ``(X - mean_) / scale_`` on a copy, as its ``transform`` does, then the product."""
+    try:
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
         return None
-    if fast is None:
+    if type(estimator) is not Pipeline or not estimator.steps:
+        return None
+    *steps, (_, last) = estimator.steps
+    scalers: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+    for _, step in steps:
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        if type(step) is not StandardScaler:
+            return None
+        mean = step.mean_ if step.with_mean else None
+        scale = step.scale_ if step.with_std else None
+        for arr in (mean, scale):
+            if arr is not None and (not isinstance(arr, np.ndarray) or arr.dtype != np.float64):
+                return None
+        scalers.append((mean, scale))
+    final = _linear(last)
+    if final is None:
+        return None
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        for mean, scale in scalers:
+            x = x.copy()
+            if mean is not None:
+                x -= mean
+            if scale is not None:
+                x /= scale
+        return final(x)
+
+    return predict
+
+
+def linear_predict(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A function computing ``estimator.predict`` on finite float64 rows ``[n, n_features]`` without
+    scikit-learn's checks, or None when the estimator is not one of scikit-learn's own linear models
+    (alone, or at the end of a plain ``Pipeline`` of ``StandardScaler`` steps) or the function does
+    not give exactly scikit-learn's answers on probe rows (64, fewer for a model of more than ~8,000
+    features, so that the probe stays within ~4 MiB)."""
+    fast = _linear(estimator) or _pipeline(estimator)
+    n_features = getattr(estimator, "n_features_in_", None)
+    if fast is None or not isinstance(n_features, int) or n_features < 1:
         return None
     # up to 64 rows, fewer for very wide models: the probe stays within ~4 MiB whatever the width
     count = max(2, min(_PROBE_ROWS, _PROBE_BYTES // (8 * n_features)))

@@ -19,8 +19,8 @@ from sklearn.linear_model import (
     SGDClassifier,
     SGDRegressor,
 )
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
@@ -50,6 +50,21 @@ def _fitted() -> dict[str, tuple[Any, np.ndarray]]:
         "lasso": (Lasso(alpha=0.1).fit(XD, YD), XD),
         "elastic net": (ElasticNet(alpha=0.01).fit(XD, YD), XD),
         "sgd regressor": (SGDRegressor(random_state=0, max_iter=20, tol=None).fit(XD, YD), XD),
+        "scaled logistic (a pipeline)": (
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, Y),
+            X,
+        ),
+        "two scalers, passthrough, ridge": (
+            Pipeline(
+                [
+                    ("a", StandardScaler(with_mean=False)),
+                    ("skip", "passthrough"),
+                    ("b", StandardScaler(with_std=False)),
+                    ("ridge", Ridge()),
+                ]
+            ).fit(XD, YD),
+            XD,
+        ),
     }
 
 
@@ -99,7 +114,12 @@ def test_what_is_not_plainly_linear_keeps_sklearns_path() -> None:
         "sparsified coefficients": sparse,
         "RidgeClassifier (its own predict, for multilabel)": RidgeClassifier().fit(X, Y),
         "a tree": DecisionTreeClassifier(random_state=0).fit(X, Y),
-        "a pipeline": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, Y),
+        "a pipeline with another transformer": make_pipeline(MinMaxScaler(), LogisticRegression(max_iter=1000)).fit(
+            X, Y
+        ),
+        "a pipeline ending in a tree": make_pipeline(StandardScaler(), DecisionTreeClassifier(random_state=0)).fit(
+            X, Y
+        ),
     }
     for name, estimator in others.items():
         assert linear_predict(estimator) is None, name
