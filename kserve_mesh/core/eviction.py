@@ -48,10 +48,10 @@ The mesh cannot serve a model it does not hold, so nothing is ever bypassed: a m
 its duel was loaded and served, and is the next victim. The ledger's invariants are the ledger's:
 this class only orders copies, it never sees a victim the ledger did not offer (``evictable``), and
 a copy that is loading or serving requests is never evictable. Cost: O(1) amortised per access and
-per request (ordered dicts, a sketch of fixed row count); a victim costs O(``SAMPLE``) (O(``SAMPLE_VARIED``)
-while sizes vary). State: the
-sketch (5 bytes per counter slot, at least ``MIN_WIDTH`` slots), per copy an ordered-dict entry and a
-small slot, per model in the shadow an ordered-dict entry (at most ``SHADOW_FULL`` or so).
+per request (ordered dicts, a sketch of fixed row count); a victim costs O(``SAMPLE``), or
+O(``SAMPLE_VARIED``) while sizes vary. State: the sketch (5 bytes per counter slot, at least
+``MIN_WIDTH`` slots), per copy an ordered-dict entry and a small slot, per model in the shadow an
+ordered-dict entry (at most ``SHADOW_FULL`` or so).
 """
 
 from __future__ import annotations
@@ -412,9 +412,6 @@ class AdaptivePolicy(TrackingPolicy):
         """The next victim: of the ``sample`` (default ``SAMPLE``) oldest evictable copies of the first
         segment that has any, the one of least value (by size and cost as well as frequency)."""
         sample = sample or self.SAMPLE
-        sk = self._sketch
-        mask, step, door = sk.mask, sk.step, sk.door
-        r0, r1, r2, r3 = sk.rows
         for seg in segs:
             best: CacheEntry | None = None
             best_value = 0.0
@@ -422,12 +419,7 @@ class AdaptivePolicy(TrackingPolicy):
             for entry in self._segs[seg].values():
                 if id(entry) in taken or not evictable(entry):
                     continue
-                # value(entry), inlined (up to SAMPLE_VARIED of these per victim)
-                h = entry.slot.h
-                f = min(r0[h & mask], r1[(h >> step) & mask], r2[(h >> 2 * step) & mask], r3[(h >> 3 * step) & mask])
-                f += door[(h >> 60 | h << 4) & mask]
-                size = entry.size_bytes
-                v = f * (entry.load_ms or self._cost_ms(entry)) * _MB / (size if size > 0 else 1)
+                v = self.value(entry)
                 if best is None or v < best_value:
                     best, best_value = entry, v
                 seen += 1

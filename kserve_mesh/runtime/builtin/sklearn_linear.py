@@ -63,7 +63,7 @@ def _classifier(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
     return predict if isinstance(classes, np.ndarray) else None
 
 
-def _regressor(estimator: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+def _regressor(estimator: Any) -> Callable[[np.ndarray], np.ndarray]:
     coef, intercept = estimator.coef_, estimator.intercept_
     coef_t = coef if coef.ndim == 1 else coef.T
 
