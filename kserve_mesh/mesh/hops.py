@@ -6,9 +6,10 @@ Both kinds of inference side by side:
   Here it goes to the runtime; to a peer as a serialized message over HTTP (``PeerPool.infer_proto``,
   received at ``wire.FORWARD_PATH``), or over gRPC when the model id cannot be an HTTP header.
 - ``RestHop``: a V2 REST body. Here it is decoded (small bodies inline, large ones by the
-  ``Decoder`` the REST front door injects, never on the event loop) and its answer rendered; to a
-  peer it travels as the bytes it came with (``PeerPool.infer_http``), undecoded, and the peer's
-  answer comes back as bytes too.
+  ``Decoder`` the REST front door injects, never on the event loop) and its answer rendered; a
+  small body for a runtime that takes arrays (the built-in one in this process) goes straight to
+  arrays, with no message in between. To a peer it travels as the bytes it came with
+  (``PeerPool.infer_http``), undecoded, and the peer's answer comes back as bytes too.
 
 Each runtime call here is timed and told to the ``InvokeObserver`` (``modelmesh_invoke_model_milliseconds``),
 with the API method it serves; a forward is not an invocation here (the peer times its own).
@@ -35,6 +36,7 @@ from kserve_mesh.mesh.relay import RawStream, RelayedStatus, passed_through, rel
 from kserve_mesh.mesh.wire import HEADER_LENGTH, MODEL_ID, MODEL_ID_BIN, carried_headers, header_safe
 from kserve_mesh.protocol import rest as codec
 from kserve_mesh.protocol import v2
+from kserve_mesh.protocol.rest_arrays import ArrayRequest, parse_infer_arrays, render_arrays_response
 from kserve_mesh.runtime.spi import ModelRuntime
 
 T_co = TypeVar("T_co", covariant=True)
@@ -96,6 +98,8 @@ class Hops:
     def __init__(self, runtime: ModelRuntime, peers: Callable[[], PeerPool | None], *,
                  observer: InvokeObserver | None = None) -> None:
         self.runtime = runtime
+        self.takes_arrays = callable(getattr(runtime, "infer_arrays", None))
+        """The runtime takes a REST request as arrays (``spi.ArrayRuntime``)."""
         self._peers = peers
         self.observer = observer
 
@@ -159,7 +163,9 @@ class GrpcHop:
 class RestHop:
     """A V2 REST body: decoded and run here, or forwarded as raw bytes to a peer's REST port (no
     decoding here at all); the gRPC hop is the fallback when the model id cannot travel in an HTTP
-    header."""
+    header. A small body for a runtime that takes arrays (``spi.ArrayRuntime``, the built-in one in
+    this process) is decoded straight to arrays and the answer rendered from the runtime's arrays
+    (``protocol/rest_arrays.py``); otherwise it becomes a ``ModelInferRequest``."""
 
     __slots__ = ("body", "decoder", "hops", "length", "model_id", "options", "path", "raw_headers", "req",
                  "vmodel_id")
@@ -168,39 +174,53 @@ class RestHop:
                  raw_headers: list[tuple[bytes, bytes]], decoder: Decoder, vmodel_id: str = "") -> None:
         self.hops, self.model_id, self.body, self.length = hops, model_id, body, length
         self.path, self.raw_headers, self.decoder, self.vmodel_id = path, raw_headers, decoder, vmodel_id
-        self.req: Any = None
+        self.req: Any = None  # an ArrayRequest or a ModelInferRequest, once decoded
         self.options: Any = None
 
     def prepare(self) -> None:
         """Decode a small body now (so a bad request fails before it causes a load); a large one
         is decoded by ``run`` through the decoder, never on the event loop."""
         if self.req is None and len(self.body) < self.decoder.offload_bytes:
-            self.req, self.options = codec.parse_infer_request(self.body, self.model_id, header_length=self.length)
+            if self.hops.takes_arrays:
+                self.req = parse_infer_arrays(self.body, self.length)
+                self.options = self.req.options
+            else:
+                self.req, self.options = codec.parse_infer_request(self.body, self.model_id, header_length=self.length)
 
-    async def _decode(self) -> None:
-        self.prepare()
-        if self.req is None:
-            self.req, self.options = await self.decoder.decode(self.body, self.model_id, self.length)
+    async def _message(self) -> v2.ModelInferRequest:
+        """The body as a ``ModelInferRequest`` (a large one decoded by the decoder)."""
+        if not isinstance(self.req, v2.ModelInferRequest):
+            if len(self.body) < self.decoder.offload_bytes:
+                self.req, self.options = codec.parse_infer_request(self.body, self.model_id, header_length=self.length)
+            else:
+                self.req, self.options = await self.decoder.decode(self.body, self.model_id, self.length)
+        return self.req
 
     def _render(self, resp: Any) -> RestAnswer:
         payload, headers = codec.render_infer_response(resp, self.options)
+        return self._answer(payload, headers)
+
+    def _answer(self, payload: bytes, headers: dict[str, str]) -> RestAnswer:
         headers = {**headers, MODEL_ID: self.model_id}
         return RestAnswer(payload, headers.pop("content-type", "application/json"), headers)
 
     async def run(self, timeout_s: float) -> RestAnswer:
-        if self.req is None:
-            await self._decode()
-        self.req.model_name = self.model_id
-        hops = self.hops
+        self.prepare()
+        hops, req = self.hops, self.req
+        if isinstance(req, ArrayRequest):
+            outputs = await hops.invoke(REST_INFER, self.model_id, self.vmodel_id,
+                                        hops.runtime.infer_arrays(self.model_id, req, timeout=timeout_s))  # type: ignore[attr-defined]
+            return self._answer(*render_arrays_response(self.model_id, outputs, req))
+        request = await self._message()
+        request.model_name = self.model_id
         return self._render(await hops.invoke(REST_INFER, self.model_id, self.vmodel_id,
-                                              hops.runtime.infer(self.req, timeout=timeout_s)))
+                                              hops.runtime.infer(request, timeout=timeout_s)))
 
     async def forward(self, peer: InstanceRecord, load: bool, timeout_s: float) -> RestAnswer:
         peers = self.hops.peers()
         if not (self.path and header_safe(self.model_id)):
-            if self.req is None:
-                await self._decode()
-            return self._render(await peers.infer(peer.endpoint, self.model_id, self.req, timeout_s, load=load))
+            request = await self._message()
+            return self._render(await peers.infer(peer.endpoint, self.model_id, request, timeout_s, load=load))
         answer = await peers.infer_http(peer, self.model_id, self.path, self.body, carried_headers(self.raw_headers),
                                         timeout_s, load=load)
         headers = {MODEL_ID: self.model_id}

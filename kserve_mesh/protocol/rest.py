@@ -2,8 +2,9 @@
 
 The mesh's REST front door turns each ``POST /v2/models/{name}/infer`` body into the same
 ``ModelInferRequest`` the gRPC door receives, so the router and the runtimes see one message type,
-and renders the ``ModelInferResponse`` back as JSON. The client SDK uses the reverse direction
-(``render_infer_request`` / ``parse_infer_response``).
+and renders the ``ModelInferResponse`` back as JSON (for the built-in runtime in the instance's own
+process, ``rest_arrays.py`` goes from the same checked body straight to arrays instead). The client
+SDK uses the reverse direction (``render_infer_request`` / ``parse_infer_response``).
 
 JSON shapes follow the Open Inference Protocol::
 
@@ -31,6 +32,7 @@ parameters, ``ResponseOptions``) is ``protocol/rest_json.py`` and the tensors ar
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from kserve_mesh.core.errors import InternalError, InvalidArgument, MeshError
@@ -50,8 +52,8 @@ from kserve_mesh.protocol.rest_json import (
     string_field,
 )
 from kserve_mesh.protocol.rest_tensors import MAX_DIM as MAX_DIM  # noqa: PLC0414 - re-exported (shape limit)
-from kserve_mesh.protocol.rest_tensors import NotText, fill_tensors, parse_tensors, render_tensors
-from kserve_mesh.protocol.tensors import fill_parameters, parameters_to_dict, short
+from kserve_mesh.protocol.rest_tensors import JsonTensor, NotText, fill_tensors, parse_tensors, render_tensors
+from kserve_mesh.protocol.tensors import check_parameters, fill_parameters, parameters_to_dict, short
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,13 @@ __all__ = [
     "BINARY_CONTENT_TYPE",
     "HEADER_LENGTH",
     "JSON_CONTENT_TYPE",
+    "RequestParts",
     "ResponseOptions",
     "dumps",
     "loads",
     "parse_infer_request",
     "parse_infer_response",
+    "parse_request_parts",
     "render_error",
     "render_infer_request",
     "render_infer_response",
@@ -73,33 +77,38 @@ __all__ = [
 ]
 
 
-def parse_infer_request(
-    body: bytes,
-    model_name: str,
-    *,
-    header_length: int | None = None,
-    model_version: str = "",
-    raw: bool = False,
-) -> tuple[Any, ResponseOptions]:
-    """A V2 REST inference body as a ``v2.ModelInferRequest`` and the client's output wishes.
+@dataclass(slots=True)
+class RequestParts:
+    """A V2 REST inference body, checked, before it becomes a message (``parse_infer_request``)
+    or arrays (``rest_arrays.parse_infer_arrays``): both refuse the same bodies with the same
+    errors, in the same order."""
 
-    ``header_length`` is the ``Inference-Header-Content-Length`` header, if sent. ``raw`` puts
-    every input in ``raw_input_contents`` even for plain JSON (cheapest for the runtime)."""
+    request_id: str
+    parameters: dict[str, Any]
+    """The request's parameters, less ``binary_data_output`` (in ``options``)."""
+    tensors: list[JsonTensor]
+    outputs: list[tuple[str, dict[str, Any]]]
+    """The outputs asked for, in order, each with its parameters less ``binary_data``."""
+    options: ResponseOptions
+
+
+def parse_request_parts(body: bytes, header_length: int | None = None) -> RequestParts:
+    """Check a V2 REST inference body (``header_length``: its ``Inference-Header-Content-Length``)."""
     doc, binary = split_body(body, header_length)
-    request = v2.ModelInferRequest(
-        model_name=model_name, model_version=model_version, id=string_field(doc, "id")
-    )
+    request_id = string_field(doc, "id")
     parameters = json_parameters(doc.get("parameters"), "request")
     binary_default = parameters.get(BINARY_ALL, False)
     if BINARY_ALL in parameters:
         if type(binary_default) is not bool:
             raise InvalidArgument(f"request: '{BINARY_ALL}' must be a boolean")
         parameters = {k: v for k, v in parameters.items() if k != BINARY_ALL}
-    fill_parameters(request.parameters, parameters, "request")
+    check_parameters(parameters, "request")
     tensors = parse_tensors(doc.get("inputs"), "input", binary)
-    fill_tensors(request.inputs, request.raw_input_contents, tensors, raw)
+    for tensor in tensors:
+        check_parameters(tensor.parameters, f"'{tensor.name}'")
 
     outputs = doc.get("outputs")
+    wanted: list[tuple[str, dict[str, Any]]] = []
     per_output: dict[str, bool] = {}
     if outputs is not None:
         if not isinstance(outputs, list):
@@ -116,9 +125,31 @@ def parse_infer_request(
                     raise InvalidArgument(f"{what}: '{BINARY_OUTPUT}' must be a boolean")
                 per_output[name] = flag
                 out_params = {k: v for k, v in out_params.items() if k != BINARY_OUTPUT}
-            message = request.outputs.add(name=name)
-            fill_parameters(message.parameters, out_params, what)
-    return request, ResponseOptions(binary_default=binary_default, binary=per_output)
+            check_parameters(out_params, what)
+            wanted.append((name, out_params))
+    return RequestParts(request_id, parameters, tensors, wanted,
+                        ResponseOptions(binary_default=binary_default, binary=per_output))
+
+
+def parse_infer_request(
+    body: bytes,
+    model_name: str,
+    *,
+    header_length: int | None = None,
+    model_version: str = "",
+    raw: bool = False,
+) -> tuple[Any, ResponseOptions]:
+    """A V2 REST inference body as a ``v2.ModelInferRequest`` and the client's output wishes.
+
+    ``header_length`` is the ``Inference-Header-Content-Length`` header, if sent. ``raw`` puts
+    every input in ``raw_input_contents`` even for plain JSON (cheapest for the runtime)."""
+    parts = parse_request_parts(body, header_length)
+    request = v2.ModelInferRequest(model_name=model_name, model_version=model_version, id=parts.request_id)
+    fill_parameters(request.parameters, parts.parameters, "request")
+    fill_tensors(request.inputs, request.raw_input_contents, parts.tensors, raw)
+    for name, out_params in parts.outputs:
+        fill_parameters(request.outputs.add(name=name).parameters, out_params, f"output {short(name)}")
+    return request, parts.options
 
 
 def render_infer_response(

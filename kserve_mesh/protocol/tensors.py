@@ -46,6 +46,7 @@ __all__ = [
     "DATATYPES",
     "MAX_DIMS",
     "check_dims",
+    "check_parameters",
     "datatype_of",
     "decode_inputs",
     "decode_outputs",
@@ -58,6 +59,7 @@ __all__ = [
     "parameters_to_dict",
     "raw_bytes",
     "requested_outputs",
+    "select_outputs",
     "serialize_bytes",
     "shape_text",
     "short",
@@ -154,26 +156,34 @@ def _typed_values(arr: np.ndarray, datatype: str) -> list[Any]:
     return arr.ravel().tolist()
 
 
+def check_parameters(parameters: Mapping[str, Any] | None, what: str) -> None:
+    """Refuse a parameter a protobuf ``InferParameter`` cannot hold (``fill_parameters`` would)."""
+    for key, value in (parameters or {}).items():
+        if isinstance(value, (bool, str)):
+            continue
+        if isinstance(value, int):
+            if not -(2**63) <= value < 2**63:
+                raise InvalidArgument(f"{what}: parameter '{key}' is out of the int64 range")
+            continue
+        raise InvalidArgument(
+            f"{what}: parameter '{key}' must be a string, boolean or integer, "
+            f"got {type(value).__name__}"
+        )
+
+
 def fill_parameters(target: Any, parameters: Mapping[str, Any] | None, what: str) -> None:
     """Copy ``{key: str | bool | int}`` into a protobuf ``map<string, InferParameter>``."""
     if not parameters:
         return
+    check_parameters(parameters, what)
     for key, value in parameters.items():
         param = target[key]
         if isinstance(value, bool):
             param.bool_param = value
         elif isinstance(value, int):
-            if not -(2**63) <= value < 2**63:
-                raise InvalidArgument(f"{what}: parameter '{key}' is out of the int64 range")
             param.int64_param = value
-        elif isinstance(value, str):
-            param.string_param = value
         else:
-            del target[key]
-            raise InvalidArgument(
-                f"{what}: parameter '{key}' must be a string, boolean or integer, "
-                f"got {type(value).__name__}"
-            )
+            param.string_param = value
 
 
 def parameters_to_dict(parameters: Any) -> dict[str, Any]:
@@ -264,6 +274,23 @@ def encode_request(
     return request
 
 
+def select_outputs(model_name: str, outputs: Mapping[str, Any], requested: Sequence[str] | None) -> Mapping[str, Any]:
+    """The outputs a request asked for (``requested``, in its order; all when empty or None).
+    Asking for an output the model lacks is an error."""
+    if not requested:
+        return outputs
+    selected: dict[str, Any] = {}
+    for name in requested:
+        if name not in outputs:
+            names = ", ".join(outputs) or "none"
+            raise InvalidArgument(
+                f"requested output {short(name)} is not an output of model {short(model_name)} "
+                f"(outputs: {names if len(names) <= 512 else names[:512] + '...'})"
+            )
+        selected[name] = outputs[name]
+    return selected
+
+
 def encode_response(
     model_name: str,
     outputs: Mapping[str, Any],
@@ -278,17 +305,7 @@ def encode_response(
 
     ``requested`` (the names in the request's ``outputs``) selects and orders the outputs; an
     empty or missing list returns them all. Asking for an output the model lacks is an error."""
-    if requested:
-        selected: dict[str, Any] = {}
-        for name in requested:
-            if name not in outputs:
-                names = ", ".join(outputs) or "none"
-                raise InvalidArgument(
-                    f"requested output {short(name)} is not an output of model {short(model_name)} "
-                    f"(outputs: {names if len(names) <= 512 else names[:512] + '...'})"
-                )
-            selected[name] = outputs[name]
-        outputs = selected
+    outputs = select_outputs(model_name, outputs, requested)
     response = v2.ModelInferResponse(
         model_name=model_name, model_version=model_version, id=request_id
     )

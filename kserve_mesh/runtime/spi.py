@@ -4,7 +4,9 @@ It mirrors ModelMesh's ``mmesh.ModelRuntime`` service (load, unload, size, statu
 inference calls the mesh routes to a loaded model. Two adapters implement it: the built-in runtime
 called in-process (the embedded default, no extra hop) and a gRPC client of a runtime running as its
 own process. Inference uses the KServe V2 protobuf messages as the one in-memory representation:
-the gRPC front door passes them through, the REST front door converts JSON to them once.
+the gRPC front door passes them through, the REST front door converts JSON to them once. A runtime
+in the instance's own process may also take a REST request as arrays (``ArrayRuntime``), which
+spares that conversion and its reverse.
 
 Errors are ``kserve_mesh.core.errors`` types: ``ModelNotFound`` when the model is not loaded in
 this runtime, ``InvalidArgument`` for bad inference input, ``ModelLoadFailed`` (and its
@@ -15,12 +17,13 @@ this runtime, ``InvalidArgument`` for bad inference input, ``ModelLoadFailed`` (
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import v2
+from kserve_mesh.protocol.rest_arrays import ArrayRequest
 
 
 class RuntimeState(enum.Enum):
@@ -96,3 +99,16 @@ class StreamingRuntime(Protocol):
 
     def infer_stream(self, request: v2.ModelInferRequest, *,
                      timeout: float | None = None) -> AsyncIterator[v2.ModelInferResponse]: ...
+
+
+class ArrayRuntime(Protocol):
+    """A runtime in the instance's own process that takes a request as arrays (the built-in one).
+    Optional: the mesh decodes a V2 REST body for such a runtime straight to arrays and renders its
+    answer from the arrays it returns (``protocol/rest_arrays.py``), with no protobuf message in
+    between; the gRPC door still sends it messages."""
+
+    async def infer_arrays(self, model_id: str, request: ArrayRequest, *,
+                           timeout: float | None = None) -> Mapping[str, Any]:
+        """``infer`` for a request already decoded: the outputs asked for (all when it named none),
+        in its order, as arrays by name; the same errors as ``infer``."""
+        ...

@@ -27,8 +27,11 @@ import importlib
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from kserve_mesh.core.errors import (
     Cancelled,
@@ -41,6 +44,7 @@ from kserve_mesh.core.errors import (
 )
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import tensors, v2
+from kserve_mesh.protocol.rest_arrays import ArrayRequest
 from kserve_mesh.runtime.builtin.batching import Batcher, BatchSnapshot, BatchStats
 from kserve_mesh.runtime.builtin.config import RuntimeConfig
 from kserve_mesh.runtime.builtin.fetch import Fetcher, default_fetcher
@@ -65,7 +69,7 @@ from kserve_mesh.runtime.builtin.sizing import (
     release_free_memory,
 )
 from kserve_mesh.runtime.builtin.streaming import stream_answers
-from kserve_mesh.runtime.builtin.validation import metadata_of, validate_inputs
+from kserve_mesh.runtime.builtin.validation import declared_datatypes, metadata_of, validate_inputs
 from kserve_mesh.runtime.gpu import GpuProbe
 from kserve_mesh.runtime.spi import LoadResult, RuntimeState, RuntimeStatus
 
@@ -429,19 +433,8 @@ class BuiltinRuntime:
     async def infer(self, request: v2.ModelInferRequest, *, timeout: float | None = None) -> v2.ModelInferResponse:
         model_id = request.model_name
         loaded = self._get(model_id)
-        feed = validate_inputs(model_id, loaded.model, request, tensors.decode_inputs(request))
-        if loaded.batcher is not None:
-            outputs = await loaded.batcher.infer(feed, timeout)
-        elif sum(a.size for a in feed.values()) <= self.config.inline_infer_max_elements and \
-                loaded.model.predict_inline:
-            outputs = _predict(model_id, loaded.model, feed)
-        else:
-            loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._work_pool, _predict, model_id, loaded.model, feed)
-            try:
-                outputs = await asyncio.wait_for(work, timeout)
-            except TimeoutError:  # the predict finishes in its thread; the caller is answered now
-                raise DeadlineExceeded(f"model '{model_id}' did not answer within {timeout:g} s") from None
+        feed = validate_inputs(model_id, loaded.model, declared_datatypes(request), tensors.decode_inputs(request))
+        outputs = await self._outputs(model_id, loaded, feed, timeout)
         return tensors.encode_response(
             model_id,
             outputs,
@@ -450,6 +443,29 @@ class BuiltinRuntime:
             raw=len(request.raw_input_contents) > 0,
             requested=[o.name for o in request.outputs] or None,
         )
+
+    async def infer_arrays(self, model_id: str, request: ArrayRequest, *,
+                           timeout: float | None = None) -> Mapping[str, Any]:
+        """``infer`` for a REST request decoded straight to arrays (``spi.ArrayRuntime``)."""
+        loaded = self._get(model_id)
+        feed = validate_inputs(model_id, loaded.model, request.datatypes, request.arrays)
+        outputs = await self._outputs(model_id, loaded, feed, timeout)
+        return tensors.select_outputs(model_id, outputs, request.outputs)
+
+    async def _outputs(self, model_id: str, loaded: _Loaded, feed: dict[str, np.ndarray],
+                       timeout: float | None) -> Mapping[str, Any]:
+        """The model's answer to ``feed``: batched, inline (small and cheap), or in a worker thread."""
+        if loaded.batcher is not None:
+            return await loaded.batcher.infer(feed, timeout)
+        if sum(a.size for a in feed.values()) <= self.config.inline_infer_max_elements and \
+                loaded.model.predict_inline:
+            return _predict(model_id, loaded.model, feed)
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._work_pool, _predict, model_id, loaded.model, feed)
+        try:
+            return await asyncio.wait_for(work, timeout)
+        except TimeoutError:  # the predict finishes in its thread; the caller is answered now
+            raise DeadlineExceeded(f"model '{model_id}' did not answer within {timeout:g} s") from None
 
     async def infer_stream(self, request: v2.ModelInferRequest, *,
                            timeout: float | None = None) -> AsyncIterator[v2.ModelInferResponse]:
@@ -462,7 +478,7 @@ class BuiltinRuntime:
         if not loaded.model.streams:
             yield await self.infer(request, timeout=timeout)
             return
-        feed = validate_inputs(model_id, loaded.model, request, tensors.decode_inputs(request))
+        feed = validate_inputs(model_id, loaded.model, declared_datatypes(request), tensors.decode_inputs(request))
         async with contextlib.aclosing(stream_answers(model_id, loaded.model, feed, self._work_pool,
                                                       timeout or self._timeout_s)) as answers:
             async for outputs in answers:

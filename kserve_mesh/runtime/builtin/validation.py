@@ -8,6 +8,8 @@ not take, or an empty tensor (a dimension of 0: nothing to predict).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from kserve_mesh.core.errors import InvalidArgument
@@ -15,10 +17,16 @@ from kserve_mesh.protocol import v2
 from kserve_mesh.runtime.builtin.models import LoadedModel
 
 
+def declared_datatypes(request: v2.ModelInferRequest) -> dict[str, str]:
+    """The V2 datatype of each input of ``request``, as the client declared it."""
+    return {t.name: t.datatype for t in request.inputs}
+
+
 def validate_inputs(
-    model_id: str, model: LoadedModel, request: v2.ModelInferRequest, arrays: dict[str, np.ndarray]
+    model_id: str, model: LoadedModel, declared: Mapping[str, str], arrays: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Match request tensors to the model's inputs, check datatypes and shapes, cast numerics.
+    """Match request tensors to the model's inputs, check datatypes (``declared``: each input's V2
+    datatype, ``declared_datatypes``) and shapes, cast numerics.
 
     Names must match the model's input names; an input whose name is ours rather than the model
     file's also answers to its ``aliases`` (``predict``, as ModelMesh's examples send, etc.).
@@ -50,7 +58,6 @@ def validate_inputs(
                     f"model '{model_id}': missing input '{s.name}' ({s.datatype} {list(s.shape)})"
                 )
         pairs = [(s, s.name) for s in specs]
-    declared = {t.name: t.datatype for t in request.inputs}
     feed: dict[str, np.ndarray] = {}
     for spec, name in pairs:
         arr = arrays[name]

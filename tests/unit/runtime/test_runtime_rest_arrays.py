@@ -1,0 +1,261 @@
+"""A V2 REST body for the built-in runtime decoded straight to arrays (``protocol/rest_arrays.py``,
+``BuiltinRuntime.infer_arrays``) answers byte for byte as the message path does: the same body, the
+same headers, or the same error, for every example model and for random tensors of every datatype,
+in JSON and binary, with outputs selected, reordered and asked for in binary. The REST hop takes
+that path for a runtime that takes arrays, and the message path for any other."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from format_models import make_custom_source
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kserve_mesh.core.errors import MeshError
+from kserve_mesh.core.records import ModelInfo
+from kserve_mesh.mesh.hops import Hops
+from kserve_mesh.mesh.wire import MODEL_ID
+from kserve_mesh.protocol import rest as codec
+from kserve_mesh.protocol.datatypes import DATATYPES
+from kserve_mesh.protocol.rest_arrays import ArrayRequest, parse_infer_arrays, render_arrays_response
+from kserve_mesh.runtime.builtin import BuiltinRuntime, LocalFetcher, RuntimeConfig
+
+ECHO = """
+    import numpy as np
+    from kserve_mesh.model import Model
+
+    class Echo(Model):
+        # No inputs declared: every tensor reaches predict as sent. Answers each input back, then
+        # outputs of the datatypes a model may return, objects included.
+        def predict(self, inputs):
+            out = {f"echo-{name}": value for name, value in inputs.items()}
+            out["f16"] = np.array([0.5, -2.0], np.float16)
+            out["flag"] = np.array([[True], [False]])
+            out["big"] = np.array([2**64 - 1], np.uint64)
+            out["small"] = np.array([-128, 127], np.int8)
+            out["third"] = np.array([0.1], np.float32)
+            out["swapped"] = np.array([1.5, 2.5], ">f8")
+            out["strided"] = np.arange(6, dtype=np.int32)[::2]
+            out["words"] = np.array(["a", "é"], dtype=object)
+            return out
+"""
+
+
+@pytest.fixture(scope="module")
+def echo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_custom_source(tmp_path_factory.mktemp("echo") / "echo", ECHO)
+
+
+@pytest.fixture
+async def runtime(models_dir: Path, echo_dir: Path) -> Any:
+    rt = BuiltinRuntime(RuntimeConfig(capacity_bytes=1 << 30), LocalFetcher([models_dir, echo_dir.parent]))
+    await rt.load_model("echo", ModelInfo(type="python", path=str(echo_dir)))
+    yield rt
+    await rt.close()
+
+
+async def _outcome(call: Any) -> tuple[Any, ...]:
+    try:
+        body, headers = await call()
+    except MeshError as exc:
+        return ("error", type(exc).__name__, str(exc))
+    return ("ok", body, headers)
+
+
+async def both(rt: BuiltinRuntime, model_id: str, body: bytes, header_length: int | None = None) -> tuple[Any, ...]:
+    """The answer of the message path and of the array path to ``body``, asserted equal."""
+
+    async def message() -> tuple[bytes, dict[str, str]]:
+        request, options = codec.parse_infer_request(body, model_id, header_length=header_length)
+        return codec.render_infer_response(await rt.infer(request), options)
+
+    async def arrays() -> tuple[bytes, dict[str, str]]:
+        request = parse_infer_arrays(body, header_length)
+        return render_arrays_response(model_id, await rt.infer_arrays(model_id, request), request)
+
+    old, new = await _outcome(message), await _outcome(arrays)
+    assert new == old
+    return new
+
+
+def binary_body(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, int]:
+    head = json.dumps(header).encode()
+    return head + b"".join(blobs), len(head)
+
+
+async def test_every_example_model_answers_alike(runtime: BuiltinRuntime, models_dir: Path,
+                                                  samples: dict[str, Any]) -> None:
+    for model_id, sample in samples.items():
+        await runtime.load_model(model_id, ModelInfo(type=sample["type"], path=str(models_dir / model_id)))
+        body = json.dumps({"id": "r1", **sample["request"]}).encode()
+        kind, answer, _ = await both(runtime, model_id, body)
+        assert kind == "ok", answer
+        got, want = json.loads(answer)["outputs"][0]["data"], sample["expected"]["outputs"][0]["data"]
+        assert got == (pytest.approx(want, rel=1e-6) if isinstance(want[0], float) else want)
+        everything_binary = {**sample["request"], "parameters": {"binary_data_output": True}}
+        assert (await both(runtime, model_id, json.dumps(everything_binary).encode()))[0] == "ok"
+
+
+async def test_outputs_of_every_kind_selected_reordered_and_in_binary(runtime: BuiltinRuntime) -> None:
+    x = {"name": "x", "datatype": "FP64", "shape": [2, 2], "data": [[1.0, 2.5], [-3.0, 1e300]]}
+    plain = await both(runtime, "echo", json.dumps({"inputs": [x]}).encode())
+    doc = json.loads(plain[1])
+    assert {o["name"] for o in doc["outputs"]} == {"echo-x", "f16", "flag", "big", "small", "third", "swapped",
+                                                  "strided", "words"}
+    for outputs in (
+        [{"name": "big"}, {"name": "echo-x"}],
+        [{"name": "f16", "parameters": {"binary_data": True}}, {"name": "swapped"}, {"name": "strided"}],
+        [{"name": "words"}, {"name": "third", "parameters": {"binary_data": False}}],
+        [{"name": "words", "parameters": {"binary_data": True}}],
+        [{"name": "nope"}],
+    ):
+        await both(runtime, "echo", json.dumps({"inputs": [x], "outputs": outputs}).encode())
+    all_binary = {"inputs": [x], "parameters": {"binary_data_output": True},
+                  "outputs": [{"name": "flag", "parameters": {"binary_data": False}}, {"name": "small"}]}
+    kind, _body, headers = await both(runtime, "echo", json.dumps(all_binary).encode())
+    assert kind == "ok" and "inference-header-content-length" in {k.lower() for k in headers}
+
+
+async def test_binary_fp16_and_bytes_inputs(runtime: BuiltinRuntime) -> None:
+    halves = np.array([1.5, -0.25, 4.0], np.float16)
+    words = b"".join(struct.pack("<I", len(w)) + w for w in (b"abc", b"\xff\x00"))
+    header = {"inputs": [{"name": "h", "datatype": "FP16", "shape": [3],
+                          "parameters": {"binary_data_size": halves.nbytes}},
+                         {"name": "w", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(words)}}],
+              "outputs": [{"name": "echo-h"}, {"name": "echo-w", "parameters": {"binary_data": True}}]}
+    body, length = binary_body(header, halves.tobytes(), words)
+    assert (await both(runtime, "echo", body, length))[0] == "ok"
+    # a BYTES output that is not text cannot go in JSON: the same error on both paths
+    header["outputs"][1] = {"name": "echo-w"}
+    body, length = binary_body(header, halves.tobytes(), words)
+    assert (await both(runtime, "echo", body, length))[0] == "error"
+    json_fp16 = {"inputs": [{"name": "h", "datatype": "FP16", "shape": [2], "data": [0.5, 65504.0]},
+                            {"name": "s", "datatype": "BYTES", "shape": [1, 2], "data": [["x", "ÿ"]]}]}
+    assert (await both(runtime, "echo", json.dumps(json_fp16).encode()))[0] == "ok"
+
+
+@pytest.mark.parametrize("body", [
+    {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 3], "data": [1, 2, 3]}]},
+    {"inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [1, 4], "data": ["a", "b", "c", "d"]}]},
+    {"inputs": [{"name": "input-0", "datatype": "INT8", "shape": [1, 4], "data": [1, 2, 3, 300]}]},
+    {"inputs": [{"name": "other", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+    {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [0, 4], "data": []}]},
+    {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}],
+     "parameters": {"p": 1.5}},
+    {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4],
+                 "parameters": {"q": 2**70}}]},
+    {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}],
+     "outputs": [{"name": "output-0", "parameters": {"binary_data": "yes"}}]},
+    {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}],
+     "outputs": [{"name": "output-0", "parameters": {"r": [1]}}]},
+    {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}],
+     "outputs": [{"name": "output-0"}, {"name": "probabilities"}]},
+    {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, 7, float("nan")]}]},
+    {"id": 7, "inputs": []},
+])
+async def test_bad_requests_get_the_same_error(runtime: BuiltinRuntime, models_dir: Path, samples: dict[str, Any],
+                                               body: dict[str, Any]) -> None:
+    await runtime.load_model("sklearn-iris", ModelInfo(type="sklearn", path=str(models_dir / "sklearn-iris")))
+    kind, *detail = await both(runtime, "sklearn-iris", json.dumps(body).encode())
+    assert kind == "error", detail
+
+
+NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
+
+
+@st.composite
+def tensors(draw: st.DrawFn, name: str) -> tuple[dict[str, Any], bytes | None]:
+    """One input tensor, JSON or binary, of any datatype (some values out of its range)."""
+    datatype = draw(st.sampled_from([*NUMERIC, "BYTES"]))
+    shape = draw(st.lists(st.integers(0, 3) if draw(st.integers(0, 9)) == 0 else st.integers(1, 3),
+                          min_size=1, max_size=3))
+    count = int(np.prod(shape))
+    if datatype == "BYTES":
+        values: list[Any] = draw(st.lists(st.text(max_size=4), min_size=count, max_size=count))
+    elif datatype == "BOOL":
+        values = draw(st.lists(st.booleans(), min_size=count, max_size=count))
+    elif datatype.startswith("FP"):
+        width = 16 if datatype == "FP16" else 32
+        values = draw(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=width), min_size=count,
+                               max_size=count))
+    else:
+        info = np.iinfo(DATATYPES[datatype])
+        low, high = max(int(info.min), -(2**40)), min(int(info.max), 2**40)
+        if draw(st.integers(0, 9)) == 0:
+            low, high = low - 2, high + 2  # out of range: refused alike in JSON, wrapped in binary
+        values = draw(st.lists(st.integers(low, high), min_size=count, max_size=count))
+    entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+    if datatype != "BYTES" and draw(st.booleans()):
+        # the values wrapped into the datatype's range, as a client's array would hold them
+        with np.errstate(over="ignore"):
+            raw = np.array(values).astype(DATATYPES[datatype]).tobytes()
+        entry["parameters"] = {"binary_data_size": len(raw)}
+        return entry, raw
+    entry["data"] = values
+    return entry, None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(inputs=st.lists(tensors(name="?"), min_size=1, max_size=3), data=st.data())
+async def test_random_tensors_answer_alike(runtime: BuiltinRuntime, inputs: list[tuple[dict[str, Any], bytes | None]],
+                                           data: st.DataObject) -> None:
+    entries = [{**entry, "name": f"t{index}"} for index, (entry, _) in enumerate(inputs)]
+    blobs = [raw for _, raw in inputs if raw is not None]
+    names = [f"echo-t{index}" for index in range(len(entries))] + ["f16", "big", "words"]
+    outputs = data.draw(st.lists(st.sampled_from(names), unique=True, max_size=4))
+    doc: dict[str, Any] = {"inputs": entries}
+    if outputs:
+        doc["outputs"] = [{"name": n, "parameters": {"binary_data": data.draw(st.booleans())}} for n in outputs]
+    if data.draw(st.booleans()):
+        doc["parameters"] = {"binary_data_output": True}
+    if blobs:
+        body, length = binary_body(doc, *blobs)
+        await both(runtime, "echo", body, length)
+    else:
+        await both(runtime, "echo", json.dumps(doc).encode())
+
+
+class _Decoder:
+    offload_bytes = 1 << 19
+
+    async def decode(self, body: bytes, model_id: str, length: int | None) -> Any:
+        return codec.parse_infer_request(body, model_id, header_length=length, raw=True)
+
+
+class _MessagesOnly:
+    """A runtime without ``infer_arrays``: the REST hop sends it messages."""
+
+    def __init__(self, inner: BuiltinRuntime) -> None:
+        self.inner = inner
+
+    async def infer(self, request: Any, *, timeout: float | None = None) -> Any:
+        return await self.inner.infer(request, timeout=timeout)
+
+
+async def test_the_rest_hop_takes_the_array_path_where_the_runtime_has_it(
+        runtime: BuiltinRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "data": [4, 5]}],
+                       "outputs": [{"name": "echo-x"}]}).encode()
+    expected = b'{"model_name":"echo","model_version":"","id":"","outputs":[{"name":"echo-x","datatype":"INT32",' \
+               b'"shape":[2],"data":[4,5]}]}'
+    messages_only = Hops(_MessagesOnly(runtime), lambda: None)  # type: ignore[arg-type]
+    assert not messages_only.takes_arrays
+    answer = await messages_only.rest("echo", body, None, "", [], _Decoder()).run(5.0)
+    assert answer.body == expected and answer.headers[MODEL_ID] == "echo"
+
+    async def no_messages(*_args: Any, **_kw: Any) -> Any:
+        raise AssertionError("the array path must not build a message")
+
+    monkeypatch.setattr(runtime, "infer", no_messages)
+    hops = Hops(runtime, lambda: None)
+    assert hops.takes_arrays
+    hop = hops.rest("echo", body, None, "", [], _Decoder())
+    hop.prepare()
+    assert isinstance(hop.req, ArrayRequest)
+    assert await hop.run(5.0) == answer
