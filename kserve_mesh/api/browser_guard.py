@@ -27,6 +27,10 @@ from urllib.parse import urlsplit
 
 from kserve_mesh.core.net import is_ip_literal, is_loopback, split_host_port
 
+_HOSTS_KEPT = 256
+"""``Host`` values whose verdict is kept (a client's request sends the same one every time); past
+this many (a client trying names) each is checked anew."""
+
 
 def _origin_is_local(origin: str) -> bool:
     try:
@@ -48,6 +52,15 @@ def host_allowed(host_header: str, extra: Collection[str] = ()) -> bool:
 def guard_browsers(app: Any, *, check_host: bool, extra_hosts: Collection[str] = ()) -> Any:
     """``app`` behind the checks of the module docstring (``check_host``: the rebinding check)."""
     names = {h.lower() for h in extra_hosts if h}
+    verdicts: dict[bytes, bool] = {}  # Host header -> allowed: one client sends the same one every time
+
+    def allowed(value: bytes) -> bool:
+        verdict = verdicts.get(value)
+        if verdict is None:
+            verdict = host_allowed(value.decode("latin-1"), names)
+            if len(verdicts) < _HOSTS_KEPT:
+                verdicts[value] = verdict
+        return verdict
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -62,7 +75,7 @@ def guard_browsers(app: Any, *, check_host: bool, extra_hosts: Collection[str] =
                 elif name == b"sec-fetch-site" and value == b"cross-site":
                     reason = "requests a browser marks as cross-site are refused"
                     break
-                elif name == b"host" and check_host and not host_allowed(value.decode("latin-1"), names):
+                elif name == b"host" and check_host and not allowed(value):
                     reason = (f"this mesh serves its loopback address only: Host {value.decode('latin-1')[:100]!r} "
                               "is not a name of this machine (use 127.0.0.1 or localhost)")
                     break

@@ -118,6 +118,11 @@ class SinkCounts(Protocol):
     in_flight: int
 
 
+_CHILDREN_KEPT = 4096
+"""Label sets whose request histograms are kept at hand (``labels()`` costs ~3 µs a call, several
+times per request); past this many (per-model metrics over many models) they are looked up."""
+
+
 def _child(metric: Histogram, labels: tuple[str, ...]) -> Histogram:
     """The labelled child, or the metric itself when it has no labels."""
     return metric.labels(*labels) if labels else metric
@@ -301,6 +306,7 @@ class MeshMetrics:
 
     def _declare_histograms(self, req: tuple[str, ...], mdl: tuple[str, ...]) -> None:
         """Request histograms labelled ``req``, model lifecycle ones ``mdl``."""
+        self._request_children: dict[tuple[str, ...], list[Histogram | None]] = {}
 
         def hist(
             name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
@@ -321,6 +327,7 @@ class MeshMetrics:
         self.response_size = hist(
             "response_size_bytes", "Inference response payload size", req, MESSAGE_SIZE_BUCKETS
         )
+        self._request_metrics = (self.api_request_ms, self.request_size, self.response_size, self.invoke_model_ms)
         self.cache_miss_ms = hist(
             "cache_miss_milliseconds", "Cache miss delay: how long a request waited here for its "
             "model's load", mdl, MS_BUCKETS,
@@ -406,6 +413,19 @@ class MeshMetrics:
 
     # ---- requests ----
 
+    def _request_child(self, index: int, labels: tuple[str, ...]) -> Histogram:
+        """The child labelled ``labels`` of request histogram ``index`` (``_request_metrics``),
+        kept at hand once made; made only when first observed, so no empty series appears."""
+        children = self._request_children.get(labels)
+        if children is None:
+            children = [None] * len(self._request_metrics)
+            if len(self._request_children) < _CHILDREN_KEPT:
+                self._request_children[labels] = children
+        child = children[index]
+        if child is None:
+            child = children[index] = _child(self._request_metrics[index], labels)
+        return child
+
     def observe_api_request(
         self,
         method: str,
@@ -421,11 +441,11 @@ class MeshMetrics:
 
         ``code`` is the gRPC status name (``OK``, ``NOT_FOUND``, ...) as ModelMesh reports it."""
         labels = self._req(method, code, model_id, vmodel_id)
-        _child(self.api_request_ms, labels).observe(ms)
+        self._request_child(0, labels).observe(ms)
         if request_bytes is not None:
-            _child(self.request_size, labels).observe(request_bytes)
+            self._request_child(1, labels).observe(request_bytes)
         if response_bytes is not None:
-            _child(self.response_size, labels).observe(response_bytes)
+            self._request_child(2, labels).observe(response_bytes)
 
     def observe_invoke(
         self,
@@ -437,7 +457,7 @@ class MeshMetrics:
         vmodel_id: str | None = None,
     ) -> None:
         """One runtime invocation on this instance (a forward is the peer's invocation)."""
-        _child(self.invoke_model_ms, self._req(method, code, model_id, vmodel_id)).observe(ms)
+        self._request_child(3, self._req(method, code, model_id, vmodel_id)).observe(ms)
 
     def observe_cache_miss(self, ms: float, *, model_id: str | None = None) -> None:
         _child(self.cache_miss_ms, self._mdl(model_id)).observe(ms)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from kserve_mesh.api import browser_guard
 from kserve_mesh.api.auth import Authenticator, Credentials, guard_asgi, printable
 from kserve_mesh.api.browser_guard import guard_browsers, host_allowed
 
@@ -63,6 +64,22 @@ async def test_browser_requests_from_elsewhere_are_refused(headers: dict[str, st
     assert (status == 200) is allowed, body
     if not allowed:
         assert status == 403 and body["type"] == "PermissionDenied" and raw[b"connection"] == b"close"
+
+
+async def test_host_verdicts_kept_stay_right_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(browser_guard, "_HOSTS_KEPT", 3)
+    app = guard_browsers(ok_app, check_host=True)
+    for _ in range(3):  # asked again and again, a kept verdict answers as the first check did
+        for n in range(6):  # more names than are kept: those past the bound are checked anew each time
+            assert (await call(app, "POST", "/mesh/v1/apply", {"host": f"evil{n}.example"}))[0] == 403
+            assert (await call(app, "POST", "/mesh/v1/apply", {"host": f"127.0.0.{n}:8008"}))[0] == 200
+    calls: list[str] = []
+    monkeypatch.setattr(browser_guard, "host_allowed", lambda host, extra: calls.append(host) or True)
+    fresh = guard_browsers(ok_app, check_host=True)
+    for _ in range(4):
+        await call(fresh, "GET", "/v2", {"host": "a.example"})
+        await call(fresh, "GET", "/v2", {"host": "b.example"})
+    assert calls == ["a.example", "b.example"]  # each checked once, then kept
 
 
 async def test_the_host_check_is_only_for_a_loopback_mesh_without_auth() -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import urllib.request
 from dataclasses import dataclass, field
 
+import pytest
 from prom_text import sample
 
+from kserve_mesh.api import metrics
 from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.clock import ManualClock
 from kserve_mesh.core.errors import ModelNotFound, Overloaded
@@ -51,6 +53,25 @@ def test_invoked_records_one_runtime_call_per_invocation() -> None:
     assert sample(text, "modelmesh_invoke_model_milliseconds_count", method="POST /v2/models/{name}/infer",
                   code="NOT_FOUND") == 1
     assert "modelmesh_api_request_milliseconds_count{" not in text  # an invocation is not an API request
+
+
+def test_request_series_past_the_kept_label_sets_still_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The labelled children kept at hand: counts are the same for label sets kept and looked up."""
+    monkeypatch.setattr(metrics, "_CHILDREN_KEPT", 2)
+    telemetry = Telemetry(ManualClock(), per_model=True)
+    for _ in range(3):
+        for model in ("m1", "m2", "m3", "m4"):
+            telemetry.request_done("inference.GRPCInferenceService/ModelInfer", None, 0.001, model,
+                                   request_bytes=10)
+            telemetry.invoked("inference.GRPCInferenceService/ModelInfer", None, 0.002, model)
+    text = scrape(telemetry)
+    for model in ("m1", "m2", "m3", "m4"):
+        labels = {"method": "ModelInfer", "code": "OK", "modelId": model, "vModelId": ""}
+        assert sample(text, "modelmesh_api_request_milliseconds_count", **labels) == 3
+        assert sample(text, "modelmesh_invoke_model_milliseconds_sum", **labels) == 6.0
+        assert sample(text, "modelmesh_request_size_bytes_sum", **labels) == 30
+    assert "modelmesh_response_size_bytes_count{" not in text  # never observed: no series
+    assert len(telemetry.metrics._request_children) == 2
 
 
 def test_per_model_labels_carry_model_and_vmodel() -> None:
