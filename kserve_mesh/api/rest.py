@@ -48,9 +48,10 @@ def build_app(plane: DataPlane, mgmt: Management, version: str, *,
     _handle_errors(app)
     for router in routers:
         app.include_router(router)
-    app.state.infer = rest_v2.infer_endpoint(plane, decoder)
+    app.state.infer = rest_v2.InferEndpoint(plane, decoder)
     app.state.forwarded_infer = rest_peer.forwarded_endpoint(plane)
-    app.router.routes[:0] = [*rest_peer.routes(app.state.forwarded_infer), *rest_v2.infer_routes(app.state.infer)]
+    app.router.routes[:0] = [*rest_peer.routes(app.state.forwarded_infer),
+                             *rest_v2.infer_routes(app.state.infer.endpoint)]
     app.include_router(rest_v2.router(plane))
     app.include_router(rest_generate.router(plane))
     app.include_router(rest_repository.router(plane))
@@ -98,16 +99,14 @@ def serve_infer_first(app: FastAPI) -> Any:
     their handlers, everything else through FastAPI. Those handlers answer their own errors, so
     FastAPI's middleware layers (about a sixth of an instance's CPU per request under load,
     benchmarks/density.py) only serve the routes that need them."""
-    infer = app.state.infer
+    infer = app.state.infer.serve
     forwarded_infer = app.state.forwarded_infer
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _INFER_PATH.match(scope["path"])
             if match is not None:
-                scope["path_params"] = {"name": match.group("name")}
-                response = await infer(Request(scope, receive))
-                await response(scope, receive, send)
+                await infer(match.group("name"), scope, receive, send)
                 return
             if scope["path"] == FORWARD_PATH:
                 response = await forwarded_infer(Request(scope, receive))
