@@ -23,7 +23,7 @@ from kserve_mesh.api.rest_decode import JsonDecoder
 from kserve_mesh.core.errors import Cancelled, InvalidArgument
 from kserve_mesh.mesh.dataplane import DataPlane, RestRequest
 from kserve_mesh.mesh.hops import RestAnswer
-from kserve_mesh.mesh.wire import HEADER_LENGTH, MODEL_ID, Routing
+from kserve_mesh.mesh.wire import HEADER_LENGTH, Routing, id_header
 from kserve_mesh.protocol import rest as codec
 
 MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
@@ -92,12 +92,22 @@ class InferEndpoint:
         except Exception as exc:  # noqa: BLE001 - served ahead of the app's exception handlers
             await error_response(exc)(scope, receive, send)
             return
-        raw = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in answer.headers.items()]
-        if not any(key == b"content-type" for key, _ in raw):
-            raw.append((b"content-type", answer.media_type.encode("latin-1")))
-        raw.append((b"content-length", str(len(answer.body)).encode("latin-1")))
-        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.start", "status": 200, "headers": _raw_headers(answer)})
         await send({"type": "http.response.body", "body": answer.body})
+
+
+def _raw_headers(answer: RestAnswer) -> list[tuple[bytes, bytes]]:
+    """The headers Starlette's ``Response(answer.body, media_type=..., headers=...)`` would send."""
+    raw = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in answer.headers.items()]
+    keys = {key for key, _ in raw}
+    if b"content-length" not in keys:
+        raw.append((b"content-length", str(len(answer.body)).encode("latin-1")))
+    if b"content-type" not in keys:
+        media_type = answer.media_type
+        if media_type.startswith("text/") and "charset=" not in media_type.lower():
+            media_type += "; charset=utf-8"
+        raw.append((b"content-type", media_type.encode("latin-1")))
+    return raw
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -136,7 +146,7 @@ def router(plane: DataPlane) -> APIRouter:
 
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
         model_id, meta = await plane.model_metadata(name, route_of(request))
-        return JSONResponse(codec.render_model_metadata(meta), headers={MODEL_ID: model_id})
+        return JSONResponse(codec.render_model_metadata(meta), headers=dict([id_header(model_id)]))
 
     async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
         model_id, is_ready = await plane.model_ready(name, route_of(request))

@@ -33,7 +33,7 @@ from kserve_mesh.core.ids import ModelId
 from kserve_mesh.core.records import InstanceRecord
 from kserve_mesh.mesh.peers import PeerPool
 from kserve_mesh.mesh.relay import RawStream, RelayedStatus, passed_through, relay
-from kserve_mesh.mesh.wire import HEADER_LENGTH, MODEL_ID, MODEL_ID_BIN, carried_headers, header_safe
+from kserve_mesh.mesh.wire import HEADER_LENGTH, MODEL_ID, MODEL_ID_BIN, carried_headers, header_safe, id_header
 from kserve_mesh.protocol import rest as codec
 from kserve_mesh.protocol import v2
 from kserve_mesh.protocol.rest_arrays import ArrayRequest, parse_infer_arrays, render_arrays_response
@@ -201,16 +201,22 @@ class RestHop:
         return self._answer(payload, headers)
 
     def _answer(self, payload: bytes, headers: dict[str, str]) -> RestAnswer:
-        headers = {**headers, MODEL_ID: self.model_id}
+        name, value = id_header(self.model_id)
+        headers = {**headers, name: value}
         return RestAnswer(payload, headers.pop("content-type", "application/json"), headers)
+
+    async def _arrays(self, req: ArrayRequest, timeout_s: float) -> tuple[bytes, dict[str, str]]:
+        """The runtime's arrays for ``req``, rendered (inside the timed invocation, as the message
+        path renders its response there: an output that cannot be rendered is the call's error)."""
+        outputs = await self.hops.runtime.infer_arrays(self.model_id, req, timeout=timeout_s)  # type: ignore[attr-defined]
+        return render_arrays_response(self.model_id, outputs, req)
 
     async def run(self, timeout_s: float) -> RestAnswer:
         self.prepare()
         hops, req = self.hops, self.req
         if isinstance(req, ArrayRequest):
-            outputs = await hops.invoke(REST_INFER, self.model_id, self.vmodel_id,
-                                        hops.runtime.infer_arrays(self.model_id, req, timeout=timeout_s))  # type: ignore[attr-defined]
-            return self._answer(*render_arrays_response(self.model_id, outputs, req))
+            return self._answer(*await hops.invoke(REST_INFER, self.model_id, self.vmodel_id,
+                                                   self._arrays(req, timeout_s)))
         request = await self._message()
         request.model_name = self.model_id
         return self._render(await hops.invoke(REST_INFER, self.model_id, self.vmodel_id,
@@ -223,7 +229,8 @@ class RestHop:
             return self._render(await peers.infer(peer.endpoint, self.model_id, request, timeout_s, load=load))
         answer = await peers.infer_http(peer, self.model_id, self.path, self.body, carried_headers(self.raw_headers),
                                         timeout_s, load=load)
-        headers = {MODEL_ID: self.model_id}
+        name, value = id_header(self.model_id)
+        headers = {name: value}
         if (length := answer.headers.get(HEADER_LENGTH)) is not None:
             headers[HEADER_LENGTH] = length
         return RestAnswer(answer.body, answer.headers.get("content-type", "application/json"), headers)

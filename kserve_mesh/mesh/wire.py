@@ -133,6 +133,14 @@ def header_safe(text: str) -> bool:
     return text.isascii() and text.isprintable()
 
 
+def id_header(model_id: str) -> tuple[str, str]:
+    """The header naming ``model_id`` in an HTTP answer: ``mm-model-id``, or ``mm-model-id-bin``
+    (its UTF-8 in base64, as requests may send it) for an id that cannot be a header value as it is."""
+    if header_safe(model_id):
+        return MODEL_ID, model_id
+    return MODEL_ID_BIN, base64.b64encode(model_id.encode("utf-8")).decode("ascii")
+
+
 def carried_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """The ``CARRIED`` headers of a REST request (ASGI raw headers), for forwarding it."""
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers if k in _B_CARRIED}

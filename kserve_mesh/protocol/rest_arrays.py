@@ -9,7 +9,11 @@ rendered from its arrays.
 Nothing a client sees changes: a body is checked by the same ``rest.parse_request_parts`` (same
 errors, same order), each input becomes the array the message would have decoded to, and the answer
 is the same JSON (or binary) the message would have rendered to. Outputs this module does not
-render itself (BYTES, objects) go through the message as before.
+render itself (BYTES, objects) go through the message as before. Two differences remain, in values
+no client or model should produce: an FP32 input sent as JSON integers beyond 2**53 is rounded
+once here (the message rounded it twice, through a double), and a binary output keeps booleans
+other than 0/1 and signalling NaNs as the model made them (a message's typed fields normalised
+them; its raw contents, used when any input was binary, did not).
 """
 
 from __future__ import annotations
@@ -67,13 +71,18 @@ def parse_infer_arrays(body: bytes, header_length: int | None = None) -> ArrayRe
     reads none of them (the built-in runtime reads none in a message either)."""
     parts = parse_request_parts(body, header_length)
     tensors = parts.tensors
+    raw = any(t.raw is not None or t.datatype == "FP16" for t in tensors)
+    arrays = {t.name: _array(t) for t in tensors}
+    if raw:  # a message holding raw contents decodes every input to a read-only view: so do these
+        for arr in arrays.values():
+            arr.setflags(write=False)
     return ArrayRequest(
         request_id=parts.request_id,
-        arrays={t.name: _array(t) for t in tensors},
+        arrays=arrays,
         datatypes={t.name: t.datatype for t in tensors},
         outputs=tuple(name for name, _ in parts.outputs),
         options=parts.options,
-        raw=any(t.raw is not None or t.datatype == "FP16" for t in tensors),
+        raw=raw,
     )
 
 
@@ -88,8 +97,8 @@ def render_arrays_response(model_name: str, outputs: Mapping[str, Any], request:
         if arr.dtype.kind not in _PLAIN_KINDS:
             return _through_message(model_name, outputs, request)
         datatype = datatype_of(arr.dtype)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}  # () for a scalar
         arr = np.ascontiguousarray(arr, dtype=DATATYPES[datatype])
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if is_binary(name):
             blob = arr.tobytes()
             entry["parameters"] = {BINARY_SIZE: len(blob)}

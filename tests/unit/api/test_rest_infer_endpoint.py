@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from starlette.requests import Request
+from starlette.responses import Response
 
-from kserve_mesh.api.rest_v2 import InferEndpoint
+from kserve_mesh.api.rest_v2 import InferEndpoint, _raw_headers
 from kserve_mesh.core.errors import ModelNotFound
 from kserve_mesh.mesh.dataplane import RestRequest
 from kserve_mesh.mesh.hops import RestAnswer
@@ -52,7 +53,7 @@ async def _asgi(endpoint: InferEndpoint, via: str, name: str, headers: list[tupl
     else:
         await (await endpoint.endpoint(Request(scope, receive)))(scope, receive, send)
     body = b"".join(m.get("body", b"") for m in sent[1:])
-    return sent[0]["status"], sorted(sent[0]["headers"]), body
+    return sent[0]["status"], sent[0]["headers"], body
 
 
 CASES = [
@@ -93,3 +94,15 @@ async def test_what_the_door_reads_and_answers() -> None:
     assert status == 499 and b"disconnected" in body
     status, _, body = await _asgi(endpoint, "serve", "missing", [], CASES[0][2])
     assert status == 404 and b"missing" in body
+
+
+@pytest.mark.parametrize("answer", [
+    RestAnswer(b"{}", "application/json", {"Content-Type": "application/json", MODEL_ID: "m"}),
+    RestAnswer(b"{}", "application/json", {MODEL_ID: "m", "Inference-Header-Content-Length": "2"}),  # forwarded
+    RestAnswer(b"ok", "text/plain", {MODEL_ID: "m"}),
+    RestAnswer(b"ok", "text/plain; charset=latin-1", {}),
+    RestAnswer(b"{}", "application/json", {"Content-Length": "2", MODEL_ID: "m"}),
+])
+def test_answer_headers_are_the_ones_starlette_sends(answer: RestAnswer) -> None:
+    starlette = Response(answer.body, media_type=answer.media_type, headers=answer.headers)
+    assert _raw_headers(answer) == starlette.raw_headers

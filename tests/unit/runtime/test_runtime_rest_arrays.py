@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from kserve_mesh.core.errors import MeshError
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.mesh.hops import Hops
-from kserve_mesh.mesh.wire import MODEL_ID
+from kserve_mesh.mesh.wire import MODEL_ID, MODEL_ID_BIN, Routing
 from kserve_mesh.protocol import rest as codec
 from kserve_mesh.protocol.datatypes import DATATYPES
 from kserve_mesh.protocol.rest_arrays import ArrayRequest, parse_infer_arrays, render_arrays_response
@@ -43,6 +43,12 @@ ECHO = """
             out["swapped"] = np.array([1.5, 2.5], ">f8")
             out["strided"] = np.arange(6, dtype=np.int32)[::2]
             out["words"] = np.array(["a", "é"], dtype=object)
+            out["scalar"] = np.float32(0.5)
+            out["count"] = 3
+            if "poke" in inputs:
+                inputs["poke"] += 1  # writes into its input: refused where the input is read-only
+            if "wide" in inputs:
+                out["wide"] = np.longdouble(1.5)  # no V2 datatype
             return out
 """
 
@@ -107,12 +113,14 @@ async def test_outputs_of_every_kind_selected_reordered_and_in_binary(runtime: B
     plain = await both(runtime, "echo", json.dumps({"inputs": [x]}).encode())
     doc = json.loads(plain[1])
     assert {o["name"] for o in doc["outputs"]} == {"echo-x", "f16", "flag", "big", "small", "third", "swapped",
-                                                  "strided", "words"}
+                                                  "strided", "words", "scalar", "count"}
+    assert [o["shape"] for o in doc["outputs"] if o["name"] in ("scalar", "count")] == [[], []]
     for outputs in (
         [{"name": "big"}, {"name": "echo-x"}],
         [{"name": "f16", "parameters": {"binary_data": True}}, {"name": "swapped"}, {"name": "strided"}],
         [{"name": "words"}, {"name": "third", "parameters": {"binary_data": False}}],
         [{"name": "words", "parameters": {"binary_data": True}}],
+        [{"name": "scalar", "parameters": {"binary_data": True}}, {"name": "count"}],
         [{"name": "nope"}],
     ):
         await both(runtime, "echo", json.dumps({"inputs": [x], "outputs": outputs}).encode())
@@ -174,7 +182,7 @@ def tensors(draw: st.DrawFn, name: str) -> tuple[dict[str, Any], bytes | None]:
     """One input tensor, JSON or binary, of any datatype (some values out of its range)."""
     datatype = draw(st.sampled_from([*NUMERIC, "BYTES"]))
     shape = draw(st.lists(st.integers(0, 3) if draw(st.integers(0, 9)) == 0 else st.integers(1, 3),
-                          min_size=1, max_size=3))
+                          min_size=0, max_size=3))  # [] is a scalar
     count = int(np.prod(shape))
     if datatype == "BYTES":
         values: list[Any] = draw(st.lists(st.text(max_size=4), min_size=count, max_size=count))
@@ -219,6 +227,45 @@ async def test_random_tensors_answer_alike(runtime: BuiltinRuntime, inputs: list
         await both(runtime, "echo", body, length)
     else:
         await both(runtime, "echo", json.dumps(doc).encode())
+
+
+async def test_inputs_are_read_only_where_the_message_held_them_raw(runtime: BuiltinRuntime) -> None:
+    poke = {"name": "poke", "datatype": "INT32", "shape": [2], "data": [1, 2]}
+    half = {"name": "h", "datatype": "FP16", "shape": [1], "data": [0.5]}
+    writable = await both(runtime, "echo", json.dumps({"inputs": [poke]}).encode())
+    assert writable[0] == "ok" and b'"echo-poke","datatype":"INT32","shape":[2],"data":[2,3]' in writable[1]
+    kind, error, message = await both(runtime, "echo", json.dumps({"inputs": [poke, half]}).encode())
+    assert (kind, error) == ("error", "InvalidArgument") and "read-only" in message
+
+
+async def test_an_output_without_a_datatype_fails_the_timed_call_alike(runtime: BuiltinRuntime) -> None:
+    body = json.dumps({"inputs": [{"name": "wide", "datatype": "INT8", "shape": [1], "data": [1]}]}).encode()
+    assert (await both(runtime, "echo", body))[:2] == ("error", "InvalidArgument")
+    seen: dict[str, list[str]] = {}
+
+    class Observer:
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def invoked(self, method: str, error: BaseException | None, *_args: Any) -> None:
+            seen.setdefault(self.path, []).append(type(error).__name__)
+
+    for path, rt in (("arrays", runtime), ("message", _MessagesOnly(runtime))):
+        hop = Hops(rt, lambda: None, observer=Observer(path)).rest("echo", body, None, "", [], _Decoder())  # type: ignore[arg-type]
+        with pytest.raises(MeshError, match="has no V2 datatype"):
+            await hop.run(5.0)
+    assert seen == {"arrays": ["InvalidArgument"], "message": ["InvalidArgument"]}
+
+
+async def test_an_id_that_cannot_be_a_header_value_is_answered_in_the_bin_header(
+        runtime: BuiltinRuntime, echo_dir: Path) -> None:
+    await runtime.load_model("模型", ModelInfo(type="python", path=str(echo_dir)))
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [4]}],
+                       "outputs": [{"name": "echo-x"}]}).encode()
+    for rt in (runtime, _MessagesOnly(runtime)):
+        answer = await Hops(rt, lambda: None).rest("模型", body, None, "", [], _Decoder()).run(5.0)  # type: ignore[arg-type]
+        assert MODEL_ID not in answer.headers
+        assert Routing.from_http([(MODEL_ID_BIN.encode(), answer.headers[MODEL_ID_BIN].encode())]).model_id == "模型"
 
 
 class _Decoder:
