@@ -8,7 +8,8 @@ Both kinds of inference side by side:
 - ``RestHop``: a V2 REST body. Here it is decoded (small bodies inline, large ones by the
   ``Decoder`` the REST front door injects, never on the event loop) and its answer rendered; a
   small body for a runtime that takes arrays (the built-in one in this process) goes straight to
-  arrays, with no message in between. To a peer it travels as the bytes it came with
+  arrays, with no message in between; one for a runtime that takes REST bodies (the built-in one
+  in its own process, over the local link) goes to it as it came. To a peer it travels as the bytes it came with
   (``PeerPool.infer_http``), undecoded, and the peer's answer comes back as bytes too.
 
 Each runtime call here is timed and told to the ``InvokeObserver`` (``modelmesh_invoke_model_milliseconds``),
@@ -100,6 +101,9 @@ class Hops:
         self.runtime = runtime
         self.takes_arrays = callable(getattr(runtime, "infer_arrays", None))
         """The runtime takes a REST request as arrays (``spi.ArrayRuntime``)."""
+        self.takes_rest = not self.takes_arrays and callable(getattr(runtime, "infer_rest", None))
+        """The runtime takes a REST body as it came (``spi.RestRuntime``; one in this process that
+        takes arrays is given arrays, decoded before its timed call as the message was)."""
         self._peers = peers
         self.observer = observer
 
@@ -165,7 +169,9 @@ class RestHop:
     decoding here at all); the gRPC hop is the fallback when the model id cannot travel in an HTTP
     header. A small body for a runtime that takes arrays (``spi.ArrayRuntime``, the built-in one in
     this process) is decoded straight to arrays and the answer rendered from the runtime's arrays
-    (``protocol/rest_arrays.py``); otherwise it becomes a ``ModelInferRequest``."""
+    (``protocol/rest_arrays.py``); a small body for a runtime that takes REST bodies
+    (``spi.RestRuntime``) is handed over as it came (checked here first only when it would cause a
+    load: ``prepare``); otherwise it becomes a ``ModelInferRequest``."""
 
     __slots__ = ("body", "decoder", "hops", "length", "model_id", "options", "path", "raw_headers", "req",
                  "vmodel_id")
@@ -212,8 +218,13 @@ class RestHop:
         return render_arrays_response(self.model_id, outputs, req)
 
     async def run(self, timeout_s: float) -> RestAnswer:
+        hops = self.hops
+        if hops.takes_rest and len(self.body) < self.decoder.offload_bytes:
+            infer_rest = hops.runtime.infer_rest  # type: ignore[attr-defined]
+            return self._answer(*await hops.invoke(REST_INFER, self.model_id, self.vmodel_id,
+                                                   infer_rest(self.model_id, self.body, self.length, timeout=timeout_s)))
         self.prepare()
-        hops, req = self.hops, self.req
+        req = self.req
         if isinstance(req, ArrayRequest):
             return self._answer(*await hops.invoke(REST_INFER, self.model_id, self.vmodel_id,
                                                    self._arrays(req, timeout_s)))

@@ -11,10 +11,20 @@ One connection multiplexes every request in flight. Each frame is a 13-byte head
 
     REQUEST   client -> server  f64 timeout in seconds (0: none), then a serialized ModelInferRequest
     RESPONSE  server -> client  a serialized ModelInferResponse
+    REST      client -> server  f64 timeout, i64 binary header length (-1: none), u16 length of the
+                                model id, the model id (UTF-8), then a V2 REST request body as it came
+    REST_OK   server -> client  u16 length of the headers, the headers ("name: value" lines, UTF-8),
+                                then the V2 REST response body
     ERROR     server -> client  u8 gRPC status code, u16 length of the error kind, the kind (the
                                 mesh error class name, as ``grpc_errors``' trailing metadata key
                                 carries it), then the message (UTF-8)
     CANCEL    client -> server  no payload: the client stopped waiting (deadline, its caller went away)
+
+A REST body travels undecoded (``LinkedRuntimeClient.infer_rest``, for bodies the instance would
+decode on its event loop): the child decodes it straight to arrays and renders the answer
+(``BuiltinRuntime.infer_rest``), so the instance's process only moves bytes; without it the
+instance built a ``ModelInferRequest`` to send and parsed the answer to render it, and its process
+was the one short of CPU under load while the child idled.
 
 The server runs each request as its own task, so the runtime's batcher sees concurrent requests
 together. Errors are rebuilt on the client with ``grpc_errors.error_of``: the same classes and
@@ -58,8 +68,11 @@ log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<IBQ")
 REQUEST_HEAD = struct.Struct("<d")
+REST_HEAD = struct.Struct("<qH")  # after the request head (the timeout)
 ERROR_HEAD = struct.Struct("<BH")
-REQUEST, RESPONSE, ERROR, CANCEL = 1, 2, 3, 4
+REST_ANSWER_HEAD = struct.Struct("<H")
+REQUEST, RESPONSE, ERROR, CANCEL, REST, REST_OK = 1, 2, 3, 4, 5, 6
+ANSWER_OF = {REQUEST: RESPONSE, REST: REST_OK}
 LINK_SOCKET_NAME = "link.sock"
 
 MAX_IN_FLIGHT = 512  # requests one client keeps in flight on its connection (more wait for a slot)
@@ -103,6 +116,50 @@ def parse_error(payload: bytes) -> tuple[grpc.StatusCode, str, str]:
     if code not in _CODES or end > len(payload):
         raise ValueError("malformed error frame")
     return _CODES[code], payload[ERROR_HEAD.size:end].decode(errors="replace"), payload[end:].decode(errors="replace")
+
+
+def rest_payload(model_id: str, body: bytes, header_length: int | None) -> bytes:
+    """A REST frame's payload after its request head."""
+    name = model_id.encode()
+    return REST_HEAD.pack(-1 if header_length is None else header_length, len(name)) + name + body
+
+
+def parse_rest(payload: bytes) -> tuple[str, bytes, int | None]:
+    """(model id, body, binary header length) of a REST frame's payload (request head included);
+    ValueError when it is malformed."""
+    head = REQUEST_HEAD.size + REST_HEAD.size
+    if len(payload) < head:
+        raise ValueError("a REST frame without its head")
+    header_length, name_len = REST_HEAD.unpack_from(payload, REQUEST_HEAD.size)
+    start = head + name_len
+    if start > len(payload) or header_length < -1:
+        raise ValueError("a malformed REST frame")
+    model_id = payload[head:start].decode()  # UnicodeDecodeError is a ValueError
+    return model_id, payload[start:], None if header_length < 0 else header_length
+
+
+def rest_answer(body: bytes, headers: dict[str, str]) -> bytes:
+    """A REST_OK payload: the headers as lines, then the body."""
+    head = "\r\n".join(f"{name}: {value}" for name, value in headers.items()).encode()
+    return REST_ANSWER_HEAD.pack(len(head)) + head + body
+
+
+def parse_rest_answer(payload: bytes) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of a REST_OK payload; ValueError when it is malformed."""
+    if len(payload) < REST_ANSWER_HEAD.size:
+        raise ValueError("a short REST answer")
+    (head_len,) = REST_ANSWER_HEAD.unpack_from(payload)
+    start = REST_ANSWER_HEAD.size + head_len
+    if start > len(payload):
+        raise ValueError("a malformed REST answer")
+    headers: dict[str, str] = {}
+    if head_len:
+        for line in payload[REST_ANSWER_HEAD.size:start].decode().split("\r\n"):
+            name, sep, value = line.partition(": ")
+            if not sep or not name:
+                raise ValueError("a malformed header in a REST answer")
+            headers[name] = value
+    return payload[start:], headers
 
 
 class _Framed(asyncio.Protocol):
@@ -251,15 +308,17 @@ class _Framed(asyncio.Protocol):
 
 # -- server (the runtime child) ----------------------------------------------------------------------
 InferHandler = Callable[..., Awaitable[v2.ModelInferResponse]]
+RestHandler = Callable[..., Awaitable[tuple[bytes, dict[str, str]]]]
+"""``infer_rest(model_id, body, header_length, timeout=)``: a V2 REST body's answer (body, headers)."""
 
 
 class _ServerConnection(_Framed):
-    accepts = frozenset((REQUEST, CANCEL))
-
-    def __init__(self, infer: InferHandler, max_message_bytes: int, max_in_flight: int,
-                 connections: set[_ServerConnection]) -> None:
+    def __init__(self, infer: InferHandler, infer_rest: RestHandler | None, max_message_bytes: int,
+                 max_in_flight: int, connections: set[_ServerConnection]) -> None:
         super().__init__(max_message_bytes + FRAME_OVERHEAD)
+        self.accepts = frozenset((REQUEST, CANCEL, REST) if infer_rest is not None else (REQUEST, CANCEL))
         self.infer = infer
+        self.infer_rest = infer_rest
         self.max_message_bytes = max_message_bytes
         self.max_in_flight = max_in_flight
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -290,8 +349,8 @@ class _ServerConnection(_Framed):
                 grpc.StatusCode.RESOURCE_EXHAUSTED, "Overloaded",
                 f"runtime link: {self.max_in_flight} requests in flight on this connection already"))
             return
-        (timeout,) = REQUEST_HEAD.unpack_from(payload)
-        task = asyncio.get_running_loop().create_task(self._serve(request_id, timeout, payload))
+        (timeout,) = REQUEST_HEAD.unpack_from(payload)  # both kinds of request start with it
+        task = asyncio.get_running_loop().create_task(self._serve(request_id, kind, timeout, payload))
         self.tasks[request_id] = task
         task.add_done_callback(lambda t, rid=request_id: self._done(rid, t))
 
@@ -301,27 +360,45 @@ class _ServerConnection(_Framed):
         if not task.cancelled() and task.exception() is not None:  # not expected: _serve answers everything
             log.error("runtime link: request %d failed", request_id, exc_info=task.exception())
 
-    async def _serve(self, request_id: int, timeout: float, payload: bytes) -> None:
+    def _decode(self, kind: int, payload: bytes, timeout: float | None) -> tuple[str, Awaitable[bytes]]:
+        """The request's model id and the call that answers it (the answer frame's payload)."""
+        if kind == REST:
+            try:
+                model_id, body, header_length = parse_rest(payload)
+            except ValueError as exc:
+                raise InvalidArgument(f"runtime link: {exc}") from None
+            return model_id, self._rest(model_id, body, header_length, timeout)
+        try:
+            request = v2.ModelInferRequest.FromString(payload[REQUEST_HEAD.size:])
+        except DecodeError:
+            raise InvalidArgument("runtime link: the request is not a ModelInferRequest") from None
+        return request.model_name, self._message(request, timeout)
+
+    async def _message(self, request: v2.ModelInferRequest, timeout: float | None) -> bytes:
+        response = await (self.infer(request) if timeout is None else self.infer(request, timeout=timeout))
+        return response.SerializeToString()
+
+    async def _rest(self, model_id: str, body: bytes, header_length: int | None, timeout: float | None) -> bytes:
+        assert self.infer_rest is not None  # REST frames are accepted only with a handler
+        answer, headers = await self.infer_rest(model_id, body, header_length, timeout=timeout)
+        return rest_answer(answer, headers)
+
+    async def _serve(self, request_id: int, kind: int, timeout: float, payload: bytes) -> None:
         model_id = ""
         try:
-            try:
-                request = v2.ModelInferRequest.FromString(payload[REQUEST_HEAD.size:])
-            except DecodeError:
-                raise InvalidArgument("runtime link: the request is not a ModelInferRequest") from None
-            model_id = request.model_name
+            model_id, work = self._decode(kind, payload, timeout if timeout > 0 else None)
             if timeout > 0:
                 try:
                     async with asyncio.timeout(timeout + SERVER_DEADLINE_GRACE_S):
-                        response = await self.infer(request, timeout=timeout)
+                        body = await work
                 except TimeoutError:
                     raise DeadlineExceeded(f"model '{model_id}' did not answer within {timeout:g} s") from None
             else:
-                response = await self.infer(request)
-            body = response.SerializeToString()
+                body = await work
             if len(body) > self.max_message_bytes:
                 raise PayloadTooLarge(f"the response of model '{model_id}' is {len(body)} bytes, over the limit of "
                                       f"{self.max_message_bytes} bytes (grpc_max_message_bytes)")
-            answer = frame(RESPONSE, request_id, body)
+            answer = frame(ANSWER_OF[kind], request_id, body)
         except MeshError as err:
             answer = frame(ERROR, request_id, error_payload(code_of(err), type(err).__name__, str(err)))
         except Exception as exc:  # the edge: log the bug, answer a clean INTERNAL
@@ -364,15 +441,17 @@ class LinkServer:
             os.unlink(self.path)
 
 
-async def serve_link(path: str, infer: InferHandler, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+async def serve_link(path: str, infer: InferHandler, *, infer_rest: RestHandler | None = None,
+                     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                      max_in_flight: int = SERVER_MAX_IN_FLIGHT) -> LinkServer:
-    """Serve ``infer(request, timeout=)`` (a ``ModelRuntime.infer``) on a Unix socket at ``path``,
-    made owner-only (0600); a socket file left there by a killed runtime is replaced."""
+    """Serve ``infer(request, timeout=)`` (a ``ModelRuntime.infer``), and REST bodies when given
+    ``infer_rest`` (``BuiltinRuntime.infer_rest``), on a Unix socket at ``path``, made owner-only
+    (0600); a socket file left there by a killed runtime is replaced."""
     remove_stale_socket(path)
     connections: set[_ServerConnection] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(
-        lambda: _ServerConnection(infer, max_message_bytes, max_in_flight, connections), path)
+        lambda: _ServerConnection(infer, infer_rest, max_message_bytes, max_in_flight, connections), path)
     os.chmod(path, 0o600)
     log.info("runtime link listening on unix:%s", path)
     return LinkServer(server, path, connections)
@@ -391,7 +470,7 @@ def remove_stale_socket(path: str) -> None:
 
 # -- client (the mesh instance) ------------------------------------------------------------------------
 class _ClientConnection(_Framed):
-    accepts = frozenset((RESPONSE, ERROR))
+    accepts = frozenset((RESPONSE, ERROR, REST_OK))
 
     def __init__(self, max_message_bytes: int) -> None:
         super().__init__(max_message_bytes + FRAME_OVERHEAD)
@@ -463,8 +542,9 @@ class LinkClient:
         return error_of(code, f"runtime at {self.target}: {what} failed ({code.name}): {details}",
                         method=METHOD, model_id=model_id)
 
-    async def call(self, payload: bytes, timeout: float, model_id: str = "") -> bytes:
-        """The serialized response to the serialized request ``payload``; the runtime's errors as
+    async def call(self, payload: bytes, timeout: float, model_id: str = "", *, kind: int = REQUEST) -> bytes:
+        """The serialized response to the serialized request ``payload`` (``kind`` REST: the
+        ``rest_payload`` of a REST body, answered by a ``rest_answer``); the runtime's errors as
         mesh errors (``grpc_errors``), ``DeadlineExceeded`` after ``timeout`` s, ``Unavailable``
         when the runtime cannot be reached or the connection is lost."""
         if len(payload) > self.max_message_bytes:
@@ -493,8 +573,8 @@ class LinkClient:
             conn.pending[request_id] = fut
             timer = loop.call_at(deadline, _expire, fut)
             try:
-                conn.send(REQUEST, request_id, REQUEST_HEAD.pack(max(deadline - loop.time(), 1e-6)) + payload)
-                kind, body = await fut
+                conn.send(kind, request_id, REQUEST_HEAD.pack(max(deadline - loop.time(), 1e-6)) + payload)
+                answer, body = await fut
             except _Expired:
                 conn.send(CANCEL, request_id)
                 raise self._fail(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", model_id) from None
@@ -508,8 +588,11 @@ class LinkClient:
                 conn.finished(request_id)
         finally:
             slots.release()
-        if kind == RESPONSE:
+        if answer == ANSWER_OF[kind]:
             return body
+        if answer != ERROR:
+            raise InternalError(f"runtime at {self.target}: {METHOD} of model '{model_id}': an answer of frame "
+                                f"type {answer} to a request of type {kind}")
         try:
             code, error_kind, message = parse_error(body)
         except ValueError as exc:
@@ -583,6 +666,16 @@ class LinkedRuntimeClient(GrpcRuntimeClient):
         if metadata:  # the link carries no metadata
             return await super().infer_bytes(request, model_id=model_id, timeout=timeout, metadata=metadata)
         return await self.link.call(request, timeout or self.infer_deadline_s, model_id)
+
+    async def infer_rest(self, model_id: str, body: bytes, header_length: int | None, *,
+                         timeout: float | None = None) -> tuple[bytes, dict[str, str]]:
+        """A V2 REST body's answer (body, headers), decoded and rendered by the child."""
+        answer = await self.link.call(rest_payload(model_id, body, header_length), timeout or self.infer_deadline_s,
+                                      model_id, kind=REST)
+        try:
+            return parse_rest_answer(answer)
+        except ValueError as exc:
+            raise InternalError(f"runtime at {self.link.target}: {METHOD} of model '{model_id}': {exc}") from None
 
     async def reconnect(self, target: str | None = None) -> None:
         await super().reconnect(target)

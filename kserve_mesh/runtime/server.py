@@ -392,7 +392,7 @@ async def _run(args: argparse.Namespace) -> int:
     link = None
     if args.link:  # served before the ready line below: the instance connects once it reads that
         try:
-            link = await serve_link(_link_path(args.link), server.runtime.infer,
+            link = await serve_link(_link_path(args.link), server.runtime.infer, infer_rest=server.runtime.infer_rest,
                                     max_message_bytes=args.max_message_bytes)
         except (OSError, ValueError):
             await server.stop(grace=0)

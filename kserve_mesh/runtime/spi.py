@@ -112,3 +112,17 @@ class ArrayRuntime(Protocol):
         """``infer`` for a request already decoded: the outputs asked for (all when it named none),
         in its order, as arrays by name; the same errors as ``infer``."""
         ...
+
+
+class RestRuntime(Protocol):
+    """A runtime that decodes a V2 REST body itself and renders its answer (the built-in one in
+    its own process, over the local link). Optional: the mesh hands such a runtime the body as it
+    came, so the instance's process only moves bytes."""
+
+    async def infer_rest(self, model_id: str, body: bytes, header_length: int | None, *,
+                         timeout: float | None = None) -> tuple[bytes, dict[str, str]]:
+        """The answer to a V2 REST request body (``header_length``: the binary extension's JSON
+        length, None without it) as (body, headers: its content-type, and the binary extension's
+        header length where it answers in binary); a bad body is ``InvalidArgument`` as the REST
+        front door would have refused it; otherwise the same errors as ``infer``."""
+        ...

@@ -44,7 +44,7 @@ from kserve_mesh.core.errors import (
 )
 from kserve_mesh.core.records import ModelInfo
 from kserve_mesh.protocol import tensors, v2
-from kserve_mesh.protocol.rest_arrays import ArrayRequest
+from kserve_mesh.protocol.rest_arrays import ArrayRequest, parse_infer_arrays, render_arrays_response
 from kserve_mesh.runtime.builtin.batching import Batcher, BatchSnapshot, BatchStats
 from kserve_mesh.runtime.builtin.config import RuntimeConfig
 from kserve_mesh.runtime.builtin.fetch import Fetcher, default_fetcher
@@ -451,6 +451,14 @@ class BuiltinRuntime:
         feed = validate_inputs(model_id, loaded.model, request.datatypes, request.arrays)
         outputs = await self._outputs(model_id, loaded, feed, timeout)
         return tensors.select_outputs(model_id, outputs, request.outputs)
+
+    async def infer_rest(self, model_id: str, body: bytes, header_length: int | None, *,
+                         timeout: float | None = None) -> tuple[bytes, dict[str, str]]:
+        """``infer`` for a V2 REST body as it came (``spi.RestRuntime``: this runtime in its own
+        process, reached over the local link): decoded straight to arrays, the answer rendered."""
+        request = parse_infer_arrays(body, header_length)
+        outputs = await self.infer_arrays(model_id, request, timeout=timeout)
+        return render_arrays_response(model_id, outputs, request)
 
     async def _outputs(self, model_id: str, loaded: _Loaded, feed: dict[str, np.ndarray],
                        timeout: float | None) -> Mapping[str, Any]:

@@ -1,14 +1,19 @@
 """The local link through a real mesh (``up --runtime process --runtime-link frames``, issue 15):
-inference over REST and gRPC answered through the link, errors the same as over the gRPC link, the
-link's socket private beside the runtime's, and a killed child (restarted by the supervisor) served
-over the link again."""
+inference over REST and gRPC answered through the link, REST bodies of every shape (handed to the
+child as they came) answered byte for byte as over the gRPC link, errors the same as over the gRPC
+link, the link's socket private beside the runtime's, and a killed child (restarted by the
+supervisor) served over the link again."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
+import struct
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +108,56 @@ def test_inference_over_rest_and_grpc_answers_as_over_grpc(meshes: dict[str, Mes
             answers[name] = (body["outputs"][0]["data"], _first_output(_grpc(mesh, _grpc_request(model_id, entry))))
         assert answers["frames"] == answers["grpc"]
         assert answers["frames"][0] == answers["frames"][1] == entry["expected"]["outputs"][0]["data"]
+
+
+def _raw_rest(mesh: MeshProcess, model_id: str, body: bytes, header_length: int | None) -> tuple[int, bytes, Any]:
+    """Status, body and the headers a client reads, of a V2 REST request sent as bytes."""
+    headers = {"content-type": "application/octet-stream" if header_length is not None else "application/json"}
+    if header_length is not None:
+        headers["inference-header-content-length"] = str(header_length)
+    req = urllib.request.Request(f"{mesh.rest}/v2/models/{model_id}/infer", data=body, method="POST",
+                                 headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+            answer = resp.status, resp.read(), resp.headers
+    except urllib.error.HTTPError as err:
+        answer = err.code, err.read(), err.headers
+    status, data, got = answer
+    return status, data, (got.get("content-type"), got.get("inference-header-content-length"), got.get("mm-model-id"))
+
+
+def test_rest_bodies_of_every_shape_answer_as_over_grpc(meshes: dict[str, MeshProcess],
+                                                        example_models: tuple[Path, dict[str, Any]]) -> None:
+    iris = example_models[1]["sklearn-iris"]["request"]
+    raw_rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], np.float64).tobytes()
+    binary_head = json.dumps({"id": "b1", "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [2, 4],
+                                                      "parameters": {"binary_data_size": len(raw_rows)}}],
+                              "parameters": {"binary_data_output": True}}).encode()
+    words = b"".join(struct.pack("<I", len(w)) + w for w in (b"hello", "wörld".encode()))
+    string_head = json.dumps({"inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [2],
+                                          "parameters": {"binary_data_size": len(words)}}]}).encode()
+    cases: list[tuple[str, bytes, int | None]] = [
+        ("sklearn-iris", json.dumps({"id": "j1", **iris}).encode(), None),
+        ("sklearn-iris", json.dumps({**iris, "parameters": {"binary_data_output": True}}).encode(), None),
+        ("sklearn-iris", binary_head + raw_rows, len(binary_head)),
+        ("string-1", json.dumps(example_models[1]["string-1"]["request"]).encode(), None),
+        ("string-1", string_head + words, len(string_head)),
+        ("sklearn-iris", b'{"inputs": [', None),  # not JSON
+        ("sklearn-iris", json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4],
+                                                 "data": [1, 2, 3]}]}).encode(), None),  # 3 values for 4
+        ("sklearn-iris", binary_head + raw_rows[:-8], len(binary_head)),  # binary data short of its sizes
+        ("sklearn-iris", binary_head, len(binary_head) + 1),  # header length beyond the body
+    ]
+    statuses = []
+    for model_id, body, length in cases:
+        answers = {name: _raw_rest(mesh, model_id, body, length) for name, mesh in meshes.items()}
+        assert answers["frames"] == answers["grpc"], (model_id, body[:80])
+        status, data, headers = answers["frames"]
+        statuses.append(status)
+        assert headers[2] == model_id if status == 200 else json.loads(data)["type"] == "InvalidArgument"
+        if headers[1] is not None:  # answered in binary: the JSON header, then the outputs' bytes
+            assert json.loads(data[:int(headers[1])])["outputs"][0]["parameters"]["binary_data_size"] > 0
+    assert statuses == [200] * 5 + [400] * 4
 
 
 def test_errors_are_the_same_as_over_grpc(meshes: dict[str, MeshProcess]) -> None:

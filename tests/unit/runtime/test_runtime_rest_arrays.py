@@ -1,8 +1,10 @@
 """A V2 REST body for the built-in runtime decoded straight to arrays (``protocol/rest_arrays.py``,
-``BuiltinRuntime.infer_arrays``) answers byte for byte as the message path does: the same body, the
-same headers, or the same error, for every example model and for random tensors of every datatype,
-in JSON and binary, with outputs selected, reordered and asked for in binary. The REST hop takes
-that path for a runtime that takes arrays, and the message path for any other."""
+``BuiltinRuntime.infer_arrays``, and ``infer_rest``, which the runtime child serves over the local
+link) answers byte for byte as the message path does: the same body, the same headers, or the same
+error, for every example model and for random tensors of every datatype, in JSON and binary, with
+outputs selected, reordered and asked for in binary. The REST hop takes the array path for a
+runtime that takes arrays, hands the body as it came to one that takes REST bodies, and takes the
+message path for any other."""
 
 from __future__ import annotations
 
@@ -85,8 +87,12 @@ async def both(rt: BuiltinRuntime, model_id: str, body: bytes, header_length: in
         request = parse_infer_arrays(body, header_length)
         return render_arrays_response(model_id, await rt.infer_arrays(model_id, request), request)
 
-    old, new = await _outcome(message), await _outcome(arrays)
+    async def rest() -> tuple[bytes, dict[str, str]]:  # spi.RestRuntime: the child behind the local link
+        return await rt.infer_rest(model_id, body, header_length)
+
+    old, new, whole = await _outcome(message), await _outcome(arrays), await _outcome(rest)
     assert new == old
+    assert whole == new
     return new
 
 
@@ -306,3 +312,46 @@ async def test_the_rest_hop_takes_the_array_path_where_the_runtime_has_it(
     hop.prepare()
     assert isinstance(hop.req, ArrayRequest)
     assert await hop.run(5.0) == answer
+
+
+class _RestOnly(_MessagesOnly):
+    """A runtime that takes REST bodies as they came (``spi.RestRuntime``, as the client of the
+    runtime child over the local link does), and records what it was handed."""
+
+    def __init__(self, inner: BuiltinRuntime) -> None:
+        super().__init__(inner)
+        self.handed: list[tuple[str, bytes, int | None, float | None]] = []
+
+    async def infer_rest(self, model_id: str, body: bytes, header_length: int | None, *,
+                         timeout: float | None = None) -> tuple[bytes, dict[str, str]]:
+        self.handed.append((model_id, body, header_length, timeout))
+        return await self.inner.infer_rest(model_id, body, header_length, timeout=timeout)
+
+
+async def test_the_rest_hop_hands_the_body_as_it_came_to_a_runtime_that_takes_rest(
+        runtime: BuiltinRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    head = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "parameters": {"binary_data_size": 8}}],
+            "outputs": [{"name": "echo-x"}]}
+    body, length = binary_body(head, struct.pack("<2i", 4, 5))
+    in_process = await Hops(runtime, lambda: None).rest("echo", body, length, "", [], _Decoder()).run(5.0)
+    rest_only = _RestOnly(runtime)
+    hops = Hops(rest_only, lambda: None)  # type: ignore[arg-type]
+    assert hops.takes_rest and not hops.takes_arrays and not Hops(runtime, lambda: None).takes_rest
+
+    def no_decoding(*_args: Any, **_kw: Any) -> Any:
+        raise AssertionError("a body for a runtime that takes REST is not decoded on the hot path")
+
+    monkeypatch.setattr(codec, "parse_infer_request", no_decoding)
+    answer = await hops.rest("echo", body, length, "", [], _Decoder()).run(5.0)
+    assert answer == in_process and rest_only.handed == [("echo", body, length, 5.0)]
+    monkeypatch.undo()
+    bad = hops.rest("echo", b'{"inputs": [', None, "", [], _Decoder())
+    with pytest.raises(MeshError, match="not valid JSON"):
+        bad.prepare()  # where a request would cause a load, it is checked first, as before
+    with pytest.raises(MeshError, match="not valid JSON"):
+        await bad.run(5.0)  # checked by the runtime on the hot path, with the same message
+    large_body = json.dumps({"id": "p" * _Decoder.offload_bytes, "outputs": [{"name": "echo-x"}],
+                             "inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "data": [4, 5]}]}).encode()
+    large = await hops.rest("echo", large_body, None, "", [], _Decoder()).run(5.0)
+    assert json.loads(large.body)["outputs"][0]["data"] == [4, 5]  # decoded off the loop here, sent as a message
+    assert len(rest_only.handed) == 2
