@@ -1,0 +1,171 @@
+"""One mesh topology from two source trees, side by side in interleaved rounds: what a change did.
+
+    git worktree add /tmp/before <commit>
+    python benchmarks/ab_trees.py --server mesh-process --before /tmp/before --rounds 5 --seconds 4
+
+Each round starts the topology (a ``peers.py`` server name: ``mesh``, ``mesh-process``,
+``mesh-workers``) from the ``--before`` tree, measures it, stops it, then does the same from this
+checkout (``--after``, default), alternating which goes first each round, so that a machine
+whose speed drifts while it runs (a shared VM) weighs on both alike. A tree is chosen with
+PYTHONPATH (the servers start in a scratch folder, so it is not shadowed by the current one), so
+both use this environment's installed dependencies. The cells, the load generators
+(``wrk`` for V2 REST, ``h2load`` for V2 gRPC, closed loop), the model and the answer check are
+``peers.py``'s. Printed: per round, req/s, p50 and server CPU per request of each cell (user +
+system of the whole process tree, and of the instance's own process apart from its children: with
+``mesh-process`` that splits the instance from its runtime child, where the gain or loss of a
+change that moves work between them shows though the machine's speed drifts); then the median
+over rounds of each, and after / before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from peers import (
+    MODEL,
+    Processes,
+    check_server,
+    encode_bodies,
+    ensure_tools,
+    make_model,
+    run_h2load,
+    run_wrk,
+    start_server,
+    tree_cpu_seconds,
+)
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+SERVERS = ("mesh", "mesh-process", "mesh-workers", "mesh-workers-nobatch")
+
+
+@dataclass(frozen=True)
+class Result:
+    transport: str
+    connections: int
+    rps: float
+    p50_ms: float
+    errors: int
+    cpu_ms: float
+    """Per request: the whole process tree."""
+    own_cpu_ms: float
+    """Per request: the instance's own process (``up``), without its children."""
+
+
+def own_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(pid: int, rest: str, grpc_address: str, bodies: dict[str, Path], seconds: float, work: Path,
+            grid: tuple[tuple[str, int], ...]) -> list[Result]:
+    urls = {"rest": f"{rest}/v2/models/{MODEL}/infer",
+            "grpc": f"http://{grpc_address}/inference.GRPCInferenceService/ModelInfer"}
+    runners = {"rest": run_wrk, "grpc": run_h2load}
+    for transport in {t for t, _ in grid}:  # warm-up
+        runners[transport](urls[transport], bodies[transport], 1, 1, work)
+    results = []
+    for transport, connections in grid:
+        tree0, own0 = tree_cpu_seconds(pid), own_cpu_seconds(pid)
+        requests, errors, p50, _p99 = runners[transport](urls[transport], bodies[transport], connections, seconds,
+                                                         work)
+        tree, own = tree_cpu_seconds(pid) - tree0, own_cpu_seconds(pid) - own0
+        n = max(requests, 1)
+        results.append(Result(transport, connections, requests / seconds, p50, errors, 1000 * tree / n,
+                              1000 * own / n))
+    return results
+
+
+def _grid(text: str) -> tuple[tuple[str, int], ...]:
+    cells = []
+    for item in text.split(","):
+        transport, _, connections = item.strip().partition(":")
+        if transport not in ("rest", "grpc") or not connections.isdigit() or int(connections) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: a cell is rest:N or grpc:N (N connections, N >= 1)")
+        cells.append((transport, int(connections)))
+    return tuple(cells)
+
+
+def _tree(text: str) -> Path:
+    path = Path(text).resolve()
+    if not (path / "kserve_mesh" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a kserve-mesh source tree (no kserve_mesh/__init__.py)")
+    return path
+
+
+def run_one(server: str, tree: Path, models: Path, work: Path, bodies: dict[str, Path], entry: dict[str, Any],
+            seconds: float, grid: tuple[tuple[str, int], ...]) -> list[Result]:
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tree)  # the servers started below import this tree's kserve_mesh
+    try:
+        with Processes() as procs:
+            proc, rest, grpc_address = start_server(server, procs, models, work)
+            check_server(server, rest, grpc_address, bodies, entry["expected"])
+            return measure(proc.pid(), rest, grpc_address, bodies, seconds, work, grid)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", default="mesh-process", choices=SERVERS, help="the topology (peers.py's name)")
+    parser.add_argument("--before", type=_tree, required=True, help="the source tree to compare against")
+    parser.add_argument("--after", type=_tree, default=HERE.parent, help="the changed tree (default: this one)")
+    parser.add_argument("--rounds", type=int, default=5, help="before/after pairs (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each cell (default %(default)s)")
+    parser.add_argument("--cells", type=_grid, default=_grid("rest:1,rest:16,grpc:1,grpc:16"),
+                        help="cells as transport:connections, comma separated (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds above 0")
+    console = Console()
+    ensure_tools(console)
+    arms = {"before": args.before, "after": args.after}
+    results: dict[str, list[list[Result]]] = {name: [] for name in arms}
+    with tempfile.TemporaryDirectory(prefix="ab-trees-") as tmp:
+        work = Path(tmp)
+        # `python -m` puts the current folder first on sys.path, ahead of PYTHONPATH: the servers
+        # (and their runtime children) start in a folder without a kserve_mesh package of its own.
+        os.chdir(work)
+        models = work / "models"
+        entry = make_model(MODEL, models)
+        bodies = encode_bodies(entry, work)
+        for n in range(args.rounds):
+            order = list(arms) if n % 2 == 0 else list(reversed(arms))
+            for name in order:
+                cells = run_one(args.server, arms[name], models, work, bodies, entry, args.seconds, args.cells)
+                results[name].append(cells)
+                console.print(f"round {n + 1} {name}: " + "  ".join(
+                    f"{c.transport} c={c.connections} {c.rps:,.0f} req/s p50 {c.p50_ms:.3f} ms "
+                    f"cpu {c.cpu_ms:.3f} (instance {c.own_cpu_ms:.3f})" + (f" [red]{c.errors} err[/red]" if c.errors else "")
+                    for c in cells))
+    table = Table(title=f"{args.server}: median of {args.rounds} rounds, before -> after", box=box.SIMPLE_HEAVY)
+    for column in ("cell", "req/s", "p50 ms", "CPU ms/req", "instance CPU ms/req", "after/before req/s, CPU, inst."):
+        table.add_column(column, justify="left" if column == "cell" else "right")
+    for i, (transport, connections) in enumerate(args.cells):
+        med = {name: [statistics.median(getattr(r[i], field) for r in rounds)
+                      for field in ("rps", "p50_ms", "cpu_ms", "own_cpu_ms")] for name, rounds in results.items()}
+        before, after = med["before"], med["after"]
+        cols = [f"{before[k]:{fmt}} -> {after[k]:{fmt}}" for k, fmt in enumerate((",.0f", ".3f", ".3f", ".3f"))]
+        ratios = ", ".join(f"{after[k] / before[k]:.2f}" if before[k] else "-" for k in (0, 2, 3))
+        table.add_row(f"{transport} c={connections}", *cols, ratios)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
