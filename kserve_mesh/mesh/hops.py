@@ -9,8 +9,9 @@ Both kinds of inference side by side:
   ``Decoder`` the REST front door injects, never on the event loop) and its answer rendered; a
   small body for a runtime that takes arrays (the built-in one in this process) goes straight to
   arrays, with no message in between; one for a runtime that takes REST bodies (the built-in one
-  in its own process, over the local link) goes to it as it came. To a peer it travels as the bytes it came with
-  (``PeerPool.infer_http``), undecoded, and the peer's answer comes back as bytes too.
+  in its own process, over the local link) goes to it as it came. To a peer it travels as the
+  bytes it came with (``PeerPool.infer_http``), undecoded, and the peer's answer comes back as
+  bytes too.
 
 Each runtime call here is timed and told to the ``InvokeObserver`` (``modelmesh_invoke_model_milliseconds``),
 with the API method it serves; a forward is not an invocation here (the peer times its own).
