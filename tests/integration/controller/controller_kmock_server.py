@@ -47,8 +47,8 @@ parsing.parse_path = _parse_path
 
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator with server-set metadata (generated names, uid, creationTimestamp,
-    resourceVersion) and
-    watches that resume from a list's resourceVersion instead of replaying every object."""
+    resourceVersion) and watches that resume from a list's resourceVersion instead of replaying
+    every object, and that lose no change made while they start."""
 
     _versions = itertools.count(1)
     _last_version = 0
@@ -72,22 +72,30 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: Any) -> Any:
         since = request.params.get("resourceVersion", "")
-        if not since.isdigit():
-            async for event in super()._serve_watch(request):
-                yield event
-            return
-        # As the API server does: only changes after ``since`` (objects stored later, then the bus).
+        # As the API server does: the objects stored after ``since`` (all of them without one: ADDED),
+        # then every change. The bus is marked under the same lock as the objects are read (every
+        # change is stored and put on the bus under that lock), so a change made while the first
+        # events are sent is streamed too: kmock's own watch marked the bus only after sending them
+        # and lost what was created in between (a controller that had just started never saw it).
         yield b""
+        bus = self._buses[request.resource]
         async with self._lock:
+            marker = await bus.mark()
             objs = [o for o in self._KubernetesEmulator__get_objs(request, strict=False) if not o.deleted]
-            later = [o.raw for o in objs if int(o.raw.get("metadata", {}).get("resourceVersion", "0")) > int(since)]
-        for raw in later:
-            yield {"type": "MODIFIED", "object": raw}
-        async for event in self._buses[request.resource]:
-            obj = event.get("object", {})
-            meta = obj.get("metadata", {})
-            if request.namespace in (None, meta.get("namespace")) and request.name in (None, meta.get("name")):
+            if since.isdigit():
+                first = [{"type": "MODIFIED", "object": o.raw} for o in objs
+                         if int(o.raw.get("metadata", {}).get("resourceVersion", "0")) > int(since)]
+            else:
+                first = [{"type": "ADDED", "object": o.raw} for o in objs]
+        try:
+            for event in first:
                 yield event
+            async for event in bus.stream(since=marker):
+                meta = event.get("object", {}).get("metadata", {})
+                if request.namespace in (None, meta.get("namespace")) and request.name in (None, meta.get("name")):
+                    yield event
+        finally:
+            await bus.unmark(marker)
 
     async def _serve_version(self, request: Any) -> Any:
         # kmock names the core group's version "/v1"; the API server (and kubectl) say "v1".
