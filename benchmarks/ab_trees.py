@@ -24,7 +24,6 @@ import os
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,58 +32,20 @@ sys.path.insert(0, str(HERE))
 
 from peers import (
     MODEL,
+    Cell,
     Processes,
     check_server,
     encode_bodies,
     ensure_tools,
     make_model,
-    run_h2load,
-    run_wrk,
+    measure,
     start_server,
-    tree_cpu_seconds,
 )
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 SERVERS = ("mesh", "mesh-process", "mesh-workers", "mesh-workers-nobatch")
-
-
-@dataclass(frozen=True)
-class Result:
-    transport: str
-    connections: int
-    rps: float
-    p50_ms: float
-    errors: int
-    cpu_ms: float
-    """Per request: the whole process tree."""
-    own_cpu_ms: float
-    """Per request: the instance's own process (``up``), without its children."""
-
-
-def own_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def measure(pid: int, rest: str, grpc_address: str, bodies: dict[str, Path], seconds: float, work: Path,
-            grid: tuple[tuple[str, int], ...]) -> list[Result]:
-    urls = {"rest": f"{rest}/v2/models/{MODEL}/infer",
-            "grpc": f"http://{grpc_address}/inference.GRPCInferenceService/ModelInfer"}
-    runners = {"rest": run_wrk, "grpc": run_h2load}
-    for transport in {t for t, _ in grid}:  # warm-up
-        runners[transport](urls[transport], bodies[transport], 1, 1, work)
-    results = []
-    for transport, connections in grid:
-        tree0, own0 = tree_cpu_seconds(pid), own_cpu_seconds(pid)
-        requests, errors, p50, _p99 = runners[transport](urls[transport], bodies[transport], connections, seconds,
-                                                         work)
-        tree, own = tree_cpu_seconds(pid) - tree0, own_cpu_seconds(pid) - own0
-        n = max(requests, 1)
-        results.append(Result(transport, connections, requests / seconds, p50, errors, 1000 * tree / n,
-                              1000 * own / n))
-    return results
 
 
 def _grid(text: str) -> tuple[tuple[str, int], ...]:
@@ -105,14 +66,14 @@ def _tree(text: str) -> Path:
 
 
 def run_one(server: str, tree: Path, models: Path, work: Path, bodies: dict[str, Path], entry: dict[str, Any],
-            seconds: float, grid: tuple[tuple[str, int], ...]) -> list[Result]:
+            seconds: float, grid: tuple[tuple[str, int], ...]) -> list[Cell]:
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(tree)  # the servers started below import this tree's kserve_mesh
     try:
         with Processes() as procs:
             proc, rest, grpc_address = start_server(server, procs, models, work)
             check_server(server, rest, grpc_address, bodies, entry["expected"])
-            return measure(proc.pid(), rest, grpc_address, bodies, seconds, work, grid)
+            return measure(server, proc, rest, grpc_address, bodies, seconds, work, grid)
     finally:
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
@@ -135,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     ensure_tools(console)
     arms = {"before": args.before, "after": args.after}
-    results: dict[str, list[list[Result]]] = {name: [] for name in arms}
+    results: dict[str, list[list[Cell]]] = {name: [] for name in arms}
     with tempfile.TemporaryDirectory(prefix="ab-trees-") as tmp:
         work = Path(tmp)
         # `python -m` puts the current folder first on sys.path, ahead of PYTHONPATH: the servers
@@ -151,14 +112,16 @@ def main(argv: list[str] | None = None) -> int:
                 results[name].append(cells)
                 console.print(f"round {n + 1} {name}: " + "  ".join(
                     f"{c.transport} c={c.connections} {c.rps:,.0f} req/s p50 {c.p50_ms:.3f} ms "
-                    f"cpu {c.cpu_ms:.3f} (instance {c.own_cpu_ms:.3f})" + (f" [red]{c.errors} err[/red]" if c.errors else "")
+                    f"cpu {c.cpu_ms_per_request:.3f} (instance {c.own_cpu_ms_per_request:.3f})"
+                    + (f" [red]{c.errors} err[/red]" if c.errors else "")
                     for c in cells))
     table = Table(title=f"{args.server}: median of {args.rounds} rounds, before -> after", box=box.SIMPLE_HEAVY)
     for column in ("cell", "req/s", "p50 ms", "CPU ms/req", "instance CPU ms/req", "after/before req/s, CPU, inst."):
         table.add_column(column, justify="left" if column == "cell" else "right")
     for i, (transport, connections) in enumerate(args.cells):
-        med = {name: [statistics.median(getattr(r[i], field) for r in rounds)
-                      for field in ("rps", "p50_ms", "cpu_ms", "own_cpu_ms")] for name, rounds in results.items()}
+        fields = ("rps", "p50_ms", "cpu_ms_per_request", "own_cpu_ms_per_request")
+        med = {name: [statistics.median(getattr(r[i], field) for r in rounds) for field in fields]
+               for name, rounds in results.items()}
         before, after = med["before"], med["after"]
         cols = [f"{before[k]:{fmt}} -> {after[k]:{fmt}}" for k, fmt in enumerate((",.0f", ".3f", ".3f", ".3f"))]
         ratios = ", ".join(f"{after[k] / before[k]:.2f}" if before[k] else "-" for k in (0, 2, 3))

@@ -118,6 +118,8 @@ class Cell:
     p50_ms: float
     p99_ms: float
     cpu_s: float
+    own_cpu_s: float = 0.0
+    """The server's own process alone, without its children (a runtime child, workers)."""
 
     @property
     def rps(self) -> float:
@@ -126,6 +128,10 @@ class Cell:
     @property
     def cpu_ms_per_request(self) -> float:
         return 1000 * self.cpu_s / self.requests if self.requests else float("nan")
+
+    @property
+    def own_cpu_ms_per_request(self) -> float:
+        return 1000 * self.own_cpu_s / self.requests if self.requests else float("nan")
 
 
 # -- tools ---------------------------------------------------------------------------------------
@@ -147,6 +153,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` alone, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -333,11 +345,12 @@ def measure(name: str, proc: ServerProcess, rest: str, grpc_address: str, bodies
     for transport, connections in ((t, 1) for t in ("rest", "grpc")):  # warm-up
         runners[transport](urls[transport], bodies[transport], connections, 1, work)
     for transport, connections in grid:
-        cpu0, t0 = tree_cpu_seconds(proc.pid()), time.monotonic()
+        cpu0, own0, t0 = tree_cpu_seconds(proc.pid()), own_cpu_seconds(proc.pid()), time.monotonic()
         requests, errors, p50, p99 = runners[transport](urls[transport], bodies[transport], connections, seconds,
                                                         work)
         took, cpu = time.monotonic() - t0, tree_cpu_seconds(proc.pid()) - cpu0
-        cells.append(Cell(name, transport, connections, requests, min(took, seconds), errors, p50, p99, cpu))
+        own = own_cpu_seconds(proc.pid()) - own0
+        cells.append(Cell(name, transport, connections, requests, min(took, seconds), errors, p50, p99, cpu, own))
     return cells
 
 
