@@ -13,6 +13,8 @@ in every server, so its ratios show the serving overhead alone:
     mlserver-w    the same with one inference worker process (MLServer's default)
     kserve        KServe 0.21's ModelServer with a ``kserve.Model`` running the same joblib file
     mesh          ``kserve-mesh up`` (the built-in runtime in its process, the embedded default)
+    mesh-grpcio   ``kserve-mesh up --grpc-server grpcio``: the same with grpcio's server on the gRPC
+                  port instead of the mesh's own (``api/grpc_native.py``), for the side-by-side
     mesh-process  ``kserve-mesh up --runtime process`` (the runtime as a child process)
     mesh-workers  ``kserve-mesh up --workers 2``: etcd and two instances sharing the ports
                   (SO_REUSEPORT), each with the runtime in process and a copy of the model
@@ -66,14 +68,14 @@ from rich.console import Console
 from rich.table import Table
 
 MODEL = "sklearn-iris"
-SERVERS = ("mlserver", "mlserver-w", "kserve", "mesh", "mesh-process", "mesh-workers", "mesh-workers-nobatch")
+SERVERS = ("mlserver", "mlserver-w", "kserve", "mesh", "mesh-grpcio", "mesh-process", "mesh-workers", "mesh-workers-nobatch")
 UNBATCHED = {"mesh-workers": "mesh-workers-nobatch"}  # a batched server -> its unbatched twin
 PEERS = ("mlserver", "mlserver-w", "kserve")
 CELLS = (("rest", 1), ("rest", 16), ("grpc", 1), ("grpc", 16))
 CELLS_64 = (("rest", 64), ("grpc", 64))
 TARGET_BATCH_X, TARGET_BATCH_P99_X = 3.0, 2.0  # c=64: x best peer's req/s; p99 / the unbatched p99
 START_TIMEOUT_S = 180.0
-TARGETS = {"mesh": (2.0, 0.5), "mesh-process": (1.5, 0.8), "mesh-workers": (2.0, 0.5),
+TARGETS = {"mesh": (2.0, 0.5), "mesh-grpcio": (2.0, 0.5), "mesh-process": (1.5, 0.8), "mesh-workers": (2.0, 0.5),
            "mesh-workers-nobatch": (2.0, 0.5)}  # (x best peer at c=16, p50 ms at c=1)
 TARGET_CPU_MS = 0.35
 
@@ -246,7 +248,8 @@ def start_server(name: str, procs: Processes, models: Path, work: Path) -> tuple
         return proc, m.group(1), m.group(2)
     if name.startswith("mesh"):
         cmd = [py, "-m", "kserve_mesh.cli", "up", "--models", str(models), "--rest-port", "0", "--grpc-port", "0",
-               "--metrics-port", "0", *(["--runtime", "process"] if name == "mesh-process" else [])]
+               "--metrics-port", "0", *(["--runtime", "process"] if name == "mesh-process" else []),
+               *(["--grpc-server", "grpcio"] if name == "mesh-grpcio" else [])]
         proc = procs.server(name, cmd, r"kserve-mesh ready: rest=(\S+) grpc=(\S+) metrics", work / f"{name}.log",
                             quiet)
         m = proc.wait_ready(START_TIMEOUT_S)

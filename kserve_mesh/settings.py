@@ -72,6 +72,9 @@ class MeshSettings(BaseSettings):
     storage_config: Path | None = Field(None, description="storage-config: a folder (mounted Secret) or a JSON/YAML file.")
     cache_dir: Path | None = Field(None, description="Where downloaded models are kept (default: a temp dir).")
     grpc_max_message_bytes: int = Field(16 * MiB, gt=0, description="Largest gRPC message accepted or sent.")
+    grpc_server: Literal["native", "grpcio"] = Field(
+        "native", description="What serves the gRPC port: native, the mesh's own HTTP/2 gRPC server "
+        "(api/grpc_native.py), or grpcio (grpc.aio): the same services, native at far less CPU per call.")
     grpc_max_concurrent_rpcs: int = Field(256, gt=0, description="gRPC calls served at once; more are answered "
                                           "RESOURCE_EXHAUSTED. Bounds what unauthenticated callers can make an "
                                           "instance buffer (this many x grpc_max_message_bytes).")

@@ -30,6 +30,8 @@ SECURITY_FLAGS = {
     "http_body_timeout_s": _opt("--http-body-timeout-s", help="Longest pause while a request body arrives."),
     "grpc_max_concurrent_rpcs": _opt("--grpc-max-concurrent-rpcs", help="gRPC calls served at once (default "
                                      "256); more are answered RESOURCE_EXHAUSTED."),
+    "grpc_server": _opt("--grpc-server", help="native | grpcio: what serves the gRPC port, the mesh's own "
+                        "HTTP/2 gRPC server (default) or grpcio's (same services; env KSERVE_MESH_GRPC_SERVER)."),
     "payload_processors": _opt("--payload-processors", help="Space-separated http(s):// URLs that receive every "
                                "inference request and response as CloudEvents (?modelId=ID: only that model)."),
     "payload_queue_size": _opt("--payload-queue-size", help="Payload events held per sink (default 10000); "
@@ -82,7 +84,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "allow_local_paths": Optional[list[Path]], "pvc_mount_root": Optional[Path], "allow_any_pvc": Optional[bool],
     "http_allowed_hosts": Optional[list[str]], "rest_max_body_bytes": Optional[int],
     "http_header_timeout_s": Optional[float], "http_body_timeout_s": Optional[float],
-    "grpc_max_concurrent_rpcs": Optional[int], "payload_processors": Optional[str],
+    "grpc_max_concurrent_rpcs": Optional[int], "grpc_server": Optional[str], "payload_processors": Optional[str],
     "payload_queue_size": Optional[int], "per_model_metrics": Optional[bool],
     "runtime_check_interval_s": Optional[float], "runtime_check_timeout_s": Optional[float],
     "runtime_allocator": Optional[str], "runtime_link": Optional[str], "eviction_policy": Optional[str],

@@ -114,8 +114,10 @@ def _load_chain(ctx: ssl.SSLContext, pems: _Pems) -> None:
             raise InvalidArgument(f"the TLS certificate and key do not load together: {exc.reason or exc}") from None
 
 
-def _server_context(pems: _Pems, client_auth: str) -> ssl.SSLContext:
+def _server_context(pems: _Pems, client_auth: str, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(ctx, pems)
     if client_auth != "none" and pems.client_ca is not None:
@@ -135,6 +137,7 @@ class TlsMaterial:
         self._stamp = _stamp(files.paths())
         self._pems = _read(files)  # raises InvalidArgument with the reason at start
         self._server_ctx = _server_context(self._pems, files.client_auth)
+        self._h2_ctx = _server_context(self._pems, files.client_auth, ("h2",))
         self._client_ctx: ssl.SSLContext | None = None
         self._grpc_pending: grpc.ServerCertificateConfiguration | None = None
         self.version = 1
@@ -156,6 +159,7 @@ class TlsMaterial:
             return False
         self._pems = pems
         self._server_ctx = _server_context(pems, self.files.client_auth)
+        self._h2_ctx = _server_context(pems, self.files.client_auth, ("h2",))
         self._client_ctx = None
         self._grpc_pending = self._grpc_config()
         self.version += 1
@@ -177,6 +181,16 @@ class TlsMaterial:
 
         def pick(conn: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
             conn.context = self._server_ctx
+
+        front.sni_callback = pick  # type: ignore[assignment]
+        return front
+
+    def h2_server_context(self) -> ssl.SSLContext:
+        """As ``server_context``, offering HTTP/2 in ALPN (the native gRPC server, api/grpc_native.py)."""
+        front = _server_context(self._pems, self.files.client_auth, ("h2",))
+
+        def pick(conn: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            conn.context = self._h2_ctx
 
         front.sni_callback = pick  # type: ignore[assignment]
         return front

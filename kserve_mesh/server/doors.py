@@ -15,6 +15,7 @@ from kserve_mesh.api import grpc_mgmt, grpc_relay, grpc_v2
 from kserve_mesh.api.auth import GuardedServer, guard_asgi, with_tls_identity
 from kserve_mesh.api.browser_guard import guard_browsers
 from kserve_mesh.api.grpc_health import HealthService, add_health_and_reflection
+from kserve_mesh.api.grpc_native import NativeServer
 from kserve_mesh.api.http_limits import limited_protocol
 from kserve_mesh.core.errors import Unavailable
 from kserve_mesh.core.net import is_loopback
@@ -28,9 +29,11 @@ REST_START_TIMEOUT_S = 30.0
 
 
 async def start_grpc(s: MeshSettings, security: Security, plane: DataPlane, mgmt: Management,
-                     instance: Instance) -> tuple[grpc.aio.Server, HealthService, int, int]:
+                     instance: Instance) -> tuple[grpc.aio.Server | NativeServer, HealthService, int, int]:
     """The gRPC server, started: its health service (to start once the instance serves), its port
     and the port its peers reach it at (the same one unless ``share_ports``: then a port of its own)."""
+    if s.grpc_server == "native":
+        return await _start_native_grpc(s, security, plane, mgmt, instance)
     options = [("grpc.max_send_message_length", s.grpc_max_message_bytes),
                ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
                # a port is shared only when asked (share_ports): two meshes never share one by mistake
@@ -38,16 +41,42 @@ async def start_grpc(s: MeshSettings, security: Security, plane: DataPlane, mgmt
                # a client that never finishes its TLS handshake / HTTP/2 preface is dropped in time
                ("grpc.server_handshake_timeout_ms", int(s.http_header_timeout_s * 1000))]
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs)
+    health = _add_services(server, security, plane, mgmt, instance)
+    port = _grpc_port(server, security, s.host, s.grpc_port)
+    peer_port = _grpc_port(server, security, s.host, s.peer_grpc_port) if s.share_ports else port
+    await server.start()
+    return server, health, port, peer_port
+
+
+def _add_services(server: Any, security: Security, plane: DataPlane, mgmt: Management,
+                  instance: Instance) -> HealthService:
     services = GuardedServer(server, security.auth) if security.auth is not None else server
     services.add_registered_method_handlers(grpc_v2.v2.SERVICE, grpc_v2.handlers(plane))
     grpc_mgmt.add_to_server(mgmt, services)
     health = add_health_and_reflection(services, instance)  # grpc.health.v1, reflection
     # last: any other method naming a model goes to its runtime (the server asks handlers in order)
     services.add_generic_rpc_handlers((grpc_relay.RelayHandler(plane),))
-    port = _grpc_port(server, security, s.host, s.grpc_port)
-    peer_port = _grpc_port(server, security, s.host, s.peer_grpc_port) if s.share_ports else port
-    await server.start()
-    return server, health, port, peer_port
+    return health
+
+
+async def _start_native_grpc(s: MeshSettings, security: Security, plane: DataPlane, mgmt: Management,
+                             instance: Instance) -> tuple[NativeServer, HealthService, int, int]:
+    """The same services on the mesh's own HTTP/2 gRPC server (``api/grpc_native.py``)."""
+    server = NativeServer(max_message=s.grpc_max_message_bytes, max_concurrent=s.grpc_max_concurrent_rpcs,
+                          handshake_timeout_s=s.http_header_timeout_s, body_timeout_s=s.http_body_timeout_s,
+                          ssl_context=security.tls.h2_server_context() if security.tls is not None else None)
+    health = _add_services(server, security, plane, mgmt, instance)
+    sockets = [listening_socket(s.host, s.grpc_port, reuse_port=s.share_ports, what="gRPC")]
+    if s.share_ports:
+        sockets.append(listening_socket(s.host, s.peer_grpc_port, what="gRPC"))
+    try:
+        await server.start(sockets)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise Unavailable(f"cannot serve gRPC on {s.host}:{s.grpc_port}: {exc.strerror or exc}") from exc
+    ports = server.ports
+    return server, health, ports[0], ports[-1]
 
 
 def _grpc_port(server: grpc.aio.Server, security: Security, host: str, wanted: int) -> int:
@@ -104,7 +133,7 @@ async def start_rest(s: MeshSettings, asgi: Any,
     return server, task, ports[0], ports[-1]
 
 
-def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+def listening_socket(host: str, port: int, *, reuse_port: bool = False, what: str = "REST") -> socket.socket:
     """A TCP socket bound to ``host:port`` (IPv4 or IPv6), with SO_REUSEPORT when ``reuse_port``:
     every process of the same user that binds the port so shares it, the kernel spreading new
     connections between them."""
@@ -118,7 +147,7 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise Unavailable(f"cannot bind the REST port {host}:{port}: {exc.strerror or exc}") from exc
+        raise Unavailable(f"cannot bind the {what} port {host}:{port}: {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
     return sock
 

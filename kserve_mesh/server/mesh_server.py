@@ -24,6 +24,7 @@ import uvicorn
 
 from kserve_mesh import __version__
 from kserve_mesh.api.grpc_health import HealthService
+from kserve_mesh.api.grpc_native import NativeServer
 from kserve_mesh.api.rest import build_app, serve_infer_first
 from kserve_mesh.api.telemetry import Telemetry
 from kserve_mesh.core.cache import CacheLedger
@@ -83,7 +84,7 @@ class MeshServer:
         self.telemetry: Telemetry | None = None
         self.payloads: PayloadLogger | None = None
         self.security = Security(None, None, "")
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: grpc.aio.Server | NativeServer | None = None
         self._health: HealthService | None = None
         self._rest: uvicorn.Server | None = None
         self._rest_task: asyncio.Task[None] | None = None
