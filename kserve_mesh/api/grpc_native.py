@@ -38,11 +38,12 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import grpc
 import hpack
+from hpack.table import HeaderTable
 
 log = logging.getLogger(__name__)
 
@@ -383,6 +384,51 @@ def _metadata(headers: Sequence[tuple[bytes, bytes]]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+class _Head(NamedTuple):
+    """What a request's headers say, read once per distinct header block."""
+
+    http_method: bytes
+    path: str
+    content_type: bytes
+    timeout: bytes
+    encoding: bytes
+    size: int
+    metadata: tuple[Any, ...] | StreamError  # the error when a -bin value is not base64
+
+
+def _head(headers: Sequence[tuple[bytes, bytes]]) -> _Head:
+    method = path = content_type = timeout = encoding = b""
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value) + 32
+        if name == b":path":
+            path = value
+        elif name == b":method":
+            method = value
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"grpc-timeout":
+            timeout = value
+        elif name == b"grpc-encoding":
+            encoding = value
+    try:
+        metadata: tuple[Any, ...] | StreamError = _metadata(headers)
+    except StreamError as exc:
+        metadata = exc
+    return _Head(method, path.decode("utf-8", "replace"), content_type, timeout, encoding, size, metadata)
+
+
+class _CountingTable(HeaderTable):  # type: ignore[misc]
+    """HPACK's dynamic table, counting what is added: a header block decoded while nothing was added
+    decodes the same way again as long as nothing is (see ``H2Connection._decode``)."""
+
+    adds = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.adds += 1
+        super().add(name, value)
+
+
 class Dispatch:
     """The methods a server serves: registered ones by path, then generic handlers in order."""
 
@@ -413,6 +459,8 @@ class H2Connection(asyncio.Protocol):
         self.preface = False
         self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
         self.decoder.max_allowed_table_size = 4096
+        self.table = self.decoder.header_table = _CountingTable()
+        self.heads: dict[bytes, tuple[tuple[int, int], _Head]] = {}  # header block -> (table state, its head)
         self.calls: dict[int, Call] = {}
         self.last_sid = 0
         self.peer_window = DEFAULT_WINDOW  # the client's initial stream window
@@ -435,8 +483,7 @@ class H2Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment] # a stream transport (uvloop's is not a subclass)
         self.server.connections.add(self)
         self.peer_name = _peer_name(transport.get_extra_info("peername"))
         ssl_object = transport.get_extra_info("ssl_object")
@@ -818,13 +865,29 @@ class H2Connection(asyncio.Protocol):
             self.header_sid, self.header_block = 0, bytearray()
             self._header_block(sid, first_flags, block)
 
-    def _header_block(self, sid: int, first_flags: int, block: bytes) -> None:
+    def _decode(self, block: bytes) -> _Head:
+        """A header block's head. A client repeats the same block call after call (its headers
+        indexed, or literals that are never indexed); decoding one that changed nothing in the
+        table, with the table as it was, gives the same headers: such blocks are kept (32 at
+        most, short ones only) and not decoded again."""
+        state = (self.table.adds, self.table.maxsize)
+        kept = self.heads.get(block)
+        if kept is not None and kept[0] == state:
+            return kept[1]
         try:
-            headers = self.decoder.decode(block, raw=True)
+            head = _head(self.decoder.decode(block, raw=True))
         except hpack.OversizedHeaderListError:
             raise ConnectionError_(ENHANCE_YOUR_CALM, f"a header list over {MAX_HEADER_LIST} bytes") from None
         except (hpack.HPACKError, IndexError, ValueError) as exc:
             raise ConnectionError_(COMPRESSION_ERROR, f"headers do not decode: {exc}") from None
+        if (self.table.adds, self.table.maxsize) == state and len(block) <= 2048:
+            if len(self.heads) >= 32:
+                self.heads.clear()
+            self.heads[block] = (state, head)
+        return head
+
+    def _header_block(self, sid: int, first_flags: int, block: bytes) -> None:
+        head = self._decode(block)
         call = self.calls.get(sid)
         if call is not None or sid <= self.last_sid:  # trailers from the client
             if call is not None:
@@ -847,7 +910,7 @@ class H2Connection(asyncio.Protocol):
             self._refuse(call, StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"))
             return
         try:
-            if not self._open(call, headers):
+            if not self._open(call, head):
                 return
             call.handler = self.server.dispatch.find(call.method, call.metadata)
             if call.handler is None:
@@ -864,42 +927,31 @@ class H2Connection(asyncio.Protocol):
             call.last_data = self.loop.time()
             self._schedule_sweep()
 
-    def _open(self, call: Call, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    def _open(self, call: Call, head: _Head) -> bool:
         """The call's method, metadata and deadline from its headers; False when it was refused as
         not gRPC (answered with its HTTP status)."""
-        method = path = content_type = timeout_text = b""
-        size = 0
-        for name, value in headers:
-            size += len(name) + len(value) + 32
-            if name == b":path":
-                path = value
-            elif name == b":method":
-                method = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"grpc-timeout":
-                timeout_text = value
-            elif name == b"grpc-encoding":
-                call.encoding = value
-        if method != b"POST":
+        if head.http_method != b"POST":
             self._http_refuse(call, b"405", "a gRPC call is a POST")
             return False
+        content_type = head.content_type
         if not content_type.startswith(b"application/grpc") or content_type[16:17] not in (b"", b"+", b";"):
             self._http_refuse(call, b"415", f"content-type {content_type[:60].decode('latin-1')!r} is not gRPC")
             return False
-        if size > MAX_METADATA:
+        if head.size > MAX_METADATA:
             raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"the call's metadata is {size} bytes, over the {MAX_METADATA} accepted")
-        if timeout_text:
-            timeout = parse_timeout(timeout_text)
+                              f"the call's metadata is {head.size} bytes, over the {MAX_METADATA} accepted")
+        if head.timeout:
+            timeout = parse_timeout(head.timeout)
             if timeout is None:
                 raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                                  f"grpc-timeout {timeout_text[:20].decode('latin-1')!r} is not a gRPC timeout")
+                                  f"grpc-timeout {head.timeout[:20].decode('latin-1')!r} is not a gRPC timeout")
             call.deadline = self.loop.time() + timeout
-        call.method = path.decode("utf-8", "replace")
-        call.metadata = _metadata(headers)
-        if call.deadline is not None:
             call.timer = self.loop.call_at(call.deadline, self._expire, call)
+        if isinstance(head.metadata, StreamError):
+            raise StreamError(head.metadata.code, head.metadata.message)
+        call.method = head.path
+        call.metadata = head.metadata
+        call.encoding = head.encoding
         return True
 
     def _http_refuse(self, call: Call, status: bytes, message: str) -> None:

@@ -883,3 +883,23 @@ async def test_a_compressed_flag_without_an_encoding_is_internal(served: Served,
     answer = await c.answer(1)
     assert answer.status == grpc.StatusCode.INTERNAL.value[0] and "without a grpc-encoding" in answer.message
 
+
+
+async def test_a_repeated_header_block_is_read_against_the_table_as_it_is_now(opened: Any) -> None:
+    """Blocks that change nothing in the HPACK table are kept decoded; once an entry is added, the
+    same bytes mean something else (indices shift) and must be decoded again."""
+    c = await opened()
+    mirror = hpack.Decoder()  # what any decoder makes of the same blocks, in the same order
+    blocks = []
+    for sid, method in ((1, "Echo"), (3, "Echo"), (5, "Echo"), (7, "Len")):
+        request = c.request(sid, method)
+        blocks.append(request[9:])
+        c.send(request, frame(DATA, END_STREAM, sid, msg(b"abcd")))
+        answer = await c.answer(sid)
+        assert answer.messages() == ([b"abcd"] if method == "Echo" else [b"4"])
+    for block in blocks:
+        mirror.decode(block)
+    again = blocks[1]  # all indexed when sent; after Len's entry was added it names other entries
+    assert dict(mirror.decode(again)).get(":path") == f"/{SVC}/Len"  # Echo's entry has moved on
+    c.send(frame(HEADERS, END_HEADERS, 9, again), frame(DATA, END_STREAM, 9, msg(b"abcd")))
+    assert (await c.answer(9)).messages() == [b"4"]  # not the Echo the same bytes meant before
