@@ -70,6 +70,7 @@ CONNECTION_WINDOW = 1 << 24
 MAX_HEADER_BLOCK = 1 << 16  # a header block's encoded bytes, CONTINUATION frames included
 MAX_HEADER_LIST = 1 << 16  # decoded (RFC 7541 sizes): beyond it the connection's HPACK state is lost
 MAX_METADATA = 16_384  # decoded metadata of one call; beyond it the call is RESOURCE_EXHAUSTED
+CLOSE_WAIT_S = 2.0  # a closed connection whose client does not read is cut off after this
 RESET_BURST, RESET_WINDOW_S = 2_000, 10.0  # more running calls reset by the client: GOAWAY
 MAX_MESSAGE_TEXT = 2_048  # an error message sent in a trailer, in bytes before encoding
 
@@ -113,7 +114,7 @@ OK_TRAILERS = literal(b"grpc-status", b"0")
 def status_trailers(code: grpc.StatusCode, message: str) -> bytes:
     block = literal(b"grpc-status", str(code.value[0]).encode())
     if message:
-        text = message.encode("utf-8", "replace")[:MAX_MESSAGE_TEXT]
+        text = message.encode("utf-8", "replace")[:MAX_MESSAGE_TEXT].decode("utf-8", "ignore").encode()
         block += literal(b"grpc-message", quote(text, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode("ascii"))
     return block
 
@@ -247,7 +248,7 @@ class Call:
     async def send_initial_metadata(self, metadata: Iterable[tuple[str, str | bytes]]) -> None:
         if not self.headers_sent:
             self.headers_sent = True
-            self.conn.write(frame(HEADERS, END_HEADERS, self.sid, RESPONSE_HEADERS + _metadata_block(metadata)))
+            self.conn.write(self.conn.headers_frame(self.sid, END_HEADERS, RESPONSE_HEADERS + _metadata_block(metadata)))
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         if code == grpc.StatusCode.OK:
@@ -269,9 +270,10 @@ class Call:
             raise grpc.aio.AbortError()
         serializer = self.handler.response_serializer if self.handler is not None else None
         data = message if serializer is None else serializer(message)
+        self.conn.server.check_send(data)
         if not self.headers_sent:
             self.headers_sent = True
-            self.conn.write(frame(HEADERS, END_HEADERS, self.sid, RESPONSE_HEADERS))
+            self.conn.write(self.conn.headers_frame(self.sid, END_HEADERS, RESPONSE_HEADERS))
         await self.conn.send_data(self, b"\0" + _U32.pack(len(data)) + data)
 
     # -- inbound -----------------------------------------------------------------------------------
@@ -355,16 +357,25 @@ def _deserialize(deserializer: Callable[[bytes], Any] | None, data: bytes) -> An
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the request message could not be parsed") from None
 
 
-def _metadata_block(metadata: Iterable[tuple[str, str | bytes]]) -> bytes:
+def _metadata_block(metadata: Iterable[tuple[str, Any]]) -> bytes:
     block = b""
     for key, value in metadata:
-        k = key.lower().encode("ascii", "replace")
-        if isinstance(value, bytes):
-            v = base64.b64encode(value).rstrip(b"=")
+        k = str(key).lower().encode("ascii", "replace")
+        if k.endswith(b"-bin") or isinstance(value, bytes):
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            v = base64.b64encode(raw).rstrip(b"=")
         else:
-            v = value.encode("latin-1", "replace")
+            v = str(value).encode("utf-8", "replace")
         block += literal(k, v)
     return block
+
+
+def _text(value: bytes) -> str:
+    """A metadata value as grpcio gives it: UTF-8, else Latin-1."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def _metadata(headers: Sequence[tuple[bytes, bytes]]) -> tuple[Any, ...]:
@@ -380,7 +391,7 @@ def _metadata(headers: Sequence[tuple[bytes, bytes]]) -> tuple[Any, ...]:
                 raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
                                   f"metadata {key[:100]} is not base64 (a -bin key's value must be)") from None
         else:
-            out.append(_Metadatum((key, value.decode("latin-1"))))
+            out.append(_Metadatum((key, _text(value))))
     return tuple(out)
 
 
@@ -428,6 +439,12 @@ class _CountingTable(HeaderTable):  # type: ignore[misc]
         self.adds += 1
         super().add(name, value)
 
+    def _shrink(self) -> None:  # a size update can evict without adding
+        before = len(self.dynamic_entries)
+        super()._shrink()
+        if len(self.dynamic_entries) != before:
+            self.adds += 1
+
 
 class Dispatch:
     """The methods a server serves: registered ones by path, then generic handlers in order."""
@@ -455,7 +472,11 @@ class H2Connection(asyncio.Protocol):
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.buf = b""
+        self.table_update = b""  # an HPACK table size update owed to the client (see headers_frame)
+        self.peer_table = 4096
+        self.pending: list[bytes] = []  # pieces of a frame still arriving
+        self.pending_len = 0
+        self.need = 0  # bytes the pending frame needs in all
         self.preface = False
         self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
         self.decoder.max_allowed_table_size = 4096
@@ -478,7 +499,7 @@ class H2Connection(asyncio.Protocol):
         self.auth_context: dict[str, list[bytes]] = {}
         self.handshake_timer: asyncio.TimerHandle | None = None
         self.out: list[bytes] = []  # frames written together at the end of data_received
-        self.resets: deque[float] = deque()  # when the client reset running calls, the last RESET_BURST
+        self.window_start, self.window_resets, self.window_answered = 0.0, 0, 0  # see _count_reset
         self.sweep: asyncio.TimerHandle | None = None  # looks for unary requests that stopped arriving
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
@@ -492,6 +513,7 @@ class H2Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # a vanished peer is found out
         settings = b"".join(_SETTING.pack(k, v) for k, v in (
             (S_ENABLE_PUSH, 0), (S_MAX_CONCURRENT_STREAMS, self.server.stream_limit),
             (S_INITIAL_WINDOW_SIZE, STREAM_WINDOW), (S_MAX_FRAME_SIZE, MAX_FRAME),
@@ -531,13 +553,21 @@ class H2Connection(asyncio.Protocol):
             self.drained.set()
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
+        if self.pending:  # a frame still arriving: its pieces are joined once it is whole
+            self.pending.append(data)
+            self.pending_len += len(data)
+            if self.pending_len < self.need:
+                return
+            buf = b"".join(self.pending)
+            self.pending, self.pending_len = [], 0
+        else:
+            buf = data
         try:
             if not self.preface:
                 if len(buf) < 24:
                     if not PREFACE.startswith(buf):
                         raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                    self.buf = buf
+                    self._keep(buf, 24)
                     return
                 if buf[:24] != PREFACE:
                     raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
@@ -547,22 +577,37 @@ class H2Connection(asyncio.Protocol):
                     self.handshake_timer = None
                 buf = buf[24:]
             pos, end = 0, len(buf)
+            need = 9
             while end - pos >= 9 and not self.closing:
                 length = int.from_bytes(buf[pos:pos + 3], "big")
                 if length > MAX_FRAME:
                     raise ConnectionError_(FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {MAX_FRAME})")
                 if end - pos - 9 < length:
+                    need = 9 + length
                     break
                 kind, flags = buf[pos + 3], buf[pos + 4]
                 sid = _U32.unpack_from(buf, pos + 5)[0] & 0x7FFFFFFF
                 payload = buf[pos + 9:pos + 9 + length]
                 pos += 9 + length
                 self._frame(kind, flags, sid, payload)
-            self.buf = buf[pos:]
+            if pos < end and not self.closing:
+                self._keep(buf[pos:], need)
         except ConnectionError_ as exc:
             self.abort_connection(exc.code, str(exc))
         finally:
             self.flush()
+
+    def headers_frame(self, sid: int, flags: int, block: bytes) -> bytes:
+        """A HEADERS frame of ours; the first after the client lowered its HPACK table size starts
+        with the size update RFC 7541 4.2 asks for (our blocks never index, so it changes nothing
+        else)."""
+        if self.table_update:
+            block, self.table_update = self.table_update + block, b""
+        return frame(HEADERS, flags, sid, block)
+
+    def _keep(self, rest: bytes, need: int) -> None:
+        """The start of a frame (or of the preface): kept until ``need`` bytes have come."""
+        self.pending, self.pending_len, self.need = [rest], len(rest), need
 
     # -- writing -----------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -591,23 +636,34 @@ class H2Connection(asyncio.Protocol):
             self.send_window -= n
             call.send_window -= n
             self.write(frame(DATA, 0, call.sid, bytes(view[:n])))
+            self.flush()  # the transport says at once when it holds too much (pause_writing)
             view = view[n:]
         if end is not None:
             self.finish(call, end)
 
     async def _wait_window(self, call: Call) -> None:
+        """Until the client takes more (its windows open, or our writes drain); a client that takes
+        nothing for the body timeout loses the call (its slot is not held forever)."""
         if self.paused:
             if self.drained is None:
                 self.drained = asyncio.Event()
-            self.drained.clear()
-            self.flush()
-            await self.drained.wait()
-            return
-        if call.window_event is None:
-            call.window_event = asyncio.Event()
-        call.window_event.clear()
+            event = self.drained
+        else:
+            if call.window_event is None:
+                call.window_event = asyncio.Event()
+            event = call.window_event
+        event.clear()
         self.flush()
-        await call.window_event.wait()
+        try:
+            await asyncio.wait_for(event.wait(), self.server.body_timeout_s)
+        except TimeoutError:
+            log.debug("gRPC call %s on %s: the client took nothing for %g s", call.method[:200], self.peer_name,
+                      self.server.body_timeout_s)
+            if self.paused:
+                self.abort_connection(ENHANCE_YOUR_CALM, "the client stopped reading")
+            else:
+                self._reset(call, CANCEL)
+            raise asyncio.CancelledError() from None
 
     def finish(self, call: Call, trailers: bytes) -> None:
         """Ends ``call``'s stream with ``trailers`` (sending the response headers first if it has
@@ -615,13 +671,15 @@ class H2Connection(asyncio.Protocol):
         if call.closed:
             return
         call.closed = True
+        self._roll_window()
+        self.window_answered += 1
         if call.trailing:
             trailers += _metadata_block(call.trailing)
         if call.headers_sent:
-            self.write(frame(HEADERS, END_HEADERS | END_STREAM, call.sid, trailers))
+            self.write(self.headers_frame(call.sid, END_HEADERS | END_STREAM, trailers))
         else:
             call.headers_sent = True
-            self.write(frame(HEADERS, END_HEADERS | END_STREAM, call.sid, RESPONSE_HEADERS + trailers))
+            self.write(self.headers_frame(call.sid, END_HEADERS | END_STREAM, RESPONSE_HEADERS + trailers))
         self._forget(call, reset=not call.remote_closed)
 
     def _forget(self, call: Call, *, reset: bool) -> None:
@@ -649,8 +707,16 @@ class H2Connection(asyncio.Protocol):
         self.write(frame(GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(code) + message.encode()[:200]))
         self.flush()
         self.closing = True
+        for call in list(self.calls.values()):  # at once: the close waits for the client to read
+            self._cancel(call, grpc.StatusCode.CANCELLED)
         if self.transport is not None:
             self.transport.close()
+            self.loop.call_later(CLOSE_WAIT_S, self._cut)
+
+    def _cut(self) -> None:
+        """A connection that was closed but whose client never took what was left to send."""
+        if self.transport is not None and self in self.server.connections:
+            self.transport.abort()
 
     def go_away(self) -> None:
         """No new calls; the connection closes once its calls are answered (server stopping)."""
@@ -711,11 +777,18 @@ class H2Connection(asyncio.Protocol):
         # other frame types are ignored (RFC 9113 5.5)
 
     def _count_reset(self) -> None:
-        """A flood of calls opened and reset at once (CVE-2023-44487) closes the connection."""
-        now = self.loop.time()
-        self.resets.append(now)
-        if len(self.resets) > RESET_BURST and now - self.resets.popleft() < RESET_WINDOW_S:
+        """A flood of calls opened and reset at once (CVE-2023-44487) closes the connection: more
+        than RESET_BURST resets within RESET_WINDOW_S, outnumbering the calls answered meanwhile (a
+        busy client whose deadlines expire is not a flood)."""
+        self._roll_window()
+        self.window_resets += 1
+        if self.window_resets > RESET_BURST and self.window_resets > self.window_answered:
             raise ConnectionError_(ENHANCE_YOUR_CALM, f"more than {RESET_BURST} calls reset in {RESET_WINDOW_S:g} s")
+
+    def _roll_window(self) -> None:
+        now = self.loop.time()
+        if now - self.window_start > RESET_WINDOW_S:
+            self.window_start, self.window_resets, self.window_answered = now, 0, 0
 
     def _sweep_requests(self) -> None:
         """Unary requests whose DATA stopped arriving for the body timeout are answered and
@@ -765,6 +838,9 @@ class H2Connection(asyncio.Protocol):
                 if not DEFAULT_FRAME <= value <= 2**24 - 1:
                     raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self.peer_frame = value
+            elif key == S_HEADER_TABLE_SIZE and value < self.peer_table:
+                self.peer_table = value
+                self.table_update = _hpack_int(value, 5, 0x20)
             elif key == S_ENABLE_PUSH and value > 1:
                 raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH is 0 or 1")
         self.write(frame(SETTINGS, ACK, 0))
@@ -880,7 +956,7 @@ class H2Connection(asyncio.Protocol):
             raise ConnectionError_(ENHANCE_YOUR_CALM, f"a header list over {MAX_HEADER_LIST} bytes") from None
         except (hpack.HPACKError, IndexError, ValueError) as exc:
             raise ConnectionError_(COMPRESSION_ERROR, f"headers do not decode: {exc}") from None
-        if (self.table.adds, self.table.maxsize) == state and len(block) <= 2048:
+        if (self.table.adds, self.table.maxsize) == state and len(block) <= 2048 and head.size <= 4096:
             if len(self.heads) >= 32:
                 self.heads.clear()
             self.heads[block] = (state, head)
@@ -958,7 +1034,12 @@ class H2Connection(asyncio.Protocol):
         block = literal(b":status", status) + literal(b"content-type", b"text/plain")
         call.headers_sent = True
         call.closed = True
-        self.write(frame(HEADERS, END_HEADERS, call.sid, block) + frame(DATA, END_STREAM, call.sid, message.encode()))
+        body = message.encode()
+        if len(body) <= min(self.send_window, call.send_window, self.peer_frame):
+            self.send_window -= len(body)
+            self.write(self.headers_frame(call.sid, END_HEADERS, block) + frame(DATA, END_STREAM, call.sid, body))
+        else:  # no room in the client's windows: the status alone
+            self.write(self.headers_frame(call.sid, END_HEADERS | END_STREAM, block))
         self._forget(call, reset=not call.remote_closed)
 
     def _refuse(self, call: Call, exc: StreamError) -> None:
@@ -1022,6 +1103,11 @@ class H2Connection(asyncio.Protocol):
         except grpc.aio.AbortError:
             self.finish(call, status_trailers(call.code, call.details))
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling() and not call.closed:
+                # raised by something the handler awaited, not a cancellation of this call
+                self.finish(call, status_trailers(grpc.StatusCode.CANCELLED, "the call was cancelled"))
+                return
             if not call.closed:  # the server is stopping
                 self.finish(call, status_trailers(grpc.StatusCode.UNAVAILABLE, "the server is stopping"))
             raise
@@ -1051,6 +1137,7 @@ class H2Connection(asyncio.Protocol):
             self.finish(call, status_trailers(call.code, call.details))
             return
         data = answer if serializer is None else serializer(answer)
+        self.server.check_send(data)
         message = b"\0" + _U32.pack(len(data)) + data
         if not call.headers_sent and not self.paused \
                 and len(message) <= min(self.send_window, call.send_window, self.peer_frame):
@@ -1058,12 +1145,12 @@ class H2Connection(asyncio.Protocol):
             call.headers_sent = True
             self.send_window -= len(message)
             call.send_window -= len(message)
-            self.write(frame(HEADERS, END_HEADERS, call.sid, RESPONSE_HEADERS) + frame(DATA, 0, call.sid, message))
+            self.write(self.headers_frame(call.sid, END_HEADERS, RESPONSE_HEADERS) + frame(DATA, 0, call.sid, message))
             self.finish(call, OK_TRAILERS)
             return
         if not call.headers_sent:
             call.headers_sent = True
-            self.write(frame(HEADERS, END_HEADERS, call.sid, RESPONSE_HEADERS))
+            self.write(self.headers_frame(call.sid, END_HEADERS, RESPONSE_HEADERS))
         await self.send_data(call, message, OK_TRAILERS)
 
     async def _streaming(self, call: Call, behavior: Callable[..., Any], request: Any) -> None:
@@ -1092,8 +1179,9 @@ def _auth_context(cert: Mapping[str, Any] | None) -> dict[str, list[bytes]]:
     context: dict[str, list[bytes]] = {"transport_security_type": [b"ssl"]}
     if not cert:
         return context
-    names = [value.encode() for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
-    sans = [value.encode() for _kind, value in cert.get("subjectAltName", ())]
+    names = [value.encode() for rdn in cert.get("subject", ()) for key, value in rdn
+             if key == "commonName" and isinstance(value, str)]
+    sans = [value.encode() for _kind, value in cert.get("subjectAltName", ()) if isinstance(value, str)]
     if names:
         context["x509_common_name"] = names
     if sans:
@@ -1121,6 +1209,11 @@ class NativeServer:
         self.active = 0
         self._servers: list[asyncio.Server] = []
 
+    def check_send(self, data: bytes) -> None:
+        if len(data) > self.max_message:
+            raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"Sent message larger than max ({len(data)} vs. {self.max_message})")
+
     def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
         for name, handler in handlers.items():
             self.dispatch.registered[f"/{service}/{name}"] = handler
@@ -1130,7 +1223,7 @@ class NativeServer:
 
     async def start(self, sockets: Sequence[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
-        for sock in sockets:
+        for sock in sockets:  # on a failure, what was started is closed by the caller's stop()
             server = await loop.create_server(lambda: H2Connection(self), sock=sock, ssl=self.ssl_context,
                                               ssl_handshake_timeout=self.handshake_timeout_s
                                               if self.ssl_context is not None else None, backlog=1024)

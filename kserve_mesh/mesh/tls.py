@@ -15,8 +15,9 @@ what it swaps in is used from the next handshake on, without a restart:
   and listeners (``on_change``) drop pooled connections made with the old one.
 
 Client certificates: ``require`` checks them on every port; ``optional`` checks a certificate when
-one is sent (REST, metrics). gRPC's Python API can only require client certificates or not ask for
-them, so on gRPC ``optional`` does not ask (a peer authenticates there with its token).
+one is sent (REST, metrics, and gRPC on the mesh's own server, ``h2_server_context``). grpcio's
+Python API can only require client certificates or not ask for them, so with ``--grpc-server
+grpcio`` ``optional`` does not ask on gRPC (a peer authenticates there with its token).
 """
 
 from __future__ import annotations

@@ -67,13 +67,16 @@ async def _start_native_grpc(s: MeshSettings, security: Security, plane: DataPla
                           ssl_context=security.tls.h2_server_context() if security.tls is not None else None)
     health = _add_services(server, security, plane, mgmt, instance)
     sockets = [listening_socket(s.host, s.grpc_port, reuse_port=s.share_ports, what="gRPC")]
-    if s.share_ports:
-        sockets.append(listening_socket(s.host, s.peer_grpc_port, what="gRPC"))
     try:
+        if s.share_ports:
+            sockets.append(listening_socket(s.host, s.peer_grpc_port, what="gRPC"))
         await server.start(sockets)
-    except OSError as exc:
+    except (OSError, Unavailable) as exc:
+        await server.stop(0)
         for sock in sockets:
             sock.close()
+        if isinstance(exc, Unavailable):
+            raise
         raise Unavailable(f"cannot serve gRPC on {s.host}:{s.grpc_port}: {exc.strerror or exc}") from exc
     ports = server.ports
     return server, health, ports[0], ports[-1]

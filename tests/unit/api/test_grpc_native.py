@@ -285,3 +285,52 @@ async def _until(check: Any, timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not check():
             await asyncio.sleep(0.01)
+
+
+async def test_long_messages_are_cut_at_a_character_and_big_answers_refused(served: Any) -> None:
+    _, server, channel = served
+
+    async def accents(request: bytes, context: Any) -> bytes:
+        await context.abort(grpc.StatusCode.INTERNAL, "é" * 3000)
+        return b""
+
+    async def huge(request: bytes, context: Any) -> bytes:
+        return b"x" * ((4 << 20) + 1)
+
+    server.add_registered_method_handlers(SVC, {"Accents": grpc.unary_unary_rpc_method_handler(accents),
+                                                "Huge": grpc.unary_unary_rpc_method_handler(huge)})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _unary(channel, "Accents")(b"", timeout=5)
+    assert err.value.details() == "é" * 1024  # 2,048 bytes of UTF-8, no half character
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _unary(channel, "Huge")(b"", timeout=5)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"Sent message larger than max ({(4 << 20) + 1} vs. {4 << 20})" in (err.value.details() or "")
+
+
+async def test_optional_client_certificates_are_checked_when_sent(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    material = TlsMaterial(TlsFiles(pki.cert, pki.key, client_ca=pki.ca_pem, client_auth="optional"))
+    h = Handlers()
+    server = NativeServer(max_message=1 << 20, max_concurrent=8, handshake_timeout_s=2.0,
+                          ssl_context=material.h2_server_context())
+    _serve(h, server)
+    await server.start([_socket()])
+    target = f"127.0.0.1:{server.ports[0]}"
+    try:
+        async with grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(pki.ca_pem.read_bytes())) as channel:
+            assert await _unary(channel, "Echo")(b"anonymous", timeout=5) == b"anonymous"
+        assert "x509_common_name" not in h.auth
+        alice = grpc.ssl_channel_credentials(pki.ca_pem.read_bytes(), private_key=pki.alice_key.read_bytes(),
+                                             certificate_chain=pki.alice_cert.read_bytes())
+        async with grpc.aio.secure_channel(target, alice) as channel:
+            assert await _unary(channel, "Echo")(b"alice", timeout=5) == b"alice"
+        assert h.auth["x509_common_name"] == [b"alice"]
+        stranger = pki.stranger.read_bytes()
+        bad = grpc.ssl_channel_credentials(pki.ca_pem.read_bytes(), private_key=stranger, certificate_chain=stranger)
+        async with grpc.aio.secure_channel(target, bad) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await _unary(channel, "Echo")(b"", timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # a certificate from an unknown CA: refused
+    finally:
+        await server.stop(0)

@@ -903,3 +903,126 @@ async def test_a_repeated_header_block_is_read_against_the_table_as_it_is_now(op
     assert dict(mirror.decode(again)).get(":path") == f"/{SVC}/Len"  # Echo's entry has moved on
     c.send(frame(HEADERS, END_HEADERS, 9, again), frame(DATA, END_STREAM, 9, msg(b"abcd")))
     assert (await c.answer(9)).messages() == [b"4"]  # not the Echo the same bytes meant before
+
+
+# -- what a review of the server found (each fixed) ------------------------------------------------
+async def test_a_client_that_never_opens_its_window_loses_the_call_not_the_slot(served: Served,
+                                                                                 opened: Any) -> None:
+    served.server.body_timeout_s = 0.3
+    c = await opened(first=settings((gn.S_INITIAL_WINDOW_SIZE, 0)))
+    c.send(*(c.call(sid, b"stuck") for sid in (1, 3, 5)))
+    for sid in (1, 3, 5):
+        answer = await c.answer(sid)
+        assert answer.rst == gn.CANCEL and not answer.data  # headers went, the message never could
+    await _until(lambda: served.server.active == 0)
+    c.send(settings((gn.S_INITIAL_WINDOW_SIZE, 65_535)), c.call(7, b"free"))
+    assert (await c.answer(7)).messages() == [b"free"]
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_its_calls_end(served: Served, opened: Any) -> None:
+    server, h = served.server, served.handlers
+    server.body_timeout_s = 0.3
+    c = await opened(rcvbuf=4096, first=settings((gn.S_INITIAL_WINDOW_SIZE, 2**31 - 1))
+                     + frame(WINDOW_UPDATE, 0, 0, u32(2**31 - 1 - 65_535)))
+    body = b"r" * (MAX_MESSAGE - 5)
+    for sid in (1, 3, 5, 7):  # answers far larger than what the socket buffers hold, never read
+        c.send(c.request(sid), *(frame(DATA, 0, sid, msg(body)[i:i + MAX_FRAME])
+                                 for i in range(0, MAX_MESSAGE, MAX_FRAME)), frame(DATA, END_STREAM, sid))
+        await c.drain()
+    await _until(lambda: server.active == 0 and h.running == 0, timeout=3.0)
+    await _until(lambda: not server.connections, timeout=gn.CLOSE_WAIT_S + 2.0)
+
+
+async def test_cancellations_of_a_busy_client_are_not_a_flood(served: Served, opened: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gn, "RESET_BURST", 20)
+    h = served.handlers
+    c = await opened()
+    sid = 1
+    for _ in range(30):  # answered calls
+        c.send(c.call(sid, b"ok"))
+        await c.answer(sid)
+        sid += 2
+    for _ in range(25):  # and fewer cancelled ones: a client whose deadlines expire
+        c.send(c.call(sid, b"", "Slow"), frame(RST_STREAM, 0, sid, u32(gn.CANCEL)))
+        sid += 2
+    await c.ping()
+    assert c.goaway is None
+    for _ in range(10):  # resets now outnumber answers: a flood
+        c.send(c.call(sid, b"", "Slow"), frame(RST_STREAM, 0, sid, u32(gn.CANCEL)))
+        sid += 2
+    _last, code, _message = await c.connection_error()
+    assert code == gn.ENHANCE_YOUR_CALM
+    await _until(lambda: h.running == 0)
+
+
+async def test_a_table_emptied_by_size_updates_is_not_read_from_the_cache(opened: Any) -> None:
+    c = await opened()
+    c.send(c.call(1, b"a"))
+    await c.answer(1)
+    again = c.request(3)  # fully indexed now: kept decoded by the server once answered
+    c.send(again, frame(DATA, END_STREAM, 3, msg(b"b")))
+    assert (await c.answer(3)).messages() == [b"b"]
+    emptied = b"\x20\x3f\xe1\x1f" + again[9:]  # size 0 (evicts everything), then 4096 again
+    c.send(frame(HEADERS, END_HEADERS, 5, emptied), frame(DATA, END_STREAM, 5, msg(b"c")))
+    _last, code, _message = await c.connection_error()
+    assert code == gn.COMPRESSION_ERROR  # the indices name nothing any more
+
+
+async def test_big_decoded_heads_are_not_kept(served: Served, opened: Any) -> None:
+    c = await opened()
+    big = [(b"x-big", b"v" * 3000)]
+    c.send(c.call(1, b"a", extra=big))  # adds the 3 KB entry to the table
+    await c.answer(1)
+    for sid in (3, 5, 7):  # a few bytes each, decoding to 3 KB: not kept
+        c.send(c.call(sid, b"a", extra=big))
+        await c.answer(sid)
+    heads = [conn.heads for conn in served.server.connections]
+    assert heads and all(head.size <= 4096 for kept in heads for _state, head in kept.values())
+
+
+async def test_not_grpc_within_a_closed_window_is_answered_by_the_status_alone(opened: Any) -> None:
+    c = await opened(first=settings((gn.S_INITIAL_WINDOW_SIZE, 0)))
+    c.send(c.request(1, http_method=b"GET", end_stream=True))
+    answer = await c.answer(1)
+    assert answer.headers is not None and answer.headers[":status"] == "405" and not answer.data
+
+
+async def test_a_frame_in_many_small_pieces(opened: Any) -> None:
+    c = await opened()
+    body = bytes(range(256)) * 200  # 50 KiB in one frame (within the client's window), 100 bytes at a time
+    data = c.request(1) + frame(DATA, END_STREAM, 1, msg(body))
+    for i in range(0, len(data), 100):
+        c.send(data[i:i + 100])
+        if i % 10_000 == 0:
+            await c.drain()
+    assert (await c.answer(1)).messages() == [body]
+
+
+async def test_utf8_metadata_and_a_lowered_table_size(served: Served, opened: Any) -> None:
+    seen: list[Any] = []
+
+    async def who(request: bytes, context: Any) -> bytes:
+        seen.append(dict(context.invocation_metadata()))
+        return b""
+
+    served.server.add_registered_method_handlers(SVC, {"Who": grpc.unary_unary_rpc_method_handler(who)})
+    c = await opened(first=settings((gn.S_HEADER_TABLE_SIZE, 0)))
+    await c.until(lambda: c.settings_acks >= 1)
+    c.send(c.call(1, b"", "Who", extra=[(b"x-name", "naïve".encode()), (b"x-raw", b"\xff")]))
+    first = None
+    while first is None:
+        f = await c.read_frame()
+        assert f is not None
+        if f.kind == HEADERS and f.sid == 1:
+            first = f
+    assert first.payload[0] == 0x20  # the size update RFC 7541 4.2 asks for, before anything else
+    await c.answer(1)
+    assert seen[0]["x-name"] == "naïve" and seen[0]["x-raw"] == "\xff"  # UTF-8, else Latin-1
+
+
+def test_odd_certificate_names_are_skipped() -> None:
+    cert = {"subject": ((("commonName", "alice"),),),
+            "subjectAltName": (("DNS", "alice.example"), ("DirName", ((("commonName", "x"),),)))}
+    assert gn._auth_context(cert) == {"transport_security_type": [b"ssl"], "x509_common_name": [b"alice"],
+                                      "x509_subject_alternative_name": [b"alice.example"]}
