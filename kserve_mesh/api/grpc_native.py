@@ -21,7 +21,12 @@ What it does, and its bounds (everything that reaches the port is someone's inpu
   ``-bin`` metadata, statuses and percent-encoded messages in trailers (or a trailers-only answer),
   HTTP 415 for a request that is not gRPC. Metadata over ``MAX_METADATA`` bytes is
   RESOURCE_EXHAUSTED, a message over the message bound RESOURCE_EXHAUSTED naming both sizes, a
-  unary call without exactly one message INVALID_ARGUMENT.
+  unary call without exactly one message INVALID_ARGUMENT; an answer over the bound is refused.
+- Time bounds: a unary request that stops arriving, and an answer the client makes no room for,
+  end their call after the body timeout (a client that stops reading altogether is cut off); more
+  than RESET_BURST calls reset within RESET_WINDOW_S, outnumbering the calls answered, is a
+  rapid-reset flood (GOAWAY); a connection closed on an error is cut off after CLOSE_WAIT_S if its
+  client does not read what was left.
 - TLS through ``ssl`` with ALPN ``h2``; a verified client certificate's names are the call's
   ``auth_context()``, as grpcio gives them.
 """
