@@ -248,15 +248,9 @@ async def test_stop_cancels_what_outlives_grace(served: Any) -> None:
 
 async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
-    material = TlsMaterial(TlsFiles(pki.cert, pki.key, client_ca=pki.ca_pem, client_auth="require"))
-    h = Handlers()
-    server = NativeServer(max_message=1 << 20, max_concurrent=8, handshake_timeout_s=2.0,
-                          ssl_context=material.h2_server_context())
-    _serve(h, server)
-    await server.start([_socket()])
+    h, server = await _tls_served(pki, "require")
     try:
-        creds = grpc.ssl_channel_credentials(pki.ca_pem.read_bytes(), private_key=pki.alice_key.read_bytes(),
-                                             certificate_chain=pki.alice_cert.read_bytes())
+        creds = _alice(pki)
         async with grpc.aio.secure_channel(f"127.0.0.1:{server.ports[0]}", creds) as channel:
             assert await _unary(channel, "Echo")(b"over tls", timeout=5) == b"over tls"
         assert b"alice" in h.auth.get("x509_common_name", [])
@@ -267,6 +261,22 @@ async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
+
+
+async def _tls_served(pki: Any, client_auth: str) -> tuple[Handlers, NativeServer]:
+    """A started server over TLS with the test PKI's certificate, client certificates ``client_auth``."""
+    material = TlsMaterial(TlsFiles(pki.cert, pki.key, client_ca=pki.ca_pem, client_auth=client_auth))
+    h = Handlers()
+    server = NativeServer(max_message=1 << 20, max_concurrent=8, handshake_timeout_s=2.0,
+                          ssl_context=material.h2_server_context())
+    _serve(h, server)
+    await server.start([_socket()])
+    return h, server
+
+
+def _alice(pki: Any) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(pki.ca_pem.read_bytes(), private_key=pki.alice_key.read_bytes(),
+                                        certificate_chain=pki.alice_cert.read_bytes())
 
 
 def test_header_encoding_and_timeouts() -> None:
@@ -310,19 +320,13 @@ async def test_long_messages_are_cut_at_a_character_and_big_answers_refused(serv
 
 async def test_optional_client_certificates_are_checked_when_sent(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
-    material = TlsMaterial(TlsFiles(pki.cert, pki.key, client_ca=pki.ca_pem, client_auth="optional"))
-    h = Handlers()
-    server = NativeServer(max_message=1 << 20, max_concurrent=8, handshake_timeout_s=2.0,
-                          ssl_context=material.h2_server_context())
-    _serve(h, server)
-    await server.start([_socket()])
+    h, server = await _tls_served(pki, "optional")
     target = f"127.0.0.1:{server.ports[0]}"
     try:
         async with grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(pki.ca_pem.read_bytes())) as channel:
             assert await _unary(channel, "Echo")(b"anonymous", timeout=5) == b"anonymous"
         assert "x509_common_name" not in h.auth
-        alice = grpc.ssl_channel_credentials(pki.ca_pem.read_bytes(), private_key=pki.alice_key.read_bytes(),
-                                             certificate_chain=pki.alice_cert.read_bytes())
+        alice = _alice(pki)
         async with grpc.aio.secure_channel(target, alice) as channel:
             assert await _unary(channel, "Echo")(b"alice", timeout=5) == b"alice"
         assert h.auth["x509_common_name"] == [b"alice"]
