@@ -334,13 +334,13 @@ def test_a_victim_comes_from_a_wider_sample_while_sizes_vary(monkeypatch: pytest
         victim = policy._next_victim(lambda e: True, set(), (eviction._PROB,),  # type: ignore[arg-type]
                                      AdaptivePolicy.SAMPLE_VARIED if policy.sizes_vary() else AdaptivePolicy.SAMPLE)
         samples: list[int] = []
-        real = policy._next_victim
+        real = policy._pick
 
-        def spy(evictable, taken, segs, sample=0):  # type: ignore[no-untyped-def]
+        def spy(scans, segs, sample, taken, exclude, evictable):  # type: ignore[no-untyped-def]
             samples.append(sample)
-            return real(evictable, taken, segs, sample)
+            return real(scans, segs, sample, taken, exclude, evictable)
 
-        monkeypatch.setattr(policy, "_next_victim", spy)
+        monkeypatch.setattr(policy, "_pick", spy)
         assert ledger.plan_eviction(100_000 - sum(sizes) + 1_000)  # needs room: the policy picks victims
         return victim.model_id, samples  # type: ignore[union-attr]
 
@@ -360,3 +360,46 @@ def test_a_victim_comes_from_a_wider_sample_while_sizes_vary(monkeypatch: pytest
         loaded(ledger, f"m{i}", size, i)
     narrow = policy._next_victim(lambda e: True, set(), (eviction._PROB,), AdaptivePolicy.SAMPLE)  # type: ignore[arg-type]
     assert narrow is not None and narrow.model_id != M("m8")
+
+
+@pytest.mark.parametrize("sizes", ["equal", "varied"])
+def test_one_walk_per_segment_picks_what_a_fresh_walk_picks(sizes: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``select_victims`` walks each segment once per selection and keeps the values it computed;
+    on a skewed trace with copies in use (not evictable) and big misses that need several victims,
+    every pick from the carried walk is the one a walk from the segment's oldest copy makes."""
+    rng = random.Random(7)
+    policy = AdaptivePolicy(60_000)
+    ledger = CacheLedger(60_000, policy)
+    size_of = {f"m{i}": 1_000 if sizes == "equal" else rng.choice([200, 500, 1_000, 3_000, 9_000])
+               for i in range(300)}
+    names = list(size_of)
+    real = policy._pick
+    picks = carried = 0
+
+    def checked(scans, segs, sample, taken, exclude, evictable):  # type: ignore[no-untyped-def]
+        nonlocal picks, carried
+        carried += bool(scans)
+        got = real(scans, segs, sample, taken, exclude, evictable)
+        fresh = real({}, segs, sample, taken, exclude, evictable)
+        assert got == fresh
+        picks += 1
+        return got
+
+    monkeypatch.setattr(policy, "_pick", checked)
+    several = 0
+    for t in range(6_000):
+        name = names[min(len(names) - 1, int(rng.paretovariate(0.9))) - 1]
+        if ledger.get(M(name)) is not None:
+            ledger.touch(M(name), t)
+            continue
+        busy = {M(n) for n in rng.sample(names, 20)}  # copies serving requests: not evictable
+        while not ledger.try_reserve(M(name), size_of[name], t):
+            chosen = ledger.plan_eviction(size_of[name], protect=busy)
+            assert chosen, "no victim although the cache holds evictable copies"
+            several += len(chosen) > 1
+            for v in chosen:
+                ledger.release(v)
+        ledger.mark_loaded(M(name), t, 10.0 + size_of[name] / 100)
+    assert picks > 100 and carried > 5, (picks, carried)  # picks that went on from an earlier one's walk
+    if sizes == "varied":
+        assert several > 10  # big misses needed several victims

@@ -10,27 +10,17 @@ the adaptive policy must match or beat LRU on hit ratio, byte-miss ratio and tot
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.support.example_models import load_script
 
 SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "cache_sim.py"
 M, N = 400, 12_000
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cache_sim_ci", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cache_sim_ci"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sim = _load()
+sim = load_script("cache_sim_ci", SCRIPT)
 TRACES = {
     "zipf0.8": sim.zipf_trace(M, N, 0.8, 1),
     "zipf1.0": sim.zipf_trace(M, N, 1.0, 2),
