@@ -178,18 +178,42 @@ def test_a_tracking_policy_cannot_evict_what_is_not_evictable() -> None:
     assert ledger.get(M("loading")).state is CopyState.LOADING  # type: ignore[union-attr]
 
 
-def test_hill_climbing_moves_the_window() -> None:
-    policy = AdaptivePolicy(1_000)
+def _climbing_run(trace: list[str], monkeypatch: pytest.MonkeyPatch, z: float | None = None) -> list[float]:
+    """The window's share after each request of ``trace`` (models of 10 bytes, room for 100)."""
+    if z is not None:
+        monkeypatch.setattr(AdaptivePolicy, "CLIMB_Z", z)
+    policy = AdaptivePolicy(1_000, hill_climb=True)
     ledger = CacheLedger(1_000, policy)
-    start = policy.stats()["window_fraction"]
-    for i in range(3 * policy._sketch.sample):  # several sample periods of a recency-heavy trace
-        t = i + 1
-        name = f"m{i // 3}"  # each model used three times in a row, then never again
+    shares = []
+    for t, name in enumerate(trace, start=1):
         if ledger.get(M(name)) is None:
             miss(ledger, name, 10, t)
         else:
             ledger.touch(M(name), t)
-    assert policy.stats()["window_fraction"] != start
+        shares.append(policy.stats()["window_fraction"])
+    return shares
+
+
+def _stationary(rng: random.Random, n: int) -> list[str]:
+    return [f"z{min(999, int(rng.paretovariate(0.6)))}" for _ in range(n)]
+
+
+def test_hill_climbing_moves_the_window_when_the_hit_ratio_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(3)
+    period = AdaptivePolicy(1_000)._sketch.sample
+    # a skewed, stationary phase, then a recency-heavy one (each model three times, then never again)
+    recency = [f"r{i // 3}" for i in range(4 * period)]
+    shares = _climbing_run(_stationary(rng, 3 * period) + recency, monkeypatch)
+    assert len(set(shares[: 3 * period])) == 1  # the stationary phase: the window stays
+    assert len(set(shares[3 * period:])) > 1  # the hit ratio fell far: the climber moved it
+
+
+def test_hill_climbing_does_not_chase_chance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a stationary trace the hit ratio still moves from one period to the next by chance; the
+    climber takes no step for that (it moved the window on every period before ``CLIMB_Z``)."""
+    trace = _stationary(random.Random(5), 40 * AdaptivePolicy(1_000)._sketch.sample)
+    assert len(set(_climbing_run(trace, monkeypatch))) == 1
+    assert len(set(_climbing_run(trace, monkeypatch, z=0.0))) > 10  # ungated: a step every period
 
 
 def test_policy_stats_and_next_victim_value() -> None:
