@@ -439,13 +439,6 @@ class AdaptivePolicy(TrackingPolicy):
         n, total = self._copies, self._size_sum
         return n > 1 and self._size_sq * n > (1.0 + self.VARIED_CV**2) * total * total
 
-    def _next_victim(self, evictable: Evictable, taken: set[int], segs: tuple[int, ...],
-                     sample: int = 0) -> CacheEntry | None:
-        """The next victim: of the ``sample`` (default ``SAMPLE``) oldest evictable copies of the first
-        segment that has any, the one of least value (by size and cost as well as frequency)."""
-        best = self._pick({}, segs, sample or self.SAMPLE, taken, None, evictable)
-        return best[1] if best is not None else None
-
     def _pick(self, scans: dict[int, _Scan], segs: tuple[int, ...], sample: int, taken: set[int],
               exclude: CacheEntry | None, evictable: Evictable) -> tuple[float, CacheEntry] | None:
         """``(value, copy)`` of the least valuable of the ``sample`` oldest evictable copies not
@@ -571,11 +564,7 @@ class _Scan:
             n -= any(e is exclude for _, e in pool)
         it = self.it
         if n < sample and it is not None:
-            # the policy's ``value``, inlined: this loop is where a miss spends its time
-            policy = self.policy
-            sk = policy._sketch
-            mask, step, door = sk.mask, sk.step, sk.door
-            r0, r1, r2, r3 = sk.rows
+            value = self.policy.value
             while n < sample:
                 entry = next(it, None)
                 if entry is None:
@@ -583,12 +572,7 @@ class _Scan:
                     break
                 if id(entry) in taken or not evictable(entry):
                     continue
-                h = entry.slot.h
-                f = min(r0[h & mask], r1[(h >> step) & mask], r2[(h >> 2 * step) & mask], r3[(h >> 3 * step) & mask])
-                f += door[(h >> 60 | h << 4) & mask]
-                cost = entry.load_ms or policy._cost_ms(entry)
-                size = entry.size_bytes
-                pool.append((f * cost * _MB / (size if size > 0 else 1), entry))
+                pool.append((value(entry), entry))
                 n += entry is not exclude
         best: tuple[float, CacheEntry] | None = None
         seen = 0

@@ -355,8 +355,8 @@ def test_a_victim_comes_from_a_wider_sample_while_sizes_vary(monkeypatch: pytest
         ledger = CacheLedger(100_000, policy)
         for i, size in enumerate(sizes):
             loaded(ledger, f"m{i}", size, i)
-        victim = policy._next_victim(lambda e: True, set(), (eviction._PROB,),  # type: ignore[arg-type]
-                                     AdaptivePolicy.SAMPLE_VARIED if policy.sizes_vary() else AdaptivePolicy.SAMPLE)
+        sample = AdaptivePolicy.SAMPLE_VARIED if policy.sizes_vary() else AdaptivePolicy.SAMPLE
+        _, victim = policy._pick({}, (eviction._PROB,), sample, set(), None, lambda e: True)  # type: ignore[misc]
         samples: list[int] = []
         real = policy._pick
 
@@ -382,8 +382,8 @@ def test_a_victim_comes_from_a_wider_sample_while_sizes_vary(monkeypatch: pytest
     ledger = CacheLedger(100_000, policy)
     for i, size in enumerate(varied):
         loaded(ledger, f"m{i}", size, i)
-    narrow = policy._next_victim(lambda e: True, set(), (eviction._PROB,), AdaptivePolicy.SAMPLE)  # type: ignore[arg-type]
-    assert narrow is not None and narrow.model_id != M("m8")
+    narrow = policy._pick({}, (eviction._PROB,), AdaptivePolicy.SAMPLE, set(), None, lambda e: True)
+    assert narrow is not None and narrow[1].model_id != M("m8")
 
 
 @pytest.mark.parametrize("sizes", ["equal", "varied"])
