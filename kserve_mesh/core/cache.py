@@ -70,8 +70,9 @@ class TrackingPolicy:
     def attach(self, capacity_bytes: int) -> None:
         """The ledger it serves, of ``capacity_bytes``, takes it (before any other call)."""
 
-    def on_reserve(self, entry: CacheEntry, now_ms: int) -> None:
-        pass
+    def on_reserve(self, entry: CacheEntry, now_ms: int, prefetch: bool = False) -> None:
+        """``prefetch``: no request waits for this copy; the mesh chose to place it (an explicit
+        load, a copy re-homed from an instance that leaves, an extra copy of a hot model)."""
 
     def on_access(self, entry: CacheEntry, now_ms: int, counted: bool = True) -> None:
         """``counted=False``: only the last-used stamp moved (the miss was ``on_reserve``)."""
@@ -131,7 +132,7 @@ class LruPolicy(TrackingPolicy):
             self._heap = [it for it in self._heap if it[3].slot is it]
             heapq.heapify(self._heap)
 
-    def on_reserve(self, entry: CacheEntry, now_ms: int) -> None:
+    def on_reserve(self, entry: CacheEntry, now_ms: int, prefetch: bool = False) -> None:
         self._live += 1
         self._push(entry)
 
@@ -313,8 +314,9 @@ class CacheLedger:
                 f"{self.capacity_bytes} bytes"
             )
 
-    def try_reserve(self, model_id: ModelId, size_bytes: int, last_used_ms: int) -> bool:
-        """Add a LOADING entry of ``size_bytes`` if it fits now; False if space must be made first."""
+    def try_reserve(self, model_id: ModelId, size_bytes: int, last_used_ms: int, *, prefetch: bool = False) -> bool:
+        """Add a LOADING entry of ``size_bytes`` if it fits now; False if space must be made first.
+        ``prefetch``: no request waits for it (the tracking policy's ``on_reserve``)."""
         _check_size(model_id, size_bytes)
         self.check_fits_at_all(model_id, size_bytes)
         if model_id in self._entries:
@@ -326,7 +328,7 @@ class CacheLedger:
         self._used += size_bytes
         self.misses += 1
         if self._tracking is not None:
-            self._tracking.on_reserve(entry, last_used_ms)
+            self._tracking.on_reserve(entry, last_used_ms, prefetch)
         return True
 
     def plan_eviction(self, needed_bytes: int, *, protect: Iterable[ModelId] = ()) -> list[ModelId]:

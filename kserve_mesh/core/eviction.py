@@ -370,15 +370,24 @@ class AdaptivePolicy(TrackingPolicy):
             self._move(next(iter(prot.values())), _PROB)
 
     # -- the seam ----------------------------------------------------------------------------------
-    def on_reserve(self, entry: CacheEntry, now_ms: int) -> None:
+    def on_reserve(self, entry: CacheEntry, now_ms: int, prefetch: bool = False) -> None:
         slot = _Slot(FrequencySketch.key_hash(entry.model_id))
         entry.slot = slot
         self._shadow_request(slot.h, entry.size_bytes, False)
         self._record(slot, hit=False)
-        self._segs[_WIN][entry.model_id] = entry
-        self._bytes[_WIN] += entry.size_bytes
-        if self._bytes[_WIN] > self._window_target:
-            self._demote_window()
+        if prefetch:
+            # The mesh placed it (a copy re-homed from a leaving instance, an extra copy of a model
+            # hot elsewhere, an explicit load): its requests were counted by another instance, so
+            # this sketch cannot judge it yet. It joins probation's young end without an admission
+            # duel, and is evicted in probation's turn when it is not used meanwhile.
+            slot.seg = _PROB
+            self._segs[_PROB][entry.model_id] = entry
+            self._bytes[_PROB] += entry.size_bytes
+        else:
+            self._segs[_WIN][entry.model_id] = entry
+            self._bytes[_WIN] += entry.size_bytes
+            if self._bytes[_WIN] > self._window_target:
+                self._demote_window()
         self._copies += 1
         self._size_sum += entry.size_bytes
         self._size_sq += entry.size_bytes * entry.size_bytes

@@ -290,6 +290,7 @@ class CacheManager:
                 self._queue.push(model_id, load_priority(last_used_ms=last_used_ms,
                                                          now_ms=self.clock.now_ms(), request_waiting=True))
             copy.waiters += 1
+            copy.requested = True
             try:
                 await asyncio.wait_for(asyncio.shield(copy.ready), remaining)
             except TimeoutError:

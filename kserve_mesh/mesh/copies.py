@@ -21,8 +21,8 @@ class Phase(enum.Enum):
 
 
 class LocalCopy:
-    __slots__ = ("model_id", "phase", "ready", "gone", "inflight", "waiters", "idle", "queued_at",
-                 "load_started_at", "size_bytes")
+    __slots__ = ("gone", "idle", "inflight", "load_started_at", "model_id", "phase", "queued_at", "ready",
+                 "requested", "size_bytes", "waiters")
 
     def __init__(self, model_id: ModelId, loop: asyncio.AbstractEventLoop, now: float) -> None:
         self.model_id = model_id
@@ -36,6 +36,7 @@ class LocalCopy:
         self.queued_at = now
         self.load_started_at = 0.0
         self.size_bytes = 0
+        self.requested = False  # a request waited for it (else a prefetch: an explicit or background load)
 
     def enter(self) -> None:
         self.inflight += 1

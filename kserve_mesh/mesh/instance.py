@@ -353,13 +353,15 @@ class Instance:
         """Unload the copy here (in the background)."""
         self.cache.unload(model_id)
 
-    async def load_on(self, target: InstanceRecord, model_id: ModelId, timeout_s: float) -> None:
-        """Load a copy of ``model_id`` on ``target`` (here, or a peer through its management API)."""
+    async def load_on(self, target: InstanceRecord, model_id: ModelId, timeout_s: float, *,
+                      last_used_ms: int = 0) -> None:
+        """Load a copy of ``model_id`` on ``target`` (here, or a peer through its management API);
+        ``last_used_ms``: the model's last use as the caller knows it (0: now)."""
         if target.instance_id == self.instance_id:
-            await self.ensure_loaded(model_id)
+            await self.ensure_loaded(model_id, last_used_ms=last_used_ms)
             return
         assert self.peers is not None
-        await self.peers.ensure_loaded(target.endpoint, model_id, timeout_s)
+        await self.peers.ensure_loaded(target.endpoint, model_id, timeout_s, last_used_ms=last_used_ms)
 
     async def forget_holders(self, model_id: ModelId, keep: Callable[[InstanceId], bool]) -> None:
         """Drop the copy entries of ``model_id``'s record for which ``keep`` is false."""

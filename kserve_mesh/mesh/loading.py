@@ -81,7 +81,8 @@ class LoadJob:
         size = await self._predict_size()
         self._check_owned()
         deadline = self.copy.load_started_at + cache.config.load_timeout_s
-        await self._make_room(size, deadline, lambda: cache.ledger.try_reserve(model_id, size, self.last_used_ms))
+        await self._make_room(size, deadline, lambda: cache.ledger.try_reserve(model_id, size, self.last_used_ms,
+                                                                                   prefetch=not self.copy.requested))
         self._check_owned()
         self.reserved = True
         await self._fit_gpu(cache.gpu.expected(model_id), deadline)  # room for what it took last time

@@ -230,15 +230,17 @@ class PeerPool:
         finally:
             self.inflight[endpoint] -= 1
 
-    async def ensure_loaded(self, endpoint: str, model_id: str, timeout_s: float) -> None:
-        """Ask a peer (management API) to load a copy of ``model_id``; raises PeerUnavailable."""
+    async def ensure_loaded(self, endpoint: str, model_id: str, timeout_s: float, *, last_used_ms: int = 0) -> None:
+        """Ask a peer (management API) to load a copy of ``model_id``, last used at ``last_used_ms``
+        (0: now); raises PeerUnavailable."""
         from kserve_mesh.protos import model_mesh_pb2 as mm
         from kserve_mesh.protos import model_mesh_pb2_grpc as mm_grpc
 
         self._call(endpoint)  # make sure the channel exists
         stub = mm_grpc.ModelMeshStub(self._channels[endpoint])
         try:
-            await stub.ensureLoaded(mm.EnsureLoadedRequest(modelId=model_id, sync=False), timeout=timeout_s,
+            await stub.ensureLoaded(mm.EnsureLoadedRequest(modelId=model_id, lastUsedTime=max(0, last_used_ms),
+                                                            sync=False), timeout=timeout_s,
                                     metadata=self._auth)
         except grpc.aio.AioRpcError as err:
             raise PeerUnavailable(f"instance at {endpoint} did not take {model_id}: {err.details()}") from None

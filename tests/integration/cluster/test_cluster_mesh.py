@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 import signal
 import threading
 import time
@@ -177,6 +179,35 @@ def test_sigterm_drains_without_losing_requests(mesh_factory, tmp_path: Path) ->
     assert not mesh.capacity_violations, mesh.capacity_violations[:3]
     assert served[0] > 20
     assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("policy", ["lru", "adaptive"])
+def test_a_full_mesh_drains_in_moments_and_keeps_last_use_times(mesh_factory, tmp_path: Path, policy: str) -> None:  # type: ignore[no-untyped-def]
+    """Both instances full; one leaves. Its recently used models are asked for on the other, which
+    has no room for all of them and keeps what its policy values most (the adaptive policy evicted
+    the arrivals at once): the drain still ends as soon as each was loaded there, not after its
+    grace period, and each keeps the time it was last used, not the time it was re-homed."""
+    ids = [f"f{i:02d}" for i in range(40)]
+    string_models(tmp_path, ids, pad=20_000)
+    mesh = mesh_factory(2, "--eviction-policy", policy, "--capacity-bytes", str(12 * 21_000))
+    for model_id in ids:
+        _register(mesh, model_id, tmp_path)
+    rng = random.Random(7)
+    weights = [1 / (r + 1) for r in range(len(ids))]
+    for k in range(300):
+        status, body = mesh.infer(k % 2, rng.choices(ids, weights)[0])
+        assert status == 200, body
+    traffic_end_ms = time.time() * 1000
+    time.sleep(0.05)
+    assert mesh.instances[0].stop() == 0
+    log = mesh.instances[0].log()
+    assert "shutdown grace period over" not in log, log[-2000:]
+    rehomed = re.search(r"draining: (\d+) recently used models re-homed", log)
+    assert rehomed and int(rehomed.group(1)) > 0, log[-2000:]
+    for model_id in ids:
+        status, body = mesh.instances[1].call("GET", f"/mesh/v1/models/{model_id}")
+        assert status == 200 and body["lastUsedTime"] <= traffic_end_ms, body
+        assert mesh.infer(1, model_id)[0] == 200
 
 
 def test_etcd_outage_keeps_serving_and_resyncs(mesh_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -26,10 +26,12 @@ def loaded(ledger: CacheLedger, name: str, size: int, t: int, load_ms: float = 1
     ledger.mark_loaded(M(name), t, load_ms)
 
 
-def miss(ledger: CacheLedger, name: str, size: int, t: int, load_ms: float = 100.0) -> list[ModelId]:
-    """The cache manager's miss: evict, release, reserve, load. Returns the victims."""
+def miss(ledger: CacheLedger, name: str, size: int, t: int, load_ms: float = 100.0, *,
+         prefetch: bool = False) -> list[ModelId]:
+    """The cache manager's miss (or, with ``prefetch``, a load no request waits for): evict,
+    release, reserve, load. Returns the victims."""
     victims: list[ModelId] = []
-    while not ledger.try_reserve(M(name), size, t):
+    while not ledger.try_reserve(M(name), size, t, prefetch=prefetch):
         chosen = ledger.plan_eviction(size)
         assert chosen, "no victim although the cache holds evictable copies"
         for v in chosen:
@@ -110,6 +112,36 @@ def test_lru_would_lose_the_popular_model_in_the_same_workload() -> None:
         if i % 20 == 0:
             ledger.touch(M("hot"), t)
     assert ledger.get(M("hot")) is None
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_a_prefetched_copy_is_not_refused_admission_on_arrival(prefetch: bool) -> None:
+    """A copy the mesh placed (re-homed from a leaving instance, an extra copy of a hot model, an
+    explicit load) has no history in this instance's sketch: as a request's miss it would duel for
+    admission with the copies used here, lose, and be evicted by the next misses; as a prefetch it
+    joins probation's young end, no candidate, and outlives them. (A drain waited its whole grace
+    period for re-homed copies that the receiver evicted as soon as they arrived.)"""
+    ledger = CacheLedger(40, AdaptivePolicy(40))
+    policy = ledger.policy
+    assert isinstance(policy, AdaptivePolicy)
+    t = 0
+    for i in range(40):  # placed too: no stale candidates
+        t += 1
+        assert ledger.try_reserve(M(f"used-{i}"), 1, t, prefetch=True)
+        ledger.mark_loaded(M(f"used-{i}"), t, 100.0)
+    for _ in range(3):
+        for i in range(40):
+            t += 1
+            ledger.touch(M(f"used-{i}"), t)
+    t += 1
+    miss(ledger, "placed", 1, t, prefetch=prefetch)
+    slot = ledger.get(M("placed")).slot  # type: ignore[union-attr]
+    assert slot.seg == (1 if prefetch else 0) and not slot.cand  # probation / the window
+    for i in range(3):
+        t += 1
+        miss(ledger, f"other-{i}", 1, t)
+    assert (ledger.get(M("placed")) is not None) is prefetch
+    assert policy.refused == (1 if prefetch else 2)  # other-0; and placed when it was a request's miss
 
 
 def test_value_per_byte_evicts_the_big_cheap_copy_first() -> None:
