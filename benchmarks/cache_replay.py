@@ -16,14 +16,18 @@ Reported per topology, trace and policy: hit ratio (1 - loads / requests), loads
 (the instances' ``modelmesh_loadmodel_milliseconds_count`` and ``modelmesh_loaded_model_size_bytes_sum``),
 p50/p99 latency, failed requests, and the largest ``used / capacity`` seen: every
 ``--observe-every`` requests (and at the end) each instance's metrics are read and
-``modelmesh_instance_used_bytes <= modelmesh_instance_capacity_bytes`` is checked. ``--quick``:
-one instance, 150 models, 300 requests per trace, delays x 0.25 (a smoke test). ``--json FILE`` writes everything.
-Exit status 1 when a request failed or capacity was exceeded, 2 on bad options.
+``modelmesh_instance_used_bytes <= modelmesh_instance_capacity_bytes`` is checked. Then each
+instance in turn gets SIGTERM, and the seconds to its exit are reported: in a mesh of two the first
+drains (re-homes its recently used models into the other). ``--quick``: one instance, 150 models,
+300 requests per trace, delays x 0.25 (a smoke test). ``--json FILE`` writes everything;
+``--workdir DIR`` keeps the models and every process's log there. Exit status 1 when a request
+failed, capacity was exceeded or an instance had to be killed, 2 on bad options.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
@@ -165,11 +169,19 @@ def _start(procs: Processes, meshes: list[Mesh], instances: int, work: Path, mod
             mesh.metrics.append(m.group(3))
 
 
-def stop_mesh(procs: Processes, mesh: Mesh) -> None:
-    for proc in [*mesh.procs, *mesh.runtimes]:  # (``procs`` would stop them at the end anyway)
+def stop_mesh(procs: Processes, mesh: Mesh) -> list[tuple[float, int | None]]:
+    """SIGTERM each instance in turn (the first drains into the others), then the runtimes; returns
+    each instance's seconds to exit and exit code (negative: killed after ``procs``' stop grace)."""
+    stops = []
+    for proc in mesh.procs:
+        t0 = time.perf_counter()
+        proc.stop()
+        stops.append((time.perf_counter() - t0, proc.proc.returncode))
+    for proc in mesh.runtimes:  # (``procs`` would stop them at the end anyway)
         proc.stop()
     if mesh.etcd is not None:
         mesh.etcd.close()
+    return stops
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", re.MULTILINE)
@@ -304,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--observe-every", type=int, default=80, help="requests between capacity checks")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--workdir", help="keep models and logs here (default: a temporary folder)")
+    ap.add_argument("--workdir", help="keep models and logs here, kept afterwards (default: a temporary folder, removed)")
     a = ap.parse_args(argv)
     if a.quick:
         a.models, a.requests, a.topologies, a.delay_scale = 150, 300, "single", 0.25
@@ -321,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     failed = False
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="km-cache-replay-", dir=a.workdir) as tmp, Processes() as procs:
+    if a.workdir:
+        Path(a.workdir).mkdir(parents=True, exist_ok=True)
+    keep = contextlib.nullcontext(a.workdir) if a.workdir else tempfile.TemporaryDirectory(prefix="km-cache-replay-")
+    with keep as tmp, Processes() as procs:
         work = Path(tmp)
         models = work / "models"
         sizes, delays = make_models(models, a.models, a.seed, a.delay_scale)
@@ -338,12 +353,13 @@ def main(argv: list[str] | None = None) -> int:
                 tag = f"{topo}-{trace_kind}"
                 meshes = start_meshes(procs, 2 if topo == "etcd" else 1, work, models, delays_file, capacity,
                                       topo == "etcd", tag)
+                rows = []
                 try:
                     tallies = replay(meshes, trace, a.clients, a.chunk, a.observe_every)
                     for mesh, tally in zip(meshes, tallies, strict=True):
                         row = summarize(mesh, tally, len(trace))
                         row.update(topology=topo, trace=trace_kind)
-                        results.append(row)
+                        rows.append(row)
                         failed |= bool(row["failed"] or row["over_capacity"])
                         print(f"{topo:6} {trace_kind:5} {row['policy']:8} hit {row['hit_ratio']:.3f} loads "
                               f"{row['loads']:5d} MB loaded {row['bytes_loaded'] / 1e6:7.2f} p50 "
@@ -351,16 +367,28 @@ def main(argv: list[str] | None = None) -> int:
                               f"max used {100 * row['max_used_fraction']:.1f}% ({row['observations']} checks)",
                               flush=True)
                 finally:
-                    for mesh in meshes:
-                        stop_mesh(procs, mesh)
+                    for k, mesh in enumerate(meshes):
+                        stops = stop_mesh(procs, mesh)
+                        if k < len(rows):
+                            # SIGTERM to exit, each instance in turn: in a mesh of two the first drains
+                            # (re-homes its recently used models into the other) and must not be killed
+                            rows[k]["stop_s"] = [round(s, 2) for s, _ in stops]
+                            rows[k]["stop_rc"] = [rc for _, rc in stops]
+                            killed = sum(rc is not None and rc < 0 for _, rc in stops)
+                            failed |= killed > 0
+                            print(f"{topo:6} {trace_kind:5} {mesh.policy:8} stopped in "
+                                  f"{', '.join(f'{s:.1f}' for s, _ in stops)} s"
+                                  f"{f' ({killed} killed)' if killed else ''}", flush=True)
+                    results += rows
     wall = time.perf_counter() - t0
     print()
-    print("| topology | trace | policy | hit ratio | loads | MB loaded | p50 ms | p99 ms | failed | max used/capacity |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| topology | trace | policy | hit ratio | loads | MB loaded | p50 ms | p99 ms | failed | max used/capacity "
+          "| stop s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['topology']} | {r['trace']} | {r['policy']} | {r['hit_ratio']:.3f} | {r['loads']} | "
               f"{r['bytes_loaded'] / 1e6:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']} | "
-              f"{100 * r['max_used_fraction']:.1f}% |")
+              f"{100 * r['max_used_fraction']:.1f}% | {' / '.join(f'{x:.1f}' for x in r.get('stop_s', []))} |")
     verdicts = []
     for topo in topologies:
         for trace_kind in traces:
