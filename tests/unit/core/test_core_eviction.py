@@ -121,16 +121,16 @@ def test_a_prefetched_copy_is_not_refused_admission_on_arrival(prefetch: bool) -
     admission with the copies used here, lose, and be evicted by the next misses; as a prefetch it
     joins probation's young end, no candidate, and outlives them. (A drain waited its whole grace
     period for re-homed copies that the receiver evicted as soon as they arrived.)"""
-    ledger = CacheLedger(40, AdaptivePolicy(40))
+    ledger = CacheLedger(80, AdaptivePolicy(80))
     policy = ledger.policy
     assert isinstance(policy, AdaptivePolicy)
     t = 0
-    for i in range(40):  # placed too: no stale candidates
+    for i in range(80):  # placed too: no stale candidates
         t += 1
         assert ledger.try_reserve(M(f"used-{i}"), 1, t, prefetch=True)
         ledger.mark_loaded(M(f"used-{i}"), t, 100.0)
     for _ in range(3):
-        for i in range(40):
+        for i in range(80):
             t += 1
             ledger.touch(M(f"used-{i}"), t)
     t += 1
