@@ -83,8 +83,7 @@ class Registry:
         while not stop.is_set():
             try:
                 await self.load()
-                for listener in self.listeners:
-                    listener("resync", "")
+                self._notify("resync", "")
                 return
             except (MeshError, OSError) as exc:
                 log.info("registry resync failed (%s); retrying", exc)
@@ -109,8 +108,14 @@ class Registry:
             kind, ident = "vmodel", vid
         else:
             return
-        for listener in self.listeners:
-            listener(kind, ident)
+        self._notify(kind, ident)
+
+    def _notify(self, kind: str, ident: str) -> None:
+        for listener in list(self.listeners):  # (a listener may remove itself)
+            try:
+                listener(kind, ident)
+            except Exception:  # one listener's bug must not end the watch that keeps the view current
+                log.exception("registry listener %r failed on %s %r", listener, kind, ident)
 
     async def fetch(self, ident: str) -> None:
         """Read one id's model and vmodel records straight from the store (a miss in the watched
