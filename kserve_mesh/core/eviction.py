@@ -21,11 +21,11 @@ and the offline optimum (``benchmarks/cache_sim.py``):
   that lowered the hit ratio by 0.6 points per cell on average, up to 1.6 points, most where the
   sizes vary, and missed two more cells' targets. Copies protected by their reuse are worth more
   than value per byte says; 70 % was worse still, 95 % cost the drifting trace). When room is
-  needed, each candidate duels main's next victim (of the ``SAMPLE`` oldest probation copies, the least valuable; protected's
-  when probation has none; ``SAMPLE_VARIED`` of them while the sizes held spread widely, a
-  coefficient of variation above ``VARIED_CV``, where value per byte tells copies apart that
-  recency does not: on the simulator's lognormal cells that lifted the hit ratio by up to 2.5
-  points, equal sizes unchanged): the candidate stays if it is worth more, else it is the victim (an
+  needed, each candidate duels main's next victim (of the ``SAMPLE`` oldest probation copies, the
+  least valuable; protected's when probation has none; ``SAMPLE_VARIED`` of them while the sizes
+  held spread widely, a coefficient of variation above ``VARIED_CV``, where value per byte tells
+  copies apart that recency does not: on the simulator's lognormal cells that lifted the hit ratio
+  by up to 2.5 points, equal sizes unchanged): the candidate stays if it is worth more, else it is the victim (an
   admission refused, counted). Without candidates, victims come from probation, then protected,
   then the window.
 * **A fixed window, by measurement.** The window holds 1 % of the capacity (Caffeine's default).

@@ -47,31 +47,27 @@ async def drain(inst: Instance, grace_s: float) -> list[ModelId]:
         live = inst.live_instances() or {}
         return any(i != inst.instance_id and i in live and not live[i].shutting_down for i in rec.instances)
 
-    def settled(model_id: ModelId) -> bool:
-        """Held elsewhere (now, or at some moment since the drain began), failed there, or gone."""
+    def check(model_id: ModelId) -> None:
+        """Note a copy shown elsewhere; a pending model is done once one was, once its load failed
+        on its target (a failure record that was not there before), or once it is unregistered."""
         rec = inst.model_record(model_id)
-        if rec is None or model_id in seen:
-            return True
-        if held_elsewhere(rec):
+        if rec is not None and held_elsewhere(rec):
             seen.add(model_id)
-            return True
+        if model_id not in pending:
+            return
         target, before = pending[model_id]
-        failed = [f for f in rec.failures if f.instance == target and f not in before]
+        failed = [] if rec is None else [f for f in rec.failures if f.instance == target and f not in before]
         if failed:
             log.info("could not move %s to %s: %s", model_id, target, failed[-1].message)
-        return bool(failed)
+        if rec is None or model_id in seen or failed:
+            pending.pop(model_id)
 
     def changed(kind: str, ident: str) -> None:
-        if kind == "resync":
+        if kind == "model":
+            check(ModelId(ident))
+        elif kind == "resync":
             for model_id in list(pending):
-                if settled(model_id):
-                    pending.pop(model_id)
-        elif kind == "model":
-            rec = inst.model_record(ModelId(ident))
-            if rec is not None and held_elsewhere(rec):
-                seen.add(ModelId(ident))
-            if ident in pending and settled(ModelId(ident)):
-                pending.pop(ModelId(ident))
+                check(model_id)
 
     asked = 0
     listeners = inst.registry.listeners
@@ -81,9 +77,7 @@ async def drain(inst: Instance, grace_s: float) -> list[ModelId]:
             if inst.clock.monotonic() >= deadline:
                 break
             rec = inst.model_record(entry.model_id)
-            if rec is None:
-                continue
-            if held_elsewhere(rec):
+            if rec is None or held_elsewhere(rec):
                 continue
             exclude: set[InstanceId] = {inst.instance_id}
             while inst.clock.monotonic() < deadline:
@@ -103,7 +97,7 @@ async def drain(inst: Instance, grace_s: float) -> list[ModelId]:
                     log.info("could not move %s to %s: %s", entry.model_id, target.instance_id, exc)
                     exclude.add(target.instance_id)
         log.info("draining: %d recently used models re-homed, %d loads still awaited", asked, len(pending))
-        changed("resync", "")  # those seen while the loads were being asked for
+        changed("resync", "")  # each pending model against its record as it stands now
         while pending and inst.clock.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
