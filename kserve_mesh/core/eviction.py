@@ -21,13 +21,18 @@ and the offline optimum (``benchmarks/cache_sim.py``):
   that lowered the hit ratio by 0.6 points per cell on average, up to 1.6 points, most where the
   sizes vary, and missed two more cells' targets. Copies protected by their reuse are worth more
   than value per byte says; 70 % was worse still, 95 % cost the drifting trace). When room is
-  needed, each candidate duels main's next victim (of the ``SAMPLE`` oldest probation copies, the
-  least valuable; protected's when probation has none; ``SAMPLE_VARIED`` of them while the sizes
-  held spread widely, a coefficient of variation above ``VARIED_CV``, where value per byte tells
-  copies apart that recency does not: on the simulator's lognormal cells that lifted the hit ratio
-  by up to 2.5 points, equal sizes unchanged): the candidate stays if it is worth more, else it is the victim (an
-  admission refused, counted). Without candidates, victims come from probation, then protected,
-  then the window.
+  needed, each candidate duels main's next victim: probation's least valuable copy, kept in a heap
+  by value (each copy at its value when it entered probation, scaled by the sketch's halvings
+  since, and queued again at its value now when that rose meanwhile); protected's least valuable
+  of its ``SAMPLE`` oldest when probation has none (``SAMPLE_VARIED`` while the sizes held spread
+  widely, a coefficient of variation above ``VARIED_CV``). The candidate stays if it is worth more,
+  else it is the victim (an admission refused, counted). Without candidates, victims come from
+  probation, then protected, then the window. (Before the heap, probation's victim was the least
+  valuable of its 4 oldest copies, or 16 while sizes vary. A wider look paid on the simulator's
+  grid: 64 oldest, then 256, then all of probation lifted the lognormal cells at each step, Zipf
+  0.8 at 5 % from 0.707 to 0.756 x OFF, shift and drift at 5 / 10 % by 2.1-2.9 points, and moved
+  the equal-size cells by 0.32 points or less; the heap costs no more per miss than the 16-copy
+  walk.)
 * **A fixed window, by measurement.** The window holds 1 % of the capacity (Caffeine's default).
   Caffeine also sizes it online by hill climbing (every ``sample`` requests, 10 per copy held,
   the hit ratio of the last period is compared with the one before and the window moves a step,
@@ -57,14 +62,17 @@ The mesh cannot serve a model it does not hold, so nothing is ever bypassed: a m
 its duel was loaded and served, and is the next victim. The ledger's invariants are the ledger's:
 this class only orders copies, it never sees a victim the ledger did not offer (``evictable``), and
 a copy that is loading or serving requests is never evictable. Cost: O(1) amortised per access and
-per request (ordered dicts, a sketch of fixed row count); a selection walks each segment once from
-its oldest copy and computes each copy's value once (``_Scan``), so choosing k victims costs
-O(k + ``SAMPLE``) values, or O(k + ``SAMPLE_VARIED``) while sizes vary. (Keeping values from one
-selection to the next, until the sketch halves or the copy is used, was tried: other models'
-increments of shared counters make kept values stale, and it cost up to 2.7 points of hit ratio on
-the simulator's 1 % cells.) State: the sketch (5 bytes per counter slot, at least ``MIN_WIDTH``
-slots), per copy an ordered-dict entry and a small slot, per model in the shadow an
-ordered-dict entry (at most ``SHADOW_FULL`` or so).
+per request (ordered dicts, a sketch of fixed row count) but O(log n) for a copy that enters
+probation (a heap push); choosing k victims pops O(k) items, plus the items of copies that left
+probation or are not evictable (set aside, pushed back when the selection ends), and plus a push
+per copy whose value rose since it was queued. Protected's and the window's walks go once per
+selection from their oldest copies (``_Scan``). (Keeping values from one selection to the next in
+the 16-copy walk, until the sketch halved or the copy was used, was tried: it cost up to 2.7 points
+of hit ratio on the simulator's 1 % cells. The heap keeps them too, but checks a copy's value when
+it reaches the top and queues it again when it rose.) State: the sketch (5 bytes per counter slot,
+at least ``MIN_WIDTH`` slots), per copy an ordered-dict entry and a small slot, per probation copy
+a heap item (at most two, until the heap is compacted), per model in the shadow an ordered-dict
+entry (at most ``SHADOW_FULL`` or so).
 """
 
 from __future__ import annotations
@@ -72,6 +80,8 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Iterator
+from heapq import heapify, heappop, heappush, heapreplace
+from math import ldexp
 
 from kserve_mesh.core.cache import CacheEntry, Evictable, LruPolicy, TrackingPolicy
 from kserve_mesh.core.ids import ModelId
@@ -93,7 +103,7 @@ class FrequencySketch:
     only by collisions. Memory: 5 bytes per counter slot.
     """
 
-    __slots__ = ("adds", "cap", "door", "mask", "rows", "sample", "step", "width")
+    __slots__ = ("adds", "ages", "cap", "door", "mask", "rows", "sample", "step", "width")
 
     def __init__(self, width: int, sample: int, cap: int = 15) -> None:
         bits = max(6, (max(1, width) - 1).bit_length())
@@ -105,6 +115,7 @@ class FrequencySketch:
         self.door = bytearray(self.width)
         self.sample = max(16, sample)
         self.adds = 0
+        self.ages = 0  # halvings so far
 
     @staticmethod
     def key_hash(key: str) -> int:
@@ -146,6 +157,7 @@ class FrequencySketch:
         self.rows = [row.translate(_HALVE) for row in self.rows]
         self.door = bytearray(self.width)
         self.adds //= 2
+        self.ages += 1
 
     def state_bytes(self) -> int:
         return 5 * self.width
@@ -158,13 +170,14 @@ _LOADED = CopyState.LOADED
 class _Slot:
     """What the policy keeps per copy: its key hash, its segment, whether it was hit since its load."""
 
-    __slots__ = ("cand", "h", "hit", "seg")
+    __slots__ = ("cand", "h", "hit", "item", "seg")
 
     def __init__(self, h: int) -> None:
         self.h = h
         self.hit = False
         self.seg = _WIN
         self.cand = False  # moved from the window to probation, not yet through its admission duel
+        self.item: tuple[float, int, CacheEntry] | None = None  # its current item in probation's value heap
 
 
 class AdaptivePolicy(TrackingPolicy):
@@ -174,10 +187,11 @@ class AdaptivePolicy(TrackingPolicy):
     (90 % of main). A new copy enters the window; a hit in probation promotes to protected (its
     oldest fall back to probation); a hit anywhere moves the copy to its segment's young end.
     Victims: while the window holds more than its share, its oldest copy is a *candidate* for main
-    and duels main's next victims (probation's oldest, then protected's): the candidate wins when
-    its value ``f * cost / size`` is higher (ties keep the incumbent); a winner evicts the victim
-    and moves on, a loser is itself the victim (admission refused). Without candidates, victims
-    come in order: probation, protected, window (oldest first).
+    and duels main's next victims (probation's least valuable, then protected's): the candidate
+    wins when its value ``f * cost / size`` is higher (ties keep the incumbent); a winner evicts
+    the victim and moves on, a loser is itself the victim (admission refused). Without candidates,
+    victims come in order: probation (least valuable first), protected, window (the least valuable
+    of their oldest few).
     """
 
     name = "adaptive"
@@ -192,7 +206,7 @@ class AdaptivePolicy(TrackingPolicy):
     MIN_WIDTH = 4096  # counters per sketch row, at least (models not loaded need counters too)
     SAMPLE_FACTOR = 10  # requests per sample period (aging, hill climbing), per copy
     COUNTER_MAX = 15  # frequency counters saturate here (a model hot long ago ages out quickly)
-    SAMPLE = 4  # a victim is the least valuable of this many of its segment's oldest copies ...
+    SAMPLE = 4  # a victim from protected or the window: the least valuable of this many oldest ...
     SAMPLE_VARIED = 16  # ... or of this many while the copies' sizes vary widely:
     VARIED_CV = 0.5  # a coefficient of variation of the sizes held above this
     MAX_CANDIDATES = 256  # copies from the window awaiting their admission duel (older ones just stay)
@@ -200,6 +214,7 @@ class AdaptivePolicy(TrackingPolicy):
     DUEL_MARGIN = 0.02  # LRU wins a period when it hit more by this share of the requests ...
     DUEL_Z = 1.5  # ... and by this many standard deviations of the difference (sign test)
     SHADOW_FULL = 4096  # copies (peak) up to which the LRU shadow follows every model
+    HEAP_RESCALE = 512  # sketch halvings after which the value heap's keys are computed afresh
 
     def __init__(self, capacity_bytes: int = 1, *, hill_climb: bool = False) -> None:
         self.capacity = max(1, int(capacity_bytes))
@@ -225,6 +240,10 @@ class AdaptivePolicy(TrackingPolicy):
         self.evicted_value = 0.0  # the sum of the victims' values (metrics; the ledger counts the rest)
         self.refused = 0  # window candidates that lost their duel and were evicted
         self._candidates: deque[CacheEntry] = deque(maxlen=self.MAX_CANDIDATES)
+        # probation by value: (value scaled to the sketch's halvings since _heap_base, seq, copy)
+        self._heap: list[tuple[float, int, CacheEntry]] = []
+        self._heap_seq = 0
+        self._heap_base = 0
         # the LRU shadow: what plain LRU of the same capacity would hold (key hash -> size)
         self._shadow: OrderedDict[int, int] = OrderedDict()
         self._shadow_bytes = 0
@@ -364,7 +383,83 @@ class AdaptivePolicy(TrackingPolicy):
         self._bytes[slot.seg] -= entry.size_bytes
         self._segs[seg][mid] = entry
         self._bytes[seg] += entry.size_bytes
-        slot.seg = seg
+        if seg == _PROB:
+            slot.seg = seg
+            self._queue(entry)
+        else:
+            if slot.seg == _PROB:
+                slot.item = None
+                self._compact()
+            slot.seg = seg
+
+    # -- probation by value ------------------------------------------------------------------------
+    def _queue(self, entry: CacheEntry) -> None:
+        """Put a copy that enters probation on the value heap, at its value now. Keys are values
+        times 2 ** (the sketch's halvings since ``_heap_base``), so a key queued before a halving
+        compares right with one queued after it (every count halved)."""
+        age = self._sketch.ages - self._heap_base
+        if age > self.HEAP_RESCALE:
+            self._rebuild_heap()
+            return
+        self._heap_seq += 1
+        item = (ldexp(self.value(entry), age), self._heap_seq, entry)
+        entry.slot.item = item
+        heappush(self._heap, item)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drop the items of copies that left probation once they are half the heap (amortised O(1))."""
+        heap = self._heap
+        if len(heap) > 2 * len(self._segs[_PROB]) + 64:
+            self._heap = [it for it in heap if it[2].slot is not None and it[2].slot.item is it]
+            heapify(self._heap)
+
+    def _rebuild_heap(self) -> None:
+        """Every probation copy at its value now (a new sketch, or the keys' scale reset)."""
+        self._heap_base = self._sketch.ages
+        items = []
+        for entry in self._segs[_PROB].values():  # oldest first: ties go to the older copy
+            self._heap_seq += 1
+            item = (self.value(entry), self._heap_seq, entry)
+            entry.slot.item = item
+            items.append(item)
+        heapify(items)
+        self._heap = items
+
+    def _heap_min(self, taken: set[int], exclude: CacheEntry | None, evictable: Evictable,
+                  aside: list[tuple[float, int, CacheEntry]]) -> tuple[float, CacheEntry] | None:
+        """``(value, copy)`` of the least valuable evictable probation copy not ``taken``, not
+        ``exclude``. A copy whose value rose since it was queued (its counters shared with models
+        requested since) is queued again at its value now; one that is taken or not evictable is
+        put ``aside`` (back on the heap when the selection ends)."""
+        heap = self._heap
+        age = self._sketch.ages - self._heap_base
+        value = self.value
+        held = None  # the excluded copy's item: eligible again for the next pick
+        best = None
+        while heap:
+            item = heap[0]
+            entry = item[2]
+            slot = entry.slot
+            if slot is None or slot.item is not item:
+                heappop(heap)  # the copy left probation since
+            elif entry is exclude:
+                held = heappop(heap)
+            elif id(entry) in taken or not evictable(entry):
+                aside.append(heappop(heap))  # not eligible for the rest of this selection
+            else:
+                v = value(entry)
+                key = ldexp(v, age)
+                if key <= item[0]:
+                    best = (v, entry)
+                    break
+                self._heap_seq += 1
+                new = (key, self._heap_seq, entry)
+                slot.item = new
+                heapreplace(heap, new)
+        if held is not None:
+            heappush(heap, held)
+        return best
 
     def _rebalance_protected(self) -> None:
         limit = self.PROTECTED * (self.capacity - self._window_target)
@@ -381,11 +476,13 @@ class AdaptivePolicy(TrackingPolicy):
         if prefetch:
             # The mesh placed it (a copy re-homed from a leaving instance, an extra copy of a model
             # hot elsewhere, an explicit load): its requests were counted by another instance, so
-            # this sketch cannot judge it yet. It joins probation's young end without an admission
-            # duel, and is evicted in probation's turn when it is not used meanwhile.
-            slot.seg = _PROB
-            self._segs[_PROB][entry.model_id] = entry
-            self._bytes[_PROB] += entry.size_bytes
+            # this sketch cannot judge it yet, and in probation, where the least valuable copy goes
+            # first, it would go at the next miss. It joins protected's young end without an
+            # admission duel, and falls back to probation in protected's turn unless it is used.
+            slot.seg = _PROT
+            self._segs[_PROT][entry.model_id] = entry
+            self._bytes[_PROT] += entry.size_bytes
+            self._rebalance_protected()
         else:
             self._segs[_WIN][entry.model_id] = entry
             self._bytes[_WIN] += entry.size_bytes
@@ -398,6 +495,7 @@ class AdaptivePolicy(TrackingPolicy):
             self._peak = 2 * self._copies
             self._sample_shadow()
             self._sketch = self._new_sketch()
+            self._rebuild_heap()
 
     def on_access(self, entry: CacheEntry, now_ms: int, counted: bool = True) -> None:
         slot = entry.slot
@@ -443,21 +541,30 @@ class AdaptivePolicy(TrackingPolicy):
         self._size_sq -= entry.size_bytes * entry.size_bytes
         if self._segs[slot.seg].pop(entry.model_id, None) is not None:
             self._bytes[slot.seg] -= entry.size_bytes
+        if slot.seg == _PROB:
+            self._compact()
 
     def sizes_vary(self) -> bool:
         """Whether the sizes of the copies held spread widely (coefficient of variation above
         ``VARIED_CV``): then value per byte separates copies that recency alone does not, and a
-        victim is chosen from a wider sample of the oldest."""
+        victim from protected or the window is chosen from a wider sample of their oldest."""
         n, total = self._copies, self._size_sum
         return n > 1 and self._size_sq * n > (1.0 + self.VARIED_CV**2) * total * total
 
     def _pick(self, scans: dict[int, _Scan], segs: tuple[int, ...], sample: int, taken: set[int],
-              exclude: CacheEntry | None, evictable: Evictable) -> tuple[float, CacheEntry] | None:
-        """``(value, copy)`` of the least valuable of the ``sample`` oldest evictable copies not
-        ``taken`` and not ``exclude`` of the first of ``segs`` that has any. ``scans`` carries each
-        segment's walk from one pick to the next within one ``select_victims``: a copy's value is
-        computed once per selection, not once per victim."""
+              exclude: CacheEntry | None, evictable: Evictable,
+              aside: list[tuple[float, int, CacheEntry]]) -> tuple[float, CacheEntry] | None:
+        """``(value, copy)`` of the least valuable evictable copy not ``taken`` and not ``exclude``
+        of the first of ``segs`` that has any: of all of probation's (``_heap_min``), of the
+        ``sample`` oldest of protected's or the window's. ``scans`` carries each segment's walk
+        from one pick to the next within one ``select_victims``: a copy's value is computed once
+        per selection, not once per victim."""
         for seg in segs:
+            if seg == _PROB:
+                best = self._heap_min(taken, exclude, evictable, aside)
+                if best is not None:
+                    return best
+                continue
             scan = scans.get(seg)
             if scan is None:
                 scan = scans[seg] = _Scan(self, self._segs[seg])
@@ -488,6 +595,7 @@ class AdaptivePolicy(TrackingPolicy):
         value = 0.0  # of the victims
         cands = self._candidates
         sample = self.SAMPLE_VARIED if self.sizes_vary() else self.SAMPLE
+        aside: list[tuple[float, int, CacheEntry]] = []  # probation copies passed over, heap items
         scans: dict[int, _Scan] = {}  # nothing moves in the segments while victims are chosen
         while freed < needed_bytes:
             cand = None
@@ -501,7 +609,7 @@ class AdaptivePolicy(TrackingPolicy):
                 cand_value = self.value(cand)
                 lost = False
                 while freed < needed_bytes:
-                    rival = self._pick(scans, (_PROB, _PROT), sample, taken, cand, evictable)  # not itself
+                    rival = self._pick(scans, (_PROB, _PROT), sample, taken, cand, evictable, aside)  # not itself
                     if rival is None:
                         break
                     if cand_value > rival[0]:
@@ -519,7 +627,7 @@ class AdaptivePolicy(TrackingPolicy):
                     value += cand_value
                     self.refused += 1
                 continue
-            best = self._pick(scans, (_PROB, _PROT, _WIN), sample, taken, None, evictable)
+            best = self._pick(scans, (_PROB, _PROT, _WIN), sample, taken, None, evictable, aside)
             if best is None:
                 break
             taken.add(id(best[1]))
@@ -527,10 +635,22 @@ class AdaptivePolicy(TrackingPolicy):
             freed += best[1].size_bytes
             value += best[0]
         self.evicted_value += value
+        if aside:
+            heap = self._heap
+            for item in aside:
+                heappush(heap, item)  # stale once the ledger removes the victims among them
         return victims
 
     def next_victim_value(self) -> float | None:
-        """The value (``f * cost / size``) of the copy main would evict first (else the window's)."""
+        """The value (``f * cost / size``) of the copy main would evict first (else the window's):
+        probation's least valuable as queued, else the oldest loaded copy of protected, then of the
+        window."""
+        heap = self._heap
+        while heap and (heap[0][2].slot is None or heap[0][2].slot.item is not heap[0]):
+            heappop(heap)  # copies that left probation
+        for _, _, entry in heap[:1]:
+            if entry.state is _LOADED:
+                return self.value(entry)
         for seg in (_PROB, _PROT, _WIN):
             for entry in self._segs[seg].values():
                 if entry.state is CopyState.LOADED:

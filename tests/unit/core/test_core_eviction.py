@@ -119,8 +119,9 @@ def test_a_prefetched_copy_is_not_refused_admission_on_arrival(prefetch: bool) -
     """A copy the mesh placed (re-homed from a leaving instance, an extra copy of a hot model, an
     explicit load) has no history in this instance's sketch: as a request's miss it would duel for
     admission with the copies used here, lose, and be evicted by the next misses; as a prefetch it
-    joins probation's young end, no candidate, and outlives them. (A drain waited its whole grace
-    period for re-homed copies that the receiver evicted as soon as they arrived.)"""
+    joins protected's young end, no candidate, and outlives them (in probation it would be the least
+    valuable copy). (A drain waited its whole grace period for re-homed copies that the receiver
+    evicted as soon as they arrived.)"""
     ledger = CacheLedger(80, AdaptivePolicy(80))
     policy = ledger.policy
     assert isinstance(policy, AdaptivePolicy)
@@ -136,7 +137,7 @@ def test_a_prefetched_copy_is_not_refused_admission_on_arrival(prefetch: bool) -
     t += 1
     miss(ledger, "placed", 1, t, prefetch=prefetch)
     slot = ledger.get(M("placed")).slot  # type: ignore[union-attr]
-    assert slot.seg == (1 if prefetch else 0) and not slot.cand  # probation / the window
+    assert slot.seg == (2 if prefetch else 0) and not slot.cand  # protected / the window
     for i in range(3):
         t += 1
         miss(ledger, f"other-{i}", 1, t)
@@ -318,16 +319,19 @@ def _shifting_trace(rng: random.Random, phases: int, per_phase: int) -> list[tup
 
 
 def test_a_moving_hot_set_makes_the_shadow_win_and_re_ranks_protected_copies() -> None:
+    # Room for 20 copies, a hot set of ten. (With room for 15 the duel is won again and again while
+    # the old hot set still lingers, and re-ranking costs a few hits: LRU itself beats every
+    # frequency policy on this toy trace, where a hot set lives 400 requests.)
     trace = _shifting_trace(random.Random(3), phases=6, per_phase=400)
-    policy = AdaptivePolicy(150, hill_climb=False)
-    ledger = CacheLedger(150, policy)
+    policy = AdaptivePolicy(200, hill_climb=False)
+    ledger = CacheLedger(200, policy)
     _replay(ledger, trace[:400])  # the first hot ten settle in protected
     assert policy._bytes[2] > 0 and policy.lru_wins == 0
     hits = _replay(ledger, trace[400:])
     assert policy.lru_wins >= 1  # the old hot models held protected when the hot set moved
-    without = AdaptivePolicy(150, hill_climb=False)
+    without = AdaptivePolicy(200, hill_climb=False)
     without.DUEL_MARGIN = 2.0  # a shadow that never wins: the policy as it was
-    ledger_without = CacheLedger(150, without)
+    ledger_without = CacheLedger(200, without)
     _replay(ledger_without, trace[:400])
     assert hits > _replay(ledger_without, trace[400:])
     assert without.lru_wins == 0
@@ -379,66 +383,104 @@ def test_the_spread_of_the_sizes_held_is_followed_exactly() -> None:
     assert (policy._size_sum, policy._size_sq, policy._copies) == (0, 0, 0)
 
 
-def test_a_victim_comes_from_a_wider_sample_while_sizes_vary(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_victim_is_probation_s_least_valuable_copy_wherever_it_is() -> None:
     from kserve_mesh.core import eviction
 
-    def oldest_probation_victim(sizes: list[int]) -> tuple[str, list[int]]:
+    def probation_victim(sizes: list[int]) -> tuple[str, AdaptivePolicy, CacheLedger]:
         policy = AdaptivePolicy(100_000, hill_climb=False)
         ledger = CacheLedger(100_000, policy)
         for i, size in enumerate(sizes):
             loaded(ledger, f"m{i}", size, i)
-        sample = AdaptivePolicy.SAMPLE_VARIED if policy.sizes_vary() else AdaptivePolicy.SAMPLE
-        _, victim = policy._pick({}, (eviction._PROB,), sample, set(), None, lambda e: True)  # type: ignore[misc]
-        samples: list[int] = []
-        real = policy._pick
+        aside: list = []
+        best = policy._pick({}, (eviction._PROB,), AdaptivePolicy.SAMPLE, set(), None, lambda e: True, aside)
+        assert best is not None and not aside
+        return best[1].model_id, policy, ledger
 
-        def spy(scans, segs, sample, taken, exclude, evictable):  # type: ignore[no-untyped-def]
-            samples.append(sample)
-            return real(scans, segs, sample, taken, exclude, evictable)
+    # The same access history (one request each); the 21st oldest is the biggest, so worth least per
+    # byte. A walk of probation's 16 oldest copies (before) would not reach it.
+    varied = [500] * 20 + [20_000] + [500] * 9  # 30 copies: fewer than the sketch's first size (32)
+    victim, policy, ledger = probation_victim(varied)
+    assert victim == M("m20")
+    assert len(policy._segs[1]) == 28  # all in probation but the window's two newest (1 %: 1,000 bytes)
+    # the ledger's plan: the oldest candidate duels probation's least valuable copy and wins
+    assert ledger.plan_eviction(100_000 - sum(varied) + 1_000) == [M("m20")]
+    victim, _, _ = probation_victim([500] * 30)
+    assert victim == M("m0")  # equal values: the oldest
 
-        monkeypatch.setattr(policy, "_pick", spy)
-        assert ledger.plan_eviction(100_000 - sum(sizes) + 1_000)  # needs room: the policy picks victims
-        return victim.model_id, samples  # type: ignore[union-attr]
 
-    # The same access history (one request each); the 9th oldest is the biggest, so worth least per byte.
-    varied = [500] * 8 + [20_000] + [500] * 3
-    victim, samples = oldest_probation_victim(varied)
-    assert victim == M("m8")  # within the 16 oldest: found
-    assert samples and set(samples) == {AdaptivePolicy.SAMPLE_VARIED}  # and the ledger's plan used 16
-    equal = [500] * 12
-    victim, samples = oldest_probation_victim(equal)
-    assert victim == M("m0")  # equal values: the oldest of the 4
-    assert samples and set(samples) == {AdaptivePolicy.SAMPLE}
-    # with the narrow sample the big copy, 9th oldest, would not even be looked at
+def test_keys_queued_before_a_halving_compare_right_with_those_queued_after() -> None:
+    """Probation's heap keeps each copy at its value when it entered; every halving of the sketch
+    halves every value, so a key queued before it counts double against one queued after."""
     policy = AdaptivePolicy(100_000, hill_climb=False)
     ledger = CacheLedger(100_000, policy)
-    for i, size in enumerate(varied):
-        loaded(ledger, f"m{i}", size, i)
-    narrow = policy._pick({}, (eviction._PROB,), AdaptivePolicy.SAMPLE, set(), None, lambda e: True)
-    assert narrow is not None and narrow[1].model_id != M("m8")
+    sketch = policy._sketch
+    loaded(ledger, "a", 1_000, 0)
+    for _ in range(8):
+        sketch.increment(FrequencySketch.key_hash("a"))
+    loaded(ledger, "x", 1_000, 1)  # the window holds 1 % (1,000 bytes): "a" moves to probation
+    a = ledger.get(M("a"))
+    assert a is not None and a.slot.seg == 1
+    queued_a = policy.value(a)
+    sketch.age()  # every count halves: "a" is worth half as much now
+    for _ in range(6):
+        sketch.increment(FrequencySketch.key_hash("b"))
+    loaded(ledger, "b", 1_000, 2)  # the sketch already counted 6 requests of "b"
+    loaded(ledger, "y", 1_000, 3)  # "b" and "x" move to probation
+    b = ledger.get(M("b"))
+    assert b is not None and b.slot.seg == 1
+    assert policy.value(b) < queued_a  # by the values when queued, "b" would go first ...
+    assert policy.value(a) < policy.value(b)  # ... but "a" is worth less now
+    x = ledger.get(M("x"))
+    best = policy._heap_min({id(x)}, None, lambda e: True, [])
+    assert best is not None and best[1] is a
+
+
+def test_a_copy_whose_value_rose_since_it_was_queued_is_queued_again() -> None:
+    policy = AdaptivePolicy(100_000, hill_climb=False)
+    ledger = CacheLedger(100_000, policy)
+    for i, name in enumerate(["a", "b", "c"]):
+        loaded(ledger, name, 1_000, i)  # "a" and "b" in probation at one request each
+    a, b = ledger.get(M("a")), ledger.get(M("b"))
+    assert a is not None and b is not None and a.slot.seg == b.slot.seg == 1
+    old_item = a.slot.item
+    for _ in range(5):  # "a"'s counters grow (they are shared with models requested meanwhile)
+        policy._sketch.increment(a.slot.h)
+    best = policy._heap_min(set(), None, lambda e: True, [])
+    assert best is not None and best[1] is b  # "a" is worth more now: "b" goes first
+    assert a.slot.item is not old_item and a.slot.item[0] == policy.value(a)  # requeued at its worth
 
 
 @pytest.mark.parametrize("sizes", ["equal", "varied"])
-def test_one_walk_per_segment_picks_what_a_fresh_walk_picks(sizes: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``select_victims`` walks each segment once per selection and keeps the values it computed;
-    on a skewed trace with copies in use (not evictable) and big misses that need several victims,
-    every pick from the carried walk is the one a walk from the segment's oldest copy makes."""
+def test_every_pick_is_probation_s_least_valuable_else_what_a_fresh_walk_picks(
+        sizes: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a skewed trace with copies in use (not evictable) and big misses that need several
+    victims: a pick from probation is its least valuable eligible copy, exactly (from the heap,
+    with copies taken earlier in the same selection and the candidate set aside); a pick from
+    protected or the window, from the walk carried from one pick to the next, is the one a walk
+    from the segment's oldest copy makes."""
     rng = random.Random(7)
+    monkeypatch.setattr(AdaptivePolicy, "SAMPLE_FACTOR", 10**6)  # no halving: queued keys stay exact
     policy = AdaptivePolicy(60_000)
     ledger = CacheLedger(60_000, policy)
     size_of = {f"m{i}": 1_000 if sizes == "equal" else rng.choice([200, 500, 1_000, 3_000, 9_000])
                for i in range(300)}
     names = list(size_of)
     real = policy._pick
-    picks = carried = 0
+    picks = carried = from_heap = 0
 
-    def checked(scans, segs, sample, taken, exclude, evictable):  # type: ignore[no-untyped-def]
-        nonlocal picks, carried
+    def checked(scans, segs, sample, taken, exclude, evictable, aside):  # type: ignore[no-untyped-def]
+        nonlocal picks, carried, from_heap
         carried += bool(scans)
-        got = real(scans, segs, sample, taken, exclude, evictable)
-        fresh = real({}, segs, sample, taken, exclude, evictable)
-        assert got == fresh
-        picks += 1
+        got = real(scans, segs, sample, taken, exclude, evictable, aside)
+        eligible = [e for e in policy._segs[1].values() if id(e) not in taken and e is not exclude and evictable(e)]
+        if eligible and 1 in segs:
+            # probation's least valuable of all its eligible copies, exactly (no halving meanwhile)
+            assert got is not None and got[1].slot.seg == 1
+            assert got[0] == min(map(policy.value, eligible)) == policy.value(got[1])
+            from_heap += 1
+        else:  # protected's or the window's: what a walk from the segment's oldest copy picks
+            assert got == real({}, tuple(s for s in segs if s != 1), sample, taken, exclude, evictable, [])
+            picks += 1
         return got
 
     monkeypatch.setattr(policy, "_pick", checked)
@@ -456,6 +498,9 @@ def test_one_walk_per_segment_picks_what_a_fresh_walk_picks(sizes: str, monkeypa
             for v in chosen:
                 ledger.release(v)
         ledger.mark_loaded(M(name), t, 10.0 + size_of[name] / 100)
-    assert picks > 100 and carried > 5, (picks, carried)  # picks that went on from an earlier one's walk
+    assert from_heap > 100, from_heap
     if sizes == "varied":
         assert several > 10  # big misses needed several victims
+        # probation ran out of eligible copies now and then: picks from protected, some of them
+        # going on from an earlier pick's walk
+        assert picks > 10 and carried > 3, (picks, carried)

@@ -122,6 +122,13 @@ class AdaptiveMachine(RuleBasedStateMachine):
         assert p._size_sum == sum(e.size_bytes for e in tracked)  # the sizes' spread, exact
         assert p._size_sq == sum(e.size_bytes**2 for e in tracked)
         assert len(p._candidates) <= p.MAX_CANDIDATES
+        # probation's value heap: exactly one current item per probation copy, none for the others,
+        # and at most about twice as many items as copies (those of copies that left are dropped)
+        probation = p._segs[1]
+        current = [it for it in p._heap if it[2].slot is not None and it[2].slot.item is it]
+        assert sorted(it[2].model_id for it in current) == sorted(probation)
+        assert all(e.slot.item is None for seg in (p._segs[0], p._segs[2]) for e in seg.values())
+        assert len(p._heap) <= 2 * len(probation) + 65
         assert p._sketch.width <= max(p.MIN_WIDTH, 8 * max(p.MIN_COPIES, 2 * len(MODELS)))
         assert 0.0 <= p._window_target <= CAPACITY
         # the LRU shadow: one entry per model it holds, its bytes within the capacity (but for one
