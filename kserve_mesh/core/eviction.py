@@ -168,13 +168,12 @@ _LOADED = CopyState.LOADED
 
 
 class _Slot:
-    """What the policy keeps per copy: its key hash, its segment, whether it was hit since its load."""
+    """What the policy keeps per copy: its key hash, its segment, its admission state, its heap item."""
 
-    __slots__ = ("cand", "h", "hit", "item", "seg")
+    __slots__ = ("cand", "h", "item", "seg")
 
     def __init__(self, h: int) -> None:
         self.h = h
-        self.hit = False
         self.seg = _WIN
         self.cand = False  # moved from the window to probation, not yet through its admission duel
         self.item: tuple[float, int, CacheEntry] | None = None  # its current item in probation's value heap
@@ -324,10 +323,15 @@ class AdaptivePolicy(TrackingPolicy):
 
     def _record(self, slot: _Slot, hit: bool) -> None:
         self._sketch.increment(slot.h)
+        if self.hill_climb:
+            self._count_period(hit)
+
+    def _count_period(self, hit: bool) -> None:
+        """The hill climber's tally of one request (kept only while it climbs)."""
         self._period_requests += 1
         if hit:
             self._period_hits += 1
-        if self._period_requests >= self._sketch.sample and self.hill_climb:
+        if self._period_requests >= self._sketch.sample:
             self._climb()
 
     def _climb(self) -> None:
@@ -502,17 +506,12 @@ class AdaptivePolicy(TrackingPolicy):
         if slot is None or not counted:
             return
         h = slot.h
-        sk = self._sketch
-        sk.increment(h)
-        self._period_requests += 1
+        self._sketch.increment(h)
         loaded = entry.state is _LOADED
-        if loaded:
-            slot.hit = True
-            self._period_hits += 1
         if h >> 48 < self._shadow_cut:  # in the sample the LRU shadow follows (all models up to SHADOW_FULL)
             self._shadow_request(h, entry.size_bytes, loaded)
-        if self._period_requests >= sk.sample and self.hill_climb:
-            self._climb()
+        if self.hill_climb:
+            self._count_period(loaded)
         if slot.seg == _PROB:
             self._move(entry, _PROT)
             self._rebalance_protected()
