@@ -9,7 +9,14 @@ and the offline optimum (``benchmarks/cache_sim.py``):
   a doorkeeper that keeps one-off requests out of the rows) estimates each model's recent request
   count, also for models that are *not* loaded: a popular model evicted and requested again comes
   back with its history. Every ``sample`` requests all counters halve (aging), so the estimate
-  follows a shifting workload. Width: 4 counters per copy (at least ``MIN_COPIES``' worth).
+  follows a shifting workload. Width: 4 counters per copy (at least ``MIN_COPIES``' worth). A
+  *loaded* copy counts its own requests: it starts from the sketch's estimate when it is reserved,
+  adds its hits, halves when the sketch does (lazily, by the sketch's count of halvings) and
+  writes its count back into the sketch when it leaves. The count is exact where the sketch's
+  rows over-count by collisions, and a hit costs a fifth of the bytecode of four counter updates
+  (on the policy-cost benchmark, 226 opcodes of this module per request instead of 397, a hit 90
+  instead of 180; on the simulator's grid the hit ratio rose in 43 of 48 cells, by up to 0.5
+  points, and fell in 5 by 0.04 points or less).
 * **Value per byte (GDSF).** A copy is worth ``f * cost / size``: ``f`` its estimated frequency,
   ``cost`` its measured load time, ``size`` its bytes, i.e. load milliseconds saved per MB held.
   Big, cheap-to-reload, rarely used copies are worth least.
@@ -103,7 +110,7 @@ class FrequencySketch:
     only by collisions. Memory: 5 bytes per counter slot.
     """
 
-    __slots__ = ("adds", "ages", "cap", "door", "mask", "rows", "sample", "step", "width")
+    __slots__ = ("adds", "ages", "cap", "door", "inc", "mask", "rows", "sample", "step", "width")
 
     def __init__(self, width: int, sample: int, cap: int = 15) -> None:
         bits = max(6, (max(1, width) - 1).bit_length())
@@ -111,6 +118,7 @@ class FrequencySketch:
         self.mask = self.width - 1
         self.step = (64 - bits) // 4  # row k reads bits [k * step, k * step + bits) of the hash
         self.cap = cap
+        self.inc = bytes(min(i + 1, cap) for i in range(256))  # a counter's next value: saturates at cap
         self.rows = [bytearray(self.width) for _ in range(4)]
         self.door = bytearray(self.width)
         self.sample = max(16, sample)
@@ -122,36 +130,42 @@ class FrequencySketch:
         """A 64-bit hash of a model id, the same in every process (unlike ``hash()``)."""
         return ((zlib.crc32(key.encode()) + 1) * 0x9E3779B97F4A7C15) & _MASK64 ^ (len(key) << 40)
 
-    def increment(self, h: int) -> None:
+    def increment(self, h: int) -> int:
+        """Count one request of ``h``; returns its estimate after it."""
         mask, step = self.mask, self.step
+        r0, r1, r2, r3 = self.rows
+        i0, i1, i2, i3 = h & mask, (h >> step) & mask, (h >> 2 * step) & mask, (h >> 3 * step) & mask
         door = self.door
         d = (h >> 60 | h << 4) & mask
-        if not door[d]:
-            door[d] = 1
+        if door[d]:
+            inc = self.inc  # a table lookup costs half the bytecode of a compare and an add
+            r0[i0], r1[i1], r2[i2], r3[i3] = a, b, c, e = inc[r0[i0]], inc[r1[i1]], inc[r2[i2]], inc[r3[i3]]
+            f = min(a, b, c, e)
         else:
-            r0, r1, r2, r3 = self.rows
-            cap = self.cap
-            i = h & mask
-            if r0[i] < cap:
-                r0[i] += 1
-            i = (h >> step) & mask
-            if r1[i] < cap:
-                r1[i] += 1
-            i = (h >> 2 * step) & mask
-            if r2[i] < cap:
-                r2[i] += 1
-            i = (h >> 3 * step) & mask
-            if r3[i] < cap:
-                r3[i] += 1
+            door[d] = 1
+            f = min(r0[i0], r1[i1], r2[i2], r3[i3])
         self.adds += 1
         if self.adds >= self.sample:
             self.age()
+            return self.estimate(h)
+        return f + 1  # the doorkeeper's one
 
     def estimate(self, h: int) -> int:
         mask, step = self.mask, self.step
         r0, r1, r2, r3 = self.rows
         f = min(r0[h & mask], r1[(h >> step) & mask], r2[(h >> 2 * step) & mask], r3[(h >> 3 * step) & mask])
         return f + self.door[(h >> 60 | h << 4) & mask]
+
+    def restore(self, h: int, f: int) -> None:
+        """Make ``estimate(h)`` at least ``f`` (a loaded copy's own count, written back when it
+        leaves): the doorkeeper set, each row's counter raised to ``f - 1`` (at most the cap)."""
+        mask, step = self.mask, self.step
+        self.door[(h >> 60 | h << 4) & mask] = 1
+        f = min(f - 1, self.cap)
+        if f > 0:
+            for k, row in enumerate(self.rows):
+                i = (h >> k * step) & mask
+                row[i] = max(row[i], f)
 
     def age(self) -> None:
         self.rows = [row.translate(_HALVE) for row in self.rows]
@@ -168,12 +182,15 @@ _LOADED = CopyState.LOADED
 
 
 class _Slot:
-    """What the policy keeps per copy: its key hash, its segment, its admission state, its heap item."""
+    """What the policy keeps per copy: its key hash, its request count (and the sketch's halvings
+    it was counted to), its segment, its admission state, its heap item."""
 
-    __slots__ = ("cand", "h", "item", "seg")
+    __slots__ = ("ages", "cand", "f", "h", "item", "seg")
 
-    def __init__(self, h: int) -> None:
+    def __init__(self, h: int, f: int, ages: int) -> None:
         self.h = h
+        self.f = f  # its requests: the sketch's estimate when it was reserved, counted on by its hits
+        self.ages = ages  # ... halved since whenever the sketch has halved more often than this
         self.seg = _WIN
         self.cand = False  # moved from the window to probation, not yet through its admission duel
         self.item: tuple[float, int, CacheEntry] | None = None  # its current item in probation's value heap
@@ -226,6 +243,7 @@ class AdaptivePolicy(TrackingPolicy):
         self._size_sq = 0
         self._peak = self.MIN_COPIES
         self._sketch = self._new_sketch()
+        self._f_max = self.COUNTER_MAX + 1  # a loaded copy's count saturates where the sketch's estimate does
         # load cost of copies not measured yet: the mean of the measured ones, per byte
         self._cost_ms_total = 0.0
         self._cost_bytes_total = 0
@@ -272,9 +290,8 @@ class AdaptivePolicy(TrackingPolicy):
 
     # -- frequency and value -----------------------------------------------------------------------
     def _shadow_request(self, h: int, size: int, hit: bool) -> None:
-        """One request, as the LRU shadow sees it; at the end of a duel period, the verdict."""
-        if h >> 48 >= self._shadow_cut:  # not in the sample of models the shadow follows
-            return
+        """One request of a model in the shadow's sample (the callers check ``h >> 48 <
+        _shadow_cut``), as the LRU shadow sees it; at the end of a duel period, the verdict."""
         shadow = self._shadow
         if h in shadow:
             shadow.move_to_end(h)
@@ -321,11 +338,6 @@ class AdaptivePolicy(TrackingPolicy):
         while prot:
             self._move(next(iter(prot.values())), _PROB)
 
-    def _record(self, slot: _Slot, hit: bool) -> None:
-        self._sketch.increment(slot.h)
-        if self.hill_climb:
-            self._count_period(hit)
-
     def _count_period(self, hit: bool) -> None:
         """The hill climber's tally of one request (kept only while it climbs)."""
         self._period_requests += 1
@@ -370,11 +382,8 @@ class AdaptivePolicy(TrackingPolicy):
 
     def value(self, entry: CacheEntry) -> float:
         """``f * cost / size``: estimated requests x load milliseconds saved, per MB held."""
-        sk = self._sketch
-        h, mask, step = entry.slot.h, sk.mask, sk.step
-        r0, r1, r2, r3 = sk.rows
-        f = min(r0[h & mask], r1[(h >> step) & mask], r2[(h >> 2 * step) & mask], r3[(h >> 3 * step) & mask])
-        f += sk.door[(h >> 60 | h << 4) & mask]  # the sketch's estimate, inlined: the hot path of a miss
+        slot = entry.slot
+        f = slot.f >> (self._sketch.ages - slot.ages)  # its count, halved with the sketch since
         cost = entry.load_ms or self._cost_ms(entry)
         size = entry.size_bytes
         return f * cost * _MB / (size if size > 0 else 1)
@@ -393,7 +402,8 @@ class AdaptivePolicy(TrackingPolicy):
         else:
             if slot.seg == _PROB:
                 slot.item = None
-                self._compact()
+                if len(self._heap) > 2 * len(self._segs[_PROB]) + 64:
+                    self._compact()
             slot.seg = seg
 
     # -- probation by value ------------------------------------------------------------------------
@@ -409,14 +419,14 @@ class AdaptivePolicy(TrackingPolicy):
         item = (ldexp(self.value(entry), age), self._heap_seq, entry)
         entry.slot.item = item
         heappush(self._heap, item)
-        self._compact()
+        if len(self._heap) > 2 * len(self._segs[_PROB]) + 64:
+            self._compact()
 
     def _compact(self) -> None:
-        """Drop the items of copies that left probation once they are half the heap (amortised O(1))."""
-        heap = self._heap
-        if len(heap) > 2 * len(self._segs[_PROB]) + 64:
-            self._heap = [it for it in heap if it[2].slot is not None and it[2].slot.item is it]
-            heapify(self._heap)
+        """Drop the items of copies that left probation. Called once they are half the heap, more
+        than ``2 * len(probation) + 64`` items (amortised O(1); the callers test it, a call costs)."""
+        self._heap = [it for it in self._heap if it[2].slot is not None and it[2].slot.item is it]
+        heapify(self._heap)
 
     def _rebuild_heap(self) -> None:
         """Every probation copy at its value now (a new sketch, or the keys' scale reset)."""
@@ -433,8 +443,8 @@ class AdaptivePolicy(TrackingPolicy):
     def _heap_min(self, taken: set[int], exclude: CacheEntry | None, evictable: Evictable,
                   aside: list[tuple[float, int, CacheEntry]]) -> tuple[float, CacheEntry] | None:
         """``(value, copy)`` of the least valuable evictable probation copy not ``taken``, not
-        ``exclude``. A copy whose value rose since it was queued (its counters shared with models
-        requested since) is queued again at its value now; one that is taken or not evictable is
+        ``exclude``. A copy whose value rose since it was queued (queued while it loaded, at an
+        assumed cost, and measured since; or resized) is queued again at its value now; one that is taken or not evictable is
         put ``aside`` (back on the heap when the selection ends)."""
         heap = self._heap
         age = self._sketch.ages - self._heap_base
@@ -473,10 +483,15 @@ class AdaptivePolicy(TrackingPolicy):
 
     # -- the seam ----------------------------------------------------------------------------------
     def on_reserve(self, entry: CacheEntry, now_ms: int, prefetch: bool = False) -> None:
-        slot = _Slot(FrequencySketch.key_hash(entry.model_id))
+        h = FrequencySketch.key_hash(entry.model_id)
+        sk = self._sketch
+        # this request, counted with the model's history while it was not loaded
+        slot = _Slot(h, sk.increment(h), sk.ages)
         entry.slot = slot
-        self._shadow_request(slot.h, entry.size_bytes, False)
-        self._record(slot, hit=False)
+        if h >> 48 < self._shadow_cut:  # in the sample the LRU shadow follows
+            self._shadow_request(h, entry.size_bytes, False)
+        if self.hill_climb:
+            self._count_period(False)
         if prefetch:
             # The mesh placed it (a copy re-homed from a leaving instance, an extra copy of a model
             # hot elsewhere, an explicit load): its requests were counted by another instance, so
@@ -495,23 +510,34 @@ class AdaptivePolicy(TrackingPolicy):
         self._copies += 1
         self._size_sum += entry.size_bytes
         self._size_sq += entry.size_bytes * entry.size_bytes
-        if self._copies > self._peak:  # grow the sketch with the cache (its history restarts)
+        if self._copies > self._peak:  # grow the sketch with the cache (models not loaded lose their history)
             self._peak = 2 * self._copies
             self._sample_shadow()
+            ages = self._sketch.ages
             self._sketch = self._new_sketch()
-            self._rebuild_heap()
+            self._sketch.ages = ages  # the loaded copies' counts go on halving with it
 
     def on_access(self, entry: CacheEntry, now_ms: int, counted: bool = True) -> None:
         slot = entry.slot
         if slot is None or not counted:
             return
+        # The copy's own count, not the sketch's: a fifth of the bytecode of a sketch increment
+        # on the path every hit takes, and exact (no collisions). It is written back on removal.
+        sk = self._sketch
+        ages = sk.ages
+        if slot.ages != ages:
+            slot.f >>= ages - slot.ages
+            slot.ages = ages
+        if slot.f < self._f_max:
+            slot.f += 1
+        sk.adds += 1  # the request counts towards the sketch's sample period all the same
+        if sk.adds >= sk.sample:
+            sk.age()
         h = slot.h
-        self._sketch.increment(h)
-        loaded = entry.state is _LOADED
         if h >> 48 < self._shadow_cut:  # in the sample the LRU shadow follows (all models up to SHADOW_FULL)
-            self._shadow_request(h, entry.size_bytes, loaded)
+            self._shadow_request(h, entry.size_bytes, entry.state is _LOADED)
         if self.hill_climb:
-            self._count_period(loaded)
+            self._count_period(entry.state is _LOADED)
         if slot.seg == _PROB:
             self._move(entry, _PROT)
             self._rebalance_protected()
@@ -521,7 +547,7 @@ class AdaptivePolicy(TrackingPolicy):
     def on_loaded(self, entry: CacheEntry, load_ms: float) -> None:
         if entry.slot is not None and load_ms > 0:
             self._cost_ms_total += load_ms
-            self._cost_bytes_total += max(1, entry.size_bytes)
+            self._cost_bytes_total += entry.size_bytes or 1
 
     def on_resize(self, entry: CacheEntry, old_size: int) -> None:
         slot = entry.slot
@@ -535,12 +561,16 @@ class AdaptivePolicy(TrackingPolicy):
         if slot is None:
             return
         entry.slot = None
+        sk = self._sketch
+        f = slot.f >> (sk.ages - slot.ages)
+        if f:
+            sk.restore(slot.h, f)  # its history, for when it is requested again
         self._copies -= 1
         self._size_sum -= entry.size_bytes
         self._size_sq -= entry.size_bytes * entry.size_bytes
         if self._segs[slot.seg].pop(entry.model_id, None) is not None:
             self._bytes[slot.seg] -= entry.size_bytes
-        if slot.seg == _PROB:
+        if slot.seg == _PROB and len(self._heap) > 2 * len(self._segs[_PROB]) + 64:
             self._compact()
 
     def sizes_vary(self) -> bool:
@@ -575,16 +605,22 @@ class AdaptivePolicy(TrackingPolicy):
     def _demote_window(self) -> None:
         """Move the window's oldest copies to probation, as admission candidates, while the window
         holds more than its share (the newest copy always stays)."""
-        window = self._segs[_WIN]
-        while self._bytes[_WIN] > self._window_target and len(window) > 1:
-            entry = next(iter(window.values()))
-            self._move(entry, _PROB)
-            entry.slot.cand = True
-            if len(self._candidates) == self._candidates.maxlen:
-                old = self._candidates[0]
+        window, prob = self._segs[_WIN], self._segs[_PROB]
+        held, cands = self._bytes, self._candidates
+        while held[_WIN] > self._window_target and len(window) > 1:
+            mid, entry = window.popitem(last=False)
+            held[_WIN] -= entry.size_bytes
+            prob[mid] = entry
+            held[_PROB] += entry.size_bytes
+            slot = entry.slot
+            slot.seg = _PROB
+            slot.cand = True
+            self._queue(entry)
+            if len(cands) == cands.maxlen:
+                old = cands[0]
                 if old.slot is not None:
                     old.slot.cand = False
-            self._candidates.append(entry)
+            cands.append(entry)
 
     def select_victims(self, needed_bytes: int, evictable: Evictable) -> list[CacheEntry]:
         self._evicting = True
@@ -596,6 +632,7 @@ class AdaptivePolicy(TrackingPolicy):
         sample = self.SAMPLE_VARIED if self.sizes_vary() else self.SAMPLE
         aside: list[tuple[float, int, CacheEntry]] = []  # probation copies passed over, heap items
         scans: dict[int, _Scan] = {}  # nothing moves in the segments while victims are chosen
+        heap = self._heap  # (_compact replaces it, but only when a copy moves or leaves)
         while freed < needed_bytes:
             cand = None
             while cands:  # the oldest candidate still waiting in probation
@@ -612,6 +649,8 @@ class AdaptivePolicy(TrackingPolicy):
                     if rival is None:
                         break
                     if cand_value > rival[0]:
+                        if heap and heap[0][2] is rival[1]:
+                            heappop(heap)  # its item: the ledger removes the copy (not set aside and back)
                         taken.add(id(rival[1]))
                         victims.append(rival[1])
                         freed += rival[1].size_bytes
@@ -629,13 +668,14 @@ class AdaptivePolicy(TrackingPolicy):
             best = self._pick(scans, (_PROB, _PROT, _WIN), sample, taken, None, evictable, aside)
             if best is None:
                 break
+            if heap and heap[0][2] is best[1]:
+                heappop(heap)
             taken.add(id(best[1]))
             victims.append(best[1])
             freed += best[1].size_bytes
             value += best[0]
         self.evicted_value += value
         if aside:
-            heap = self._heap
             for item in aside:
                 heappush(heap, item)  # stale once the ledger removes the victims among them
         return victims

@@ -51,15 +51,26 @@ def test_policy_names() -> None:
 def test_sketch_counts_and_halves() -> None:
     sketch = FrequencySketch(1024, sample=1000)
     h, other = FrequencySketch.key_hash("popular"), FrequencySketch.key_hash("rare")
-    for _ in range(9):
-        sketch.increment(h)
-    sketch.increment(other)
+    assert [sketch.increment(h) for _ in range(9)] == list(range(1, 10))  # each: the estimate after it
+    assert sketch.increment(other) == 1
     assert sketch.estimate(h) == 9  # 1 in the doorkeeper + 8 in the rows
     assert sketch.estimate(other) == 1
     assert sketch.estimate(FrequencySketch.key_hash("never")) == 0
     sketch.age()
     assert sketch.estimate(h) == 4  # rows halved, doorkeeper emptied
     assert sketch.estimate(other) == 0
+    assert sketch.increment(h) == 5  # the doorkeeper again, on top of the halved rows
+
+
+def test_sketch_restores_a_count_written_back() -> None:
+    sketch = FrequencySketch(1024, sample=1000)
+    h = FrequencySketch.key_hash("m")
+    sketch.restore(h, 7)
+    assert sketch.estimate(h) == 7
+    sketch.restore(h, 3)  # never lowers what the sketch holds (other models share its counters)
+    assert sketch.estimate(h) == 7
+    sketch.restore(h, 100)
+    assert sketch.estimate(h) == 16  # the cap (15) and the doorkeeper
 
 
 def test_sketch_counters_saturate() -> None:
@@ -85,6 +96,59 @@ def test_key_hash_is_stable_across_processes() -> None:
     assert FrequencySketch.key_hash("model-1") == FrequencySketch.key_hash("model-1")
     assert FrequencySketch.key_hash("model-1") != FrequencySketch.key_hash("model-2")
     assert 0 <= FrequencySketch.key_hash("x") < 1 << 64
+
+
+def test_a_loaded_copy_counts_its_own_requests_and_leaves_them_to_the_sketch() -> None:
+    """A loaded copy's hits are counted on the copy, exactly, not in the sketch (a fifth of the
+    work per hit); the count halves with the sketch, saturates where the sketch's estimate does,
+    and is written back to the sketch when the copy leaves, so a model evicted and requested again
+    comes back with its history."""
+    policy = AdaptivePolicy(100_000, hill_climb=False)
+    ledger = CacheLedger(100_000, policy)
+    sketch = policy._sketch
+    h = FrequencySketch.key_hash("a")
+    for _ in range(3):
+        sketch.increment(h)  # requests of "a" before it was loaded
+    loaded(ledger, "a", 1_000, 0)  # and the request that loads it
+    a = ledger.get(M("a"))
+    assert a is not None and a.slot.f == 4 == sketch.estimate(h)
+    for t in range(1, 6):
+        ledger.touch(M("a"), t)
+    assert a.slot.f == 9 and sketch.estimate(h) == 4  # counted on the copy, not in the sketch
+    assert policy.value(a) == 9 * 100.0 * 1_000_000 / 1_000
+    sketch.age()
+    assert policy.value(a) == 4 * 100.0 * 1_000_000 / 1_000  # halved with the sketch (9 >> 1)
+    ledger.touch(M("a"), 6)
+    assert a.slot.f == 5 and a.slot.ages == sketch.ages
+    for t in range(7, 40):
+        ledger.touch(M("a"), t)
+    assert a.slot.f == policy.COUNTER_MAX + 1  # saturated, like the sketch's estimate
+    ledger.mark_unloading(M("a"))
+    ledger.release(M("a"))
+    assert sketch.estimate(h) == policy.COUNTER_MAX + 1  # written back when it left
+    loaded(ledger, "a", 1_000, 40)
+    b = ledger.get(M("a"))
+    assert b is not None and b.slot.f == policy.COUNTER_MAX + 1  # back with its history
+
+
+def test_loaded_copies_keep_their_counts_when_the_sketch_grows() -> None:
+    """The sketch is sized for the copies held and replaced when their number doubles; models not
+    loaded lose their history then, loaded copies keep theirs and go on halving in step."""
+    policy = AdaptivePolicy(10**9, hill_climb=False)
+    ledger = CacheLedger(10**9, policy)
+    loaded(ledger, "hot", 1_000, 0)
+    for t in range(1, 6):
+        ledger.touch(M("hot"), t)
+    hot = ledger.get(M("hot"))
+    assert hot is not None and hot.slot.f == 6
+    first = policy._sketch
+    first.age()
+    t = 10
+    while policy._sketch is first:  # copies past the sketch's first size: a new, longer-lived one
+        t += 1
+        loaded(ledger, f"m{t}", 1_000, t)
+    assert policy._sketch.sample > first.sample and policy._sketch.ages == first.ages
+    assert policy.value(hot) == 3 * 100.0 * 1_000_000 / 1_000  # 6, halved once
 
 
 def test_a_popular_model_outlives_a_stream_of_one_off_models() -> None:
@@ -414,9 +478,9 @@ def test_keys_queued_before_a_halving_compare_right_with_those_queued_after() ->
     policy = AdaptivePolicy(100_000, hill_climb=False)
     ledger = CacheLedger(100_000, policy)
     sketch = policy._sketch
-    loaded(ledger, "a", 1_000, 0)
     for _ in range(8):
         sketch.increment(FrequencySketch.key_hash("a"))
+    loaded(ledger, "a", 1_000, 0)  # the sketch already counted 8 requests of "a"
     loaded(ledger, "x", 1_000, 1)  # the window holds 1 % (1,000 bytes): "a" moves to probation
     a = ledger.get(M("a"))
     assert a is not None and a.slot.seg == 1
@@ -436,15 +500,19 @@ def test_keys_queued_before_a_halving_compare_right_with_those_queued_after() ->
 
 
 def test_a_copy_whose_value_rose_since_it_was_queued_is_queued_again() -> None:
+    """A copy that entered probation while it loaded was queued at an assumed load cost (1 ms,
+    nothing measured yet); its measured load time, five times the other copy's, makes it worth
+    more than the copy queued beside it."""
     policy = AdaptivePolicy(100_000, hill_climb=False)
     ledger = CacheLedger(100_000, policy)
-    for i, name in enumerate(["a", "b", "c"]):
+    assert ledger.try_reserve(M("a"), 1_000, 0)  # loading: no measured cost yet
+    for i, name in enumerate(["b", "c"], 1):
         loaded(ledger, name, 1_000, i)  # "a" and "b" in probation at one request each
     a, b = ledger.get(M("a")), ledger.get(M("b"))
     assert a is not None and b is not None and a.slot.seg == b.slot.seg == 1
     old_item = a.slot.item
-    for _ in range(5):  # "a"'s counters grow (they are shared with models requested meanwhile)
-        policy._sketch.increment(a.slot.h)
+    assert old_item is not None and old_item[0] < policy.value(b)  # queued at 1 ms, b at its 100
+    ledger.mark_loaded(M("a"), 3, 500.0)
     best = policy._heap_min(set(), None, lambda e: True, [])
     assert best is not None and best[1] is b  # "a" is worth more now: "b" goes first
     assert a.slot.item is not old_item and a.slot.item[0] == policy.value(a)  # requeued at its worth
