@@ -132,14 +132,21 @@ class FrequencySketch:
 
     def increment(self, h: int) -> int:
         """Count one request of ``h``; returns its estimate after it."""
-        mask, step = self.mask, self.step
+        mask = self.mask
+        step = self.step
         r0, r1, r2, r3 = self.rows
-        i0, i1, i2, i3 = h & mask, (h >> step) & mask, (h >> 2 * step) & mask, (h >> 3 * step) & mask
+        i0 = h & mask
+        i1 = (h >> step) & mask
+        i2 = (h >> 2 * step) & mask
+        i3 = (h >> 3 * step) & mask
         door = self.door
         d = (h >> 60 | h << 4) & mask
         if door[d]:
             inc = self.inc  # a table lookup costs half the bytecode of a compare and an add
-            r0[i0], r1[i1], r2[i2], r3[i3] = a, b, c, e = inc[r0[i0]], inc[r1[i1]], inc[r2[i2]], inc[r3[i3]]
+            a = r0[i0] = inc[r0[i0]]
+            b = r1[i1] = inc[r1[i1]]
+            c = r2[i2] = inc[r2[i2]]
+            e = r3[i3] = inc[r3[i3]]
             f = min(a, b, c, e)
         else:
             door[d] = 1
