@@ -12,9 +12,10 @@ each instance has room for ``--room`` (5 %) of their bytes. Requests go round ro
 instances over keep-alive HTTP/1.1 (V2 REST infer), ``--clients`` (4) at a time; every answer must be
 a 200 naming its model.
 
-Reported per topology, trace and policy: hit ratio (1 - loads / requests), loads, bytes loaded
-(the instances' ``modelmesh_loadmodel_milliseconds_count`` and ``modelmesh_loaded_model_size_bytes_sum``),
-p50/p99 latency, failed requests, and the largest ``used / capacity`` seen: every
+Reported per topology, trace and policy: hit ratio (1 - loads / requests), loads, the time spent
+loading, bytes loaded (the instances' ``modelmesh_loadmodel_milliseconds_count`` and ``_sum``, and
+``modelmesh_loaded_model_size_bytes_sum``: the adaptive policy weighs load time, so it may load more
+often and wait less), p50/p99 latency, failed requests, and the largest ``used / capacity`` seen: every
 ``--observe-every`` requests (and at the end) each instance's metrics are read and
 ``modelmesh_instance_used_bytes <= modelmesh_instance_capacity_bytes`` is checked. Then each
 instance in turn gets SIGTERM, and the seconds to its exit are reported: in a mesh of two the first
@@ -281,10 +282,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summarize(mesh: Mesh, tally: Tally, requests: int) -> dict[str, Any]:
-    loads = bytes_loaded = hits = cache_requests = 0.0
+    loads = load_ms = bytes_loaded = hits = cache_requests = 0.0
     for url in mesh.metrics:
         m = read_metrics(url)
         loads += m.get("modelmesh_loadmodel_milliseconds_count", 0.0)
+        load_ms += m.get("modelmesh_loadmodel_milliseconds_sum", 0.0)
         bytes_loaded += m.get("modelmesh_loaded_model_size_bytes_sum", 0.0)
         hits += m.get("kserve_mesh_cache_hits_total", 0.0)
         cache_requests += m.get("kserve_mesh_cache_requests_total", 0.0)
@@ -292,7 +294,7 @@ def summarize(mesh: Mesh, tally: Tally, requests: int) -> dict[str, Any]:
         "policy": mesh.policy, "requests": requests, "loads": int(loads),
         "hit_ratio": 1.0 - loads / requests if requests else 0.0,
         "instance_hit_ratio": hits / cache_requests if cache_requests else 0.0,
-        "bytes_loaded": int(bytes_loaded),
+        "bytes_loaded": int(bytes_loaded), "load_s": load_ms / 1000,
         "p50_ms": 1000 * pct(tally.latencies, 0.50), "p99_ms": 1000 * pct(tally.latencies, 0.99),
         "mean_ms": 1000 * sum(tally.latencies) / max(1, len(tally.latencies)),
         "failed": len(tally.failures), "first_failures": tally.failures[:3],
@@ -362,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                         rows.append(row)
                         failed |= bool(row["failed"] or row["over_capacity"])
                         print(f"{topo:6} {trace_kind:5} {row['policy']:8} hit {row['hit_ratio']:.3f} loads "
-                              f"{row['loads']:5d} MB loaded {row['bytes_loaded'] / 1e6:7.2f} p50 "
+                              f"{row['loads']:5d} load s {row['load_s']:6.1f} MB loaded "
+                              f"{row['bytes_loaded'] / 1e6:7.2f} p50 "
                               f"{row['p50_ms']:6.1f} ms p99 {row['p99_ms']:6.1f} ms failed {row['failed']} "
                               f"max used {100 * row['max_used_fraction']:.1f}% ({row['observations']} checks)",
                               flush=True)
@@ -382,12 +385,12 @@ def main(argv: list[str] | None = None) -> int:
                     results += rows
     wall = time.perf_counter() - t0
     print()
-    print("| topology | trace | policy | hit ratio | loads | MB loaded | p50 ms | p99 ms | failed | max used/capacity "
-          "| stop s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| topology | trace | policy | hit ratio | loads | load s | MB loaded | p50 ms | p99 ms | failed "
+          "| max used/capacity | stop s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['topology']} | {r['trace']} | {r['policy']} | {r['hit_ratio']:.3f} | {r['loads']} | "
-              f"{r['bytes_loaded'] / 1e6:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']} | "
+              f"{r['load_s']:.1f} | {r['bytes_loaded'] / 1e6:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']} | "
               f"{100 * r['max_used_fraction']:.1f}% | {' / '.join(f'{x:.1f}' for x in r.get('stop_s', []))} |")
     verdicts = []
     for topo in topologies:
@@ -396,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             if set(rows) == set(POLICIES):
                 lru, mine = rows["lru"], rows["adaptive"]
                 verdicts.append(f"{topo}/{trace_kind}: adaptive loads {mine['loads']} vs lru {lru['loads']} "
-                                f"({'fewer' if mine['loads'] < lru['loads'] else 'NOT fewer'}), p99 "
+                                f"({'fewer' if mine['loads'] < lru['loads'] else 'NOT fewer'}), load time "
+                                f"{mine['load_s']:.1f} vs {lru['load_s']:.1f} s, p99 "
                                 f"{mine['p99_ms']:.1f} vs {lru['p99_ms']:.1f} ms "
                                 f"({'lower' if mine['p99_ms'] < lru['p99_ms'] else 'NOT lower'})")
     print("\n".join(verdicts))

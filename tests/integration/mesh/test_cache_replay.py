@@ -32,6 +32,7 @@ def test_quick_replay_side_by_side(tmp_path: Path) -> None:
         assert r["requests"] == 300 and r["failed"] == 0, r["first_failures"]
         assert r["observations"] >= 5 and r["over_capacity"] == [] and 0 < r["max_used_fraction"] <= 1.0
         assert r["loads"] > 0 and r["bytes_loaded"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+        assert r["load_s"] > 0.001 * r["loads"]  # each load waited out its model's delay (5 ms x 0.25 at least)
         assert r["stop_rc"] == [0] and len(r["stop_s"]) == 1, r  # SIGTERM: the instance exited by itself
     assert (tmp_path / "models").is_dir() and list(tmp_path.glob("instance-*.log"))  # --workdir kept them
     assert rows["adaptive"]["loads"] < rows["lru"]["loads"], rows
