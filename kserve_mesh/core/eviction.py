@@ -14,7 +14,7 @@ and the offline optimum (``benchmarks/cache_sim.py``):
   adds its hits, halves when the sketch does (lazily, by the sketch's count of halvings) and
   writes its count back into the sketch when it leaves. The count is exact where the sketch's
   rows over-count by collisions, and a hit costs a fifth of the bytecode of four counter updates
-  (on the policy-cost benchmark, 226 opcodes of this module per request instead of 397, a hit 90
+  (on the policy-cost benchmark, 233 opcodes of this module per request instead of 397, a hit 91
   instead of 180; on the simulator's grid the hit ratio rose in 43 of 48 cells, by up to 0.5
   points, and fell in 5 by 0.04 points or less).
 * **Value per byte (GDSF).** A copy is worth ``f * cost / size``: ``f`` its estimated frequency,
@@ -409,8 +409,7 @@ class AdaptivePolicy(TrackingPolicy):
         else:
             if slot.seg == _PROB:
                 slot.item = None
-                if len(self._heap) > 2 * len(self._segs[_PROB]) + 64:
-                    self._compact()
+                self._compact()
             slot.seg = seg
 
     # -- probation by value ------------------------------------------------------------------------
@@ -426,17 +425,18 @@ class AdaptivePolicy(TrackingPolicy):
         item = (ldexp(self.value(entry), age), self._heap_seq, entry)
         entry.slot.item = item
         heappush(self._heap, item)
-        if len(self._heap) > 2 * len(self._segs[_PROB]) + 64:
-            self._compact()
+        self._compact()
 
     def _compact(self) -> None:
-        """Drop the items of copies that left probation. Called once they are half the heap, more
-        than ``2 * len(probation) + 64`` items (amortised O(1); the callers test it, a call costs)."""
-        self._heap = [it for it in self._heap if it[2].slot is not None and it[2].slot.item is it]
-        heapify(self._heap)
+        """Drop the items of copies that left probation once they are half the heap (amortised O(1))."""
+        heap = self._heap
+        if len(heap) > 2 * len(self._segs[_PROB]) + 64:
+            self._heap = [it for it in heap if it[2].slot is not None and it[2].slot.item is it]
+            heapify(self._heap)
 
     def _rebuild_heap(self) -> None:
-        """Every probation copy at its value now (a new sketch, or the keys' scale reset)."""
+        """Every probation copy at its value now (the keys' scale reset after ``HEAP_RESCALE``
+        halvings)."""
         self._heap_base = self._sketch.ages
         items = []
         for entry in self._segs[_PROB].values():  # oldest first: ties go to the older copy
@@ -451,8 +451,8 @@ class AdaptivePolicy(TrackingPolicy):
                   aside: list[tuple[float, int, CacheEntry]]) -> tuple[float, CacheEntry] | None:
         """``(value, copy)`` of the least valuable evictable probation copy not ``taken``, not
         ``exclude``. A copy whose value rose since it was queued (queued while it loaded, at an
-        assumed cost, and measured since; or resized) is queued again at its value now; one that is taken or not evictable is
-        put ``aside`` (back on the heap when the selection ends)."""
+        assumed cost, and measured since; or resized) is queued again at its value now; one that
+        is taken or not evictable is put ``aside`` (back on the heap when the selection ends)."""
         heap = self._heap
         age = self._sketch.ages - self._heap_base
         value = self.value
@@ -577,7 +577,7 @@ class AdaptivePolicy(TrackingPolicy):
         self._size_sq -= entry.size_bytes * entry.size_bytes
         if self._segs[slot.seg].pop(entry.model_id, None) is not None:
             self._bytes[slot.seg] -= entry.size_bytes
-        if slot.seg == _PROB and len(self._heap) > 2 * len(self._segs[_PROB]) + 64:
+        if slot.seg == _PROB:
             self._compact()
 
     def sizes_vary(self) -> bool:
@@ -612,17 +612,11 @@ class AdaptivePolicy(TrackingPolicy):
     def _demote_window(self) -> None:
         """Move the window's oldest copies to probation, as admission candidates, while the window
         holds more than its share (the newest copy always stays)."""
-        window, prob = self._segs[_WIN], self._segs[_PROB]
-        held, cands = self._bytes, self._candidates
-        while held[_WIN] > self._window_target and len(window) > 1:
-            mid, entry = window.popitem(last=False)
-            held[_WIN] -= entry.size_bytes
-            prob[mid] = entry
-            held[_PROB] += entry.size_bytes
-            slot = entry.slot
-            slot.seg = _PROB
-            slot.cand = True
-            self._queue(entry)
+        window, cands = self._segs[_WIN], self._candidates
+        while self._bytes[_WIN] > self._window_target and len(window) > 1:
+            entry = next(iter(window.values()))
+            self._move(entry, _PROB)
+            entry.slot.cand = True
             if len(cands) == cands.maxlen:
                 old = cands[0]
                 if old.slot is not None:
